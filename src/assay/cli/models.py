@@ -1,0 +1,264 @@
+"""CLI commands of model development: train, list, show, thresholds, promote, export and import."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from assay.cli import main, pass_workspace
+from assay.errors import InvalidInput
+from assay.evaluation import answer_threshold_query
+from assay.settings import Settings
+from assay.spec import load_spec
+from assay.training import train
+from assay.workspace import Workspace
+
+
+def _progress(message: str) -> None:
+    click.secho(message, err=True, dim=message.startswith("  "))
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(h) for h in header]] + [[_num(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+@main.command("train")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@pass_workspace
+def train_command(ws: Workspace, spec_path: str) -> None:
+    """Train the model a TOML spec describes and register a new version."""
+    spec = load_spec(spec_path)
+    result = train(spec, ws.registry, progress=_progress, actor=getpass.getuser())
+    metric = spec.training.metric
+    click.echo("\ncandidates (cross-validated on the training data):")
+    click.echo(
+        _table(
+            ["candidate", f"mean {metric}", "min", "max", "mean fit s"],
+            [
+                [c.candidate, c.mean_score, min(c.fold_scores), max(c.fold_scores), c.mean_fit_time]
+                for c in sorted(result.comparison, key=lambda c: -c.mean_score)
+            ],
+        )
+    )
+    record = result.record
+    click.echo(f"\nchosen: {result.winner.candidate} -> {record.ref}")
+    _print_summary(record.summary)
+    aliases = ", ".join(f"{a}={v}" for a, v in sorted(ws.registry.aliases(record.model).items()))
+    click.echo(f"aliases: {aliases}")
+    click.echo(f"model card: {record.directory / 'card.html'}")
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    keys = ["roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "brier"]
+    click.echo("held-out: " + "  ".join(f"{k}={_num(summary.get(k))}" for k in keys))
+    for stat, value in (summary.get("fairness") or {}).items():
+        click.echo(f"fairness: worst {stat}={_num(value)}")
+
+
+@main.command("models")
+@pass_workspace
+def models_command(ws: Workspace) -> None:
+    """List models, their versions and aliases."""
+    rows = [
+        [
+            m.name,
+            m.task,
+            ", ".join(map(str, m.versions)),
+            ", ".join(f"{a}={v}" for a, v in sorted(m.aliases.items())),
+        ]
+        for m in ws.registry.models()
+    ]
+    click.echo(_table(["model", "task", "versions", "aliases"], rows) if rows else "no models yet")
+
+
+@main.command("show")
+@click.argument("ref", metavar="MODEL[@VERSION|ALIAS]")
+@click.option("--json", "as_json", is_flag=True, help="Print the full evaluation as JSON.")
+@pass_workspace
+def show_command(ws: Workspace, ref: str, as_json: bool) -> None:
+    """Show a version's statistics, fairness, operating points and lineage."""
+    record = ws.registry.resolve(ref)
+    card = ws.registry.read_json(record, "card.json")
+    if as_json:
+        card["aliases"] = ws.registry.aliases(record.model)
+        card["history"] = ws.registry.history(record.model)
+        click.echo(orjson.dumps(card, option=orjson.OPT_INDENT_2).decode())
+        return
+    ev = card["evaluation"]
+    aliases = [a for a, v in ws.registry.aliases(record.model).items() if v == record.version]
+    click.echo(
+        f"{record.ref}  {card['candidate']}  created {record.created_at:%Y-%m-%d %H:%M}  aliases: {', '.join(aliases) or '-'}"
+    )
+    if card.get("description"):
+        click.echo(card["description"])
+    click.echo(f"held-out rows: {ev['n']}  counts: " + ", ".join(f"{k}={v}" for k, v in ev["counts"].items()))
+    stats = ["precision", "recall", "f1", "accuracy", "match_rate", "filter_rate", "fpr", "roc_auc", "pr_auc"]
+    rows = [[cls, *[s.get(k) for k in stats]] for cls, s in ev["per_class"].items()]
+    rows += [[avg, *[ev[avg].get(k) for k in stats]] for avg in ("micro", "macro") if avg in ev]
+    click.echo("\n" + _table(["label", *stats], rows))
+    cm = ev["confusion_matrix"]
+    click.echo("\nconfusion matrix (rows: true, columns: predicted)")
+    click.echo(
+        _table(
+            ["", *cm["labels"]],
+            [[label, *row] for label, row in zip(cm["labels"], cm["matrix"], strict=True)],
+        )
+    )
+    click.echo(f"\ncalibration: brier={_num(ev['calibration']['brier'], 4)}")
+    for attr, fair in (ev.get("fairness") or {}).items():
+        blocks = {"": fair} if "groups" in fair else fair
+        for cls, block in blocks.items():
+            title = f"fairness by {attr}" + (f" (class {cls})" if cls else "")
+            click.echo(
+                f"\n{title}: demographic parity difference={_num(block.get('demographic_parity_difference'))}"
+                f"  equalized odds difference={_num(block.get('equalized_odds_difference'))}"
+            )
+            group_rows = [
+                [g, s.get("count"), s.get("selection_rate"), s.get("tpr"), s.get("fpr"), s.get("precision")]
+                for g, s in block["groups"].items()
+            ]
+            click.echo(_table(["group", "count", "selection_rate", "tpr", "fpr", "precision"], group_rows))
+    for name, op in (card.get("operating_points") or {}).items():
+        answer = op.get("answer")
+        click.echo(
+            f"\noperating point {name}: {op['query']} -> "
+            + (f"threshold {answer['threshold']:.4f}" if answer else "no threshold satisfies it")
+        )
+    if card.get("importance"):
+        click.echo("\nfeature importance (drop in ROC-AUC when shuffled):")
+        click.echo(
+            _table(
+                ["feature", "importance", "std"],
+                [[i["feature"], i["importance"], i["std"]] for i in card["importance"]],
+            )
+        )
+    lin = card["lineage"]
+    click.echo(
+        f"\nlineage: data {lin['data_fingerprint'][:16]}  spec {lin['spec_hash'][:16]}  seed {lin['seed']}  "
+        f"assay {lin['assay']}  " + " ".join(f"{k} {v}" for k, v in lin["libraries"].items())
+    )
+    click.echo(f"model card: {record.directory / 'card.html'}")
+
+
+@main.command("thresholds")
+@click.argument("ref", metavar="MODEL[@VERSION|ALIAS]")
+@click.argument("query")
+@click.option(
+    "--label", "label", default=None, help="Class the query is about (default: the positive class)."
+)
+@pass_workspace
+def thresholds_command(ws: Workspace, ref: str, query: str, label: str | None) -> None:
+    """Answer a threshold query, e.g. "maximum recall @ precision >= 0.9"."""
+    record = ws.registry.resolve(ref)
+    ev = ws.registry.read_json(record, "evaluation.json")
+    label = label or ev.get("positive")
+    if label is None:
+        raise InvalidInput(
+            f"{record.ref} is multi-class: name the class with --label ({', '.join(ev['classes'])})"
+        )
+    if label not in ev["thresholds"]:
+        raise InvalidInput(
+            f"unknown label {label!r}; labels are {', '.join(ev['thresholds'])}", field="label"
+        )
+    answer = answer_threshold_query(ev["thresholds"][label], query)
+    if answer is None:
+        click.echo(f'no threshold satisfies "{query}" for {record.ref} (label {label})')
+        raise SystemExit(2)
+    click.echo(f'{record.ref} label {label}: "{query}"')
+    click.echo(_table(["statistic", "value"], [[k, v] for k, v in answer.items()]))
+
+
+@main.command("promote")
+@click.argument("model")
+@click.argument("version", type=int)
+@click.option("--alias", default="production", show_default=True)
+@click.option("--force", is_flag=True, help="Move the alias even if gates fail (needs --reason).")
+@click.option("--reason", default="", help="Why; recorded with the move.")
+@pass_workspace
+def promote_command(ws: Workspace, model: str, version: int, alias: str, force: bool, reason: str) -> None:
+    """Point an alias at a version if the spec's promotion gates pass."""
+    results = ws.registry.promote(
+        model, version, alias=alias, actor=getpass.getuser(), reason=reason, force=force
+    )
+    for r in results:
+        click.echo(("pass  " if r["passed"] else "FAIL  ") + r["message"])
+    click.echo(f"{alias} -> {model}@{version}" + (" (forced)" if force else ""))
+
+
+@main.command("history")
+@click.argument("model")
+@pass_workspace
+def history_command(ws: Workspace, model: str) -> None:
+    """Every alias move of a model: who, when, why."""
+    ws.registry.model(model)
+    rows = [
+        [
+            h["at"][:19],
+            h["alias"],
+            h["from_version"],
+            h["to_version"],
+            h["actor"],
+            "yes" if h["forced"] else "",
+            h["reason"],
+        ]
+        for h in ws.registry.history(model)
+    ]
+    click.echo(_table(["at", "alias", "from", "to", "who", "forced", "why"], rows))
+
+
+@main.command("export")
+@click.argument("ref", metavar="MODEL[@VERSION|ALIAS]")
+@click.argument("out", type=click.Path(dir_okay=False))
+@pass_workspace
+def export_command(ws: Workspace, ref: str, out: str) -> None:
+    """Write one file that carries a version: artifact, statistics, card and lineage."""
+    record = ws.registry.export(ref, Path(out))
+    click.echo(f"exported {record.ref} to {out}")
+
+
+@main.command("import")
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@pass_workspace
+def import_command(ws: Workspace, bundle: str) -> None:
+    """Add a version from an exported file (checked before anything is written)."""
+    record = ws.registry.import_(Path(bundle))
+    click.echo(f"imported as {record.ref}")
+
+
+@main.command("settings")
+def settings_command() -> None:
+    """List every setting with its environment name, default and help."""
+    for env, default, help_text in Settings.describe():
+        click.echo(f"{env} (default {default!s:s})\n    {help_text}")
+
+
+@main.command("quickstart")
+@click.pass_context
+def quickstart_command(ctx: click.Context) -> None:
+    """Train an example model on data scikit-learn ships, and show what assay made of it."""
+    from assay.cli import settings_from
+    from assay.quickstart import write_example
+
+    settings = settings_from(ctx)
+    spec_path = write_example(settings.home / "example")
+    click.echo(f"example data and spec written to {spec_path.parent}")
+    ctx.invoke(train_command, spec_path=str(spec_path))
+    click.echo(
+        '\nnext: assay show malignant | assay thresholds malignant "maximum recall @ precision >= 0.9" | assay serve'
+    )

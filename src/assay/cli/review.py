@@ -1,0 +1,1 @@
+"""CLI commands of human review (users, campaigns, labels)."""

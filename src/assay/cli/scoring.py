@@ -1,0 +1,1 @@
+"""CLI commands of the scoring service (serve, score, tokens, feature tables, precache)."""

@@ -1,0 +1,306 @@
+"""The store: SQLAlchemy tables, the engine, and Alembic migrations.
+
+SQLite (a file in the workspace home) by default, PostgreSQL by URL. The schema
+only ever changes through the migrations in ``assay/migrations``; ``connect``
+brings a store up to the newest revision before handing out the engine.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+# --- registry -----------------------------------------------------------------
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("task", sa.String(20), nullable=False),  # binary | multiclass
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+versions = sa.Table(
+    "versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), sa.ForeignKey("models.name"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("candidate", sa.String(100), nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),  # the spec as a mapping, gates included
+    sa.Column("spec_hash", sa.String(64), nullable=False),
+    sa.Column("data_fingerprint", sa.String(64), nullable=False),
+    sa.Column("summary", sa.JSON, nullable=False),  # headline metrics, for listings and gates
+    sa.Column("lineage", sa.JSON, nullable=False),
+    sa.Column("manifest", sa.JSON, nullable=False),  # artifact file name -> sha256
+    sa.UniqueConstraint("model", "version", name="uq_versions_model_version"),
+)
+
+aliases = sa.Table(
+    "aliases",
+    metadata,
+    sa.Column("model", sa.String(200), sa.ForeignKey("models.name"), primary_key=True),
+    sa.Column("alias", sa.String(100), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+alias_events = sa.Table(
+    "alias_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("alias", sa.String(100), nullable=False),
+    sa.Column("from_version", sa.Integer, nullable=True),
+    sa.Column("to_version", sa.Integer, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("forced", sa.Boolean, nullable=False),
+    sa.Column("gates", sa.JSON, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# --- serving ------------------------------------------------------------------
+
+feature_rows = sa.Table(
+    "feature_rows",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("item_id", sa.String(200), primary_key=True),
+    sa.Column("features", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def create_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and a busy timeout so several processes can share it."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")  # a committed label must survive power loss
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the store to the newest migration (a no-op when it is already there)."""
+    cfg = _alembic_config(engine.url.render_as_string(hide_password=False))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    with engine.connect() as conn:
+        if MigrationContext.configure(conn).get_current_revision() == head:
+            return
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def connect(url: str) -> Engine:
+    """An engine on an up-to-date store."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    upgrade(engine)
+    return engine
+
+
+# --- reviews ------------------------------------------------------------------
+# Accounts, labelling campaigns and JADE-style judgments (owned by reviews.py,
+# judgments.py and accounts.py). The unique constraints are the concurrency
+# guarantees: a reviewer holds at most one assignment per item, and an item's
+# occupied slots (1..labels_per_item) are unique, so no item is over-labelled.
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(100), nullable=False, unique=True),
+    sa.Column("pseudonym", sa.String(40), nullable=False, unique=True),  # what exports show
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),  # admin | reviewer
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+user_sessions = sa.Table(
+    "user_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=False),  # the version whose scores reviewers see
+    sa.Column("classes", sa.JSON, nullable=False),  # label choices besides "unsure"
+    sa.Column("labels_per_item", sa.Integer, nullable=False),
+    sa.Column("reviewers", sa.JSON, nullable=False),  # usernames allowed to label; empty: everyone
+    sa.Column("blind", sa.Boolean, nullable=False),
+    sa.Column("selection", sa.JSON, nullable=False),  # how the items were chosen, for the record
+    sa.Column("auto_rules", sa.JSON, nullable=False),
+    sa.Column("link_template", sa.String(500), nullable=True),
+    sa.Column("judgment_rule", sa.String(20), nullable=False),  # admin | most_endorsed
+    sa.Column("status", sa.String(10), nullable=False),  # open | closed
+    sa.Column("item_count", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+campaign_items = sa.Table(
+    "campaign_items",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),  # the order items are handed out in
+    sa.Column("item_id", sa.String(200), nullable=False),
+    sa.Column("features", sa.JSON, nullable=False),
+    sa.Column("probabilities", sa.JSON, nullable=True),  # class -> probability from model_version
+    sa.Column("prediction", sa.String(200), nullable=True),
+    sa.Column("explanation", sa.JSON, nullable=True),
+    sa.Column("auto_label", sa.String(200), nullable=True),
+    sa.Column("auto_rule", sa.String(500), nullable=True),
+    sa.Column("claimed", sa.Integer, nullable=False),  # slots taken by open or done assignments
+    sa.Column("available", sa.Boolean, nullable=False),  # claimed < labels_per_item and not auto-labelled
+    sa.UniqueConstraint("campaign_id", "item_id", name="uq_campaign_items_item"),
+    sa.Index("ix_campaign_items_pool", "campaign_id", "available", "position"),
+)
+
+worksets = sa.Table(
+    "worksets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_worksets_user", "campaign_id", "user_id", "expires_at"),
+    sa.Index("ix_worksets_expiry", "campaign_id", "expires_at"),
+)
+
+assignments = sa.Table(
+    "assignments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("workset_id", sa.Integer, sa.ForeignKey("worksets.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "campaign_item_id", sa.Integer, sa.ForeignKey("campaign_items.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("slot", sa.Integer, nullable=True),  # NULL once skipped: the slot goes back to the pool
+    sa.Column("state", sa.String(10), nullable=False),  # open | done | skipped
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("campaign_item_id", "user_id", name="uq_assignments_item_user"),
+    sa.UniqueConstraint("campaign_item_id", "slot", name="uq_assignments_item_slot"),
+    sa.Index("ix_assignments_workset", "workset_id", "state"),
+    sa.Index("ix_assignments_user", "campaign_id", "user_id", "state"),
+)
+
+labels = sa.Table(
+    "labels",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "campaign_item_id", sa.Integer, sa.ForeignKey("campaign_items.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("label", sa.String(200), nullable=False),  # a class or "unsure"
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=False),
+    sa.Column("shown_prediction", sa.String(200), nullable=True),  # NULL in blind campaigns
+    sa.Column("shown_probability", sa.Float, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("campaign_item_id", "user_id", name="uq_labels_item_user"),
+    sa.Index("ix_labels_campaign_user", "campaign_id", "user_id"),
+    sa.Index("ix_labels_campaign_item", "campaign_id", "campaign_item_id", "label"),  # agreement counts
+)
+
+judgments = sa.Table(
+    "judgments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("item_id", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=True),
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("label", sa.String(200), nullable=False),  # what the item really is, in the judge's view
+    sa.Column("rationale", sa.Text, nullable=False),
+    sa.Column("model_prediction", sa.String(200), nullable=True),
+    sa.Column("author_user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=True),
+    sa.Column("author_token", sa.String(200), nullable=True),  # name of the API token a product used
+    sa.Column("preferred", sa.Boolean, nullable=False),
+    sa.Column("preferred_by", sa.String(200), nullable=True),
+    sa.Column("preferred_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_judgments_item", "model", "item_id"),
+    # At most one preferred judgment per item, whatever races between admins and rules.
+    sa.Index(
+        "uq_judgments_preferred",
+        "model",
+        "item_id",
+        unique=True,
+        sqlite_where=sa.text("preferred"),
+        postgresql_where=sa.text("preferred"),
+    ),
+)
+
+endorsements = sa.Table(
+    "endorsements",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("judgment_id", sa.Integer, sa.ForeignKey("judgments.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("stance", sa.String(10), nullable=False),  # endorse | dispute
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("judgment_id", "user_id", name="uq_endorsements_judgment_user"),
+)

@@ -1,0 +1,242 @@
+"""A model's feature schema and the one encoding from raw values to the matrix models see.
+
+Training encodes a DataFrame column by column; serving encodes JSON records one
+by one. Both go through this module so a feature means the same thing in both
+places: numeric -> float, boolean -> 0/1, categorical -> the index of the value
+in the vocabulary learnt at training (unknown or missing -> NaN, which every
+candidate handles).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from assay.errors import DataError, InvalidInput
+
+Kind = Literal["numeric", "boolean", "categorical"]
+KINDS: tuple[str, ...] = ("numeric", "boolean", "categorical")
+
+_TRUE = frozenset({"true", "t", "yes", "y", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "0"})
+
+
+@dataclass
+class Feature:
+    """One input of a model."""
+
+    name: str
+    kind: Kind
+    categories: list[str] = field(default_factory=list)  # categorical only, in code order
+    nullable: bool = False  # missing values were seen in training, so a client may send null
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "nullable": self.nullable}
+        if self.kind == "categorical":
+            out["categories"] = self.categories
+        return out
+
+
+@dataclass
+class FeatureSchema:
+    """The ordered features of a model; column j of the model's matrix is ``features[j]``."""
+
+    features: list[Feature]
+    _codes: list[dict[str, int]] = field(init=False, repr=False, compare=False)
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._codes = [{c: i for i, c in enumerate(f.categories)} for f in self.features]
+        self._index = {f.name: i for i, f in enumerate(self.features)}
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def categorical_indices(self) -> list[int]:
+        return [i for i, f in enumerate(self.features) if f.kind == "categorical"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": [f.to_dict() for f in self.features]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSchema:
+        return cls(
+            [
+                Feature(
+                    name=f["name"],
+                    kind=f["kind"],
+                    categories=list(f.get("categories", [])),
+                    nullable=bool(f.get("nullable", False)),
+                )
+                for f in data["features"]
+            ]
+        )
+
+    @classmethod
+    def learn(cls, frame: pd.DataFrame, kinds: Mapping[str, Kind], *, source: str) -> FeatureSchema:
+        """Learn vocabularies and nullability from training data; ``kinds`` gives each column's kind."""
+        features = []
+        for name, kind in kinds.items():
+            column = frame[name]
+            categories: list[str] = []
+            if kind == "categorical":
+                categories = sorted({str(v) for v in column.dropna().unique()})
+            features.append(Feature(name, kind, categories, nullable=bool(column.isna().any())))
+        schema = cls(features)
+        schema.encode_frame(frame, source=source)  # fail now, with the column named, if a value is bad
+        return schema
+
+    # --- data sets -----------------------------------------------------------
+
+    def encode_frame(self, frame: pd.DataFrame, *, source: str) -> np.ndarray:
+        """The float64 matrix for a data set; a bad value raises ``DataError`` naming file and column."""
+        missing = [n for n in self.names if n not in frame.columns]
+        if missing:
+            raise DataError(f"{source}: missing feature column(s): {', '.join(missing)}", field=missing[0])
+        out = np.empty((len(frame), len(self.features)), dtype=np.float64)
+        for j, feature in enumerate(self.features):
+            out[:, j] = self._encode_column(frame[feature.name], j, source)
+        return out
+
+    def _encode_column(self, column: pd.Series, j: int, source: str) -> np.ndarray:
+        feature = self.features[j]
+        if feature.kind == "categorical":
+            codes = self._codes[j]
+            return np.array(
+                [np.nan if _is_missing(v) else codes.get(str(v), np.nan) for v in column], dtype=np.float64
+            )
+        if feature.kind == "boolean":
+            values = column.map(_parse_bool_or_none)
+            bad = column.notna() & values.isna()
+            if bad.any():
+                raise DataError(
+                    f"{source}: column {feature.name!r} is boolean but row {int(np.argmax(bad.to_numpy()))} "
+                    f"holds {column[bad].iloc[0]!r}",
+                    field=feature.name,
+                )
+            return values.astype("float64").to_numpy()
+        numeric = pd.to_numeric(column, errors="coerce")
+        bad = column.notna() & numeric.isna()
+        if bad.any():
+            raise DataError(
+                f"{source}: column {feature.name!r} must be numeric but holds {column[bad].iloc[0]!r}",
+                field=feature.name,
+            )
+        values = numeric.to_numpy(dtype=np.float64)
+        if np.isinf(values).any():
+            raise DataError(f"{source}: column {feature.name!r} holds inf", field=feature.name)
+        return values
+
+    # --- requests ------------------------------------------------------------
+
+    def encode_record(self, record: Mapping[str, Any], *, strict: bool = True) -> np.ndarray:
+        """One row for a JSON record; ``InvalidInput`` names the first bad feature.
+
+        ``strict`` refuses features the model does not know (a typo would otherwise
+        be silently ignored and the score computed without it).
+        """
+        if strict and len(record) != len(self.features):
+            unknown = [k for k in record if k not in self._index]
+            if unknown:
+                raise InvalidInput(
+                    f"unknown feature {unknown[0]!r}; this model takes: {', '.join(self.names)}",
+                    field=f"features.{unknown[0]}",
+                    code="unknown_feature",
+                )
+        row = np.empty(len(self.features), dtype=np.float64)
+        for j, feature in enumerate(self.features):
+            try:
+                value = record[feature.name]
+            except KeyError:
+                raise InvalidInput(
+                    f"missing feature {feature.name!r}",
+                    field=f"features.{feature.name}",
+                    code="missing_feature",
+                ) from None
+            row[j] = self.encode_value(j, value)
+        return row
+
+    def encode_value(self, j: int, value: Any) -> float:
+        feature = self.features[j]
+        where = f"features.{feature.name}"
+        if value is None:
+            if not feature.nullable:
+                raise InvalidInput(f"feature {feature.name!r} may not be null", field=where)
+            return math.nan
+        if feature.kind == "categorical":
+            if isinstance(value, bool | dict | list):
+                raise InvalidInput(f"feature {feature.name!r} is categorical: send a string", field=where)
+            return float(self._codes[j].get(str(value), math.nan))
+        if feature.kind == "boolean":
+            if isinstance(value, bool):
+                return 1.0 if value else 0.0
+            parsed = _parse_bool_or_none(value) if isinstance(value, str | int) else None
+            if parsed is None:
+                raise InvalidInput(f"feature {feature.name!r} must be a boolean; got {value!r}", field=where)
+            return 1.0 if parsed else 0.0
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(
+                f"feature {feature.name!r} must be a number; got {type(value).__name__}", field=where
+            )
+        number = float(value)
+        if not math.isfinite(number):
+            raise InvalidInput(f"feature {feature.name!r} must be finite; got {value!r}", field=where)
+        return number
+
+    def decode_row(self, row: Sequence[float]) -> dict[str, Any]:
+        """The JSON values a row stands for (what a response shows as "features used")."""
+        out: dict[str, Any] = {}
+        for j, feature in enumerate(self.features):
+            v = float(row[j])
+            if math.isnan(v):
+                out[feature.name] = None
+            elif feature.kind == "boolean":
+                out[feature.name] = bool(v)
+            elif feature.kind == "categorical":
+                out[feature.name] = feature.categories[int(v)]
+            else:
+                out[feature.name] = int(v) if v.is_integer() and abs(v) < 2**53 else v
+        return out
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def _parse_bool_or_none(value: Any) -> bool | None:
+    if _is_missing(value):
+        return None
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, float | np.floating) and value in (0.0, 1.0):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+    return None
+
+
+def infer_kind(column: pd.Series) -> Kind:
+    """The kind a column most likely is: bool-like -> boolean, numeric -> numeric, else categorical."""
+    values = column.dropna()
+    if values.empty:
+        return "numeric"
+    if pd.api.types.is_bool_dtype(values) or values.map(_parse_bool_or_none).notna().all():
+        return "boolean"
+    if pd.api.types.is_numeric_dtype(values):
+        return "numeric"
+    if pd.to_numeric(values, errors="coerce").notna().all():
+        return "numeric"
+    return "categorical"

@@ -1,0 +1,111 @@
+"""Every setting of assay, declared once with its default and help.
+
+A value comes from the environment (``ASSAY_<NAME>``), else from ``assay.toml``
+in the workspace home, else from the default declared here. The settings object
+is built once (by the CLI or the app factory) and passed in; nothing else reads
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assay.errors import SettingsError
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings of one workspace; see ``assay settings`` for the list with help."""
+
+    home: Path = _setting(Path(".assay"), "Workspace folder: the SQLite store and the artifacts live here.")
+    database_url: str = _setting(
+        "", "SQLAlchemy URL of the store; empty means a SQLite file assay.db inside the home."
+    )
+    artifacts_dir: str = _setting("", "Folder for model artifacts; empty means artifacts/ inside the home.")
+    redis_url: str = _setting("", "Redis URL for the score cache; empty means an in-process cache.")
+    cache_size: int = _setting(100_000, "Entries kept by the in-process score cache.")
+    cache_ttl_s: int = _setting(86_400, "Seconds a cached score lives in Redis.")
+    host: str = _setting("127.0.0.1", "Address the server listens on.")
+    port: int = _setting(8000, "Port the server listens on.")
+    workers: int = _setting(1, "Server worker processes.")
+    max_items_per_request: int = _setting(1000, "Most items one score request may carry (413 above).")
+    max_body_bytes: int = _setting(8 * 1024 * 1024, "Largest request body accepted, in bytes (413 above).")
+    max_concurrent_per_client: int = _setting(
+        64, "Requests one client may have in flight at once (429 above)."
+    )
+    max_concurrent_total: int = _setting(512, "Requests the server works on at once (503 above).")
+    scoring_timeout_s: float = _setting(10.0, "Seconds a score request may take before it is answered 504.")
+    alias_refresh_s: float = _setting(1.0, "Seconds between checks for alias moves (promotions).")
+    session_secret: str = _setting("", "Secret that signs session cookies; empty means one kept in the home.")
+    secure_cookies: bool = _setting(False, "Mark session cookies Secure (set behind HTTPS).")
+    workset_size: int = _setting(20, "Items handed to a reviewer at once.")
+    workset_ttl_s: int = _setting(3600, "Seconds before an abandoned workset's items go back to the pool.")
+    seed: int = _setting(0, "Default random seed where a spec gives none.")
+
+    @property
+    def store_url(self) -> str:
+        """The database URL in force (the SQLite file in the home by default)."""
+        return self.database_url or f"sqlite:///{(self.home / 'assay.db').resolve()}"
+
+    @property
+    def artifacts_path(self) -> Path:
+        return Path(self.artifacts_dir) if self.artifacts_dir else self.home / "artifacts"
+
+    @classmethod
+    def load(
+        cls, home: str | Path | None = None, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Build settings: explicit overrides > ``ASSAY_*`` environment > ``assay.toml`` > defaults."""
+        env = os.environ if environ is None else environ
+        raw_home = home if home is not None else env.get("ASSAY_HOME", "") or ".assay"
+        home_path = Path(raw_home).expanduser()
+        values: dict[str, Any] = {}
+        toml_path = home_path / "assay.toml"
+        if toml_path.is_file():
+            try:
+                values.update(tomllib.loads(toml_path.read_text()))
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"{toml_path}: not valid TOML: {exc}") from exc
+        for f in dataclasses.fields(cls):
+            name = f"ASSAY_{f.name.upper()}"
+            if name in env and f.name != "home":
+                values[f.name] = env[name]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["home"] = home_path
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**{k: _coerce(known[k], v) for k, v in values.items()})
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, Any, str]]:
+        """(environment name, default, help) for every setting, for docs and ``assay settings``."""
+        return [(f"ASSAY_{f.name.upper()}", f.default, f.metadata["help"]) for f in dataclasses.fields(cls)]
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
+    kind = type(f.default)
+    try:
+        if kind is bool and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(value)
+            return lowered in {"1", "true", "yes", "on"}
+        if issubclass(kind, Path):
+            return Path(value).expanduser()
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(
+            f"setting {f.name} (ASSAY_{f.name.upper()}) must be {kind.__name__}; got {value!r}"
+        ) from exc

@@ -1,0 +1,1 @@
+"""The ASGI application: the app factory, the JSON API and the review pages."""

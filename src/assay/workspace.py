@@ -1,0 +1,32 @@
+"""The workspace: one home folder with its store, its artifact folder and its registry.
+
+Built once from settings by the CLI or the app factory and passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from assay import db
+from assay.registry import Registry
+from assay.settings import Settings
+
+
+@dataclass
+class Workspace:
+    settings: Settings
+    engine: Engine
+    registry: Registry
+
+    @classmethod
+    def open(cls, settings: Settings) -> Workspace:
+        """Open (creating if needed) the workspace the settings name, migrating its store."""
+        settings.home.mkdir(parents=True, exist_ok=True)
+        settings.artifacts_path.mkdir(parents=True, exist_ok=True)
+        engine = db.connect(settings.store_url)
+        return cls(settings=settings, engine=engine, registry=Registry(engine, settings.artifacts_path))
+
+    def close(self) -> None:
+        self.engine.dispose()

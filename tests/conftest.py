@@ -1,0 +1,241 @@
+"""Shared fixtures: workspaces in temporary folders, trained models, optional real servers.
+
+Models are trained once per test session (training is the slow part) into a
+template home; each test that needs one gets its own copy, so tests can move
+aliases, add versions and write labels without seeing each other.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from assay.settings import Settings
+from assay.spec import load_spec
+from assay.training import train
+from assay.workspace import Workspace
+
+EDITQUALITY = Path(__file__).resolve().parents[2] / "shared" / "data" / "editquality"
+EDITQUALITY_COLUMNS = [
+    "rev_id",
+    "longest_repeated_char_added",
+    "words_added",
+    "words_removed",
+    "badwords_prop_delta_sum",
+    "informals_prop_delta_sum",
+    "non_stopword_prop_delta_sum",
+    "user_is_anon",
+    "user_is_bot_or_sysop",
+    "user_seconds_since_registration",
+    "reverted",
+]
+
+
+def edits_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """Synthetic edits shaped like the editquality data (same columns, a learnable 'reverted')."""
+    rng = np.random.default_rng(seed)
+    anon = rng.random(n) < 0.3
+    bot = ~anon & (rng.random(n) < 0.05)
+    frame = pd.DataFrame(
+        {
+            "rev_id": np.arange(100_000, 100_000 + n),
+            "longest_repeated_char_added": rng.poisson(1.5, n),
+            "words_added": rng.poisson(20, n),
+            "words_removed": rng.poisson(8, n),
+            "badwords_prop_delta_sum": np.round(rng.exponential(0.2, n) * (rng.random(n) < 0.2), 4),
+            "informals_prop_delta_sum": np.round(rng.exponential(0.2, n) * (rng.random(n) < 0.2), 4),
+            "non_stopword_prop_delta_sum": np.round(rng.normal(0, 1, n), 4),
+            "user_is_anon": anon,
+            "user_is_bot_or_sysop": bot,
+            "user_seconds_since_registration": np.where(anon, 0, rng.integers(0, 10**8, n)),
+        }
+    )
+    logit = (
+        -3.0
+        + 2.0 * anon
+        - 2.0 * bot
+        + 4.0 * frame["badwords_prop_delta_sum"]
+        + 0.4 * frame["longest_repeated_char_added"]
+        - 0.02 * frame["words_added"]
+    )
+    frame["reverted"] = rng.random(n) < 1 / (1 + np.exp(-logit))
+    return frame
+
+
+BINARY_SPEC = """\
+name = "damaging"
+description = "Is this edit damaging?"
+seed = 0
+
+[data]
+train = "edits.train.tsv"
+test = "edits.test.tsv"
+header = false
+columns = {columns}
+id = "rev_id"
+label = "reverted"
+positive = "True"
+
+[features]
+kinds = {{ user_is_anon = "boolean", user_is_bot_or_sysop = "boolean" }}
+include = {features}
+sensitive = ["user_is_anon"]
+
+[training]
+candidates = ["logistic_regression", "lightgbm"]
+folds = 3
+[training.params.lightgbm]
+n_estimators = 60
+learning_rate = 0.1
+
+[gates]
+minimum = {{ roc_auc = 0.6 }}
+max_regression = {{ roc_auc = 0.05 }}
+fairness = {{ equalized_odds_difference = 0.99 }}
+
+[operating_points]
+likelybad = "maximum recall @ precision >= 0.6"
+verylikelybad = "maximum recall @ precision >= 0.9"
+"""
+
+MULTICLASS_SPEC = """\
+name = "quality"
+description = "Which of three quality classes is this article in?"
+seed = 0
+
+[data]
+train = "articles.csv"
+id = "page_id"
+label = "quality"
+test_size = 0.3
+
+[features]
+kinds = {{ topic = "categorical" }}
+
+[training]
+candidates = ["logistic_regression", "hist_gradient_boosting"]
+folds = 3
+[training.params.hist_gradient_boosting]
+max_iter = 40
+"""
+
+
+def write_binary_spec(folder: Path, n_train: int = 1200, n_test: int = 500) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = edits_frame(n_train + n_test, seed=1)
+    frame.iloc[:n_train].to_csv(folder / "edits.train.tsv", sep="\t", header=False, index=False)
+    frame.iloc[n_train:].to_csv(folder / "edits.test.tsv", sep="\t", header=False, index=False)
+    features = [c for c in EDITQUALITY_COLUMNS if c not in ("rev_id", "reverted")]
+    spec = folder / "damaging.toml"
+    spec.write_text(
+        BINARY_SPEC.format(
+            columns=repr(EDITQUALITY_COLUMNS).replace("'", '"'), features=repr(features).replace("'", '"')
+        )
+    )
+    return spec
+
+
+def write_multiclass_spec(folder: Path, n: int = 900) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    length = rng.gamma(2.0, 2000.0, n)
+    refs = rng.poisson(length / 500)
+    topic = rng.choice(["science", "sport", "history", "art"], n)
+    score = np.log1p(length) / 2 + refs / 10 + (topic == "science") * 0.5 + rng.normal(0, 0.5, n)
+    quality = np.where(score < 4.6, "stub", np.where(score < 5.6, "start", "good"))
+    frame = pd.DataFrame(
+        {
+            "page_id": [f"p{i}" for i in range(n)],
+            "length": length.round(1),
+            "refs": refs,
+            "topic": topic,
+            "quality": quality,
+        }
+    )
+    frame.to_csv(folder / "articles.csv", index=False)
+    spec = folder / "quality.toml"
+    spec.write_text(MULTICLASS_SPEC.format())
+    return spec
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with `damaging` (binary, version 1 = production) and `quality` (3 classes) trained."""
+    root = tmp_path_factory.mktemp("template")
+    home = root / "home"
+    ws = Workspace.open(Settings.load(home=home, environ={}))
+    try:
+        train(load_spec(write_binary_spec(root / "data")), ws.registry)
+        train(load_spec(write_multiclass_spec(root / "data")), ws.registry)
+    finally:
+        ws.close()
+    return root
+
+
+@pytest.fixture
+def trained_home(trained_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained home (data files beside it in ``home.parent / 'data'``)."""
+    shutil.copytree(trained_template, tmp_path / "copy")
+    return tmp_path / "copy" / "home"
+
+
+@pytest.fixture
+def trained_workspace(trained_home: Path) -> Iterator[Workspace]:
+    ws = Workspace.open(Settings.load(home=trained_home, environ={}))
+    yield ws
+    ws.close()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Iterator[Workspace]:
+    """An empty workspace in a temporary folder (SQLite)."""
+    ws = Workspace.open(Settings.load(home=tmp_path / "home", environ={}))
+    yield ws
+    ws.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty database on a real PostgreSQL server (started by .ci/run), dropped afterwards.
+
+    ASSAY_TEST_POSTGRES_URL names a role that may create databases; skips when it is not set.
+    """
+    base = os.environ.get("ASSAY_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ASSAY_TEST_POSTGRES_URL is not set")
+    url = sa.engine.make_url(base)
+    name = f"assay_t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A real Redis server's URL (started by .ci/run); skips when none is configured."""
+    url = os.environ.get("ASSAY_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("ASSAY_TEST_REDIS_URL is not set")
+    return url
+
+
+@pytest.fixture
+def editquality() -> Path:
+    """The editquality demo data folder; skips cleanly when it is absent."""
+    if not (EDITQUALITY / "enwiki.features_reverted.training.20k_2015.tsv.bz2").is_file():
+        pytest.skip("../shared/data/editquality is not present")
+    return EDITQUALITY
