@@ -58,15 +58,15 @@ def read_table(
                 path,
                 sep=delimiter,
                 header=0 if header else None,
-                names=columns or None,
                 dtype=str,
                 keep_default_na=True,
                 na_values=["", "NA", "NaN", "nan", "null", "None"],
                 quoting=csv.QUOTE_MINIMAL,
                 compression="infer",
+                index_col=False,
             )
-            if columns and not header and frame.shape[1] != len(columns):
-                raise DataError(f"{path}: has {frame.shape[1]} columns but the spec names {len(columns)}")
+            if columns:
+                frame.columns = _check_width(path, columns, frame.shape[1])
     except DataError:
         raise
     except pd.errors.EmptyDataError as exc:

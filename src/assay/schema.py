@@ -237,6 +237,8 @@ def infer_kind(column: pd.Series) -> Kind:
         return "boolean"
     if pd.api.types.is_numeric_dtype(values):
         return "numeric"
-    if pd.to_numeric(values, errors="coerce").notna().all():
+    # A column that is mostly numbers is numeric with a few bad values, which encoding
+    # then reports by name, rather than a categorical that would hide them.
+    if pd.to_numeric(values, errors="coerce").notna().mean() >= 0.9:
         return "numeric"
     return "categorical"
