@@ -304,6 +304,7 @@ class Registry:
                             manifest=manifest,
                         )
                     )
+                    target.parent.mkdir(parents=True, exist_ok=True)
                     if target.exists():  # left by a crash between rename and commit: it was never published
                         shutil.rmtree(target)
                     staging.rename(target)
