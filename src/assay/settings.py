@@ -50,7 +50,7 @@ class Settings:
     secure_cookies: bool = _setting(False, "Mark session cookies Secure (set behind HTTPS).")
     workset_size: int = _setting(20, "Items handed to a reviewer at once.")
     workset_ttl_s: int = _setting(3600, "Seconds before an abandoned workset's items go back to the pool.")
-    seed: int = _setting(0, "Default random seed where a spec gives none.")
+    seed: int = _setting(0, "Random seed for sampling campaign items when a command gives none.")
 
     @property
     def store_url(self) -> str:
