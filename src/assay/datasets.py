@@ -85,14 +85,16 @@ def _check_width(path: Path, columns: list[str], width: int) -> list[str]:
     return columns
 
 
-def fingerprint(paths: list[str]) -> str:
-    """SHA-256 over the bytes of the files, in order: the same data gives the same fingerprint."""
+def fingerprint(paths: list[str], extra: pd.DataFrame | None = None) -> str:
+    """SHA-256 over the bytes of the files, in order, and of ``extra`` (labels from a campaign)."""
     digest = hashlib.sha256()
     for p in paths:
         with open(p, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
         digest.update(b"\0")
+    if extra is not None:
+        digest.update(extra.sort_values(list(extra.columns)).to_csv(index=False).encode())
     return digest.hexdigest()
 
 
@@ -106,8 +108,13 @@ class LabelledData:
     source: str
 
 
-def read_labelled(spec: ModelSpec, paths: list[str]) -> LabelledData:
-    """Read and concatenate ``paths`` and check the id and label columns."""
+def read_labelled(spec: ModelSpec, paths: list[str], campaign_labels: pd.DataFrame | None = None) -> LabelledData:
+    """Read and concatenate ``paths`` and check the id and label columns.
+
+    With ``campaign_labels`` (columns ``id`` and ``label``, from a review campaign)
+    the files supply features only: the rows kept are the items the campaign
+    resolved, and their label is the reviewers'.
+    """
     d = spec.data
     frames = [read_table(p, header=d.header, columns=d.columns or None, sep=d.sep) for p in paths]
     source = ", ".join(paths)
@@ -116,6 +123,18 @@ def read_labelled(spec: ModelSpec, paths: list[str]) -> LabelledData:
         if list(f.columns) != columns:
             raise DataError(f"{p}: columns differ from {paths[0]}")
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if campaign_labels is not None:
+        if d.id not in frame.columns:
+            raise DataError(f"{source}: the id column {d.id!r} is missing", field="data.id")
+        labels = dict(zip(campaign_labels["id"].astype(str), campaign_labels["label"].astype(str), strict=True))
+        frame = frame[frame[d.id].astype(str).isin(labels)].reset_index(drop=True)
+        if frame.empty:
+            raise DataError(
+                f"{source}: campaign {d.campaign!r} has no resolved labels for any item in these files",
+                field="data.campaign",
+            )
+        frame[d.label] = frame[d.id].astype(str).map(labels)
+        source = f"{source} (labels from campaign {d.campaign!r})"
     for col, what in ((d.id, "id"), (d.label, "label")):
         if col not in frame.columns:
             raise DataError(

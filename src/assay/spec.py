@@ -42,6 +42,7 @@ class DataSpec:
     id: str = "id"
     label: str = "label"
     positive: str | None = None
+    campaign: str | None = None  # take labels from this review campaign's resolved labels
 
 
 @dataclass
@@ -115,7 +116,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
         raise SpecError(f"{source}: name: {exc}", field="name") from exc
 
     d = r.table(raw, "data", required=True)
-    r.keys(d, "data.", {"train", "test", "test_size", "header", "columns", "sep", "id", "label", "positive"})
+    r.keys(d, "data.", {"train", "test", "test_size", "header", "columns", "sep", "id", "label", "positive", "campaign"})
     data = DataSpec(
         train=[_resolve(p, base) for p in r.paths(d, "data.train", required=True)],
         test=[_resolve(p, base) for p in r.paths(d, "data.test")],
@@ -126,6 +127,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
         id=r.get(d, "data.id", str, required=True),
         label=r.get(d, "data.label", str, required=True),
         positive=_str_or_none(r.get(d, "data.positive", (str, bool, int), default=None)),
+        campaign=r.get(d, "data.campaign", str, default=None),
     )
     if not 0.0 < data.test_size < 1.0:
         raise SpecError(

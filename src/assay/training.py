@@ -45,6 +45,7 @@ from assay.datasets import LabelledData, check_labels, feature_kinds, fingerprin
 from assay.errors import DataError, GateFailed
 from assay.registry import Registry, VersionRecord
 from assay.reports import model_card
+from assay.reviews import resolved_labels
 from assay.schema import FeatureSchema
 from assay.spec import ModelSpec
 
@@ -293,7 +294,11 @@ def train(
     started = time.perf_counter()
     d = spec.data
     say(f"reading {', '.join(d.train)}")
-    train_data = read_labelled(spec, d.train)
+    campaign_labels = None
+    if d.campaign:
+        campaign_labels = resolved_labels(registry.engine, d.campaign)[["id", "label"]]
+        say(f"{len(campaign_labels)} resolved labels from campaign {d.campaign!r}")
+    train_data = read_labelled(spec, d.train, campaign_labels)
     classes, positive = check_labels(train_data.labels, d.positive, source=train_data.source)
     kinds = feature_kinds(spec, train_data.frame, source=train_data.source)
     if d.test:
@@ -315,7 +320,7 @@ def train(
             )
     else:
         train_data, test_data = _split(train_data, spec)
-    data_fp = fingerprint(d.train + d.test)
+    data_fp = fingerprint(d.train + d.test, campaign_labels)
 
     schema = FeatureSchema.learn(train_data.frame, kinds, source=train_data.source)
     X = schema.encode_frame(train_data.frame, source=train_data.source)
