@@ -1,12 +1,13 @@
-"""Model artifacts: saving fitted models in safe native formats, loading them back
-behind hash checks, and moving a whole registry version around as one bundle file.
+"""Model artifacts: saving fitted models in safe native formats and loading them back
+behind hash checks.
 
-This module owns everything that touches model bytes on disk:
+This module owns everything that turns a model into bytes on disk and back:
 
 * ``save_model`` / ``load_model`` and the ``Predictor`` objects that serve a loaded model
   (probabilities and per-feature contributions to the raw score);
-* ``export_bundle`` / ``import_bundle``, the single-file (zip) form of a registry version;
-* ``sha256_file`` / ``write_json``, the hashing and JSON writing the registry's manifests use.
+* ``sha256_file`` / ``write_json``, the hashing and JSON writing the registry's manifests use,
+  and the file checks (``check_manifest``, ``check_regular``, ``check_hash``, ``is_safe_name``,
+  ``atomic_output``, ``json_bytes``) that ``assay.bundles`` shares.
 
 The rule it exists to keep: loading never unpickles bytes or runs code from an artifact.
 LightGBM models are stored as the booster's text model; scikit-learn models go through
@@ -23,11 +24,9 @@ import hmac
 import json
 import os
 import re
-import shutil
 import stat
 import tempfile
 import warnings
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,7 +45,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 
-from assay.errors import ArtifactError, Conflict, InvalidInput
+from assay.errors import ArtifactError, InvalidInput
 
 MODEL_JSON = "model.json"
 LIGHTGBM_FILE = "model.lgb.txt"
@@ -54,18 +53,9 @@ SKOPS_FILE = "model.skops"
 MODEL_FORMAT = "assay-model"
 MODEL_FORMAT_VERSION = 1
 
+# The name of a bundle's header entry (see assay.bundles). It lives here, not there, because
+# check_manifest refuses it in every manifest, so no version file can collide with the header.
 BUNDLE_JSON = "assay-bundle.json"
-BUNDLE_FORMAT = "assay-bundle"
-BUNDLE_FORMAT_VERSION = 1
-# Limits for import_bundle: a bundle is untrusted input, so sizes declared in the zip are
-# checked before anything is decompressed, and bytes are counted again while reading.
-BUNDLE_MAX_TOTAL_BYTES = 2 * 1024**3
-BUNDLE_MAX_ENTRIES = 1000
-BUNDLE_MAX_JSON_BYTES = 16 * 1024**2
-# Deflate tops out near 1032:1; real artifacts (text models, JSON, HTML, skops zips) stay
-# far below 200:1. Tiny files are exempt because their ratio means nothing.
-BUNDLE_MAX_RATIO = 200
-BUNDLE_RATIO_FLOOR_BYTES = 1024**2
 
 # Types skops does not trust by default but our four model kinds need. Anything else found
 # in a .skops file is refused. Each entry is a data container or a pure function from
@@ -245,7 +235,7 @@ def save_model(estimator: Any, directory: Path, reference: np.ndarray | None = N
 def load_model(directory: Path, manifest: dict[str, str]) -> Predictor:
     """Check every manifest file against its sha256, then read the model without running its code."""
     directory = Path(directory)
-    _check_manifest(manifest)
+    check_manifest(manifest)
     if MODEL_JSON not in manifest:
         raise ArtifactError(f"manifest does not list {MODEL_JSON}")
     model_files = [name for name in (LIGHTGBM_FILE, SKOPS_FILE) if name in manifest]
@@ -256,14 +246,14 @@ def load_model(directory: Path, manifest: dict[str, str]) -> Predictor:
     contents: dict[str, bytes] = {}
     for name, expected in manifest.items():
         path = directory / name
-        _check_regular(path, name)
+        check_regular(path, name)
         if name in (MODEL_JSON, model_file):
             # Parse exactly the bytes that were hashed (no check-then-reopen race).
             data = path.read_bytes()
-            _check_hash(name, hashlib.sha256(data).hexdigest(), expected)
+            check_hash(name, hashlib.sha256(data).hexdigest(), expected)
             contents[name] = data
         else:
-            _check_hash(name, sha256_file(path), expected)
+            check_hash(name, sha256_file(path), expected)
 
     meta = _parse_model_json(contents[MODEL_JSON])
     expected_file = LIGHTGBM_FILE if meta["kind"] == "lightgbm" else SKOPS_FILE
@@ -534,166 +524,9 @@ def _occlusion_contributions(predictor: SklearnPredictor, X: np.ndarray, referen
     return out
 
 
-# --------------------------------------------------------------------------- bundles
-
-
-def export_bundle(version_dir: Path, manifest: dict[str, str], record: dict, out: Path) -> None:
-    """Write a registry version (its manifest files plus ``record``) as one deflated zip at ``out``.
-
-    Each file's sha256 is checked while it is copied, so a corrupted version is never
-    exported. Entries carry a fixed timestamp: the same version exports to the same bytes.
-    """
-    version_dir, out = Path(version_dir), Path(out)
-    _check_manifest(manifest)
-    header = _json_bytes(
-        {
-            "format": BUNDLE_FORMAT,
-            "format_version": BUNDLE_FORMAT_VERSION,
-            "record": record,
-            "manifest": manifest,
-        }
-    )
-    with _atomic_output(out) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(_zip_entry(BUNDLE_JSON), header)
-        for name in sorted(manifest):
-            path = version_dir / name
-            _check_regular(path, name)
-            digest = hashlib.sha256()
-            with path.open("rb") as src, zf.open(_zip_entry(name), "w", force_zip64=True) as dst:
-                for chunk in iter(lambda: src.read(1024 * 1024), b""):
-                    digest.update(chunk)
-                    dst.write(chunk)
-            _check_hash(name, digest.hexdigest(), manifest[name])
-
-
-def import_bundle(
-    path: Path, dest_dir: Path, *, expected_sha256: str | None = None
-) -> tuple[dict, dict[str, str]]:
-    """Check a bundle and write its files into ``dest_dir`` (which must not exist or be empty).
-
-    Returns (record, manifest). Nothing lands in ``dest_dir`` unless every file matches the
-    bundle's manifest: files go to a temp dir beside it and are moved in at the end.
-
-    The manifest travels inside the bundle, so the hash checks catch corruption, not a
-    forger who rewrites both; pass ``expected_sha256`` (the bundle's own hash, obtained
-    out of band) for that. Either way, loading the model is safe: load_model runs no code.
-    """
-    path, dest_dir = Path(path), Path(dest_dir)
-    if expected_sha256 is not None and not hmac.compare_digest(sha256_file(path), expected_sha256.lower()):
-        raise ArtifactError(f"bundle {path.name} does not match the expected sha256")
-    if dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir())):
-        raise Conflict(f"cannot import into {dest_dir}: it already exists and is not an empty directory")
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
-        raise ArtifactError(f"{path.name} is not a bundle (not a readable zip file): {exc}") from exc
-    with zf:
-        entries = _checked_entries(zf)
-        if BUNDLE_JSON not in entries:
-            raise ArtifactError(f"bundle has no {BUNDLE_JSON}")
-        if entries[BUNDLE_JSON].file_size > BUNDLE_MAX_JSON_BYTES:
-            raise ArtifactError(f"{BUNDLE_JSON} is larger than {BUNDLE_MAX_JSON_BYTES} bytes")
-        record, manifest = _parse_bundle_json(_read_entry(zf, entries[BUNDLE_JSON]))
-        unlisted = sorted(set(entries) - set(manifest) - {BUNDLE_JSON})
-        if unlisted:
-            raise ArtifactError(f"bundle holds files not in its manifest: {', '.join(unlisted)}")
-        missing = sorted(set(manifest) - set(entries))
-        if missing:
-            raise ArtifactError(f"bundle is missing files listed in its manifest: {', '.join(missing)}")
-
-        dest_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.import-", dir=dest_dir.parent))
-        try:
-            for name in sorted(manifest):
-                target = staging / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                digest = hashlib.sha256()
-                with target.open("xb") as dst:
-                    for chunk in _iter_entry(zf, entries[name]):
-                        digest.update(chunk)
-                        dst.write(chunk)
-                _check_hash(name, digest.hexdigest(), manifest[name])
-            if dest_dir.exists():
-                dest_dir.rmdir()  # empty, checked above; rename needs it gone
-            staging.rename(dest_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    return record, manifest
-
-
-def _checked_entries(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
-    """The zip's entries by name, after refusing anything unsafe before reading a byte."""
-    infos = zf.infolist()
-    if len(infos) > BUNDLE_MAX_ENTRIES:
-        raise ArtifactError(f"bundle has {len(infos)} entries, more than {BUNDLE_MAX_ENTRIES}")
-    entries: dict[str, zipfile.ZipInfo] = {}
-    folded: set[str] = set()
-    total = 0
-    for info in infos:
-        name = info.filename
-        if not _is_safe_name(name):
-            raise ArtifactError(
-                f"bundle entry {name!r} has an unsafe name (absolute, '..', or odd characters)"
-            )
-        if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
-            raise ArtifactError(f"bundle entry {name!r} is not a regular file")
-        if info.flag_bits & 0x1:
-            raise ArtifactError(f"bundle entry {name!r} is encrypted")
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise ArtifactError(f"bundle entry {name!r} uses an unsupported compression method")
-        # Case-folded so that two entries cannot land on one file on a case-insensitive disk.
-        if name.casefold() in folded:
-            raise ArtifactError(f"bundle has duplicate entry {name!r}")
-        folded.add(name.casefold())
-        ratio = info.file_size / max(info.compress_size, 1)
-        if info.file_size > BUNDLE_RATIO_FLOOR_BYTES and ratio > BUNDLE_MAX_RATIO:
-            raise ArtifactError(f"bundle entry {name!r} expands more than {BUNDLE_MAX_RATIO}:1 (zip bomb?)")
-        total += info.file_size
-        if total > BUNDLE_MAX_TOTAL_BYTES:
-            raise ArtifactError(f"bundle expands to more than {BUNDLE_MAX_TOTAL_BYTES} bytes")
-        entries[name] = info
-    return entries
-
-
-def _iter_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
-    """An entry's bytes in chunks, never more than its declared size (checked, not trusted)."""
-    seen = 0
-    try:
-        with zf.open(info) as src:
-            while chunk := src.read(1024 * 1024):
-                seen += len(chunk)
-                if seen > info.file_size:
-                    raise ArtifactError(f"bundle entry {info.filename!r} is larger than declared")
-                yield chunk
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:  # bad CRC, truncated, zlib error
-        raise ArtifactError(f"bundle entry {info.filename!r} is corrupt: {exc}") from exc
-
-
-def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-    return b"".join(_iter_entry(zf, info))
-
-
-def _parse_bundle_json(data: bytes) -> tuple[dict, dict[str, str]]:
-    try:
-        header = json.loads(data)
-    except ValueError as exc:
-        raise ArtifactError(f"{BUNDLE_JSON} is not valid JSON: {exc}") from exc
-    if not isinstance(header, dict) or header.get("format") != BUNDLE_FORMAT:
-        raise ArtifactError(f"{BUNDLE_JSON} is not an assay bundle header")
-    if header.get("format_version") != BUNDLE_FORMAT_VERSION:
-        raise ArtifactError(
-            f"bundle format_version {header.get('format_version')!r} is not supported "
-            f"(this assay reads {BUNDLE_FORMAT_VERSION})"
-        )
-    record, manifest = header.get("record"), header.get("manifest")
-    if not isinstance(record, dict):
-        raise ArtifactError(f"{BUNDLE_JSON} has no record object")
-    _check_manifest(manifest)
-    return record, manifest
-
-
 # --------------------------------------------------------------------------- files and hashes
+# The public helpers below are shared with assay.bundles, which imports them rather than
+# keeping copies of its own.
 
 
 def sha256_file(path: Path) -> str:
@@ -711,10 +544,11 @@ def write_json(path: Path, obj: Any) -> str:
     The stdlib encoder, not orjson: orjson silently writes NaN as null, and a metric that
     turned into null would pass unnoticed.
     """
-    return _write_atomic(Path(path), _json_bytes(obj))
+    return _write_atomic(Path(path), json_bytes(obj))
 
 
-def _json_bytes(obj: Any) -> bytes:
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as write_json writes it: sorted, indented UTF-8 JSON and a final newline; NaN/inf refused."""
     text = json.dumps(
         obj, sort_keys=True, allow_nan=False, indent=2, ensure_ascii=False, default=_json_default
     )
@@ -730,13 +564,13 @@ def _json_default(value: Any) -> Any:
 
 
 def _write_atomic(path: Path, data: bytes) -> str:
-    with _atomic_output(path) as tmp:
+    with atomic_output(path) as tmp:
         tmp.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
 
 
 @contextmanager
-def _atomic_output(path: Path) -> Iterator[Path]:
+def atomic_output(path: Path) -> Iterator[Path]:
     """A temp path beside ``path`` that replaces ``path`` only if the block succeeds, so
     readers never see a half-written file."""
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -750,7 +584,7 @@ def _atomic_output(path: Path) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
-def _check_regular(path: Path, name: str) -> None:
+def check_regular(path: Path, name: str) -> None:
     """Refuse a missing manifest file, and a symlink or special file in its place."""
     try:
         mode = path.lstat().st_mode
@@ -760,7 +594,8 @@ def _check_regular(path: Path, name: str) -> None:
         raise ArtifactError(f"artifact file {name!r} is not a regular file (symlink or special file)")
 
 
-def _check_hash(name: str, actual: str, expected: str) -> None:
+def check_hash(name: str, actual: str, expected: str) -> None:
+    """Refuse file ``name`` unless its sha256 ``actual`` equals the manifest's ``expected``."""
     if not hmac.compare_digest(actual, expected):
         raise ArtifactError(
             f"artifact file {name!r} is truncated or modified (hash mismatch: "
@@ -768,27 +603,22 @@ def _check_hash(name: str, actual: str, expected: str) -> None:
         )
 
 
-def _check_manifest(manifest: Any) -> None:
+def check_manifest(manifest: Any) -> None:
+    """Refuse anything but a non-empty {safe file name: lowercase sha256 hex} mapping that does
+    not name the bundle header."""
     if not isinstance(manifest, dict) or not manifest:
         raise ArtifactError("manifest must be a non-empty mapping of file name to sha256")
     for name, digest in manifest.items():
-        if not isinstance(name, str) or not _is_safe_name(name) or name == BUNDLE_JSON:
+        if not isinstance(name, str) or not is_safe_name(name) or name == BUNDLE_JSON:
             raise ArtifactError(f"manifest names an unsafe file: {name!r}")
         if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
             raise ArtifactError(f"manifest entry {name!r} is not a lowercase sha256 hex digest")
 
 
-def _is_safe_name(name: str) -> bool:
+def is_safe_name(name: str) -> bool:
     """A relative POSIX path of plain parts: no absolute paths, '..', '.', hidden parts,
     backslashes or drive letters can get through the part pattern."""
     return len(name) <= 512 and all(_SAFE_NAME_PART.fullmatch(part) for part in name.split("/"))
-
-
-def _zip_entry(name: str) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_DEFLATED
-    info.external_attr = (stat.S_IFREG | 0o644) << 16
-    return info
 
 
 def _library_versions() -> dict[str, str]:

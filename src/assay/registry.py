@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from assay import db
-from assay.artifacts import Predictor, export_bundle, import_bundle, load_model, sha256_file
+from assay.artifacts import Predictor, load_model, sha256_file
+from assay.bundles import export_bundle, import_bundle
 from assay.errors import ArtifactError, Conflict, GateFailed, InvalidInput, NotFound
 from assay.schema import FeatureSchema
 
