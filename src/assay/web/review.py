@@ -1,0 +1,439 @@
+"""The review pages: log in, work through worksets, judge items, and run campaigns as an admin.
+
+Server-rendered Jinja2 with one small script (keyboard shortcuts); every form
+works without it. Every POST checks its CSRF token and answers with a redirect
+made only after the change is committed, so a page that says "saved" shows
+what the store holds. Errors raised here become pages through ``error_page``,
+which ``web.errors`` calls for every non-API path. ``routes()`` also carries
+the review JSON API (``web.review_api``) and the static files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from assay import accounts, agreement, judgments, reviews
+from assay.campaigns import SELECTIONS, CampaignOptions, create_campaign, parse_list
+from assay.errors import AssayError, InvalidInput
+from assay.web import sessions
+from assay.web.api import services
+from assay.web.review_api import api_routes
+
+PREFIX = "/review"
+_HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(_HERE / "templates"))
+_HEADERS = {
+    # No inline script or style anywhere, so the policy can be strict.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def _url(path: str, **query: Any) -> str:
+    q = {k: v for k, v in query.items() if v not in (None, "")}
+    return PREFIX + path + (("?" + urlencode(q)) if q else "")
+
+
+async def _render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
+    csrf, nonce_cookie = sessions.page_csrf(request)
+    user = await sessions.current_user(request)
+    response = templates.TemplateResponse(
+        request,
+        template,
+        {"user": user, "csrf": csrf, "prefix": PREFIX, "url": _url, **context},
+        status_code=status,
+        headers=_HEADERS,
+    )
+    if nonce_cookie is not None:
+        sessions.set_nonce(request, response, nonce_cookie)
+    return response
+
+
+def _redirect(path: str, **query: Any) -> RedirectResponse:
+    return RedirectResponse(_url(path, **query), status_code=303)
+
+
+def _engine(request: Request) -> Engine:
+    return services(request).workspace.engine
+
+
+def _text(form: FormData, name: str, default: str = "") -> str:
+    value = form.get(name, default)
+    return value.strip() if isinstance(value, str) else default
+
+
+def error_page(request: Request, exc: AssayError) -> Response:
+    """The HTML page of an error on a review page; not logged in means: go to the login page."""
+    if exc.status == 401 and request.method == "GET":
+        return RedirectResponse(_url("/login", next=request.url.path), status_code=303)
+    response = templates.TemplateResponse(
+        request,
+        "error.html",
+        {"user": request.scope.get("review_user"), "csrf": "", "prefix": PREFIX, "url": _url, "error": exc},
+        status_code=exc.status,
+        headers=_HEADERS,
+    )
+    return response
+
+
+# --- login --------------------------------------------------------------------------
+
+
+async def login_page(request: Request) -> Response:
+    return await _render(request, "login.html", next=request.query_params.get("next", ""), failed=False)
+
+
+def _safe_next(target: str) -> str:
+    # Only our own pages: never an absolute or protocol-relative URL (open redirect).
+    return target if target.startswith(PREFIX) and not target.startswith("//") else PREFIX
+
+
+async def login(request: Request) -> Response:
+    form = await sessions.checked_form(request)
+    target = _safe_next(_text(form, "next"))
+    response = RedirectResponse(target, status_code=303)
+    try:
+        _user, token = await sessions.log_in(request, _text(form, "username"), str(form.get("password", "")))
+    except AssayError as exc:
+        if exc.status != 401:
+            raise
+        return await _render(request, "login.html", status=401, next=target, failed=True)
+    sessions.set_session(request, response, token)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    await sessions.checked_form(request)
+    response = _redirect("/login")
+    await sessions.log_out(request, response)
+    return response
+
+
+# --- reviewer pages -------------------------------------------------------------------
+
+
+async def home(request: Request) -> Response:
+    user = await sessions.require_user(request)
+
+    def load() -> list[dict[str, Any]]:
+        out = []
+        for c in reviews.list_campaigns(_engine(request)):
+            if not (user.is_admin or (c.is_open and c.may_label(user))):
+                continue
+            out.append({"campaign": c, "progress": reviews.progress(_engine(request), c)})
+        return out
+
+    return await _render(request, "home.html", campaigns=await run_in_threadpool(load))
+
+
+async def work_page(request: Request) -> Response:
+    """The reviewer's current item in their workset (or the button to take one)."""
+    user = await sessions.require_user(request)
+    name = request.path_params["name"]
+
+    def load() -> dict[str, Any]:
+        engine = _engine(request)
+        campaign = reviews.get_campaign(engine, name)
+        reviews.check_may_label(campaign, user)
+        workset = reviews.get_workset(engine, campaign, user)
+        saved = request.query_params.get("saved")
+        saved_item = None
+        if saved and workset is not None:
+            saved_item = next((i for i in workset.items if i.item_id == saved), None)
+        return {
+            "campaign": campaign,
+            "workset": workset,
+            "item": workset.next_item if workset else None,
+            "progress": reviews.progress(engine, campaign),
+            "saved_item": saved_item,
+            "skipped": request.query_params.get("skipped"),
+            "empty": request.query_params.get("empty"),
+        }
+
+    return await _render(request, "work.html", **await run_in_threadpool(load))
+
+
+async def take_workset(request: Request) -> Response:
+    user = await sessions.require_user(request)
+    await sessions.checked_form(request)
+    name = request.path_params["name"]
+    settings = services(request).settings
+
+    def take() -> bool:
+        campaign = reviews.get_campaign(_engine(request), name)
+        ws = reviews.take_workset(
+            _engine(request), campaign, user, size=settings.workset_size, ttl_s=settings.workset_ttl_s
+        )
+        return ws is not None
+
+    got = await run_in_threadpool(take)
+    return _redirect(f"/campaigns/{quote(name)}/work", empty=None if got else "1")
+
+
+async def label_item(request: Request) -> Response:
+    user = await sessions.require_user(request)
+    form = await sessions.checked_form(request)
+    name = request.path_params["name"]
+    item_id = _text(form, "item_id")
+    ttl = services(request).settings.workset_ttl_s
+
+    def act() -> None:
+        campaign = reviews.get_campaign(_engine(request), name)
+        if "skip" in form:
+            reviews.skip_item(_engine(request), campaign, user, item_id)
+        else:
+            reviews.submit_label(
+                _engine(request),
+                campaign,
+                user,
+                item_id,
+                _text(form, "label"),
+                _text(form, "comment"),
+                ttl_s=ttl,
+            )
+
+    await run_in_threadpool(act)
+    if "skip" in form:
+        return _redirect(f"/campaigns/{quote(name)}/work", skipped=item_id)
+    return _redirect(f"/campaigns/{quote(name)}/work", saved=item_id)
+
+
+# --- judgments --------------------------------------------------------------------------
+
+
+async def judgments_page(request: Request) -> Response:
+    await sessions.require_user(request)
+    model = request.query_params.get("model", "")
+    item_id = request.query_params.get("item", "")
+    campaign_name = request.query_params.get("campaign", "")
+    scorer = services(request).scorer
+
+    def load() -> dict[str, Any]:
+        engine = _engine(request)
+        campaign = reviews.get_campaign(engine, campaign_name) if campaign_name else None
+        context: dict[str, Any] = {"model": model, "item_id": item_id, "campaign": campaign, "classes": []}
+        if model and item_id:
+            context["judgments"] = judgments.judgments_for(engine, model, item_id)
+            context["classes"] = scorer.model(model).loaded.classes
+            context["item"] = reviews.get_item(engine, campaign, item_id) if campaign else None
+        else:
+            context["judgments"] = judgments.recent_judgments(engine, model=model or None)
+        return context
+
+    return await _render(request, "judgments.html", **await run_in_threadpool(load))
+
+
+async def post_judgment(request: Request) -> Response:
+    user = await sessions.require_user(request)
+    form = await sessions.checked_form(request)
+    model, item_id, campaign_name = _text(form, "model"), _text(form, "item_id"), _text(form, "campaign")
+    scorer = services(request).scorer
+
+    def act() -> None:
+        engine = _engine(request)
+        served = scorer.model(model)
+        campaign = reviews.get_campaign(engine, campaign_name) if campaign_name else None
+        prediction = reviews.get_item(engine, campaign, item_id).prediction if campaign else None
+        judgments.record_judgment(
+            engine,
+            model=served.name,
+            item_id=item_id,
+            label=_text(form, "label"),
+            classes=served.loaded.classes,
+            rationale=_text(form, "rationale"),
+            author=user,
+            model_version=campaign.model_version if campaign else served.version,
+            model_prediction=prediction,
+            campaign_id=campaign.id if campaign else None,
+        )
+
+    await run_in_threadpool(act)
+    return _redirect("/judgments", model=model, item=item_id, campaign=campaign_name)
+
+
+async def endorse_judgment(request: Request) -> Response:
+    user = await sessions.require_user(request)
+    form = await sessions.checked_form(request)
+    judgment_id = request.path_params["id"]
+    engine = _engine(request)
+    if "prefer" in form:
+        j = await run_in_threadpool(judgments.mark_preferred, engine, judgment_id, user)
+    else:
+        j = await run_in_threadpool(
+            judgments.endorse, engine, judgment_id, user, _text(form, "stance"), _text(form, "comment")
+        )
+    return _redirect("/judgments", model=j.model, item=j.item_id, campaign=_text(form, "campaign"))
+
+
+# --- admin pages ------------------------------------------------------------------------
+
+
+async def campaign_admin(request: Request) -> Response:
+    await sessions.require_user(request, admin=True)
+    name = request.path_params["name"]
+    try:
+        offset = max(0, int(request.query_params.get("offset", "0")))
+    except ValueError:
+        raise InvalidInput("offset must be a whole number", field="offset") from None
+    registry = services(request).workspace.registry
+
+    def load() -> dict[str, Any]:
+        engine = _engine(request)
+        campaign = reviews.get_campaign(engine, name)
+        loaded = registry.load(registry.get(campaign.model, campaign.model_version))
+        return {
+            "campaign": campaign,
+            "progress": reviews.progress(engine, campaign),
+            "agreement": agreement.summary(engine, campaign),
+            "disagreements": agreement.disagreements(engine, campaign, limit=25, offset=offset),
+            "versus": agreement.model_vs_labels(engine, campaign, loaded.operating_points),
+        }
+
+    return await _render(request, "campaign.html", **await run_in_threadpool(load))
+
+
+async def campaign_status(request: Request) -> Response:
+    await sessions.require_user(request, admin=True)
+    form = await sessions.checked_form(request)
+    name = request.path_params["name"]
+    campaign = await run_in_threadpool(reviews.get_campaign, _engine(request), name)
+    await run_in_threadpool(reviews.set_status, _engine(request), campaign, _text(form, "status"))
+    return _redirect(f"/campaigns/{quote(name)}")
+
+
+def _new_context(request: Request) -> dict[str, Any]:
+    models = services(request).scorer.models()
+    return {"models": models, "selections": SELECTIONS, "rules": judgments.RULES}
+
+
+async def new_campaign_page(request: Request) -> Response:
+    await sessions.require_user(request, admin=True)
+    return await _render(request, "campaign_new.html", form={}, error=None, **_new_context(request))
+
+
+def _options(form: FormData) -> CampaignOptions:
+    def number(name: str, default: int | None) -> int | None:
+        raw = _text(form, name)
+        if not raw:
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise InvalidInput(f"{name.replace('_', ' ')} must be a whole number", field=name) from None
+
+    return CampaignOptions(
+        name=_text(form, "name"),
+        model=_text(form, "model"),
+        selection=_text(form, "selection", "random"),
+        size=number("size", None),
+        source=_text(form, "source") or None,
+        id_column=_text(form, "id_column") or "id",
+        threshold=_text(form, "threshold") or None,
+        flag_class=_text(form, "flag_class") or None,
+        ids=parse_list(_text(form, "ids")),
+        labels_per_item=number("labels_per_item", 1) or 1,
+        reviewers=parse_list(_text(form, "reviewers")),
+        blind="blind" in form,
+        auto_rules=[line for line in _text(form, "auto_rules").splitlines() if line.strip()],
+        link_template=_text(form, "link_template") or None,
+        description=_text(form, "description"),
+        judgment_rule=_text(form, "judgment_rule", "admin"),
+        seed=number("seed", 0) or 0,
+    )
+
+
+async def create_campaign_page(request: Request) -> Response:
+    user = await sessions.require_user(request, admin=True)
+    form = await sessions.checked_form(request)
+    svc = services(request)
+    try:
+        options = _options(form)
+        campaign = await run_in_threadpool(
+            create_campaign, svc.workspace, svc.scorer, options, created_by=user.username
+        )
+    except AssayError as exc:
+        if exc.status >= 500:
+            raise
+        # The form comes back filled in, with the problem named next to it.
+        return await _render(
+            request,
+            "campaign_new.html",
+            status=exc.status,
+            form=dict(form),
+            error=exc,
+            **_new_context(request),
+        )
+    return _redirect(f"/campaigns/{quote(campaign.name)}")
+
+
+async def users_page(request: Request) -> Response:
+    await sessions.require_user(request, admin=True)
+    users = await run_in_threadpool(accounts.list_users, _engine(request))
+    return await _render(request, "users.html", users=users, roles=accounts.ROLES, error=None, created=None)
+
+
+async def create_user_page(request: Request) -> Response:
+    await sessions.require_user(request, admin=True)
+    form = await sessions.checked_form(request)
+    engine = _engine(request)
+    try:
+        created = await run_in_threadpool(
+            accounts.create_user,
+            engine,
+            _text(form, "username"),
+            str(form.get("password", "")),
+            _text(form, "role"),
+        )
+        error = None
+    except AssayError as exc:
+        if exc.status >= 500:
+            raise
+        created, error = None, exc
+    users = await run_in_threadpool(accounts.list_users, engine)
+    return await _render(
+        request,
+        "users.html",
+        status=200 if error is None else error.status,
+        users=users,
+        roles=accounts.ROLES,
+        error=error,
+        created=created,
+    )
+
+
+def routes() -> list[BaseRoute]:
+    """The review pages, the review JSON API and the static files, for ``create_app``."""
+    page_routes = [
+        Route("/", home, methods=["GET"]),
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/campaigns/new", new_campaign_page, methods=["GET"]),
+        Route("/campaigns", create_campaign_page, methods=["POST"]),
+        Route("/campaigns/{name}", campaign_admin, methods=["GET"]),
+        Route("/campaigns/{name}/status", campaign_status, methods=["POST"]),
+        Route("/campaigns/{name}/work", work_page, methods=["GET"]),
+        Route("/campaigns/{name}/workset", take_workset, methods=["POST"]),
+        Route("/campaigns/{name}/label", label_item, methods=["POST"]),
+        Route("/judgments", judgments_page, methods=["GET"]),
+        Route("/judgments", post_judgment, methods=["POST"]),
+        Route("/judgments/{id:int}", endorse_judgment, methods=["POST"]),
+        Route("/users", users_page, methods=["GET"]),
+        Route("/users", create_user_page, methods=["POST"]),
+        Mount("/static", app=StaticFiles(directory=str(_HERE / "static")), name="review-static"),
+    ]
+    return [Mount(PREFIX, routes=page_routes), *api_routes()]
