@@ -126,3 +126,31 @@ def test_editquality_default_candidates_meet_the_bar(workspace: Workspace, editq
     }
     assert result.record.summary["roc_auc"] >= 0.865
     assert result.record.summary["pr_auc"] >= 0.34
+
+
+def test_labels_from_a_review_campaign(trained_workspace: Workspace, trained_home: Path) -> None:
+    """A spec naming a campaign trains on the reviewers' resolved labels, features from its files."""
+    from assay.reviews import resolved_labels, submit_label, take_workset
+    from tests.reviewing import campaign, items_file, users
+
+    ws = trained_workspace
+    source = items_file(trained_home.parent / "review", n=120)
+    camp = campaign(ws, source, name="edits", size=120)
+    (alice,) = users(ws, "alice")
+    items = pd.read_csv(source)
+    truth = dict(zip(items["rev_id"].astype(str), items["badwords_prop_delta_sum"] > 0.1, strict=True))
+    while (workset := take_workset(ws.engine, camp, alice, size=50, ttl_s=600)) is not None:
+        for item in workset.items:
+            submit_label(ws.engine, camp, alice, item.item_id, str(truth[item.item_id]), ttl_s=600)
+    labels = resolved_labels(ws.engine, "edits")
+    assert len(labels) == 120
+
+    spec = load_spec(trained_home.parent / "data" / "damaging.toml")
+    spec.data.campaign = "edits"
+    spec.data.train, spec.data.test = [str(source)], []
+    spec.data.header, spec.data.columns = True, []
+    spec.features.sensitive = []
+    result = train(spec, ws.registry)
+    assert result.record.lineage["train_rows"] + result.record.lineage["test_rows"] == 120
+    # The reviewers' rule (bad words) is learnable from the features: near-perfect on held-out items.
+    assert result.record.summary["roc_auc"] > 0.9
