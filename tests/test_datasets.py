@@ -63,7 +63,7 @@ def _spec(tmp_path: Path, **data: object) -> object:
 def test_duplicate_ids_and_missing_columns_are_named(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     pd.DataFrame({"id": [1, 1, 2], "y": ["a", "b", "a"]}).to_csv(path, index=False)
-    with pytest.raises(DataError, match="duplicate item ids.*'1'"):
+    with pytest.raises(DataError, match=r"duplicate item ids.*'1'"):
         read_labelled(_spec(tmp_path), [str(path)])
     with pytest.raises(DataError, match="label column 'label'") as info:
         read_labelled(_spec(tmp_path, label="label"), [str(path)])
