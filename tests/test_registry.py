@@ -28,6 +28,11 @@ def test_resolve_references(trained_workspace: Workspace) -> None:
     with pytest.raises(NotFound) as info:
         reg.resolve("damaging@staging")
     assert info.value.code == "unknown_alias"
+    # Digits that are not ASCII, or too many of them, are alias names that do not exist, not a crash.
+    for odd in ("damaging@\u00b2", "damaging@" + "9" * 40):
+        with pytest.raises(NotFound) as info:
+            reg.resolve(odd)
+        assert info.value.code == "unknown_alias"
     with pytest.raises(InvalidInput):
         reg.resolve("../x")
 
@@ -43,7 +48,7 @@ def test_promotion_respects_gates_and_records_history(trained_workspace: Workspa
     reg = trained_workspace.registry
     v2 = _retrain(trained_workspace, trained_home, minimum={"roc_auc": 0.999})
     assert reg.aliases("damaging") == {"production": 1, "candidate": v2}  # a new version never moves production
-    with pytest.raises(GateFailed, match="roc_auc .* must be >= 0.999"):
+    with pytest.raises(GateFailed, match=r"roc_auc .* must be >= 0\.999"):
         reg.promote("damaging", v2, actor="alice", reason="try")
     assert reg.aliases("damaging")["production"] == 1
     with pytest.raises(InvalidInput, match="needs a reason"):

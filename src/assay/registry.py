@@ -108,6 +108,17 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     return check_name(name), (which or None)
 
 
+def version_number(which: str) -> int | None:
+    """The version a reference's suffix names, or None when it names an alias.
+
+    Only plain ASCII digits count (``str.isdigit`` also accepts "²"), and a number too long to be a
+    version is an alias that will not be found rather than an overflow in the store.
+    """
+    if which.isascii() and which.isdigit() and len(which) <= 9:
+        return int(which)
+    return None
+
+
 class Registry:
     """Reads and writes versions and aliases in the store; loads artifacts (cached per version)."""
 
@@ -161,8 +172,9 @@ class Registry:
         """The version a reference means: ``name`` (its default alias), ``name@3`` or ``name@alias``."""
         name, which = parse_ref(ref)
         which = which or default_alias
-        if which.isdigit():
-            return self.get(name, int(which))
+        number = version_number(which)
+        if number is not None:
+            return self.get(name, number)
         version = self.aliases(name).get(which)
         if version is None:
             self.model(name)

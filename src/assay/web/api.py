@@ -1,0 +1,455 @@
+"""The JSON API: ``/v1`` (assay's own, ORES-shaped) and ``/v2`` (the Open Inference Protocol).
+
+Handlers parse and check the request, call the shared ``Scorer`` (see
+``assay.scoring``) and serialise with orjson; every error is an ``AssayError``
+turned into a response by ``web.errors``. Small requests whose work stays on
+this machine (in-process cache, SQLite store) are scored on the event loop,
+which is faster than a thread hop; everything else runs on a worker thread
+under the scoring timeout.
+
+Reads are open; writes (precache, feature tables) need a bearer token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from assay import __version__, tokens
+from assay.errors import InvalidInput, MalformedRequest, PayloadTooLarge, Unavailable
+from assay.evaluation import answer_threshold_query
+from assay.features import FeatureTable
+from assay.scoring import Scorer, ServedModel, check_explain
+from assay.settings import Settings
+from assay.web.limits import in_thread
+from assay.web.metrics import CONTENT_TYPE, Metrics
+from assay.workspace import Workspace
+
+T = TypeVar("T")
+
+# Requests with at most this many (item, model) pairs run on the event loop when all I/O is local.
+INLINE_WORK = 16
+# Statistics left out of GET /v1/models/{name}: long curves and the full threshold table
+# (ask threshold queries instead).
+_BULKY_STATS = ("thresholds", "pr_curve", "roc_curve")
+_SCORE_KEYS = frozenset({"models", "items", "features", "explain"})
+
+
+@dataclass
+class Services:
+    """What handlers need, built by the app's lifespan and kept on ``app.state.services``."""
+
+    settings: Settings
+    workspace: Workspace
+    scorer: Scorer
+    features: FeatureTable
+    metrics: Metrics
+    local_io: bool  # in-process cache and a SQLite store: lookups never wait on the network
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+# --- request parsing ------------------------------------------------------------------
+
+
+async def read_json(request: Request) -> Any:
+    body = await request.body()
+    if not body:
+        raise MalformedRequest("the request needs a JSON body", field="body")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"the body is not valid JSON: {exc}", field="body") from None
+
+
+def json_object(payload: Any, allowed: frozenset[str], required: Sequence[str] = ()) -> dict[str, Any]:
+    """``payload`` as an object with only ``allowed`` keys and every ``required`` one."""
+    if not isinstance(payload, dict):
+        raise InvalidInput("the body must be a JSON object", field="body")
+    unknown = sorted(k for k in payload if k not in allowed)
+    if unknown:
+        raise InvalidInput(
+            f"unknown field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}", field=unknown[0]
+        )
+    for key in required:
+        if key not in payload:
+            raise InvalidInput(f"the field {key!r} is required", field=key)
+    return payload
+
+
+def model_refs(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise InvalidInput(
+            'models must be a non-empty list of model names, e.g. ["damaging"]', field="models"
+        )
+    return list(dict.fromkeys(value))
+
+
+def bounded_list(value: Any, field: str, limit: int, *, per: int = 1) -> list[Any]:
+    """A JSON list of at most ``limit`` entries (counting each ``per`` times); 413 above."""
+    if not isinstance(value, list):
+        raise InvalidInput(f"{field} must be a list", field=field)
+    if len(value) * per > limit:
+        raise PayloadTooLarge(
+            f"{len(value)} {field} x {per} model(s) is more than the {limit} this server takes per request; "
+            "split the request",
+            field=field,
+            code="too_many_items",
+        )
+    return value
+
+
+def query_flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", ""):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise InvalidInput(f"{name} must be true or false", field=name)
+
+
+def query_explain(request: Request) -> int:
+    raw = request.query_params.get("explain")
+    if raw is None:
+        return 0
+    if raw.isascii() and raw.isdigit() and len(raw) <= 3:  # str.isdigit also takes "²"
+        return check_explain(int(raw))
+    return check_explain(query_flag(request, "explain"))
+
+
+def body_flag(payload: Mapping[str, Any], name: str) -> bool:
+    value = payload.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be true or false", field=name)
+    return value
+
+
+async def run_scoring(request: Request, work: int, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` inline when the work is small and local, else on a thread under the timeout."""
+    svc = services(request)
+    if work <= INLINE_WORK and svc.local_io:
+        return fn(*args)
+    return await in_thread(fn, *args, timeout_s=svc.settings.scoring_timeout_s)
+
+
+async def require_token(request: Request) -> tokens.TokenInfo:
+    token = tokens.bearer_token(request.headers.get("authorization"))
+    engine = services(request).workspace.engine
+    return await in_thread(
+        tokens.verify_token, engine, token, timeout_s=services(request).settings.scoring_timeout_s
+    )
+
+
+# --- /v1 ------------------------------------------------------------------------------
+
+
+async def post_scores(request: Request) -> Response:
+    svc = services(request)
+    payload = json_object(await read_json(request), _SCORE_KEYS, required=("models", "items"))
+    refs = model_refs(payload["models"])
+    items = bounded_list(payload["items"], "items", svc.settings.max_items_per_request, per=len(refs))
+    features = body_flag(payload, "features")
+    explain = check_explain(payload.get("explain", False))
+
+    def score() -> dict[str, Any]:
+        return svc.scorer.score(refs, items, features=features, explain=explain)
+
+    return json_response(await run_scoring(request, len(items) * len(refs), score))
+
+
+async def get_score(request: Request) -> Response:
+    svc = services(request)
+    ref, item_id = request.path_params["model"], request.path_params["item_id"]
+    features, explain = query_flag(request, "features"), query_explain(request)
+
+    def score() -> dict[str, Any]:
+        return {
+            "scores": {item_id: {ref: svc.scorer.score_one(ref, item_id, features=features, explain=explain)}}
+        }
+
+    return json_response(await run_scoring(request, 1, score))
+
+
+async def list_models(request: Request) -> Response:
+    infos = services(request).scorer.models()
+    return json_response(
+        {
+            "models": [
+                {"name": i.name, "task": i.task, "versions": i.versions, "aliases": i.aliases} for i in infos
+            ]
+        }
+    )
+
+
+async def get_model(request: Request) -> Response:
+    """What a product needs to use a model, and answers to ``?threshold=`` queries."""
+    scorer = services(request).scorer
+    served = scorer.model(request.path_params["model"])
+    loaded = served.loaded
+    info = next(i for i in scorer.models() if i.name == served.name)
+    wanted_class = request.query_params.get("class") or loaded.positive
+    queries = request.query_params.getlist("threshold")
+    thresholds = []
+    if queries:
+        if wanted_class is None or wanted_class not in loaded.evaluation["thresholds"]:
+            raise InvalidInput(
+                f"name the class the threshold is for with ?class= (one of {', '.join(loaded.classes)})",
+                field="class",
+            )
+        table = loaded.evaluation["thresholds"][wanted_class]
+        for query in queries:
+            thresholds.append(
+                {"query": query, "class": wanted_class, "answer": answer_threshold_query(table, query)}
+            )
+    body = {
+        "name": served.name,
+        "version": served.version_label,
+        "task": info.task,
+        "aliases": info.aliases,
+        "versions": info.versions,
+        "classes": loaded.classes,
+        "positive": loaded.positive,
+        "decision_threshold": served.threshold,
+        "features": loaded.schema.to_dict()["features"],
+        "operating_points": loaded.operating_points,
+        "statistics": {k: v for k, v in loaded.evaluation.items() if k not in _BULKY_STATS},
+        "created_at": loaded.record.created_at.isoformat(),
+        "candidate": loaded.record.candidate,
+        "explanation_method": loaded.predictor.explanation_method,
+    }
+    if queries:
+        body["thresholds"] = thresholds
+    return json_response(body)
+
+
+async def post_precache(request: Request) -> Response:
+    svc = services(request)
+    await require_token(request)
+    payload = json_object(await read_json(request), frozenset({"models", "ids"}), required=("models", "ids"))
+    refs = model_refs(payload["models"])
+    ids = bounded_list(payload["ids"], "ids", svc.settings.max_items_per_request, per=len(refs))
+    counts = await in_thread(svc.scorer.precache, refs, ids, timeout_s=svc.settings.scoring_timeout_s)
+    return json_response(counts)
+
+
+async def put_features(request: Request) -> Response:
+    """Load (replace) rows of a model's feature table; every row is checked before any is written."""
+    svc = services(request)
+    await require_token(request)
+    ref = request.path_params["model"]
+    payload = json_object(await read_json(request), frozenset({"rows"}), required=("rows",))
+    rows = bounded_list(payload["rows"], "rows", svc.settings.max_items_per_request)
+    served = svc.scorer.model(ref)
+
+    def load() -> list[str]:
+        ids = svc.features.load_records(served.name, rows, served.loaded.schema)
+        svc.scorer.invalidate(served.name, ids)
+        return ids
+
+    ids = await in_thread(load, timeout_s=svc.settings.scoring_timeout_s)
+    return json_response({"model": served.name, "loaded": len(ids)})
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    scorer = services(request).scorer
+    if not scorer.ready:
+        raise Unavailable("the model table is not loaded yet", code="not_ready")
+    return json_response({"status": "ready", "models": len(scorer.models()), "loaded": len(scorer.loaded())})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(
+        services(request).metrics.render(), media_type=None, headers={"Content-Type": CONTENT_TYPE}
+    )
+
+
+# --- /v2: the Open Inference Protocol ----------------------------------------------------
+
+_OIP_TYPES = {"numeric": "FP64", "boolean": "BOOL", "categorical": "BYTES"}
+OIP_NUMERIC = frozenset(
+    {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
+)
+_OIP_INPUT_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
+
+
+def _oip_ref(request: Request) -> str:
+    name = request.path_params["model"]
+    version = request.path_params.get("version")
+    return f"{name}@{version}" if version else name
+
+
+def _oip_metadata(served: ServedModel, versions: list[int]) -> dict[str, Any]:
+    k = len(served.keys)
+    return {
+        "name": served.name,
+        "versions": [str(v) for v in versions],
+        "platform": served.loaded.predictor.kind,
+        "inputs": [
+            {"name": f.name, "datatype": _OIP_TYPES[f.kind], "shape": [-1]}
+            for f in served.loaded.schema.features
+        ],
+        "outputs": [
+            {"name": "probability", "datatype": "FP64", "shape": [-1, k]},
+            {
+                "name": "prediction",
+                "datatype": "BOOL" if served.positive_index is not None else "BYTES",
+                "shape": [-1],
+            },
+        ],
+    }
+
+
+async def oip_server(request: Request) -> Response:
+    return json_response({"name": "assay", "version": __version__, "extensions": []})
+
+
+async def oip_live(request: Request) -> Response:
+    return json_response({"live": True})
+
+
+async def oip_ready(request: Request) -> Response:
+    return json_response({"ready": services(request).scorer.ready})
+
+
+async def oip_model(request: Request) -> Response:
+    scorer = services(request).scorer
+    served = scorer.model(_oip_ref(request))
+    info = next(i for i in scorer.models() if i.name == served.name)
+    return json_response(_oip_metadata(served, info.versions))
+
+
+async def oip_model_ready(request: Request) -> Response:
+    services(request).scorer.model(_oip_ref(request))  # unknown model/version: 404
+    return json_response({"name": request.path_params["model"], "ready": True})
+
+
+def _oip_records(payload: Mapping[str, Any], limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The rows of an infer request: one named input tensor per feature, each of shape [n] or [n, 1]."""
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput("inputs must be a non-empty list of tensors, one per feature", field="inputs")
+    columns: dict[str, list[Any]] = {}
+    n: int | None = None
+    for i, tensor in enumerate(inputs):
+        where = f"inputs[{i}]"
+        if not isinstance(tensor, dict) or not tensor.keys() <= _OIP_INPUT_KEYS:
+            raise InvalidInput(f"{where} must be an object with name, shape, datatype and data", field=where)
+        name, shape, datatype, data = (tensor.get(k) for k in ("name", "shape", "datatype", "data"))
+        if not isinstance(name, str) or name in columns:
+            raise InvalidInput(f"{where}.name must be a feature name, given once", field=f"{where}.name")
+        if not isinstance(datatype, str) or (datatype not in OIP_NUMERIC and datatype != "BYTES"):
+            raise InvalidInput(
+                f"{where}.datatype {datatype!r} is not an Open Inference Protocol type",
+                field=f"{where}.datatype",
+            )
+        if (
+            not isinstance(shape, list)
+            or not 1 <= len(shape) <= 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+            or (len(shape) == 2 and shape[1] != 1)
+        ):
+            raise InvalidInput(f"{where}.shape must be [n] or [n, 1]", field=f"{where}.shape")
+        if not isinstance(data, list):
+            raise InvalidInput(f"{where}.data must be a list", field=f"{where}.data")
+        flat = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in data]
+        if len(flat) != shape[0]:
+            raise InvalidInput(f"{where} has {len(flat)} values for shape {shape}", field=f"{where}.data")
+        if n is not None and shape[0] != n:
+            raise InvalidInput(f"{where} has {shape[0]} rows but inputs[0] has {n}", field=f"{where}.shape")
+        n = shape[0]
+        if n > limit:
+            raise PayloadTooLarge(
+                f"{n} rows is more than the {limit} this server takes per request", field="inputs"
+            )
+        columns[name] = flat
+    assert n is not None
+    return [{name: values[r] for name, values in columns.items()} for r in range(n)], n
+
+
+async def oip_infer(request: Request) -> Response:
+    svc = services(request)
+    payload = json_object(
+        await read_json(request), frozenset({"id", "inputs", "outputs", "parameters"}), ("inputs",)
+    )
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput("id must be a string", field="id")
+    records, n = _oip_records(payload, svc.settings.max_items_per_request)
+    ref = _oip_ref(request)
+
+    def infer() -> tuple[ServedModel, np.ndarray]:
+        try:
+            return svc.scorer.score_records(ref, records)
+        except InvalidInput as exc:
+            field = exc.field.replace("features.", "inputs.", 1) if exc.field else None
+            raise InvalidInput(exc.message, field=field, code=exc.code) from None
+
+    served, proba = await run_scoring(request, n, infer)
+    k = proba.shape[1]
+    ordered = proba[:, served.order]
+    body: dict[str, Any] = {
+        "model_name": served.name,
+        "model_version": served.version_label,
+        "outputs": [
+            {
+                "name": "probability",
+                "datatype": "FP64",
+                "shape": [n, k],
+                "data": ordered.ravel().tolist(),
+                "parameters": {"classes": [served.keys[j] for j in served.order]},
+            },
+            {
+                "name": "prediction",
+                "datatype": "BOOL" if served.positive_index is not None else "BYTES",
+                "shape": [n],
+                "data": served.predictions(proba).tolist(),
+            },
+        ],
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    return json_response(body)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        # The hot route first: the router tries routes in order.
+        Route("/v1/scores", post_scores, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/scores/{model}/{item_id}", get_score, methods=["GET"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model}", get_model, methods=["GET"]),
+        Route("/v1/precache", post_precache, methods=["POST"]),
+        Route("/v1/features/{model}", put_features, methods=["PUT"]),
+        Route("/v2", oip_server, methods=["GET"]),
+        Route("/v2/health/live", oip_live, methods=["GET"]),
+        Route("/v2/health/ready", oip_ready, methods=["GET"]),
+        Route("/v2/models/{model}", oip_model, methods=["GET"]),
+        Route("/v2/models/{model}/ready", oip_model_ready, methods=["GET"]),
+        Route("/v2/models/{model}/infer", oip_infer, methods=["POST"]),
+        Route("/v2/models/{model}/versions/{version}", oip_model, methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}/ready", oip_model_ready, methods=["GET"]),
+        Route("/v2/models/{model}/versions/{version}/infer", oip_infer, methods=["POST"]),
+    ]

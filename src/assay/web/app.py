@@ -1,0 +1,109 @@
+"""The app factory: ``create_app(settings)`` wires routes, middleware, error handlers and the lifespan.
+
+Creating the app does no work; the lifespan opens the workspace, builds the
+scorer, reads the model table (readiness), and keeps it fresh from a
+background task every ``alias_refresh_s``, so promotions are followed without
+a restart and requests never wait on the store for it.
+
+Handlers reach the shared objects through ``request.app.state``:
+``services`` (``api.Services``), and for the review pages also ``workspace``
+and ``scorer`` — the review pages score through the same ``Scorer``.
+
+The review module (``assay.web.review``) contributes ``routes()`` and
+``error_page(request, error) -> Response``, the HTML rendering of errors on
+its pages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from assay.cache import open_cache
+from assay.features import FeatureTable
+from assay.scoring import Scorer
+from assay.settings import Settings
+from assay.web import api, errors, openapi, review
+from assay.web.limits import Limits
+from assay.web.metrics import Metrics, Timing
+from assay.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starlette:
+    """The ASGI app over the workspace ``settings`` names.
+
+    ``metrics_dir`` is prometheus_client's multiprocess folder when several workers
+    share one ``/metrics`` (``assay serve --workers N`` sets it up).
+    """
+    metrics = Metrics(metrics_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        workspace = await anyio.to_thread.run_sync(Workspace.open, settings)
+        cache = open_cache(settings)
+        features = FeatureTable(workspace.engine)
+        scorer = Scorer(workspace.registry, features, cache, observer=metrics)
+        try:
+            await anyio.to_thread.run_sync(scorer.refresh)
+            app.state.services = api.Services(
+                settings=settings,
+                workspace=workspace,
+                scorer=scorer,
+                features=features,
+                metrics=metrics,
+                local_io=not settings.redis_url and settings.store_url.startswith("sqlite"),
+            )
+            app.state.workspace = workspace
+            app.state.scorer = scorer
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_keep_fresh, scorer, settings.alias_refresh_s)
+                yield
+                tasks.cancel_scope.cancel()
+        finally:
+            scorer.close()
+            cache.close()
+            workspace.close()
+
+    app = Starlette(
+        routes=[*api.routes(), *openapi.routes(), *review.routes()],
+        middleware=[
+            Middleware(Timing, metrics=metrics),
+            Middleware(
+                Limits,
+                max_body_bytes=settings.max_body_bytes,
+                max_per_client=settings.max_concurrent_per_client,
+                max_total=settings.max_concurrent_total,
+            ),
+        ],
+        exception_handlers=errors.exception_handlers(review.error_page),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    return app
+
+
+async def _keep_fresh(scorer: Scorer, every_s: float) -> None:
+    """Follow alias moves: refresh the model table forever; a failed refresh keeps the old table."""
+    while True:
+        await anyio.sleep(every_s)
+        try:
+            await anyio.to_thread.run_sync(scorer.refresh)
+        except Exception:  # a store hiccup must not stop the loop; the next round retries
+            log.exception("refreshing the model table failed; serving the previous one")
+
+
+def app_from_environment() -> Starlette:
+    """Entry point of each ``assay serve`` worker (uvicorn ``--factory``): settings come from ``ASSAY_*``."""
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # prometheus_client's own variable
+    return create_app(Settings.load(), metrics_dir=Path(metrics_dir) if metrics_dir else None)
