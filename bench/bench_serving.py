@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,19 +42,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "serving"
-COLUMNS = [
-    "rev_id",
-    "longest_repeated_char_added",
-    "words_added",
-    "words_removed",
-    "badwords_prop_delta_sum",
-    "informals_prop_delta_sum",
-    "non_stopword_prop_delta_sum",
-    "user_is_anon",
-    "user_is_bot_or_sysop",
-    "user_seconds_since_registration",
-    "reverted",
-]
+# The data's columns, as the example spec names them.
+COLUMNS: list[str] = tomllib.loads((ROOT / "examples" / "editquality.toml").read_text())["data"]["columns"]
 FEATURES = COLUMNS[1:-1]
 MODEL = "reverted"
 SPEC = """\

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,19 +25,11 @@ from assay.training import train
 from assay.workspace import Workspace
 
 EDITQUALITY = Path(__file__).resolve().parents[2] / "shared" / "data" / "editquality"
-EDITQUALITY_COLUMNS = [
-    "rev_id",
-    "longest_repeated_char_added",
-    "words_added",
-    "words_removed",
-    "badwords_prop_delta_sum",
-    "informals_prop_delta_sum",
-    "non_stopword_prop_delta_sum",
-    "user_is_anon",
-    "user_is_bot_or_sysop",
-    "user_seconds_since_registration",
-    "reverted",
-]
+# The data's columns, as the example spec names them (one list for the whole repository).
+EDITQUALITY_COLUMNS: list[str] = tomllib.loads(
+    (Path(__file__).resolve().parents[1] / "examples" / "editquality.toml").read_text()
+)["data"]["columns"]
+EDITQUALITY_FEATURES = [c for c in EDITQUALITY_COLUMNS if c not in ("rev_id", "reverted")]
 
 
 def edits_frame(n: int, seed: int = 0) -> pd.DataFrame:
@@ -133,11 +126,10 @@ def write_binary_spec(folder: Path, n_train: int = 1200, n_test: int = 500) -> P
     frame = edits_frame(n_train + n_test, seed=1)
     frame.iloc[:n_train].to_csv(folder / "edits.train.tsv", sep="\t", header=False, index=False)
     frame.iloc[n_train:].to_csv(folder / "edits.test.tsv", sep="\t", header=False, index=False)
-    features = [c for c in EDITQUALITY_COLUMNS if c not in ("rev_id", "reverted")]
     spec = folder / "damaging.toml"
     spec.write_text(
         BINARY_SPEC.format(
-            columns=repr(EDITQUALITY_COLUMNS).replace("'", '"'), features=repr(features).replace("'", '"')
+            columns=repr(EDITQUALITY_COLUMNS).replace("'", '"'), features=repr(EDITQUALITY_FEATURES).replace("'", '"')
         )
     )
     return spec

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,10 @@ def free_port() -> int:
 class Server:
     """``assay serve`` on a free port in its own process: the real server, killable at will."""
 
-    def __init__(self, home: Path, log: Path, env: dict[str, str] | None = None) -> None:
-        self.home, self.log = home, log
+    def __init__(
+        self, home: Path, log: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()
+    ) -> None:
+        self.home, self.log, self.args = home, log, list(args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
@@ -79,7 +82,7 @@ class Server:
         ]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [*command, "--port", str(self.port)], stdout=out, stderr=subprocess.STDOUT, env=self.env
+                [*command, "--port", str(self.port), *self.args], stdout=out, stderr=subprocess.STDOUT, env=self.env
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -12,19 +12,9 @@ from anyio.from_thread import start_blocking_portal
 from starlette.applications import Starlette
 
 from assay.workspace import Workspace
-from tests.conftest import edits_frame
+from tests.conftest import EDITQUALITY_FEATURES, edits_frame
 
-FEATURES = [
-    "longest_repeated_char_added",
-    "words_added",
-    "words_removed",
-    "badwords_prop_delta_sum",
-    "informals_prop_delta_sum",
-    "non_stopword_prop_delta_sum",
-    "user_is_anon",
-    "user_is_bot_or_sysop",
-    "user_seconds_since_registration",
-]
+FEATURES = EDITQUALITY_FEATURES
 
 
 def edit_items(n: int, seed: int = 3) -> list[dict[str, Any]]:

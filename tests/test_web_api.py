@@ -3,11 +3,6 @@ and a real uvicorn server with several workers following a promotion under load.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +21,7 @@ from assay.evaluation import answer_threshold_query
 from assay.settings import Settings
 from assay.web.app import create_app
 from assay.workspace import Workspace
+from tests.reviewing import Server
 from tests.serving import AppClient, add_version, edit_items
 
 
@@ -379,46 +375,16 @@ def test_scores_are_shared_through_redis(trained_home: Path, redis_url: str) -> 
 # --- a real server ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(trained_home: Path, tmp_path: Path) -> Iterator[str]:
     """``assay serve --workers 2`` in a subprocess; yields its base URL once it is ready."""
-    port = _free_port()
-    env = {**os.environ, "ASSAY_ALIAS_REFRESH_S": "0.2"}
-    command = [sys.executable, "-c", "from assay.cli import main; main()", "--home", str(trained_home)]
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*command, "serve", "--port", str(port), "--workers", "2"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    running = Server(
+        trained_home, tmp_path / "server.log", env={"ASSAY_ALIAS_REFRESH_S": "0.2"}, args=["--workers", "2"]
+    ).start(timeout_s=180)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready:\n" + log.read_text()
-            time.sleep(0.2)
-        yield url
+        yield running.url
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        running.stop()
 
 
 @pytest.mark.timeout(600)
