@@ -428,3 +428,28 @@ async def test_error_pages_are_html_and_api_errors_json(app):
         assert r.status_code == 404 and r.json()["error"] == {
             "code": "unknown_campaign", "message": "no campaign named 'nope'", "field": "campaign",
         }  # fmt: skip
+
+
+async def test_a_wrong_method_is_told_every_method_of_the_path(app):
+    # Found by schemathesis: with a route per method, the 405 named only the first route's methods.
+    async with _client(app) as c:
+        r = await c.put("/v1/session")
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+        assert set(r.headers["allow"].split(", ")) == {"POST", "DELETE"}
+        r = await c.delete("/v1/judgments")
+        assert set(r.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
+        # HEAD is answered as GET is.
+        r = await c.head("/v1/campaigns")
+        assert r.status_code == 401
+
+
+async def test_a_judgment_id_beyond_the_store_is_not_found(app):
+    # Found by schemathesis: an id past the store's integer overflowed in the driver (a 500).
+    async with _client(app) as c:
+        h = await _api_login(c, "ana")
+        for jid in (2**31, 2**63):
+            r = await c.post(f"/v1/judgments/{jid}/endorsements", headers=h, json={"stance": "endorse"})
+            assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_judgment", jid
+        csrf = _csrf((await c.get("/review/")).text)
+        r = await c.post(f"/review/judgments/{2**63}", data={"csrf_token": csrf, "stance": "endorse"})
+        assert r.status_code == 404

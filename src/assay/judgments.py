@@ -25,6 +25,9 @@ STANCES = ("endorse", "dispute")
 RULES = ("admin", "most_endorsed")
 RULE_MARK = "rule:most_endorsed"
 MAX_RATIONALE = 4000
+# Judgment ids are the store's Integer (int4 on PostgreSQL): a larger number names no judgment,
+# and the database driver would fail on it rather than find nothing.
+MAX_ID = 2**31 - 1
 
 j_t = db.judgments
 e_t = db.endorsements
@@ -59,6 +62,17 @@ class Judgment:
         out["created_at"] = self.created_at.isoformat()
         out["endorsements"] = [{**e, "created_at": e["created_at"].isoformat()} for e in self.endorsements]
         return out
+
+
+def _unknown(judgment_id: int) -> NotFound:
+    return NotFound(f"no judgment {judgment_id}", field="judgment", code="unknown_judgment")
+
+
+def _checked_id(judgment_id: int) -> int:
+    """``judgment_id`` when a judgment could have it, before it reaches the store; else ``NotFound``."""
+    if not 1 <= judgment_id <= MAX_ID:
+        raise _unknown(judgment_id)
+    return judgment_id
 
 
 def record_judgment(
@@ -112,10 +126,11 @@ def endorse(engine: Engine, judgment_id: int, user: User, stance: str, comment: 
     if stance not in STANCES:
         raise InvalidInput(f"stance must be one of {', '.join(STANCES)}; got {stance!r}", field="stance")
     comment = (comment or "").strip()[:MAX_RATIONALE]
+    _checked_id(judgment_id)
     with engine.begin() as conn:
         row = conn.execute(sa.select(j_t).where(j_t.c.id == judgment_id)).first()
         if row is None:
-            raise NotFound(f"no judgment {judgment_id}", field="judgment", code="unknown_judgment")
+            raise _unknown(judgment_id)
         if row.author_user_id == user.id:
             raise Conflict("you cannot endorse or dispute your own judgment", field="judgment")
         changed = conn.execute(
@@ -141,10 +156,11 @@ def mark_preferred(engine: Engine, judgment_id: int, admin: User) -> Judgment:
     """An admin marks the judgment that stands for its item (the others lose the mark)."""
     if not admin.is_admin:
         raise Forbidden("only an admin marks the preferred judgment")
+    _checked_id(judgment_id)
     with engine.begin() as conn:
         row = conn.execute(sa.select(j_t.c.model, j_t.c.item_id).where(j_t.c.id == judgment_id)).first()
         if row is None:
-            raise NotFound(f"no judgment {judgment_id}", field="judgment", code="unknown_judgment")
+            raise _unknown(judgment_id)
         _set_preferred(conn, row.model, row.item_id, judgment_id, admin.username)
     return get_judgment(engine, judgment_id)
 
@@ -239,9 +255,9 @@ def _load(engine: Engine, query: sa.Select) -> list[Judgment]:
 
 
 def get_judgment(engine: Engine, judgment_id: int) -> Judgment:
-    found = _load(engine, _query().where(j_t.c.id == judgment_id))
+    found = _load(engine, _query().where(j_t.c.id == _checked_id(judgment_id)))
     if not found:
-        raise NotFound(f"no judgment {judgment_id}", field="judgment", code="unknown_judgment")
+        raise _unknown(judgment_id)
     return found[0]
 
 

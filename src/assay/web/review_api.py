@@ -9,6 +9,7 @@ session. Every answer that says a label is saved is sent after its commit.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +26,8 @@ _LOGIN_KEYS = frozenset({"username", "password"})
 _LABEL_KEYS = frozenset({"item_id", "label", "comment"})
 _JUDGMENT_KEYS = frozenset({"model", "item_id", "label", "rationale", "campaign"})
 _ENDORSE_KEYS = frozenset({"stance", "comment"})
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _str(payload: dict[str, Any], key: str, *, required: bool = True) -> str:
@@ -256,17 +259,24 @@ async def post_endorsement(request: Request) -> Response:
     return json_response(j.to_dict())
 
 
+def _route(path: str, handlers: dict[str, Endpoint]) -> Route:
+    """One route for every method of ``path``: with a route per method, a 405 would name only the
+    first route's methods in its ``Allow`` header."""
+
+    async def endpoint(request: Request) -> Response:
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return Route(path, endpoint, methods=list(handlers), name=path)
+
+
 def api_routes() -> list[BaseRoute]:
     return [
-        Route("/v1/session", post_session, methods=["POST"]),
-        Route("/v1/session", delete_session, methods=["DELETE"]),
-        Route("/v1/campaigns", list_campaigns, methods=["GET"]),
-        Route("/v1/campaigns/{name}", get_campaign, methods=["GET"]),
-        Route("/v1/campaigns/{name}/workset", get_workset, methods=["GET"]),
-        Route("/v1/campaigns/{name}/workset", post_workset, methods=["POST"]),
-        Route("/v1/campaigns/{name}/labels", post_label, methods=["POST"]),
-        Route("/v1/campaigns/{name}/skips", post_skip, methods=["POST"]),
-        Route("/v1/judgments", list_judgments, methods=["GET"]),
-        Route("/v1/judgments", post_judgment, methods=["POST"]),
-        Route("/v1/judgments/{id:int}/endorsements", post_endorsement, methods=["POST"]),
+        _route("/v1/session", {"POST": post_session, "DELETE": delete_session}),
+        _route("/v1/campaigns", {"GET": list_campaigns}),
+        _route("/v1/campaigns/{name}", {"GET": get_campaign}),
+        _route("/v1/campaigns/{name}/workset", {"GET": get_workset, "POST": post_workset}),
+        _route("/v1/campaigns/{name}/labels", {"POST": post_label}),
+        _route("/v1/campaigns/{name}/skips", {"POST": post_skip}),
+        _route("/v1/judgments", {"GET": list_judgments, "POST": post_judgment}),
+        _route("/v1/judgments/{id:int}/endorsements", {"POST": post_endorsement}),
     ]
