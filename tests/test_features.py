@@ -32,7 +32,9 @@ def _csv(tmp_path: Path, text: str) -> pd.DataFrame:
     return read_table(path)
 
 
-def test_rows_from_a_file_are_stored_as_typed_json(workspace: Workspace, tmp_path: Path) -> None:
+def test_rows_from_a_file_are_stored_as_typed_json(
+    workspace: Workspace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     table = FeatureTable(workspace.engine)
     frame = _csv(
         tmp_path, "id,words,anon,topic,ratio,label\n007,3,True,art,0.5,x\n8,4.5,false,,,y\n9,1,1,chess,2,z\n"
@@ -42,8 +44,10 @@ def test_rows_from_a_file_are_stored_as_typed_json(workspace: Workspace, tmp_pat
     assert found == {
         "007": {"words": 3, "anon": True, "topic": "art", "ratio": 0.5},
         "8": {"words": 4.5, "anon": False, "topic": None, "ratio": None},
-        "9": {"words": 1, "anon": True, "topic": "chess", "ratio": 2},  # unseen category kept as sent
+        # A category the model never saw is stored as missing (as the model scores it), and said so.
+        "9": {"words": 1, "anon": True, "topic": None, "ratio": 2},
     }
+    assert "1 value(s) of 'topic' are categories the model never saw" in caplog.text
     for features in found.values():  # what a client could have sent itself
         SCHEMA.encode_record(features)
     assert table.count("m") == 3 and table.count("other") == 0

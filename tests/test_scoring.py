@@ -32,6 +32,7 @@ class Recorder:
     def __init__(self) -> None:
         self.hits = self.misses = self.scored = self.failed = 0
         self.loaded: list[tuple[str, int]] = []
+        self.unloaded: list[tuple[str, int]] = []
 
     def cache_lookups(self, hits: int, misses: int) -> None:
         self.hits += hits
@@ -43,6 +44,9 @@ class Recorder:
 
     def model_loaded(self, model: str, version: int) -> None:
         self.loaded.append((model, version))
+
+    def model_unloaded(self, model: str, version: int) -> None:
+        self.unloaded.append((model, version))
 
 
 def assert_same_score(a: dict[str, Any], b: dict[str, Any]) -> None:
@@ -192,13 +196,21 @@ def test_id_only_scores_are_cached_by_version(scorer: Scorer, recorder: Recorder
     assert recorder.misses == 3
 
 
-def test_the_scorer_follows_alias_moves_after_a_refresh(scorer: Scorer, trained_workspace: Workspace) -> None:
+def test_the_scorer_follows_alias_moves_after_a_refresh(
+    scorer: Scorer, trained_workspace: Workspace, recorder: Recorder
+) -> None:
     item = edit_items(1)[0]
     assert scorer.score(["damaging"], [item])["scores"][item["id"]]["damaging"]["version"] == "1"
     version = add_version(trained_workspace, "damaging", alias="production")
+    trained_workspace.registry.set_alias(
+        "damaging", "candidate", version, actor="test", reason="test", forced=True, gates=[]
+    )
     assert scorer.score(["damaging"], [item])["scores"][item["id"]]["damaging"]["version"] == "1"
     scorer.refresh()
-    assert ("damaging", version) in {(m.name, m.version) for m in scorer.loaded()}  # loaded before switching
+    loaded = {(m.name, m.version) for m in scorer.loaded()}
+    assert ("damaging", version) in loaded  # loaded before switching
+    # The version no alias points at any more is let go (memory does not grow with promotions).
+    assert ("damaging", 1) not in loaded and recorder.unloaded == [("damaging", 1)]
     result = scorer.score(["damaging", "damaging@1"], [item])["scores"][item["id"]]
     assert result["damaging"]["version"] == str(version)
     assert result["damaging@1"]["version"] == "1"
@@ -228,10 +240,29 @@ def test_multiclass_scores_and_explanations(scorer: Scorer) -> None:
     assert explanation["class"] == score["prediction"]
     assert len(explanation["contributions"]) == 3
     assert {c["feature"]: c["value"] for c in explanation["contributions"]} == item["features"]
+    # A category the model never saw is refused by name, never silently scored as something else;
+    # null asks for it to be scored as missing, as the model scored unseen held-out categories.
     unseen = scorer.score(
-        ["quality"], [{"id": "p2", "features": {**item["features"], "topic": "chess"}}], features=True
-    )
-    assert unseen["scores"]["p2"]["quality"]["features"]["topic"] is None  # the model saw it as unknown
+        ["quality"],
+        [
+            {"id": "p2", "features": {**item["features"], "topic": "chess"}},
+            {"id": "p3", "features": {**item["features"], "topic": 5}},
+            {"id": "p4", "features": {**item["features"], "topic": None}},
+        ],
+        features=True,
+    )["scores"]
+    for item_id in ("p2", "p3"):
+        error = unseen[item_id]["quality"]["error"]
+        assert (error["code"], error["field"]) == ("unknown_category", "features.topic")
+        assert "send null" in error["message"]
+    assert unseen["p4"]["quality"]["features"]["topic"] is None
+    many = [
+        {"id": f"m{i}", "features": {**item["features"], "topic": "chess" if i == 5 else "science"}}
+        for i in range(20)
+    ]  # the column-at-a-time path for batches
+    batch = scorer.score(["quality"], many)["scores"]
+    assert batch["m5"]["quality"]["error"]["code"] == "unknown_category"
+    assert all("probability" in batch[f"m{i}"]["quality"] for i in range(20) if i != 5)
 
 
 def test_exact_explanations_add_up_to_the_score(scorer: Scorer) -> None:

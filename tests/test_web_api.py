@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import lightgbm
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from starlette.requests import Request
@@ -16,9 +18,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from assay import tokens
+from assay.artifacts import LIGHTGBM_FILE
 from assay.cli import main
 from assay.evaluation import answer_threshold_query
 from assay.settings import Settings
+from assay.spec import load_spec
+from assay.training import train
 from assay.web.app import create_app
 from assay.workspace import Workspace
 from tests.reviewing import Server
@@ -113,6 +118,13 @@ def test_many_models_many_items_features_and_explanations(client: AppClient) -> 
             "malformed_request",
             "body",
         ),
+        # JSON has no inf: a number too large for a double is how a client sends one.
+        (
+            b'{"models": ["damaging"], "items": [{"id": 1, "features": {"words_added": 1e400}}]}',
+            400,
+            "malformed_request",
+            "body",
+        ),
     ],
 )
 def test_request_errors_have_one_shape(
@@ -133,6 +145,58 @@ def test_item_errors_are_reported_on_the_item(client: AppClient) -> None:
     }
     assert "probability" in scores[items[0]["id"]]["damaging"]
     assert "probability" in scores[items[2]["id"]]["damaging"]
+
+
+def test_every_kind_of_bad_feature_is_named_on_its_item(client: AppClient) -> None:
+    good = edit_items(1)[0]["features"]
+    article = {"length": 12000.0, "refs": 30, "topic": "science"}
+    bad = {
+        "missing": ("damaging", {k: v for k, v in good.items() if k != "words_added"}, "missing_feature"),
+        "unknown": ("damaging", {**good, "word_added": 1}, "unknown_feature"),
+        "bool": ("damaging", {**good, "words_added": True}, "invalid_input"),
+        "null": ("damaging", {**good, "words_added": None}, "invalid_input"),
+        "object": ("damaging", {**good, "words_added": {"n": 1}}, "invalid_input"),
+        "category": ("quality", {**article, "topic": "chess"}, "unknown_category"),
+    }
+    for item_id, (model, features, code) in bad.items():
+        response = client.post(
+            "/v1/scores", json={"models": [model], "items": [{"id": item_id, "features": features}]}
+        )
+        assert response.status_code == 200, (item_id, response.text)
+        error = response.json()["scores"][item_id][model]["error"]
+        assert error["code"] == code and error["field"].startswith("features"), (item_id, error)
+
+
+def test_a_lightgbm_model_is_served_as_lightgbm_itself_scores(trained_home: Path) -> None:
+    spec_text = (trained_home.parent / "data" / "damaging.toml").read_text()
+    spec_path = trained_home.parent / "data" / "gbm.toml"
+    spec_path.write_text(
+        spec_text.replace('name = "damaging"', 'name = "gbm"').replace(
+            'candidates = ["logistic_regression", "lightgbm"]', 'candidates = ["lightgbm"]'
+        )
+    )
+    ws = Workspace.open(Settings.load(home=trained_home, environ={}))
+    try:
+        train(load_spec(spec_path), ws.registry)
+        record = ws.registry.resolve("gbm")
+        assert record.candidate == "lightgbm"
+        booster = lightgbm.Booster(model_file=str(record.directory / LIGHTGBM_FILE))
+        schema = ws.registry.load(record).schema
+    finally:
+        ws.close()
+    items = edit_items(30, seed=11)
+    expected = booster.predict(np.vstack([schema.encode_record(i["features"]) for i in items]))
+    with AppClient(create_app(Settings.load(home=trained_home, environ={}))) as client:
+        # One item takes the single-row fast path, thirty the batch path; both must be LightGBM's own.
+        one = client.post("/v1/scores", json={"models": ["gbm"], "items": items[:1], "explain": 3}).json()
+        many = client.post("/v1/scores", json={"models": ["gbm"], "items": items}).json()
+    first = one["scores"][items[0]["id"]]["gbm"]
+    assert first["probability"]["true"] == pytest.approx(expected[0], abs=1e-12)
+    assert len(first["explanation"]["contributions"]) == 3
+    for k, item in enumerate(items):
+        assert many["scores"][item["id"]]["gbm"]["probability"]["true"] == pytest.approx(
+            expected[k], abs=1e-12
+        )
 
 
 def test_too_many_items_is_413(trained_home: Path) -> None:
@@ -160,8 +224,10 @@ def test_a_bug_is_a_500_in_the_one_shape(settings: Settings) -> None:
     app.router.routes.append(Route("/v1/broken", broken))
     with AppClient(app, raise_app_exceptions=False) as client:
         response = client.get("/v1/broken")
+        metrics = client.get("/metrics").text
     assert_error(response, 500, "internal_error")
     assert "a bug" not in response.text
+    assert 'assay_errors_total{code="internal_error"} 1.0' in metrics  # bugs are counted, to alert on
 
 
 def test_pages_get_pages_and_the_api_gets_json(client: AppClient) -> None:
@@ -326,6 +392,22 @@ def test_open_inference_protocol(client: AppClient) -> None:
     assert_error(
         client.post("/v2/models/damaging/infer", json={"inputs": []}), 422, "invalid_input", "inputs"
     )
+    wrong_type = [{**inputs[1], "datatype": "FLOAT"}, *inputs[2:]]
+    assert_error(
+        client.post("/v2/models/damaging/infer", json={"inputs": wrong_type}),
+        422,
+        "invalid_input",
+        "inputs[0].datatype",
+    )
+    # No rows is a question with an empty answer, not an error (and never a 500).
+    for model in ("damaging", "quality"):
+        declared = client.get(f"/v2/models/{model}").json()["inputs"]
+        empty = [{"name": i["name"], "datatype": i["datatype"], "shape": [0], "data": []} for i in declared]
+        answer = client.post(f"/v2/models/{model}/infer", json={"inputs": empty})
+        assert answer.status_code == 200, answer.text
+        probability, prediction = answer.json()["outputs"]
+        assert probability["shape"][0] == 0 and probability["data"] == []
+        assert prediction["shape"] == [0] and prediction["data"] == []
 
 
 def test_health_readiness_metrics_and_docs(client: AppClient) -> None:

@@ -100,6 +100,17 @@ def test_per_client_and_total_concurrency(small: AppClient) -> None:
     assert 'assay_errors_total{code="unavailable"} 1.0' in metrics
 
 
+def test_made_up_tokens_do_not_make_a_client_new(small: AppClient) -> None:
+    # The limit runs before tokens are checked: a new junk token per request must not buy a slot.
+    held = Held(small, small.http)
+    try:
+        small.portal.call(anyio.sleep, 0.05)
+        busy = small.get("/v1/models", headers={"Authorization": "Bearer junk-1"})
+        assert busy.status_code == 429 and _error(busy)["code"] == "too_many_requests"
+    finally:
+        assert held.release().status_code == 200
+
+
 def test_slow_scoring_is_answered_504(trained_home: Path) -> None:
     with _client(trained_home, scoring_timeout_s=1e-6) as client:
         big = client.post("/v1/scores", json={"models": ["damaging"], "items": edit_items(100)})

@@ -10,6 +10,7 @@ item id) and replaced when loaded again.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -22,6 +23,8 @@ from sqlalchemy.engine import Connection, Engine
 from assay import db
 from assay.errors import DataError, InvalidInput
 from assay.schema import FeatureSchema
+
+log = logging.getLogger(__name__)
 
 # SQLite allows 32,766 bound parameters per statement; stay far below for IN (...) lookups.
 _LOOKUP_CHUNK = 900
@@ -195,8 +198,22 @@ def _json_columns(frame: pd.DataFrame, schema: FeatureSchema, source: str) -> li
                     field=feature.name,
                 )
         if feature.kind == "categorical":
-            raw = frame[feature.name]
-            columns.append([None if _missing(v) else str(v) for v in raw.tolist()])
+            # Categories the model never saw are stored as missing, which is how the model scores
+            # them (and how a request asks for them); a request naming one is refused instead.
+            unseen = int((missing & frame[feature.name].notna().to_numpy()).sum())
+            if unseen:
+                log.warning(
+                    "%s: %d value(s) of %r are categories the model never saw; stored as missing",
+                    source,
+                    unseen,
+                    feature.name,
+                )
+            columns.append(
+                [
+                    None if m else feature.categories[int(v)]
+                    for v, m in zip(encoded[:, j].tolist(), missing, strict=True)
+                ]
+            )
         elif feature.kind == "boolean":
             columns.append(
                 [None if m else bool(v) for v, m in zip(encoded[:, j].tolist(), missing, strict=True)]

@@ -167,13 +167,25 @@ class FeatureSchema:
         feature = self.features[j]
         where = f"features.{feature.name}"
         if value is None:
-            if not feature.nullable:
+            # Every candidate scores a missing category (held-out data has unseen ones too), so
+            # null is how a client asks for a category the model never saw to be scored.
+            if not feature.nullable and feature.kind != "categorical":
                 raise InvalidInput(f"feature {feature.name!r} may not be null", field=where)
             return math.nan
         if feature.kind == "categorical":
             if isinstance(value, bool | dict | list):
                 raise InvalidInput(f"feature {feature.name!r} is categorical: send a string", field=where)
-            return float(self._codes[j].get(str(value), math.nan))
+            code = self._codes[j].get(str(value))
+            if code is None:
+                known = ", ".join(repr(c) for c in feature.categories[:10])
+                more = ", ..." if len(feature.categories) > 10 else ""
+                raise InvalidInput(
+                    f"feature {feature.name!r} has no category {str(value)[:100]!r} (known: {known}{more}); "
+                    "send null to score it as missing",
+                    field=where,
+                    code="unknown_category",
+                )
+            return float(code)
         if feature.kind == "boolean":
             if isinstance(value, bool):
                 return 1.0 if value else 0.0

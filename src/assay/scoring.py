@@ -85,6 +85,8 @@ class ScoringObserver(Protocol):
 
     def model_loaded(self, model: str, version: int) -> None: ...
 
+    def model_unloaded(self, model: str, version: int) -> None: ...
+
 
 @dataclass(frozen=True)
 class ServedModel:
@@ -247,6 +249,19 @@ class Scorer:
             self._table = _Table(infos, time.monotonic())
             if changed:
                 self._resolved = {}
+                self._unload_unaliased(infos)
+
+    def _unload_unaliased(self, infos: Mapping[str, ModelInfo]) -> None:
+        """Forget versions no alias points at, so that memory does not grow with every promotion.
+
+        In-flight requests keep the objects they hold; a later ``name@3`` loads its version again.
+        """
+        wanted = {(name, v) for name, info in infos.items() for v in info.aliases.values()}
+        with self._load_lock:
+            for key in [k for k in self._served if k not in wanted]:
+                del self._served[key]
+                if self.observer is not None:
+                    self.observer.model_unloaded(*key)
 
     def models(self) -> list[ModelInfo]:
         """Every model with its versions and aliases, as of the last refresh."""
@@ -257,26 +272,47 @@ class Scorer:
         served = self._resolved.get(ref)
         if served is not None:
             return served
+        key = self._version_of(ref)
+        served = self._served.get(key) or self._load(*key)
+        self._resolved[ref] = served
+        return served
+
+    def warm(self, refs: Sequence[str]) -> bool:
+        """True when using ``refs`` waits on no artifact load (a bad reference fails fast too)."""
+        for ref in refs:
+            if ref not in self._resolved:
+                try:
+                    if self._version_of(ref) not in self._served:
+                        return False
+                except AssayError:
+                    pass
+        return True
+
+    def _version_of(self, ref: str) -> tuple[str, int]:
+        """The (name, version) ``ref`` means in the current table, or the error naming what is unknown."""
         if not isinstance(ref, str):
             raise InvalidInput("a model reference must be a string", field="model")
         name, which = parse_ref(ref)
         which = which or DEFAULT_ALIAS
-        info = self._current().models.get(name)
-        if info is None:
-            raise NotFound(f"unknown model {name!r}", field="model", code="unknown_model")
+        info = self.info(name)
         version = version_number(which)
         if version is not None:
             if version not in info.versions:
                 raise NotFound(
                     f"model {name!r} has no version {version}", field="model", code="unknown_version"
                 )
-        else:
-            version = info.aliases.get(which)  # type: ignore[assignment]
-            if version is None:
-                raise NotFound(f"model {name!r} has no alias {which!r}", field="model", code="unknown_alias")
-        served = self._served.get((name, version)) or self._load(name, version)
-        self._resolved[ref] = served
-        return served
+            return name, version
+        aliased = info.aliases.get(which)
+        if aliased is None:
+            raise NotFound(f"model {name!r} has no alias {which!r}", field="model", code="unknown_alias")
+        return name, aliased
+
+    def info(self, name: str) -> ModelInfo:
+        """A model's versions and aliases, as of the last refresh."""
+        info = self._current().models.get(name)
+        if info is None:
+            raise NotFound(f"unknown model {name!r}", field="model", code="unknown_model")
+        return info
 
     def loaded(self) -> list[ServedModel]:
         return list(self._served.values())
@@ -305,6 +341,8 @@ class Scorer:
 
     def _predict(self, served: ServedModel, X: np.ndarray) -> np.ndarray:
         """Probabilities of ``X``; big batches are split over the thread pool."""
+        if not len(X):  # estimators refuse an empty matrix; an empty request has an empty answer
+            return np.empty((0, len(served.keys)))
         if len(X) < _PARALLEL_MIN_ROWS or self.threads <= 1:
             return served.predict(X)
         with self._load_lock:
@@ -592,9 +630,10 @@ def _encode_plain_row(served: ServedModel, record: Mapping[str, Any]) -> list[fl
                 return None
             row.append(1.0 if value else 0.0)
         else:
-            if kind_of is not str:
+            code = codes.get(value) if kind_of is str else None  # type: ignore[union-attr]
+            if code is None:
                 return None
-            row.append(float(codes.get(value, math.nan)))  # type: ignore[union-attr]
+            row.append(float(code))
     return row
 
 
@@ -625,7 +664,7 @@ def _encode_columns(served: ServedModel, records: Sequence[Mapping[str, Any]]) -
                     return None
                 codes = served.codes[j]
                 assert codes is not None
-                X[:, j] = [codes.get(v, math.nan) for v in column]
+                X[:, j] = [codes[v] for v in column]  # an unknown category: the row path names it
     except KeyError:
         return None
     return X

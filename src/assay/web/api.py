@@ -40,6 +40,9 @@ INLINE_WORK = 16
 # (ask threshold queries instead).
 _BULKY_STATS = ("thresholds", "pr_curve", "roc_curve")
 _SCORE_KEYS = frozenset({"models", "items", "features", "explain"})
+# What a query flag takes (``?features``, ``?features=true``, ``?explain=0``).
+_YES = frozenset({"1", "true", "yes", ""})
+_NO = frozenset({"0", "false", "no"})
 
 
 @dataclass
@@ -117,9 +120,9 @@ def query_flag(request: Request, name: str) -> bool:
     if raw is None:
         return False
     lowered = raw.lower()
-    if lowered in ("1", "true", "yes", ""):
+    if lowered in _YES:
         return True
-    if lowered in ("0", "false", "no"):
+    if lowered in _NO:
         return False
     raise InvalidInput(f"{name} must be true or false", field=name)
 
@@ -130,7 +133,9 @@ def query_explain(request: Request) -> int:
         return 0
     if raw.isascii() and raw.isdigit() and len(raw) <= 3:  # str.isdigit also takes "²"
         return check_explain(int(raw))
-    return check_explain(query_flag(request, "explain"))
+    if raw.lower() in _YES | _NO:
+        return check_explain(query_flag(request, "explain"))
+    return check_explain(raw)  # refused, with the message that says what explain takes
 
 
 def body_flag(payload: Mapping[str, Any], name: str) -> bool:
@@ -140,10 +145,17 @@ def body_flag(payload: Mapping[str, Any], name: str) -> bool:
     return value
 
 
-async def run_scoring(request: Request, work: int, fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn`` inline when the work is small and local, else on a thread under the timeout."""
+async def run_scoring(
+    request: Request, refs: Sequence[str], work: int, fn: Callable[..., T], *args: Any, explain: int = 0
+) -> T:
+    """Run ``fn`` inline when its work is small, local and bounded, else on a thread under the timeout.
+
+    Inline work cannot be timed out, so it must be cheap for certain: few rows, no explanation
+    (occlusion explanations of non-tree models cost a prediction per feature), and models that
+    are already loaded (a first ``name@3`` reads its artifact from disk).
+    """
     svc = services(request)
-    if work <= INLINE_WORK and svc.local_io:
+    if work <= INLINE_WORK and svc.local_io and not explain and svc.scorer.warm(refs):
         return fn(*args)
     return await in_thread(fn, *args, timeout_s=svc.settings.scoring_timeout_s)
 
@@ -170,7 +182,7 @@ async def post_scores(request: Request) -> Response:
     def score() -> dict[str, Any]:
         return svc.scorer.score(refs, items, features=features, explain=explain)
 
-    return json_response(await run_scoring(request, len(items) * len(refs), score))
+    return json_response(await run_scoring(request, refs, len(items) * len(refs), score, explain=explain))
 
 
 async def get_score(request: Request) -> Response:
@@ -183,7 +195,7 @@ async def get_score(request: Request) -> Response:
             "scores": {item_id: {ref: svc.scorer.score_one(ref, item_id, features=features, explain=explain)}}
         }
 
-    return json_response(await run_scoring(request, 1, score))
+    return json_response(await run_scoring(request, [ref], 1, score, explain=explain))
 
 
 async def list_models(request: Request) -> Response:
@@ -202,17 +214,18 @@ async def get_model(request: Request) -> Response:
     scorer = services(request).scorer
     served = scorer.model(request.path_params["model"])
     loaded = served.loaded
-    info = next(i for i in scorer.models() if i.name == served.name)
+    info = scorer.info(served.name)
     wanted_class = request.query_params.get("class") or loaded.positive
     queries = request.query_params.getlist("threshold")
     thresholds = []
     if queries:
-        if wanted_class is None or wanted_class not in loaded.evaluation["thresholds"]:
+        tables = loaded.evaluation["thresholds"]
+        if wanted_class is None or wanted_class not in tables:
             raise InvalidInput(
-                f"name the class the threshold is for with ?class= (one of {', '.join(loaded.classes)})",
+                f"name the class the threshold is for with ?class= (one of {', '.join(tables)})",
                 field="class",
             )
-        table = loaded.evaluation["thresholds"][wanted_class]
+        table = tables[wanted_class]
         for query in queries:
             thresholds.append(
                 {"query": query, "class": wanted_class, "answer": answer_threshold_query(table, query)}
@@ -334,7 +347,7 @@ async def oip_ready(request: Request) -> Response:
 async def oip_model(request: Request) -> Response:
     scorer = services(request).scorer
     served = scorer.model(_oip_ref(request))
-    info = next(i for i in scorer.models() if i.name == served.name)
+    info = scorer.info(served.name)
     return json_response(_oip_metadata(served, info.versions))
 
 
@@ -404,7 +417,7 @@ async def oip_infer(request: Request) -> Response:
             field = exc.field.replace("features.", "inputs.", 1) if exc.field else None
             raise InvalidInput(exc.message, field=field, code=exc.code) from None
 
-    served, proba = await run_scoring(request, n, infer)
+    served, proba = await run_scoring(request, [ref], n, infer)
     k = proba.shape[1]
     ordered = proba[:, served.order]
     body: dict[str, Any] = {

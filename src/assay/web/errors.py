@@ -100,6 +100,10 @@ def exception_handlers(page: PageRenderer | None = None) -> dict[Any, Callable[.
 
     async def on_bug(request: Request, exc: Exception) -> Response:
         # ServerErrorMiddleware logs the traceback and re-raises after this response is sent.
-        return error_response(InternalError("internal error; it has been logged"))
+        error = InternalError("internal error; it has been logged")
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.error(error.code)
+        return error_response(error)
 
     return {AssayError: on_assay_error, HTTPException: on_http_exception, Exception: on_bug}

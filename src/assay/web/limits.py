@@ -6,7 +6,8 @@ bump, so it costs next to nothing on the hot path):
 * a body larger than ``max_body_bytes`` -> 413, from ``Content-Length`` before
   anything is read, or while a chunked body streams in;
 * more than ``max_concurrent_per_client`` requests in flight from one client
-  (its bearer token, else its address) -> 429;
+  address -> 429 (uvicorn puts a trusted proxy's ``X-Forwarded-For`` there,
+  see ``--forwarded-allow-ips``);
 * more than ``max_concurrent_total`` in flight in this worker -> 503.
 
 Health, readiness and metrics are exempt, so an overloaded server can still be
@@ -113,12 +114,13 @@ def _content_length(scope: Scope) -> int | None:
 
 
 def _client_key(scope: Scope) -> str:
-    """Who a request is from, for per-client limits: its bearer token, else its address."""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return "token:" + value.decode("latin-1")
+    """Who a request is from, for per-client limits: its address.
+
+    Not its ``Authorization`` header: the limit runs before any token is checked, and a client
+    sending a different made-up token with each request would otherwise never be limited.
+    """
     client = scope.get("client")
-    return "addr:" + (client[0] if client else "unknown")
+    return client[0] if client else "unknown"
 
 
 async def in_thread(fn: Callable[..., T], *args: Any, timeout_s: float) -> T:

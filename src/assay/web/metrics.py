@@ -116,6 +116,9 @@ class Metrics:
     def model_loaded(self, model: str, version: int) -> None:
         self.loaded.labels(model, str(version)).set(1)
 
+    def model_unloaded(self, model: str, version: int) -> None:
+        self.loaded.labels(model, str(version)).set(0)
+
 
 class Timing:
     """ASGI middleware: counts and times each request under its route template (not its raw path)."""
