@@ -6,8 +6,8 @@ bump, so it costs next to nothing on the hot path):
 * a body larger than ``max_body_bytes`` -> 413, from ``Content-Length`` before
   anything is read, or while a chunked body streams in;
 * more than ``max_concurrent_per_client`` requests in flight from one client
-  address -> 429 (uvicorn puts a trusted proxy's ``X-Forwarded-For`` there,
-  see ``--forwarded-allow-ips``);
+  address -> 429 (uvicorn puts a trusted proxy's ``X-Forwarded-For`` there:
+  one on 127.0.0.1, or listed in ``FORWARDED_ALLOW_IPS``);
 * more than ``max_concurrent_total`` in flight in this worker -> 503.
 
 Health, readiness and metrics are exempt, so an overloaded server can still be
