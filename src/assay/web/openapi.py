@@ -1,17 +1,15 @@
 """The OpenAPI document of the JSON API (``/openapi.json``) and a plain docs page (``/docs``).
 
 Written by hand next to the handlers in ``api.py`` (scoring, inference) and
-``review_api.py`` (sessions, campaigns, worksets, labels, judgments) and checked
-against them by schemathesis in the test suite (tests/test_openapi_fuzz.py):
-every response the server gives must match this document, and no request may
-get a 5xx. The review schemas are closed (``additionalProperties: false``) so
-that a field a handler adds or drops fails the fuzz test until it is written here.
+``review_api.py`` (sessions, campaigns, worksets, labels, judgments; its part is
+``review_openapi``) and checked against them by schemathesis in the test suite
+(tests/test_openapi_fuzz.py): every response the server gives must match this
+document, and no request may get a 5xx.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -20,89 +18,26 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from assay import __version__
-from assay.accounts import ROLES
-from assay.judgments import MAX_RATIONALE, RULES, STANCES
-from assay.reviews import MAX_COMMENT
 from assay.scoring import MAX_EXPLAIN
 from assay.web.api import OIP_NUMERIC
-from assay.web.sessions import CSRF_HEADER, SESSION_COOKIE
+from assay.web.openapi_schema import (
+    AUTH_WORDS,
+    ERROR,
+    MODEL_REF,
+    NAME,
+    SCALAR,
+    SECURITY_SCHEMES,
+    TOKEN,
+    json_body,
+    json_content,
+    path_param,
+    ref,
+)
+from assay.web.review_openapi import review_paths, review_schemas
 
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _body(name: str) -> dict[str, Any]:
-    """A required JSON request body of the component schema ``name``."""
-    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    # OpenAPI 3.0 ignores keywords beside a $ref, so a nullable reference goes through allOf.
-    return {"allOf": [schema], "nullable": True} if "$ref" in schema else {**schema, "nullable": True}
-
-
-def _object(properties: dict[str, Any], *, optional: Iterable[str] = ()) -> dict[str, Any]:
-    """A closed object: every property required except ``optional`` ones, no others allowed."""
-    absent = set(optional)
-    return {
-        "type": "object",
-        "required": [name for name in properties if name not in absent],
-        "properties": properties,
-        "additionalProperties": False,
-    }
-
-
-_ERROR = {"default": _json(_ref("Error"), "An error, in the one error shape of the API")}
-_SCALAR = {"anyOf": [{"type": "number"}, {"type": "boolean"}, {"type": "string"}], "nullable": True}
-
-
-def _path_param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "schema": schema or {"type": "string"},
-        "description": description,
-    }
-
-
-# What ``registry.check_name`` takes (model, alias and campaign names).
-_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$"}
-# What ``registry.parse_ref`` takes: a safe name, optionally @version or @alias.
-_REF = {"type": "string", "pattern": r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}(@.*)?$"}
-_MODEL = _path_param("model", "A model: `name` (its production alias), `name@3` or `name@alias`.", _REF)
-_OIP_NAME = _path_param("model", "A model name.", _NAME)
-_OIP_VERSION = _path_param("version", "A version number (or alias).")
-
-# Who may call an operation (its ``security``): alternatives, each naming every scheme it needs.
-_TOKEN = [{"bearer": []}]
-_SESSION = [{"session": []}]
-_SESSION_WRITE = [{"session": [], "csrf": []}]
-_SECURITY_SCHEMES = {
-    "bearer": {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "An API token (`assay token create NAME` prints it once).",
-    },
-    "session": {
-        "type": "apiKey",
-        "in": "cookie",
-        "name": SESSION_COOKIE,
-        "description": "The session cookie `POST /v1/session` sets (HttpOnly, SameSite=Lax).",
-    },
-    "csrf": {
-        "type": "apiKey",
-        "in": "header",
-        "name": CSRF_HEADER,
-        "description": "The `csrf_token` `POST /v1/session` returns; every write made with a session sends it.",
-    },
-}
-_AUTH_WORDS = {"bearer": "token", "session": "session", "csrf": "CSRF header"}
+_MODEL = path_param("model", "A model: `name` (its production alias), `name@3` or `name@alias`.", MODEL_REF)
+_OIP_NAME = path_param("model", "A model name.", NAME)
+_OIP_VERSION = path_param("version", "A version number (or alias).")
 
 _TAGS = [
     {"name": "scoring", "description": "Scores, models and feature tables (/v1)."},
@@ -131,7 +66,7 @@ def _schemas() -> dict[str, Any]:
                     "properties": {
                         "feature": {"type": "string"},
                         "contribution": {"type": "number"},
-                        "value": _SCALAR,
+                        "value": SCALAR,
                     },
                 },
             },
@@ -155,7 +90,7 @@ def _schemas() -> dict[str, Any]:
         "Error": {
             "type": "object",
             "required": ["error"],
-            "properties": {"error": _ref("ErrorDetail")},
+            "properties": {"error": ref("ErrorDetail")},
             "additionalProperties": False,
         },
         "Item": {
@@ -165,7 +100,7 @@ def _schemas() -> dict[str, Any]:
                 "id": {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 200}, {"type": "integer"}]},
                 "features": {
                     "type": "object",
-                    "additionalProperties": _SCALAR,
+                    "additionalProperties": SCALAR,
                     "description": "Feature values; they override the stored features of the item.",
                 },
             },
@@ -175,8 +110,8 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["models", "items"],
             "properties": {
-                "models": {"type": "array", "minItems": 1, "items": _REF},
-                "items": {"type": "array", "items": _ref("Item")},
+                "models": {"type": "array", "minItems": 1, "items": MODEL_REF},
+                "items": {"type": "array", "items": ref("Item")},
                 "features": {"type": "boolean", "description": "Return the feature values used."},
                 "explain": {
                     "oneOf": [{"type": "boolean"}, {"type": "integer", "minimum": 0, "maximum": MAX_EXPLAIN}],
@@ -193,15 +128,15 @@ def _schemas() -> dict[str, Any]:
                 "prediction": {"oneOf": [{"type": "boolean"}, {"type": "string"}]},
                 "probability": {"type": "object", "additionalProperties": {"type": "number"}},
                 "operating_points": {"type": "object", "additionalProperties": {"type": "boolean"}},
-                "features": {"type": "object", "additionalProperties": _SCALAR},
-                "explanation": _ref("Explanation"),
+                "features": {"type": "object", "additionalProperties": SCALAR},
+                "explanation": ref("Explanation"),
             },
             "additionalProperties": False,
         },
         "ItemError": {
             "type": "object",
             "required": ["error"],
-            "properties": {"error": _ref("ErrorDetail")},
+            "properties": {"error": ref("ErrorDetail")},
             "additionalProperties": False,
         },
         "ScoreResponse": {
@@ -213,7 +148,7 @@ def _schemas() -> dict[str, Any]:
                     "description": "item id -> model -> score or the item's error",
                     "additionalProperties": {
                         "type": "object",
-                        "additionalProperties": {"oneOf": [_ref("Score"), _ref("ItemError")]},
+                        "additionalProperties": {"oneOf": [ref("Score"), ref("ItemError")]},
                     },
                 }
             },
@@ -231,7 +166,7 @@ def _schemas() -> dict[str, Any]:
         "ModelList": {
             "type": "object",
             "required": ["models"],
-            "properties": {"models": {"type": "array", "items": _ref("ModelSummary")}},
+            "properties": {"models": {"type": "array", "items": ref("ModelSummary")}},
         },
         "ModelDetail": {
             "type": "object",
@@ -265,7 +200,7 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["models", "ids"],
             "properties": {
-                "models": {"type": "array", "minItems": 1, "items": _REF},
+                "models": {"type": "array", "minItems": 1, "items": MODEL_REF},
                 "ids": {"type": "array", "items": {"oneOf": [{"type": "string"}, {"type": "integer"}]}},
             },
             "additionalProperties": False,
@@ -290,7 +225,7 @@ def _schemas() -> dict[str, Any]:
                         "required": ["id", "features"],
                         "properties": {
                             "id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
-                            "features": {"type": "object", "additionalProperties": _SCALAR},
+                            "features": {"type": "object", "additionalProperties": SCALAR},
                         },
                         "additionalProperties": False,
                     },
@@ -321,7 +256,7 @@ def _schemas() -> dict[str, Any]:
                 "id": {"type": "string"},
                 "inputs": {
                     "type": "array",
-                    "items": _ref("Tensor"),
+                    "items": ref("Tensor"),
                     "description": "One tensor per feature.",
                 },
                 "outputs": {"type": "array"},
@@ -336,7 +271,7 @@ def _schemas() -> dict[str, Any]:
                 "model_name": {"type": "string"},
                 "model_version": {"type": "string"},
                 "id": {"type": "string"},
-                "outputs": {"type": "array", "items": _ref("Tensor")},
+                "outputs": {"type": "array", "items": ref("Tensor")},
             },
         },
         "ModelMetadata": {
@@ -360,8 +295,8 @@ def _scoring_paths() -> dict[str, Any]:
             "post": {
                 "summary": "Score items with one or more models",
                 "operationId": "score",
-                "requestBody": _body("ScoreRequest"),
-                "responses": {"200": _json(_ref("ScoreResponse")), **_ERROR},
+                "requestBody": json_body("ScoreRequest"),
+                "responses": {"200": json_content(ref("ScoreResponse")), **ERROR},
             }
         },
         "/v1/scores/{model}/{item_id}": {
@@ -370,7 +305,7 @@ def _scoring_paths() -> dict[str, Any]:
                 "operationId": "score_one",
                 "parameters": [
                     _MODEL,
-                    _path_param("item_id", "The item's id in the model's feature table."),
+                    path_param("item_id", "The item's id in the model's feature table."),
                     {"name": "features", "in": "query", "schema": flag},
                     {
                         "name": "explain",
@@ -379,14 +314,14 @@ def _scoring_paths() -> dict[str, Any]:
                         "description": f"true (top 5), false, or the top N contributions (<= {MAX_EXPLAIN}).",
                     },
                 ],
-                "responses": {"200": _json(_ref("ScoreResponse")), **_ERROR},
+                "responses": {"200": json_content(ref("ScoreResponse")), **ERROR},
             }
         },
         "/v1/models": {
             "get": {
                 "summary": "List models with their versions and aliases",
                 "operationId": "list_models",
-                "responses": {"200": _json(_ref("ModelList")), **_ERROR},
+                "responses": {"200": json_content(ref("ModelList")), **ERROR},
             }
         },
         "/v1/models/{model}": {
@@ -405,34 +340,34 @@ def _scoring_paths() -> dict[str, Any]:
                     },
                     {"name": "class", "in": "query", "schema": {"type": "string"}},
                 ],
-                "responses": {"200": _json(_ref("ModelDetail")), **_ERROR},
+                "responses": {"200": json_content(ref("ModelDetail")), **ERROR},
             }
         },
         "/v1/precache": {
             "post": {
                 "summary": "Score stored items ahead of their first request (fills the cache)",
                 "operationId": "precache",
-                "security": _TOKEN,
-                "requestBody": _body("PrecacheRequest"),
-                "responses": {"200": _json(_ref("PrecacheResponse")), **_ERROR},
+                "security": TOKEN,
+                "requestBody": json_body("PrecacheRequest"),
+                "responses": {"200": json_content(ref("PrecacheResponse")), **ERROR},
             }
         },
         "/v1/features/{model}": {
             "put": {
                 "summary": "Load (replace) rows of a model's feature table",
                 "operationId": "load_features",
-                "security": _TOKEN,
+                "security": TOKEN,
                 "parameters": [_MODEL],
-                "requestBody": _body("FeatureRows"),
+                "requestBody": json_body("FeatureRows"),
                 "responses": {
-                    "200": _json(
+                    "200": json_content(
                         {
                             "type": "object",
                             "required": ["model", "loaded"],
                             "properties": {"model": {"type": "string"}, "loaded": {"type": "integer"}},
                         }
                     ),
-                    **_ERROR,
+                    **ERROR,
                 },
             }
         },
@@ -446,7 +381,7 @@ def _operations_paths() -> dict[str, Any]:
                 "summary": "Liveness",
                 "operationId": "healthz",
                 "responses": {
-                    "200": _json(
+                    "200": json_content(
                         {
                             "type": "object",
                             "required": ["status"],
@@ -460,7 +395,7 @@ def _operations_paths() -> dict[str, Any]:
             "get": {
                 "summary": "Readiness: the model table is loaded",
                 "operationId": "readyz",
-                "responses": {"200": _json({"type": "object", "required": ["status"]}), **_ERROR},
+                "responses": {"200": json_content({"type": "object", "required": ["status"]}), **ERROR},
             }
         },
         "/metrics": {
@@ -482,7 +417,7 @@ def _oip_paths() -> dict[str, Any]:
                 "summary": "OIP server metadata",
                 "operationId": "oip_server",
                 "responses": {
-                    "200": _json({"type": "object", "required": ["name", "version", "extensions"]})
+                    "200": json_content({"type": "object", "required": ["name", "version", "extensions"]})
                 },
             }
         },
@@ -491,7 +426,7 @@ def _oip_paths() -> dict[str, Any]:
                 "summary": "OIP liveness",
                 "operationId": "oip_live",
                 "responses": {
-                    "200": _json(
+                    "200": json_content(
                         {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}
                     )
                 },
@@ -502,7 +437,7 @@ def _oip_paths() -> dict[str, Any]:
                 "summary": "OIP readiness",
                 "operationId": "oip_ready",
                 "responses": {
-                    "200": _json(
+                    "200": json_content(
                         {
                             "type": "object",
                             "required": ["ready"],
@@ -523,7 +458,7 @@ def _oip_paths() -> dict[str, Any]:
                 "summary": "OIP model metadata",
                 "operationId": f"oip_model{suffix}",
                 "parameters": params,
-                "responses": {"200": _json(_ref("ModelMetadata")), **_ERROR},
+                "responses": {"200": json_content(ref("ModelMetadata")), **ERROR},
             }
         }
         paths[f"{prefix}/ready"] = {
@@ -531,7 +466,7 @@ def _oip_paths() -> dict[str, Any]:
                 "summary": "OIP model readiness",
                 "operationId": f"oip_model_ready{suffix}",
                 "parameters": params,
-                "responses": {"200": _json(ready), **_ERROR},
+                "responses": {"200": json_content(ready), **ERROR},
             }
         }
         paths[f"{prefix}/infer"] = {
@@ -539,346 +474,11 @@ def _oip_paths() -> dict[str, Any]:
                 "summary": "OIP inference: one input tensor per feature, shape [n] or [n, 1]",
                 "operationId": f"oip_infer{suffix}",
                 "parameters": params,
-                "requestBody": _body("InferRequest"),
-                "responses": {"200": _json(_ref("InferResponse")), **_ERROR},
+                "requestBody": json_body("InferRequest"),
+                "responses": {"200": json_content(ref("InferResponse")), **ERROR},
             }
         }
     return paths
-
-
-# --- the review API (assay.web.review_api) -------------------------------------------------
-
-_TEXT = {"type": "string"}
-_NULLABLE_TEXT = _nullable(_TEXT)
-_COUNT = {"type": "integer", "minimum": 0}
-_RATE = _nullable({"type": "number"})  # null where it is undefined (0/0)
-_TEXTS = {"type": "array", "items": _TEXT}
-# Timestamps are ISO 8601 in UTC; SQLite stores drop the offset, so no format: date-time here.
-_TIME = {"type": "string", "description": "ISO 8601 date and time, UTC"}
-# What ``review_api._str`` takes: a string with a non-blank character.
-_NONBLANK = {"type": "string", "pattern": r"\S"}
-_ITEM_ID = {
-    "oneOf": [{**_NONBLANK, "maxLength": 200}, {"type": "integer"}],
-    "description": "An item's id; a number is taken as its decimal string.",
-}
-_CAMPAIGN = {
-    **_path_param("name", "A campaign's name.", _NAME),
-    "example": "edits-2026",
-}
-_JUDGMENT = {**_path_param("id", "A judgment's id.", {"type": "integer", "minimum": 1}), "example": 1}
-
-
-def _campaign_schemas() -> dict[str, Any]:
-    """Campaigns as ``Campaign.to_dict``, ``Progress.to_dict`` and ``assay.agreement`` give them."""
-    campaign = {
-        "name": _TEXT,
-        "description": _TEXT,
-        "model": _TEXT,
-        "model_version": {"type": "integer"},
-        "classes": _TEXTS,
-        "labels_per_item": {"type": "integer", "minimum": 1},
-        "reviewers": {**_TEXTS, "description": "Usernames who may label; empty: every account."},
-        "blind": {"type": "boolean", "description": "Reviewers are never shown the model's score."},
-        "selection": {"type": "object", "description": "How the items were chosen (method, source, ...)."},
-        "auto_rules": _TEXTS,
-        "link_template": _NULLABLE_TEXT,
-        "judgment_rule": {"type": "string", "enum": list(RULES)},
-        "status": {"type": "string", "enum": ["open", "closed"]},
-        "item_count": _COUNT,
-        "created_by": _TEXT,
-        "created_at": _TIME,
-        "label_choices": {**_TEXTS, "description": "The classes and `unsure`."},
-    }
-    reviewer = _object(
-        {"username": _TEXT, "pseudonym": _TEXT, "labels": _COUNT, "unsure": _COUNT, "skipped": _COUNT}
-    )
-    kappa = _object(
-        {"a": _TEXT, "b": _TEXT, "items": _COUNT, "agreement": {"type": "number"}, "kappa": _RATE}
-    )
-    counts = {name: _COUNT for name in ("tp", "fp", "fn", "tn")}
-    rates = {name: _RATE for name in ("precision", "recall", "accuracy")}
-    decision_row = _object(
-        {
-            "name": {**_TEXT, "description": "`decision` (the model's prediction) or an operating point."},
-            "class": _TEXT,
-            "threshold": _nullable({"type": "number"}),
-            "query": _NULLABLE_TEXT,
-            **counts,
-            **rates,
-        }
-    )
-    return {
-        "Campaign": _object(campaign),
-        "Progress": _object(
-            {
-                "items": _COUNT,
-                "auto_labelled": _COUNT,
-                "labels": _COUNT,
-                "labels_needed": _COUNT,
-                "complete_items": _COUNT,
-                "reviewers": {"type": "array", "items": reviewer},
-                "fraction": {"type": "number"},
-            }
-        ),
-        "CampaignList": _object(
-            {"campaigns": {"type": "array", "items": _object({**campaign, "progress": _ref("Progress")})}}
-        ),
-        "Agreement": _object(
-            {
-                "krippendorff_alpha": _RATE,
-                "pairwise_kappa": {"type": "array", "items": kappa},
-                "mean_kappa": _RATE,
-                "unsure": {**_TEXT, "description": "How `unsure` labels count."},
-            }
-        ),
-        "ModelVsLabels": _object(
-            {
-                "resolved_items": _COUNT,
-                "rows": {"type": "array", "items": decision_row},
-                "note": _NULLABLE_TEXT,
-            }
-        ),
-        "CampaignReport": _object(
-            {
-                "campaign": _ref("Campaign"),
-                "progress": _ref("Progress"),
-                "agreement": _ref("Agreement"),
-                "model_vs_labels": _ref("ModelVsLabels"),
-            }
-        ),
-    }
-
-
-def _item_status(*statuses: str) -> dict[str, Any]:
-    return _object({"status": {"type": "string", "enum": list(statuses)}, "item_id": _TEXT})
-
-
-def _workset_schemas() -> dict[str, Any]:
-    """Sessions, worksets as ``review_api._workset_json`` writes them, labels and skips."""
-    item = _object(
-        {
-            "item_id": _TEXT,
-            "state": {"type": "string", "enum": ["open", "done", "skipped"]},
-            "label": {**_NULLABLE_TEXT, "description": "This reviewer's label, once given."},
-            "features": {"type": "object", "additionalProperties": _SCALAR},
-            "link": {**_NULLABLE_TEXT, "description": "The item's page in the product."},
-            "prediction": _NULLABLE_TEXT,
-            "probability": _nullable({"type": "object", "additionalProperties": {"type": "number"}}),
-            "explanation": _nullable(_ref("Explanation")),
-        },
-        optional=("prediction", "probability", "explanation"),
-    )
-    item["description"] = "A blind campaign's items have no prediction, probability or explanation."
-    workset = _object(
-        {
-            "id": {"type": "integer"},
-            "expires_at": _TIME,
-            "total": _COUNT,
-            "finished": _COUNT,
-            "items": {"type": "array", "items": item},
-        }
-    )
-    return {
-        "LoginRequest": {
-            **_object({"username": _NONBLANK, "password": _NONBLANK}),
-            "example": {"username": "alice", "password": "correct horse battery staple"},
-        },
-        "Session": _object(
-            {
-                "user": _object({"username": _TEXT, "role": {"type": "string", "enum": list(ROLES)}}),
-                "csrf_token": {**_TEXT, "description": f"Send it as `{CSRF_HEADER}` with every write."},
-            }
-        ),
-        "WorksetResponse": _object(
-            {"workset": {**_nullable(workset), "description": "null: no workset (none taken, or none left)."}}
-        ),
-        "LabelRequest": {
-            **_object(
-                {
-                    "item_id": _ITEM_ID,
-                    "label": _TEXT,
-                    "comment": {"type": "string", "maxLength": MAX_COMMENT},
-                },
-                optional=("comment",),
-            ),
-            "example": {"item_id": "100003", "label": "True", "comment": "adds a spam link"},
-        },
-        "LabelResult": _item_status("saved", "updated"),
-        "SkipRequest": {**_object({"item_id": _ITEM_ID}), "example": {"item_id": "100004"}},
-        "SkipResult": _item_status("skipped"),
-    }
-
-
-def _judgment_schemas() -> dict[str, Any]:
-    """Judgments as ``Judgment.to_dict`` gives them, and what creating or endorsing one takes."""
-    endorsement = _object(
-        {
-            "user": _TEXT,
-            "stance": {"type": "string", "enum": list(STANCES)},
-            "comment": _TEXT,
-            "created_at": _TIME,
-        }
-    )
-    return {
-        "JudgmentRequest": {
-            **_object(
-                {
-                    "model": _REF,
-                    "item_id": _ITEM_ID,
-                    "label": {**_TEXT, "description": "One of the model's classes: what the item really is."},
-                    "rationale": {"type": "string", "maxLength": MAX_RATIONALE},
-                    "campaign": {**_TEXT, "description": "The campaign the item was reviewed in, if any."},
-                },
-                optional=("rationale", "campaign"),
-            ),
-            "example": {
-                "model": "damaging",
-                "item_id": "100003",
-                "label": "False",
-                "rationale": "reverts vandalism",
-            },
-        },
-        "Judgment": _object(
-            {
-                "id": {"type": "integer"},
-                "model": _TEXT,
-                "item_id": _TEXT,
-                "model_version": _nullable({"type": "integer"}),
-                "campaign": _NULLABLE_TEXT,
-                "label": _TEXT,
-                "rationale": _TEXT,
-                "model_prediction": _NULLABLE_TEXT,
-                "author": {**_TEXT, "description": "A username, or `token:NAME` for a product's report."},
-                "preferred": {"type": "boolean"},
-                "preferred_by": {**_NULLABLE_TEXT, "description": "An admin, or `rule:most_endorsed`."},
-                "created_at": _TIME,
-                "endorsements": {"type": "array", "items": endorsement},
-            }
-        ),
-        "JudgmentList": _object({"judgments": {"type": "array", "items": _ref("Judgment")}}),
-        "EndorsementRequest": {
-            **_object(
-                {"stance": {"type": "string", "enum": list(STANCES)}, "comment": _TEXT}, optional=("comment",)
-            ),
-            "example": {"stance": "endorse", "comment": "agreed"},
-        },
-    }
-
-
-def _review_schemas() -> dict[str, Any]:
-    return {**_campaign_schemas(), **_workset_schemas(), **_judgment_schemas()}
-
-
-def _review_paths() -> dict[str, Any]:
-    campaign = [_CAMPAIGN]
-    cookie = {"description": f"The session cookie, `{SESSION_COOKIE}`.", "schema": _TEXT}
-    return {
-        "/v1/session": {
-            "post": {
-                "summary": "Log in: sets the session cookie and returns the CSRF token for writes",
-                "operationId": "log_in",
-                "requestBody": _body("LoginRequest"),
-                "responses": {"200": {**_json(_ref("Session")), "headers": {"Set-Cookie": cookie}}, **_ERROR},
-            },
-            "delete": {
-                "summary": "Log out: the session ends everywhere",
-                "operationId": "log_out",
-                "security": _SESSION_WRITE,
-                "responses": {"204": {"description": "Logged out; the cookie is cleared"}, **_ERROR},
-            },
-        },
-        "/v1/campaigns": {
-            "get": {
-                "summary": "Campaigns with their progress: the open ones this account may label (admins: all)",
-                "operationId": "list_campaigns",
-                "security": _SESSION,
-                "responses": {"200": _json(_ref("CampaignList")), **_ERROR},
-            }
-        },
-        "/v1/campaigns/{name}": {
-            "get": {
-                "summary": "A campaign with its progress, agreement and the model against the labels; admins only",
-                "operationId": "get_campaign",
-                "security": _SESSION,
-                "parameters": campaign,
-                "responses": {"200": _json(_ref("CampaignReport")), **_ERROR},
-            }
-        },
-        "/v1/campaigns/{name}/workset": {
-            "get": {
-                "summary": "The reviewer's latest workset in the campaign",
-                "operationId": "get_workset",
-                "security": _SESSION,
-                "parameters": campaign,
-                "responses": {"200": _json(_ref("WorksetResponse")), **_ERROR},
-            },
-            "post": {
-                "summary": "Take a workset: the live one (its life extended), else new items",
-                "operationId": "take_workset",
-                "security": _SESSION_WRITE,
-                "parameters": campaign,
-                "responses": {"200": _json(_ref("WorksetResponse")), **_ERROR},
-            },
-        },
-        "/v1/campaigns/{name}/labels": {
-            "post": {
-                "summary": "Label an item of the reviewer's workset (stored before the answer)",
-                "operationId": "label_item",
-                "security": _SESSION_WRITE,
-                "parameters": campaign,
-                "requestBody": _body("LabelRequest"),
-                "responses": {
-                    "201": _json(_ref("LabelResult"), "Saved"),
-                    "200": _json(_ref("LabelResult"), "Updated: the reviewer's earlier label is replaced"),
-                    **_ERROR,
-                },
-            }
-        },
-        "/v1/campaigns/{name}/skips": {
-            "post": {
-                "summary": "Hand an item back to the pool; it never comes back to this reviewer",
-                "operationId": "skip_item",
-                "security": _SESSION_WRITE,
-                "parameters": campaign,
-                "requestBody": _body("SkipRequest"),
-                "responses": {"200": _json(_ref("SkipResult")), **_ERROR},
-            }
-        },
-        "/v1/judgments": {
-            "get": {
-                "summary": "An item's judgments (model and item_id; the preferred first), else the 50 latest",
-                "operationId": "list_judgments",
-                "security": [*_TOKEN, *_SESSION],
-                "parameters": [
-                    {"name": "model", "in": "query", "schema": _TEXT, "description": "A model name."},
-                    {
-                        "name": "item_id",
-                        "in": "query",
-                        "schema": _TEXT,
-                        "description": "An item's id; only together with model.",
-                    },
-                ],
-                "responses": {"200": _json(_ref("JudgmentList")), **_ERROR},
-            },
-            "post": {
-                "summary": "Record a judgment: a product with its API token, or a person with a session",
-                "operationId": "record_judgment",
-                "security": [*_TOKEN, *_SESSION_WRITE],
-                "requestBody": _body("JudgmentRequest"),
-                "responses": {"201": _json(_ref("Judgment"), "Recorded"), **_ERROR},
-            },
-        },
-        "/v1/judgments/{id}/endorsements": {
-            "post": {
-                "summary": "Endorse or dispute someone else's judgment (again: the stance changes)",
-                "operationId": "endorse_judgment",
-                "security": _SESSION_WRITE,
-                "parameters": [_JUDGMENT],
-                "requestBody": _body("EndorsementRequest"),
-                "responses": {"200": _json(_ref("Judgment")), **_ERROR},
-            }
-        },
-    }
 
 
 def _tagged(tag: str, paths: dict[str, Any]) -> dict[str, Any]:
@@ -895,7 +495,7 @@ def document() -> dict[str, Any]:
         **_tagged("scoring", _scoring_paths()),
         **_tagged("operations", _operations_paths()),
         **_tagged("inference", _oip_paths()),
-        **_tagged("review", _review_paths()),
+        **_tagged("review", review_paths()),
     }
     return {
         "openapi": "3.0.3",
@@ -909,15 +509,15 @@ def document() -> dict[str, Any]:
         "tags": _TAGS,
         "paths": paths,
         "components": {
-            "schemas": {**_schemas(), **_review_schemas()},
-            "securitySchemes": _SECURITY_SCHEMES,
+            "schemas": {**_schemas(), **review_schemas()},
+            "securitySchemes": SECURITY_SCHEMES,
         },
     }
 
 
 def _auth_words(operation: dict[str, Any]) -> str:
     """Who may call ``operation``, for the docs page: " (token)", " (token or session + CSRF header)"."""
-    alternatives = [" + ".join(_AUTH_WORDS[s] for s in need) for need in operation.get("security", [])]
+    alternatives = [" + ".join(AUTH_WORDS[s] for s in need) for need in operation.get("security", [])]
     return f" ({' or '.join(alternatives)})" if alternatives else ""
 
 
