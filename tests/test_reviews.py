@@ -266,6 +266,32 @@ def test_expired_worksets_go_back_to_the_pool(ws, source):
     with pytest.raises(Conflict):  # her stale page cannot label an item that is now ben's
         reviews.submit_label(ws.engine, c, ana, "100002", "True", ttl_s=TTL)
     assert reviews.resolved_labels(ws.engine, c, complete_only=False)["id"].tolist() == ["100001"]
+    # Ben walks away too: the items go back to the pool, but never to ana, who had them first.
+    with ws.engine.begin() as conn:
+        conn.execute(
+            sa.update(db.worksets)
+            .where(db.worksets.c.id == got.id)
+            .values(expires_at=db.now() - timedelta(seconds=1))
+        )
+    assert reviews.take_workset(ws.engine, c, ana, size=3, ttl_s=TTL) is None
+    assert reviews.take_workset(ws.engine, c, ben, size=3, ttl_s=TTL) is None
+    (cai,) = users(ws, "cai")
+    third = reviews.take_workset(ws.engine, c, cai, size=3, ttl_s=TTL)
+    assert sorted(i.item_id for i in third.items) == ["100002", "100003"]
+    # What ana and ben hold now is only what they finished; nothing expired is theirs to label.
+    assert [(i.item_id, i.state) for i in reviews.get_workset(ws.engine, c, ana).items] == [
+        ("100001", "done")
+    ]
+    assert reviews.get_workset(ws.engine, c, ben).items == []
+    with pytest.raises(Conflict, match="not in your workset"):
+        reviews.skip_item(ws.engine, c, ben, "100002")
+    with ws.engine.connect() as conn:
+        claims = conn.execute(
+            sa.select(db.campaign_items.c.item_id, db.campaign_items.c.claimed).order_by(
+                db.campaign_items.c.position
+            )
+        ).all()
+    assert [tuple(r) for r in claims] == [("100001", 1), ("100002", 1), ("100003", 1)]
 
 
 def test_who_may_label_and_closed_campaigns(ws, source):

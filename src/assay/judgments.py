@@ -5,7 +5,9 @@ damaging", with a rationale). Others endorse or dispute it; one judgment per
 item can be *preferred*: marked by an admin, or, for judgments made in a
 campaign whose rule is ``most_endorsed``, the one with the most net
 endorsements (ties go to the earliest). An admin's mark is never overridden by
-the rule. A partial unique index keeps at most one preferred judgment per item.
+the rule. A partial unique index keeps at most one preferred judgment per item,
+and every change of the mark runs with the item's judgments locked, so
+concurrent endorsements and marks take turns instead of tripping that index.
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ def endorse(engine: Engine, judgment_id: int, user: User, stance: str, comment: 
             raise _unknown(judgment_id)
         if row.author_user_id == user.id:
             raise Conflict("you cannot endorse or dispute your own judgment", field="judgment")
+        _lock_item(conn, row.model, row.item_id)
         changed = conn.execute(
             sa.update(e_t)
             .where(e_t.c.judgment_id == judgment_id, e_t.c.user_id == user.id)
@@ -161,8 +164,30 @@ def mark_preferred(engine: Engine, judgment_id: int, admin: User) -> Judgment:
         row = conn.execute(sa.select(j_t.c.model, j_t.c.item_id).where(j_t.c.id == judgment_id)).first()
         if row is None:
             raise _unknown(judgment_id)
+        _lock_item(conn, row.model, row.item_id)
         _set_preferred(conn, row.model, row.item_id, judgment_id, admin.username)
     return get_judgment(engine, judgment_id)
+
+
+def _lock_item(conn: Connection, model: str, item_id: str) -> None:
+    """Hold the item's judgments until the transaction ends, before anything of it is written.
+
+    Otherwise two endorsements (PostgreSQL, read committed) each count without
+    the other's vote and mark different judgments, and the second mark breaks
+    the partial unique index. Taken first, so the transaction's later reads see
+    every endorsement committed before it; a judgment made meanwhile is never
+    preferred until an endorsement or a mark, which waits here too. ``FOR NO
+    KEY UPDATE`` does not wait on the key-share locks that new endorsement rows
+    put on their judgment. On SQLite, where SQLAlchemy sends no ``FOR UPDATE``,
+    the first write that follows (the endorsement or the mark) takes the
+    store's write lock before the rule reads anything, so the store takes turns.
+    """
+    conn.execute(
+        sa.select(j_t.c.id)
+        .where(j_t.c.model == model, j_t.c.item_id == item_id)
+        .order_by(j_t.c.id)  # one lock order for everyone: no deadlock between two takers
+        .with_for_update(key_share=True)
+    ).all()
 
 
 def _set_preferred(conn: Connection, model: str, item_id: str, judgment_id: int, by: str) -> None:

@@ -12,8 +12,9 @@ reviewer processes on SQLite or PostgreSQL:
   (``claimed < labels_per_item``), so an item never gets more labels than asked.
 
 A skip gives the slot back (the reviewer keeps the row, so the item never comes
-back to them). Claims of worksets that expired are released when the next
-workset is taken, so abandoned items go back to the pool. A label is committed
+back to them). Claims of worksets that expired are released the same way when
+the next workset is taken: the slot goes back to the pool for others, the row
+stays as ``expired`` so the item never comes back to that reviewer. A label is committed
 before any caller is told it is saved; sending it again changes nothing (or
 changes the reviewer's own label), never adds a second one.
 """
@@ -171,15 +172,21 @@ def _is_pg(conn: Connection) -> bool:
 def _release_expired(conn: Connection, campaign_id: int, now: datetime) -> int:
     """Give the slots of expired worksets' open claims back to the pool; returns how many.
 
-    On SQLite this DELETE is also the statement that takes the write lock, so
-    the rest of the claim runs with the store to itself.
+    As a skip does: the claim keeps its row (state ``expired``, no slot), so the
+    ``(item, reviewer)`` constraint still stops the item coming back to the
+    reviewer who abandoned it, while its slot is free for everyone else. Two
+    takers releasing at once cannot both count a claim: the ``state = 'open'``
+    condition is checked again under the row lock (PostgreSQL). On SQLite this
+    UPDATE is also the statement that takes the write lock, so the rest of the
+    claim runs with the store to itself.
     """
     expired = sa.select(db.worksets.c.id).where(
         db.worksets.c.campaign_id == campaign_id, db.worksets.c.expires_at <= now
     )
     freed = conn.execute(
-        sa.delete(asg_t)
+        sa.update(asg_t)
         .where(asg_t.c.campaign_id == campaign_id, asg_t.c.state == "open", asg_t.c.workset_id.in_(expired))
+        .values(state="expired", slot=None, finished_at=now)
         .returning(asg_t.c.campaign_item_id)
     ).all()
     counts = Counter(r.campaign_item_id for r in freed)
@@ -313,7 +320,8 @@ def get_workset(engine: Engine, campaign: Campaign, user: User) -> Workset | Non
                 labels_t,
                 (labels_t.c.campaign_item_id == asg_t.c.campaign_item_id) & (labels_t.c.user_id == user.id),
             )
-            .where(asg_t.c.workset_id == ws.id)
+            # Claims taken back at expiry are no longer the reviewer's to work on.
+            .where(asg_t.c.workset_id == ws.id, asg_t.c.state != "expired")
             .order_by(items_t.c.position)
         ).all()
     return Workset(id=ws.id, expires_at=ws.expires_at, items=[WorkItem(**r._mapping) for r in rows])
