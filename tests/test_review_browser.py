@@ -87,15 +87,33 @@ def _log_in(browser, url: str, username: str):  # type: ignore[no-untyped-def]
     return page
 
 
+def _counts(page, selector: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    done, total = re.fullmatch(r"(\d+) of (\d+)", page.inner_text(selector)).groups()
+    return int(done), int(total)
+
+
 def _label_workset(page, keys: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
-    """Press one key per item (labels or 's' to skip); returns the item ids in the order seen."""
+    """Press one key per item (labels or 's' to skip); returns the item ids in the order seen.
+
+    After every key the page names the item saved or skipped, the workset's count
+    and bar are one further, and the campaign's label count is one further for a
+    label (a skip adds no label).
+    """
     seen = []
     for key in keys:
         item = page.inner_text("#item-id")
         seen.append(item)
+        (finished, total), (labels, needed) = (
+            _counts(page, "#workset-progress"),
+            _counts(page, "#campaign-progress"),
+        )
         page.keyboard.press(key)
         page.wait_for_selector("#saved, #skipped")
         assert page.inner_text("#saved, #skipped").find(item) >= 0
+        assert _counts(page, "#workset-progress") == (finished + 1, total)
+        assert page.get_attribute("#workset-bar", "value") == str(finished + 1)
+        assert _counts(page, "#campaign-progress") == (labels + (key != "s"), needed)
+        assert page.get_attribute("#campaign-bar", "value") == str(labels + (key != "s"))
     return seen
 
 
@@ -116,6 +134,7 @@ def test_two_reviewers_and_an_admin_in_chromium(server, browser):
     assert ana.inner_text("#workset-progress") == "0 of 6"
     seen_by_ana = _label_workset(ana, ["1", "2", "u", "s", "1", "2"])
     assert "Workset done" in ana.content()
+    assert ana.inner_text("#workset-progress") == "6 of 6" and _counts(ana, "#campaign-progress")[0] == 5
     _shot(ana, "03-workset-done")
     skipped = seen_by_ana[3]
 

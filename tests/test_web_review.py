@@ -183,9 +183,25 @@ async def test_every_form_needs_its_csrf_token(app):
         for path in posts:
             r = await c.post(path, data={"label": "True", "item_id": "1"})
             assert r.status_code == 403 and "reload the page" in r.text, path
-        for path in ("/v1/campaigns/c1/workset", "/v1/campaigns/c1/labels", "/v1/judgments"):
-            r = await c.post(path, json={"item_id": "1", "label": "True", "model": "damaging"})
+        writes = [
+            ("POST", "/v1/campaigns/c1/workset"),
+            ("POST", "/v1/campaigns/c1/labels"),
+            ("POST", "/v1/campaigns/c1/skips"),
+            ("POST", "/v1/judgments"),
+            ("POST", "/v1/judgments/1/endorsements"),
+            ("DELETE", "/v1/session"),
+        ]
+        body = {"item_id": "1", "label": "True", "model": "damaging", "stance": "endorse"}
+        for method, path in writes:
+            r = await c.request(method, path, json=body)
             assert r.status_code == 403 and r.json()["error"]["code"] == "csrf", path
+            r = await c.request(method, path, json=body, headers={"x-csrf-token": "forged"})
+            assert r.status_code == 403 and r.json()["error"]["code"] == "csrf", path
+        # Nothing was written, and the refused DELETE did not log anyone out.
+        assert (await c.get("/v1/campaigns")).status_code == 200
+        with _store(app).connect() as conn:
+            for table in (db.worksets, db.labels, db.judgments, db.endorsements):
+                assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 0
 
 
 async def test_who_may_label_is_enforced(app):
@@ -317,7 +333,7 @@ async def test_admin_sees_progress_agreement_and_disagreements(app):
         assert any(r["name"] == "likelybad" for r in data["model_vs_labels"]["rows"])
 
 
-async def test_admin_creates_a_campaign_in_the_web_form(app, tmp_path):
+async def test_admin_creates_a_campaign_in_the_web_form(app, review_home, tmp_path):
     source = items_file(tmp_path / "more", n=50, name="more.parquet")
     async with _client(app) as c:
         csrf = await _login(c, "root")
@@ -336,6 +352,23 @@ async def test_admin_creates_a_campaign_in_the_web_form(app, tmp_path):
             "/review/campaigns", data={**data, "name": "other", "auto_rules": "nope == 1 -> False"}
         )
         assert r.status_code == 422 and "no feature" in r.text and 'value="other"' in r.text
+        # The class to flag is offered per model: a multiclass model has no positive class to default to.
+        groups = dict(re.findall(r'<optgroup label="([^"]+)">(.*?)</optgroup>', form))
+        assert re.findall(r'value="([^"]*)"', groups["damaging"]) == ["False", "True"]
+        assert re.findall(r'value="([^"]*)"', groups["quality"]) == ["good", "start", "stub"]
+        articles = {
+            "csrf_token": csrf, "name": "good-ones", "model": "quality@1", "source": str(review_home.parent / "data" / "articles.csv"),
+            "id_column": "page_id", "selection": "flagged", "threshold": "maximum recall @ precision >= 0.5",
+        }  # fmt: skip
+        r = await c.post("/review/campaigns", data=articles)
+        assert r.status_code == 422 and "name the class to flag" in r.text
+        r = await c.post("/review/campaigns", data={**articles, "flag_class": "good"})
+        assert r.status_code == 303
+        made = (await c.get("/v1/campaigns/good-ones")).json()["campaign"]
+        assert made["selection"]["class"] == "good" and made["selection"]["flagged"] > 0
+        # A refused form comes back with the class still chosen, under its model only.
+        r = await c.post("/review/campaigns", data={**articles, "flag_class": "good"})
+        assert r.status_code == 409 and r.text.count("selected>good<") == 1
 
 
 async def test_admin_adds_users(app):
@@ -387,6 +420,43 @@ async def test_products_report_mistaken_scores_with_a_token(app):
         assert [j["id"] for j in listed.json()["judgments"]] == [made["id"]]
 
 
+async def test_judgments_through_the_api_with_a_session(app):
+    async with _client(app) as a, _client(app) as b, _client(app) as admin:
+        ana, ben, root = (
+            await _api_login(a, "ana"),
+            await _api_login(b, "ben"),
+            await _api_login(admin, "root"),
+        )
+        body = {"model": "damaging", "item_id": "100004", "label": "True", "rationale": "spam"}
+        made = await a.post("/v1/judgments", headers=ana, json={**body, "campaign": "c1"})
+        assert made.status_code == 201, made.text
+        j = made.json()
+        # The session's user is the author (no token involved); the campaign pins the version shown.
+        assert (j["author"], j["campaign"], j["model_version"], j["preferred"]) == ("ana", "c1", 1, False)
+        with _store(app).connect() as conn:
+            row = conn.execute(sa.select(db.judgments).where(db.judgments.c.id == j["id"])).one()
+        assert row.author_token is None and row.author_user_id is not None
+        r1 = await b.post(
+            f"/v1/judgments/{j['id']}/endorsements",
+            headers=ben,
+            json={"stance": "endorse", "comment": "agree"},
+        )
+        assert r1.status_code == 200, r1.text
+        r2 = await admin.post(
+            f"/v1/judgments/{j['id']}/endorsements", headers=root, json={"stance": "dispute"}
+        )
+        assert r2.status_code == 200, r2.text
+        got = r2.json()
+        assert [(e["user"], e["stance"], e["comment"]) for e in got["endorsements"]] == [
+            ("ben", "endorse", "agree"),
+            ("root", "dispute", ""),
+        ]
+        r3 = await b.post(f"/v1/judgments/{j['id']}/endorsements", headers=ben, json={"stance": "maybe"})
+        assert r3.status_code == 422 and r3.json()["error"]["field"] == "stance"
+        listed = (await b.get("/v1/judgments?model=damaging&item_id=100004")).json()["judgments"]
+        assert [(x["id"], len(x["endorsements"])) for x in listed] == [(j["id"], 2)]
+
+
 async def test_judgments_in_the_pages(app):
     async with _client(app) as a, _client(app) as admin:
         csrf = await _login(a, "ana")
@@ -413,6 +483,15 @@ async def test_judgments_in_the_pages(app):
         r = await admin.post(f"/review/judgments/{jid}", data={"csrf_token": admin_csrf, "prefer": "1"})
         page = await admin.get(r.headers["location"])
         assert "preferred by root" in page.text and "1 endorse" in page.text
+        async with _client(app) as b:
+            ben_csrf = await _login(b, "ben")
+            r = await b.post(
+                f"/review/judgments/{jid}",
+                data={"csrf_token": ben_csrf, "stance": "dispute", "comment": "only a typo fix"},
+            )
+            assert r.status_code == 303
+            page = await b.get(r.headers["location"])
+        assert "1 endorse · 1 dispute" in page.text and "ben: dispute — only a typo fix" in page.text
         h = await _api_login(a, "ana")
         r = await a.post(f"/v1/judgments/{jid}/endorsements", headers=h, json={"stance": "dispute"})
         assert r.status_code == 409

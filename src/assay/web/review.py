@@ -315,14 +315,25 @@ async def campaign_status(request: Request) -> Response:
     return _redirect(f"/campaigns/{quote(name)}")
 
 
-def _new_context(request: Request) -> dict[str, Any]:
-    models = services(request).scorer.models()
-    return {"models": models, "selections": SELECTIONS, "rules": judgments.RULES}
+async def _new_context(request: Request) -> dict[str, Any]:
+    """What the campaign form offers: the models, and the classes of each (newest version) to flag."""
+    scorer = services(request).scorer
+    models = scorer.models()
+
+    def classes() -> dict[str, list[str]]:
+        return {m.name: scorer.model(f"{m.name}@{m.versions[-1]}").loaded.classes for m in models}
+
+    return {
+        "models": models,
+        "classes": await run_in_threadpool(classes),  # a first look loads the version's artifacts
+        "selections": SELECTIONS,
+        "rules": judgments.RULES,
+    }
 
 
 async def new_campaign_page(request: Request) -> Response:
     await sessions.require_user(request, admin=True)
-    return await _render(request, "campaign_new.html", form={}, error=None, **_new_context(request))
+    return await _render(request, "campaign_new.html", form={}, error=None, **await _new_context(request))
 
 
 def _options(form: FormData) -> CampaignOptions:
@@ -375,7 +386,7 @@ async def create_campaign_page(request: Request) -> Response:
             status=exc.status,
             form=dict(form),
             error=exc,
-            **_new_context(request),
+            **await _new_context(request),
         )
     return _redirect(f"/campaigns/{quote(campaign.name)}")
 
