@@ -2,30 +2,78 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
+import lzma
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from assay.datasets import check_labels, feature_kinds, fingerprint, read_labelled, read_table
 from assay.errors import DataError
 from assay.spec import parse_spec
 
-FRAME = pd.DataFrame({"id": ["007", "2", "3"], "x": [1.5, 2.0, None], "flag": [True, False, True], "y": ["a", "b", "a"]})
+FRAME = pd.DataFrame(
+    {"id": ["007", "2", "3"], "x": [1.5, 2.0, None], "flag": [True, False, True], "y": ["a", "b", "a"]}
+)
 
 
-@pytest.mark.parametrize("name", ["d.csv", "d.csv.gz", "d.csv.bz2", "d.tsv", "d.tsv.bz2", "d.parquet"])
+def _write_compressed(path: Path, data: bytes) -> None:
+    """``data`` in ``path``, compressed as its last suffix says (written independently of the reader)."""
+    if path.suffix == ".zst":
+        with pa.output_stream(str(path), compression="zstd") as out:
+            out.write(data)
+        return
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix, open)
+    with opener(path, "wb") as fh:
+        fh.write(data)
+
+
+def _file_bytes(name: str) -> bytes:
+    if ".parquet" in name:
+        buffer = io.BytesIO()
+        FRAME.to_parquet(buffer)
+        return buffer.getvalue()
+    return FRAME.to_csv(sep="\t" if ".tsv" in name else ",", index=False).encode()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "d.csv",
+        "d.csv.gz",
+        "d.csv.bz2",
+        "d.csv.xz",
+        "d.csv.zst",
+        "d.tsv",
+        "d.tsv.gz",
+        "d.tsv.bz2",
+        "d.parquet",
+        "d.parquet.gz",
+        "d.parquet.bz2",
+        "d.parquet.xz",
+        "d.parquet.zst",
+    ],
+)
 def test_formats_and_compression_read_the_same(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
-    if name.endswith(".parquet"):
-        FRAME.to_parquet(path)
-    else:
-        FRAME.to_csv(path, sep="\t" if ".tsv" in name else ",", index=False)
+    _write_compressed(path, _file_bytes(name))
     frame = read_table(path)
     assert list(frame.columns) == ["id", "x", "flag", "y"]
     assert frame["id"].astype(str).tolist() == ["007", "2", "3"]  # ids keep their leading zeros
     assert pd.isna(frame["x"].iloc[2])
+
+
+@pytest.mark.parametrize("name", ["d.parquet.gz", "d.parquet.xz", "d.csv.zst"])
+def test_corrupt_compressed_files_are_refused(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(_file_bytes(name))  # the right content, but not compressed as the name says
+    with pytest.raises(DataError, match=rf"{name}: cannot be read as (parquet|csv)"):
+        read_table(path)
 
 
 def test_headerless_file_takes_names_from_the_spec(tmp_path: Path) -> None:
@@ -57,7 +105,9 @@ def test_unknown_type_and_missing_file(tmp_path: Path) -> None:
 
 
 def _spec(tmp_path: Path, **data: object) -> object:
-    return parse_spec({"name": "m", "data": {"train": "d.csv", "id": "id", "label": "y", **data}}, base=tmp_path)
+    return parse_spec(
+        {"name": "m", "data": {"train": "d.csv", "id": "id", "label": "y", **data}}, base=tmp_path
+    )
 
 
 def test_duplicate_ids_and_missing_columns_are_named(tmp_path: Path) -> None:
@@ -88,7 +138,11 @@ def test_labels_single_class_and_positive() -> None:
 
 def test_feature_kinds_default_to_every_other_column(tmp_path: Path) -> None:
     spec = parse_spec(
-        {"name": "m", "data": {"train": "d.csv", "id": "id", "label": "y"}, "features": {"sensitive": ["flag"]}}
+        {
+            "name": "m",
+            "data": {"train": "d.csv", "id": "id", "label": "y"},
+            "features": {"sensitive": ["flag"]},
+        }
     )
     frame = FRAME.astype(str).replace("nan", None)
     assert feature_kinds(spec, frame, source="s") == {"x": "numeric"}

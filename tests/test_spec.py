@@ -17,6 +17,7 @@ def test_minimal_spec_gets_defaults(tmp_path: Path) -> None:
     assert spec.data.train == [str(tmp_path / "d.csv")]
     assert spec.training.candidates == list(CANDIDATES)
     assert spec.training.metric == "average_precision"
+    assert spec.training.search_budget_s == 0.0 and spec.training.search_trials == 20
     assert spec.data.header is True and spec.data.test == []
 
 
@@ -42,6 +43,16 @@ def test_hash_depends_on_meaning_not_formatting(tmp_path: Path) -> None:
         ({**MINIMAL, "training": {"candidates": ["xgboost"]}}, "training.candidates", "unknown candidate"),
         ({**MINIMAL, "training": {"metric": "auc"}}, "training.metric", "must be one of"),
         ({**MINIMAL, "training": {"folds": 1}}, "training.folds", "at least 2"),
+        ({**MINIMAL, "training": {"search_trials": 0}}, "training.search_trials", "at least 1"),
+        ({**MINIMAL, "training": {"search_trials": 2.5}}, "training.search_trials", "must be int"),
+        ({**MINIMAL, "training": {"search_budget_s": -1}}, "training.search_budget_s", "negative"),
+        ({**MINIMAL, "training": {"params": {"lightgbm": 5}}}, "training.params.lightgbm", "must be a table"),
+        (
+            {**MINIMAL, "training": {"params": {"xgboost": {}}}},
+            "training.params.xgboost",
+            "unknown candidate",
+        ),
+        ({**MINIMAL, "training": {"params": []}}, "training.params", "must be a table"),
         ({**MINIMAL, "features": {"kinds": {"a": "text"}}}, "features.kinds.a", "must be one of"),
         ({**MINIMAL, "gates": {"minimum": {"auc": 0.8}}}, "gates.minimum.auc", "unknown statistic"),
         ({**MINIMAL, "operating_points": {"x": "most recall @ precision >= 0.9"}}, "operating_points.x", ""),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,16 +10,19 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from assay.errors import DataError
+from assay.errors import DataError, SpecError
+from assay.schema import FeatureSchema
 from assay.spec import load_spec
-from assay.training import train
+from assay.training import build_estimator, train
 from assay.workspace import Workspace
 from tests.conftest import write_binary_spec, write_multiclass_spec
 
 
 def test_binary_training_writes_a_complete_version(workspace: Workspace, tmp_path: Path) -> None:
     messages: list[str] = []
-    result = train(load_spec(write_binary_spec(tmp_path / "data")), workspace.registry, progress=messages.append)
+    result = train(
+        load_spec(write_binary_spec(tmp_path / "data")), workspace.registry, progress=messages.append
+    )
     record = result.record
     assert record.ref == "damaging@1"
     assert {c.candidate for c in result.comparison} == {"logistic_regression", "lightgbm"}
@@ -41,6 +45,8 @@ def test_binary_training_writes_a_complete_version(workspace: Workspace, tmp_pat
     assert lineage["train_rows"] == 1200 and lineage["test_rows"] == 500
     assert {"scikit-learn", "lightgbm", "numpy"} <= set(lineage["libraries"])
     assert len(lineage["data_fingerprint"]) == 64 and lineage["spec_hash"] == record.spec_hash
+    assert lineage["params"] == result.winner.params and lineage["refit_s"] > 0
+    assert "search" not in lineage  # no search_budget_s, no search
     ev = loaded.evaluation
     assert set(ev["fairness"]) == {"user_is_anon"}
     assert set(loaded.operating_points) == {"likelybad", "verylikelybad"}
@@ -68,19 +74,109 @@ def test_multiclass_with_split_and_categorical(workspace: Workspace, tmp_path: P
     assert result.record.summary["roc_auc"] > 0.7
 
 
-def test_search_within_budget(workspace: Workspace, tmp_path: Path) -> None:
+def test_search_is_reproducible_when_the_budget_does_not_cut_it(workspace: Workspace, tmp_path: Path) -> None:
+    spec = load_spec(write_binary_spec(tmp_path / "data", n_train=400, n_test=200))
+    spec.training.candidates = ["lightgbm"]
+    spec.training.search_budget_s = 600
+    spec.training.search_trials = 3
+    runs, messages = [], []
+    for _ in range(2):
+        runs.append(train(spec, workspace.registry, progress=messages.append))
+    first, second = runs
+    for run in runs:
+        assert run.search["trials"] == 3 and run.search["cut_short"] is False
+        assert run.record.lineage["search"] == {
+            "trials": 3,
+            "max_trials": 3,
+            "cut_short": False,
+            "budget_s": 600,
+        }
+        # The spec's explicit hyperparameters are kept in every trial; the rest are sampled.
+        assert all(t["params"]["n_estimators"] == 60 for t in run.search["history"])
+        assert len({t["params"]["num_leaves"] for t in run.search["history"]}) > 1
+    assert first.search["history"] == second.search["history"]
+    assert first.winner.params == second.winner.params
+    assert first.record.summary == second.record.summary
+    assert workspace.registry.read_json(first.record, "evaluation.json") == workspace.registry.read_json(
+        second.record, "evaluation.json"
+    )
+    assert sum("search: 3 of 3 trials" in m for m in messages) == 2
+
+
+def test_search_stops_at_its_time_budget(workspace: Workspace, tmp_path: Path) -> None:
     spec = load_spec(write_binary_spec(tmp_path / "data", n_train=500, n_test=200))
     spec.training.candidates = ["logistic_regression"]
-    spec.training.search_budget_s = 1.5
-    result = train(spec, workspace.registry)
-    assert result.search is not None and result.search["trials"] >= 1
-    assert result.winner.mean_score >= result.comparison[0].mean_score
+    spec.training.search_budget_s = 1.0
+    spec.training.search_trials = 100_000
+    stamps: dict[str, float] = {}
+    trial_messages: list[str] = []
+
+    def progress(message: str) -> None:
+        if message.startswith("searching"):
+            stamps["start"] = time.monotonic()
+        elif message.startswith("search:"):
+            stamps["end"] = time.monotonic()
+        elif message.startswith("  search trial"):
+            trial_messages.append(message)
+
+    result = train(spec, workspace.registry, progress=progress)
+    elapsed = stamps["end"] - stamps["start"]
+    one_fold = max(result.comparison[0].fit_times)
+    # The budget plus one fold (fit and scoring), generously: the machine may be busy.
+    assert 1.0 <= elapsed <= 1.0 + 3 * one_fold + 1.0
+    assert result.search["cut_short"] is True and result.record.lineage["search"]["cut_short"] is True
+    # Only whole trials count: the one the deadline interrupted is neither counted nor reported.
+    assert 0 < result.search["trials"] == len(result.search["history"]) == len(trial_messages) < 100_000
+
+
+@pytest.mark.parametrize(
+    ("params", "key", "words"),
+    [
+        ({"random_forest": {"foo": 1}}, "training.params.random_forest.foo", "unknown hyperparameter"),
+        (
+            {"random_forest": {"n_estimators": -1}},
+            "training.params.random_forest.n_estimators",
+            "range [1, inf)",
+        ),
+        ({"lightgbm": {"num_leavs": 8}}, "training.params.lightgbm.num_leavs", "did you mean num_leaves"),
+        ({"lightgbm": {"learning_rate": -0.1}}, "training.params.lightgbm.learning_rate", "learning_rate"),
+        ({"lightgbm": {"n_estimators": 0}}, "training.params.lightgbm.n_estimators", "greater than 0"),
+        ({"lightgbm": {"seed": 3}}, "training.params.lightgbm.seed", "the spec's seed"),
+        ({"logistic_regression": {"penalty": "l1"}}, "training.params.logistic_regression", "work together"),
+    ],
+)
+def test_bad_hyperparameters_are_refused_before_anything_is_written(
+    workspace: Workspace, tmp_path: Path, params: dict, key: str, words: str
+) -> None:
+    spec = load_spec(write_binary_spec(tmp_path / "data", n_train=300, n_test=100))
+    spec.training.params = params  # a candidate's params are checked even when it is not compared
+    with pytest.raises(SpecError) as info:
+        train(spec, workspace.registry)
+    assert info.value.field == key
+    assert info.value.message.startswith(f"{spec.source}: {key}:") and words in info.value.message
+    assert workspace.registry.models() == []
+    assert [p for p in workspace.settings.artifacts_path.rglob("*") if p.is_file()] == []
+
+
+def test_lightgbm_fixes_its_histogram_layout_for_determinism() -> None:
+    frame = pd.DataFrame({"x": ["1", "2", "3"]})
+    schema = FeatureSchema.learn(frame, {"x": "numeric"}, source="s")
+    chosen = build_estimator("lightgbm", {}, schema, seed=0).get_params()
+    assert chosen["deterministic"] is True and chosen["force_col_wise"] is True
+    # Asking for the row-wise layout is the spec's choice, and LightGBM refuses both at once.
+    row_wise = build_estimator("lightgbm", {"force_row_wise": True}, schema, seed=0).get_params()
+    assert row_wise["force_row_wise"] is True and "force_col_wise" not in row_wise
 
 
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda f: f.astype({"words_added": object}).assign(words_added=lambda g: ["many", *g.words_added[1:]]), "must be numeric"),
+        (
+            lambda f: f.astype({"words_added": object}).assign(
+                words_added=lambda g: ["many", *g.words_added[1:]]
+            ),
+            "must be numeric",
+        ),
         (lambda f: f.assign(words_added=lambda g: [float("inf"), *g.words_added[1:]]), "inf"),
         (lambda f: f.assign(reverted=True), "single class"),
         (lambda f: pd.concat([f, f.iloc[:1]]), "duplicate item ids"),
@@ -115,6 +211,30 @@ def test_test_set_with_columns_the_training_set_lacks(workspace: Workspace, tmp_
         train(load_spec(folder / "s.toml"), workspace.registry)
 
 
+def test_held_out_data_without_a_sensitive_column(workspace: Workspace, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "id": range(200),
+            "x": rng.normal(size=200),
+            "group": rng.choice(["a", "b"], 200),
+            "y": rng.random(200) < 0.5,
+        }
+    )
+    frame.iloc[:150].to_csv(folder / "train.csv", index=False)
+    frame.iloc[150:].drop(columns="group").to_csv(folder / "test.csv", index=False)
+    (folder / "s.toml").write_text(
+        'name = "m"\n[data]\ntrain = "train.csv"\ntest = "test.csv"\nid = "id"\nlabel = "y"\n'
+        '[features]\nsensitive = ["group"]\n[training]\ncandidates = ["logistic_regression"]\nfolds = 2\n'
+    )
+    with pytest.raises(DataError, match=r"test\.csv: the sensitive column\(s\) 'group'") as info:
+        train(load_spec(folder / "s.toml"), workspace.registry)
+    assert info.value.field == "features.sensitive"
+    assert workspace.registry.models() == []
+
+
 def test_editquality_default_candidates_meet_the_bar(workspace: Workspace, editquality: Path) -> None:
     """ORES's recipe reaches ROC-AUC 0.870 / PR-AUC 0.348 here; the bar is 0.865 / 0.34."""
     spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "editquality.toml")
@@ -122,7 +242,10 @@ def test_editquality_default_candidates_meet_the_bar(workspace: Workspace, editq
     spec.data.test = [str(editquality / "enwiki.features_reverted.testing.20k_2015.tsv.bz2")]
     result = train(spec, workspace.registry)
     assert {c.candidate for c in result.comparison} == {
-        "logistic_regression", "lightgbm", "hist_gradient_boosting", "random_forest"
+        "logistic_regression",
+        "lightgbm",
+        "hist_gradient_boosting",
+        "random_forest",
     }
     assert result.record.summary["roc_auc"] >= 0.865
     assert result.record.summary["pr_auc"] >= 0.34

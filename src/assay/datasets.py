@@ -8,13 +8,19 @@ refused here with a message naming the file and the column.
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import hashlib
+import io
+import lzma
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from assay.errors import DataError
 from assay.schema import Kind, infer_kind
@@ -35,8 +41,31 @@ def _format_of(path: Path) -> str:
     if ext == ".csv":
         return "csv"
     raise DataError(
-        f"{path}: unknown file type {ext or '(none)'}; use .csv, .tsv or .parquet (optionally .gz/.bz2)"
+        f"{path}: unknown file type {ext or '(none)'}; use .csv, .tsv or .parquet (optionally .gz/.bz2/.xz/.zst)"
     )
+
+
+def _open(path: Path) -> BinaryIO | pa.NativeFile:
+    """A binary stream of the file's content, decompressed when its last suffix names a compression."""
+    suffix = path.suffix.lower()
+    if suffix == ".zst":
+        # pyarrow bundles zstd; pandas would need the optional zstandard package for it.
+        return pa.input_stream(str(path), compression="zstd")
+    if suffix == ".gz":
+        return gzip.open(path, "rb")
+    if suffix == ".bz2":
+        return bz2.open(path, "rb")
+    if suffix == ".xz":
+        return lzma.open(path, "rb")
+    return open(path, "rb")
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    if path.suffix.lower() not in _COMPRESSIONS:
+        return pd.read_parquet(path)
+    # Parquet seeks (its index is at the end of the file), which a decompressing stream cannot.
+    with _open(path) as fh:
+        return pd.read_parquet(io.BytesIO(fh.read()))
 
 
 def read_table(
@@ -49,29 +78,26 @@ def read_table(
     fmt = _format_of(path)
     try:
         if fmt == "parquet":
-            frame = pd.read_parquet(path)
-            if columns:
-                frame.columns = _check_width(path, columns, frame.shape[1])
+            frame = _read_parquet(path)
         else:
-            delimiter = sep or ("\t" if fmt == "tsv" else ",")
-            frame = pd.read_csv(
-                path,
-                sep=delimiter,
-                header=0 if header else None,
-                dtype=str,
-                keep_default_na=True,
-                na_values=["", "NA", "NaN", "nan", "null", "None"],
-                quoting=csv.QUOTE_MINIMAL,
-                compression="infer",
-                index_col=False,
-            )
-            if columns:
-                frame.columns = _check_width(path, columns, frame.shape[1])
+            with _open(path) as fh:
+                frame = pd.read_csv(
+                    fh,
+                    sep=sep or ("\t" if fmt == "tsv" else ","),
+                    header=0 if header else None,
+                    dtype=str,
+                    keep_default_na=True,
+                    na_values=["", "NA", "NaN", "nan", "null", "None"],
+                    quoting=csv.QUOTE_MINIMAL,
+                    index_col=False,
+                )
+        if columns:
+            frame.columns = _check_width(path, columns, frame.shape[1])
     except DataError:
         raise
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: the file is empty") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError) as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError, lzma.LZMAError) as exc:
         raise DataError(f"{path}: cannot be read as {fmt}: {exc}") from exc
     if frame.empty:
         raise DataError(f"{path}: has no rows")
@@ -108,7 +134,9 @@ class LabelledData:
     source: str
 
 
-def read_labelled(spec: ModelSpec, paths: list[str], campaign_labels: pd.DataFrame | None = None) -> LabelledData:
+def read_labelled(
+    spec: ModelSpec, paths: list[str], campaign_labels: pd.DataFrame | None = None
+) -> LabelledData:
     """Read and concatenate ``paths`` and check the id and label columns.
 
     With ``campaign_labels`` (columns ``id`` and ``label``, from a review campaign)
@@ -126,7 +154,9 @@ def read_labelled(spec: ModelSpec, paths: list[str], campaign_labels: pd.DataFra
     if campaign_labels is not None:
         if d.id not in frame.columns:
             raise DataError(f"{source}: the id column {d.id!r} is missing", field="data.id")
-        labels = dict(zip(campaign_labels["id"].astype(str), campaign_labels["label"].astype(str), strict=True))
+        labels = dict(
+            zip(campaign_labels["id"].astype(str), campaign_labels["label"].astype(str), strict=True)
+        )
         frame = frame[frame[d.id].astype(str).isin(labels)].reset_index(drop=True)
         if frame.empty:
             raise DataError(
@@ -174,6 +204,27 @@ def feature_kinds(spec: ModelSpec, frame: pd.DataFrame, *, source: str) -> dict[
     if not names:
         raise DataError(f"{source}: no feature columns left", field="features")
     return {name: f.kinds.get(name) or infer_kind(frame[name]) for name in names}  # type: ignore[misc]
+
+
+def check_held_out(spec: ModelSpec, train: LabelledData, test: LabelledData, classes: list[str]) -> None:
+    """Refuse held-out data that cannot be evaluated like the training data.
+
+    That is data with columns the training data lacks, label values it lacks, or
+    without a sensitive column (fairness is measured on the held-out data).
+    """
+    extra = [c for c in test.frame.columns if c not in train.frame.columns]
+    if extra:
+        raise DataError(f"{test.source}: columns the training data lacks: {', '.join(map(str, extra))}")
+    missing = [c for c in spec.features.sensitive if c not in test.frame.columns]
+    if missing:
+        raise DataError(
+            f"{test.source}: the sensitive column(s) {', '.join(map(repr, missing))} named by features.sensitive "
+            "are missing from the held-out data",
+            field="features.sensitive",
+        )
+    unseen = sorted(set(test.labels) - set(classes))
+    if unseen:
+        raise DataError(f"{test.source}: label values not in the training data: {', '.join(unseen)}")
 
 
 def check_labels(labels: np.ndarray, positive: str | None, *, source: str) -> tuple[list[str], str | None]:

@@ -58,7 +58,8 @@ class TrainingSpec:
     candidates: list[str] = field(default_factory=lambda: list(CANDIDATES))
     metric: str = "average_precision"
     folds: int = 5
-    search_budget_s: float = 0.0
+    search_budget_s: float = 0.0  # > 0: search hyperparameters, for at most this long
+    search_trials: int = 20  # the search's seeded trials; the budget may cut them short
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -116,7 +117,11 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
         raise SpecError(f"{source}: name: {exc}", field="name") from exc
 
     d = r.table(raw, "data", required=True)
-    r.keys(d, "data.", {"train", "test", "test_size", "header", "columns", "sep", "id", "label", "positive", "campaign"})
+    r.keys(
+        d,
+        "data.",
+        {"train", "test", "test_size", "header", "columns", "sep", "id", "label", "positive", "campaign"},
+    )
     data = DataSpec(
         train=[_resolve(p, base) for p in r.paths(d, "data.train", required=True)],
         test=[_resolve(p, base) for p in r.paths(d, "data.test")],
@@ -155,13 +160,14 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
     )
 
     t = r.table(raw, "training")
-    r.keys(t, "training.", {"candidates", "metric", "folds", "search_budget_s", "params"})
+    r.keys(t, "training.", {"candidates", "metric", "folds", "search_budget_s", "search_trials", "params"})
     training = TrainingSpec(
         candidates=r.strings(t, "training.candidates") or list(CANDIDATES),
         metric=r.get(t, "training.metric", str, default="average_precision"),
         folds=r.get(t, "training.folds", int, default=5),
         search_budget_s=r.get(t, "training.search_budget_s", float, default=0.0),
-        params={k: dict(v) for k, v in r.table(t, "training.params").items()},
+        search_trials=r.get(t, "training.search_trials", int, default=20),
+        params=_candidate_params(r, r.table(t, "training.params")),
     )
     for c in training.candidates:
         if c not in CANDIDATES:
@@ -169,9 +175,6 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
                 f"{source}: training.candidates: unknown candidate {c!r}; known: {', '.join(CANDIDATES)}",
                 field="training.candidates",
             )
-    for c in training.params:
-        if c not in CANDIDATES:
-            raise SpecError(f"{source}: training.params.{c}: unknown candidate", field=f"training.params.{c}")
     if training.metric not in METRICS:
         raise SpecError(
             f"{source}: training.metric must be one of {', '.join(METRICS)}; got {training.metric!r}",
@@ -179,6 +182,14 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
         )
     if training.folds < 2:
         raise SpecError(f"{source}: training.folds must be at least 2", field="training.folds")
+    if training.search_budget_s < 0:
+        raise SpecError(
+            f"{source}: training.search_budget_s may not be negative", field="training.search_budget_s"
+        )
+    if training.search_trials < 1:
+        raise SpecError(
+            f"{source}: training.search_trials must be at least 1", field="training.search_trials"
+        )
 
     g = r.table(raw, "gates")
     r.keys(g, "gates.", {"minimum", "max_regression", "fairness"})
@@ -212,6 +223,16 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
         seed=r.get(raw, "seed", int, default=0),
         source=source,
     )
+
+
+def _candidate_params(r: _Reader, params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``training.params``: one table of hyperparameters per known candidate (names are checked in training)."""
+    out = {}
+    for c in params:
+        if c not in CANDIDATES:
+            raise r.fail(f"training.params.{c}", f"unknown candidate; known: {', '.join(CANDIDATES)}")
+        out[c] = dict(r.table(params, f"training.params.{c}"))
+    return out
 
 
 def _resolve(p: str, base: Path | None) -> str:
@@ -258,7 +279,10 @@ class _Reader:
         return value
 
     def table(self, table: Mapping[str, Any], key: str, *, required: bool = False) -> dict[str, Any]:
-        return self.get(table, key, dict, required=required, default={})
+        value = self.get(table, key, object, required=required, default={})
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table; got {type(value).__name__} {value!r}")
+        return value
 
     def strings(self, table: Mapping[str, Any], key: str) -> list[str]:
         value = self.get(table, key, list, default=[])

@@ -1,25 +1,32 @@
 """Training: from a spec to one registry version.
 
-Reads the data once, fingerprints it, compares the candidates by stratified
-cross-validation (score and fit time per fold), optionally searches
-hyperparameters within a time budget, refits the winner on all training data,
-evaluates it on held-out data and publishes the version: safe artifact,
-schema, evaluation, model card. Everything random is seeded from the spec, so
-the same spec on the same data gives the same metrics.
+Checks the spec's hyperparameters, reads the data once, fingerprints it,
+compares the candidates by stratified cross-validation (score and fit time per
+fold), optionally searches hyperparameters (a seeded number of trials, bounded
+in time), refits the winner on all training data, evaluates it on held-out data
+and publishes the version: safe artifact, schema, evaluation, model card.
+Everything random is seeded from the spec, so the same spec on the same data
+gives the same metrics (unless a search's time budget cuts it short).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
+import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from lightgbm import LGBMClassifier
+from lightgbm.basic import LightGBMError, _ConfigAliases
 from scipy.stats import loguniform, randint, uniform
 from sklearn.base import ClassifierMixin
 from sklearn.compose import ColumnTransformer
@@ -41,8 +48,15 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 import assay
 from assay import evaluation
 from assay.artifacts import save_model, write_json
-from assay.datasets import LabelledData, check_labels, feature_kinds, fingerprint, read_labelled
-from assay.errors import DataError, GateFailed
+from assay.datasets import (
+    LabelledData,
+    check_held_out,
+    check_labels,
+    feature_kinds,
+    fingerprint,
+    read_labelled,
+)
+from assay.errors import DataError, GateFailed, SpecError
 from assay.registry import Registry, VersionRecord
 from assay.reports import model_card
 from assay.reviews import resolved_labels
@@ -102,50 +116,125 @@ SEARCH_SPACES: dict[str, dict[str, Any]] = {
 }
 
 
-def build_estimator(name: str, params: dict[str, Any], schema: FeatureSchema, seed: int) -> ClassifierMixin:
-    """An unfitted candidate taking the schema's encoded matrix (categorical codes, NaN = missing)."""
-    cat = schema.categorical_indices
-    num = [i for i in range(len(schema.features)) if i not in cat]
-    params = {**DEFAULT_PARAMS[name], **params}
+def _model(name: str, params: dict[str, Any], seed: int, categorical: list[int]) -> ClassifierMixin:
+    """A candidate's bare model: assay's settings, overridden by ``params``, and the seed."""
     if name == "lightgbm":
-        from lightgbm import LGBMClassifier
-
-        return LGBMClassifier(
-            **params, random_state=seed, n_jobs=os.cpu_count() or 1, deterministic=True, verbose=-1
-        )
+        # LightGBM documents deterministic=True as reproducible only with a fixed histogram
+        # layout, so assay fixes one: column-wise, unless the spec asks for row-wise.
+        layout = {} if params.get("force_row_wise") else {"force_col_wise": True}
+        settings = {"n_jobs": os.cpu_count() or 1, "deterministic": True, **layout, "verbose": -1}
+        return LGBMClassifier(**{**settings, **params}, random_state=seed)
     if name == "hist_gradient_boosting":
-        mask = [i in cat for i in range(len(schema.features))]
         return HistGradientBoostingClassifier(
-            **params, categorical_features=mask if cat else None, early_stopping=False, random_state=seed
+            **{"early_stopping": False, **params}, categorical_features=categorical or None, random_state=seed
         )
     if name == "random_forest":
-        return RandomForestClassifier(**params, n_jobs=os.cpu_count() or 1, random_state=seed)
+        return RandomForestClassifier(**{"n_jobs": os.cpu_count() or 1, **params}, random_state=seed)
     if name == "logistic_regression":
-        parts = [
-            (
-                "numeric",
-                Pipeline(
-                    [
-                        ("impute", SimpleImputer(strategy="median", add_indicator=True)),
-                        ("scale", StandardScaler()),
-                    ]
-                ),
-                num,
-            )
-        ]
-        if cat:
-            parts.append(("categorical", OneHotEncoder(handle_unknown="ignore"), cat))
-        return Pipeline(
-            [
-                ("columns", ColumnTransformer(parts)),
-                ("model", LogisticRegression(**params, random_state=seed)),
-            ]
-        )
+        return LogisticRegression(**params, random_state=seed)
     raise ValueError(name)
 
 
+def build_estimator(name: str, params: dict[str, Any], schema: FeatureSchema, seed: int) -> ClassifierMixin:
+    """An unfitted candidate taking the schema's encoded matrix (categorical codes, NaN = missing)."""
+    cat = schema.categorical_indices
+    model = _model(name, {**DEFAULT_PARAMS[name], **params}, seed, cat)
+    if name != "logistic_regression":
+        return model
+    num = [i for i in range(len(schema.features)) if i not in cat]
+    parts = [
+        (
+            "numeric",
+            Pipeline(
+                [
+                    ("impute", SimpleImputer(strategy="median", add_indicator=True)),
+                    ("scale", StandardScaler()),
+                ]
+            ),
+            num,
+        )
+    ]
+    if cat:
+        parts.append(("categorical", OneHotEncoder(handle_unknown="ignore"), cat))
+    return Pipeline([("columns", ColumnTransformer(parts)), ("model", model)])
+
+
+def check_params(spec: ModelSpec) -> None:
+    """Refuse the spec's hyperparameters before any data is read or anything written.
+
+    Each key must be one of the estimator's parameters and a value the estimator's
+    own validation takes (an error names ``training.params.<candidate>.<key>``);
+    then the candidate's whole set is fitted on a few rows, since some values only
+    conflict with each other.
+    """
+    for name, params in spec.training.params.items():
+        where = f"training.params.{name}"
+        reserved = _set_by_assay(name)
+        known = _param_names(name)
+        for key, value in params.items():
+            key_field = f"{where}.{key}"
+            if key in reserved:
+                raise SpecError(
+                    f"{spec.source}: {key_field}: not settable here; {reserved[key]}", field=key_field
+                )
+            if key not in known:
+                close = get_close_matches(key, known, n=3)
+                hint = f"; did you mean {' or '.join(close)}?" if close else ""
+                raise SpecError(
+                    f"{spec.source}: {key_field}: unknown hyperparameter of {name}{hint}", field=key_field
+                )
+            # LightGBM declares no constraints up front: it checks its values when fitting.
+            problem = _refusal(name, {key: value}, spec.seed, fit=name == "lightgbm")
+            if problem:
+                raise SpecError(f"{spec.source}: {key_field}: {problem}", field=key_field)
+        problem = _refusal(name, {**DEFAULT_PARAMS[name], **params}, spec.seed, fit=True)
+        if problem:
+            raise SpecError(
+                f"{spec.source}: {where}: these hyperparameters do not work together: {problem}", field=where
+            )
+
+
+def _set_by_assay(name: str) -> dict[str, str]:
+    """Parameter names assay sets from other parts of the spec, and which part."""
+    seed, kinds = "it is set from the spec's seed", "it is set from features.kinds"
+    if name == "lightgbm":
+        return {
+            **dict.fromkeys(_ConfigAliases.get("seed"), seed),
+            **dict.fromkeys(_ConfigAliases.get("categorical_feature"), kinds),
+        }
+    if name == "hist_gradient_boosting":
+        return {"random_state": seed, "categorical_features": kinds}
+    return {"random_state": seed}
+
+
+def _param_names(name: str) -> list[str]:
+    names = set(_model(name, {}, 0, []).get_params())
+    if name == "lightgbm":
+        # LGBMClassifier hands any LightGBM parameter, or an alias of one, to the library;
+        # this is the library's own list, the one it warns "Unknown parameter" against.
+        names.update(a for aliases in _ConfigAliases._get_all_param_aliases().values() for a in aliases)
+    return sorted(names - _set_by_assay(name).keys())
+
+
+def _refusal(name: str, params: dict[str, Any], seed: int, *, fit: bool) -> str | None:
+    """Why the candidate's estimator refuses ``params``, in its own words; None when it takes them."""
+    model = _model(name, params, seed, [])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # about the probe's few rows, not about the spec
+            if fit:
+                # A few rows of two features: enough for the estimator to check its parameters.
+                model.fit(np.random.default_rng(0).normal(size=(40, 2)), np.arange(40) % 2)
+            else:
+                model._validate_params()  # scikit-learn's declared constraints, without fitting
+    except (ValueError, TypeError, LightGBMError) as exc:
+        # LightGBM's messages end with the C++ file and line that checked the value.
+        return re.sub(r"\s+at \S+, line \d+\s*\.?\s*$", "", str(exc).strip())
+    return None
+
+
 def _fit(estimator: ClassifierMixin, X: np.ndarray, y: np.ndarray, schema: FeatureSchema) -> ClassifierMixin:
-    if type(estimator).__name__ == "LGBMClassifier":
+    if isinstance(estimator, LGBMClassifier):
         # LightGBM takes categorical columns at fit time, not in the constructor.
         return estimator.fit(X, y, categorical_feature=schema.categorical_indices or "auto")
     return estimator.fit(X, y)
@@ -220,17 +309,25 @@ def cross_validate(
     metric: str,
     seed: int,
     progress: Progress,
+    deadline: float = math.inf,
 ) -> CandidateResult:
+    """Stratified k-fold scores and fit times; fewer than ``folds`` if ``deadline`` (monotonic) passes first."""
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores, times = [], []
+    result = CandidateResult(name, {**DEFAULT_PARAMS[name], **params}, [], [])
     for i, (tr, va) in enumerate(splitter.split(X, y), start=1):
+        if time.monotonic() >= deadline:
+            break
         estimator = build_estimator(name, params, schema, seed)
         started = time.perf_counter()
         _fit(estimator, X[tr], y[tr], schema)
-        times.append(time.perf_counter() - started)
-        scores.append(metric_score(metric, y[va], _full_proba(estimator, X[va], int(y.max()) + 1)))
-        progress(f"  {name}: fold {i}/{folds} {metric}={scores[-1]:.4f} fit {times[-1]:.2f}s")
-    return CandidateResult(name, {**DEFAULT_PARAMS[name], **params}, scores, times)
+        result.fit_times.append(time.perf_counter() - started)
+        result.fold_scores.append(
+            metric_score(metric, y[va], _full_proba(estimator, X[va], int(y.max()) + 1))
+        )
+        progress(
+            f"  {name}: fold {i}/{folds} {metric}={result.fold_scores[-1]:.4f} fit {result.fit_times[-1]:.2f}s"
+        )
+    return result
 
 
 def _full_proba(estimator: Any, X: np.ndarray, k: int) -> np.ndarray:
@@ -252,36 +349,55 @@ def search(
     spec: ModelSpec,
     progress: Progress,
 ) -> tuple[CandidateResult, dict[str, Any]]:
-    """Seeded random search around the winning candidate until the time budget is spent."""
-    budget = spec.training.search_budget_s
-    deadline = time.monotonic() + budget
-    sampler = ParameterSampler(SEARCH_SPACES[best.candidate], n_iter=10_000, random_state=spec.seed)
-    trials: list[dict[str, Any]] = []
-    fixed = spec.training.params.get(best.candidate, {})
+    """Seeded random search around the winning candidate: ``search_trials`` trials at most.
+
+    ``search_budget_s`` bounds the time: the deadline is checked before every fold, so
+    the search overshoots it by one fold at most, and a trial it interrupts is
+    discarded. The trials that count are thus always the first N of the same seeded
+    sequence: when the budget does not cut the search short, the result does not
+    depend on the machine's speed.
+    """
+    t = spec.training
+    started = time.monotonic()
+    deadline = started + t.search_budget_s
+    sampler = ParameterSampler(SEARCH_SPACES[best.candidate], n_iter=t.search_trials, random_state=spec.seed)
+    fixed = t.params.get(best.candidate, {})
+    history: list[dict[str, Any]] = []
+    cut_short = False
     for i, sampled in enumerate(sampler, start=1):
-        if time.monotonic() >= deadline:
-            break
-        params = {**sampled, **fixed}  # the spec's explicit choices are not searched
-        result = cross_validate(
+        trial = cross_validate(
             best.candidate,
-            params,
+            {**sampled, **fixed},  # the spec's explicit choices are not searched
             schema,
             X,
             y,
-            folds=spec.training.folds,
-            metric=spec.training.metric,
+            folds=t.folds,
+            metric=t.metric,
             seed=spec.seed,
             progress=lambda _m: None,
+            deadline=deadline,
         )
-        trials.append({"params": _jsonable(result.params), "mean_score": result.mean_score})
-        progress(f"  search trial {i}: {spec.training.metric}={result.mean_score:.4f}")
-        if result.mean_score > best.mean_score:
-            best = result
+        if len(trial.fold_scores) < t.folds:
+            cut_short = True
+            break
+        history.append({"params": _jsonable(trial.params), "mean_score": trial.mean_score})
+        progress(f"  search trial {i}/{t.search_trials}: {t.metric}={trial.mean_score:.4f}")
+        if trial.mean_score > best.mean_score:
+            best = trial
+    elapsed = time.monotonic() - started
+    progress(
+        f"search: {len(history)} of {t.search_trials} trials in {elapsed:.1f}s"
+        + (f", cut short by the {t.search_budget_s:g}s budget" if cut_short else "")
+        + f"; best {t.metric}={best.mean_score:.4f}"
+    )
     info = {
-        "budget_s": budget,
-        "trials": len(trials),
+        "budget_s": t.search_budget_s,
+        "max_trials": t.search_trials,
+        "trials": len(history),
+        "cut_short": cut_short,
+        "elapsed_s": round(elapsed, 3),
         "best_params": _jsonable(best.params),
-        "history": trials,
+        "history": history,
     }
     return best, info
 
@@ -292,6 +408,7 @@ def train(
     """Train ``spec`` and publish one version; nothing is written if any step fails."""
     say = progress or (lambda _m: None)
     started = time.perf_counter()
+    check_params(spec)
     d = spec.data
     say(f"reading {', '.join(d.train)}")
     campaign_labels = None
@@ -303,14 +420,7 @@ def train(
     kinds = feature_kinds(spec, train_data.frame, source=train_data.source)
     if d.test:
         test_data = read_labelled(spec, d.test)
-        extra = [c for c in test_data.frame.columns if c not in train_data.frame.columns]
-        if extra:
-            raise DataError(
-                f"{test_data.source}: columns the training data lacks: {', '.join(map(str, extra))}"
-            )
-        unseen = sorted(set(test_data.labels) - set(classes))
-        if unseen:
-            raise DataError(f"{test_data.source}: label values not in the training data: {', '.join(unseen)}")
+        check_held_out(spec, train_data, test_data, classes)
         overlap = np.intersect1d(train_data.ids, test_data.ids)
         if overlap.size:
             # Real data sets do this (editquality has one such edit); it inflates held-out
@@ -358,11 +468,16 @@ def train(
     say(f"best candidate: {winner.candidate} ({spec.training.metric}={winner.mean_score:.4f})")
     search_info = None
     if spec.training.search_budget_s > 0:
-        say(f"searching {winner.candidate} hyperparameters for {spec.training.search_budget_s:g}s")
+        say(
+            f"searching {winner.candidate} hyperparameters: {spec.training.search_trials} trials, "
+            f"at most {spec.training.search_budget_s:g}s"
+        )
         winner, search_info = search(winner, schema, X, y, spec=spec, progress=say)
 
     say(f"refitting {winner.candidate} on all {len(X)} training rows")
+    refit_started = time.perf_counter()
     estimator = _fit(build_estimator(winner.candidate, winner.params, schema, spec.seed), X, y, schema)
+    refit_s = time.perf_counter() - refit_started
     proba = _full_proba(estimator, X_test, len(classes))
     sensitive = {
         a: test_data.frame[a].astype(str).where(test_data.frame[a].notna(), "(missing)").to_numpy()
@@ -393,11 +508,15 @@ def train(
         "train_rows": len(X),
         "test_rows": len(X_test),
         "task": "binary" if positive is not None else "multiclass",
+        "params": _jsonable(winner.params),
+        "refit_s": round(refit_s, 3),
         "libraries": _library_versions(),
         "assay": assay.__version__,
         "python": platform.python_version(),
         "training_seconds": round(time.perf_counter() - started, 3),
     }
+    if search_info:
+        lineage["search"] = {k: search_info[k] for k in ("trials", "max_trials", "cut_short", "budget_s")}
     summary = summarize(ev, positive)
     facts = {
         "model": spec.name,

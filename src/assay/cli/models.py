@@ -57,11 +57,19 @@ def train_command(ws: Workspace, spec_path: str) -> None:
         )
     )
     record = result.record
-    click.echo(f"\nchosen: {result.winner.candidate} -> {record.ref}")
+    click.echo(
+        f"\nchosen: {result.winner.candidate} -> {record.ref} "
+        f"(refit on all {record.lineage['train_rows']} training rows in {record.lineage['refit_s']:.2f}s)"
+    )
+    click.echo(f"hyperparameters: {_params(result.winner.params)}")
     _print_summary(record.summary)
     aliases = ", ".join(f"{a}={v}" for a, v in sorted(ws.registry.aliases(record.model).items()))
     click.echo(f"aliases: {aliases}")
     click.echo(f"model card: {record.directory / 'card.html'}")
+
+
+def _params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(params.items())) or "-"
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -107,6 +115,14 @@ def show_command(ws: Workspace, ref: str, as_json: bool) -> None:
     )
     if card.get("description"):
         click.echo(card["description"])
+    click.echo(f"hyperparameters: {_params(card['params'])}")
+    search = card.get("search")
+    if search:
+        # Versions trained before the trial cap recorded neither the cap nor the cut.
+        click.echo(
+            f"search: {search['trials']} of {search.get('max_trials', '?')} trials"
+            + (f", cut short by the {search['budget_s']:g}s budget" if search.get("cut_short") else "")
+        )
     click.echo(f"held-out rows: {ev['n']}  counts: " + ", ".join(f"{k}={v}" for k, v in ev["counts"].items()))
     stats = ["precision", "recall", "f1", "accuracy", "match_rate", "filter_rate", "fpr", "roc_auc", "pr_auc"]
     rows = [[cls, *[s.get(k) for k in stats]] for cls, s in ev["per_class"].items()]
