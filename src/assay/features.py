@@ -31,6 +31,13 @@ _LOOKUP_CHUNK = 900
 _WRITE_CHUNK = 2000
 MAX_ID_LENGTH = 200  # the width of feature_rows.item_id
 
+# Built once: constructing a select costs more than running it on SQLite.
+_ROW = sa.select(db.feature_rows.c.item_id, db.feature_rows.c.features).where(
+    db.feature_rows.c.model == sa.bindparam("model")
+)
+_LOOKUP_ONE = _ROW.where(db.feature_rows.c.item_id == sa.bindparam("item_id"))
+_LOOKUP_MANY = _ROW.where(db.feature_rows.c.item_id.in_(sa.bindparam("ids", expanding=True)))
+
 
 class FeatureTable:
     """Feature rows in the store, by (model, item id)."""
@@ -40,17 +47,16 @@ class FeatureTable:
 
     def lookup(self, model: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The stored features of those of ``ids`` that the model's table has."""
-        table = db.feature_rows
         found: dict[str, dict[str, Any]] = {}
         unique = list(dict.fromkeys(ids))
         with self.engine.connect() as conn:
+            if len(unique) == 1:  # the id-only request of the hot path: no IN list to expand
+                rows = conn.execute(_LOOKUP_ONE, {"model": model, "item_id": unique[0]})
+                found.update({row.item_id: row.features for row in rows})
+                return found
             for start in range(0, len(unique), _LOOKUP_CHUNK):
                 chunk = unique[start : start + _LOOKUP_CHUNK]
-                rows = conn.execute(
-                    sa.select(table.c.item_id, table.c.features).where(
-                        table.c.model == model, table.c.item_id.in_(chunk)
-                    )
-                )
+                rows = conn.execute(_LOOKUP_MANY, {"model": model, "ids": chunk})
                 found.update({row.item_id: row.features for row in rows})
         return found
 
