@@ -5,21 +5,25 @@ from __future__ import annotations
 import time
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 
+import anyio
+import httpx
 import krippendorff
 import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 from sklearn.metrics import cohen_kappa_score
 
 from assay import agreement, db, judgments, reviews
 from assay.campaigns import CampaignOptions, create_campaign, parse_rule
-from assay.cli import main
 from assay.errors import Conflict, DataError, Forbidden, InvalidInput
 from assay.features import FeatureTable
-from tests.reviewing import campaign, items_file, scorer_for, users
+from assay.settings import Settings
+from assay.web.app import create_app
+from tests.conftest import edits_frame
+from tests.reviewing import PASSWORD, campaign, items_file, scorer_for, users
 
 TTL = 3600
 
@@ -495,74 +499,73 @@ def test_campaign_rule_prefers_the_most_endorsed_unless_an_admin_chose(ws, sourc
 
 # --- scale -------------------------------------------------------------------------------------
 
+SLOW_S = 5.0  # far above what any step takes; only a step that walks every item gets near it
 
-def test_a_100000_item_campaign_stays_fast(ws, source):
-    """Claims, labels, progress and agreement never load the items: each stays well under a second."""
-    c = campaign(ws, source, size=1)
-    features = {"words_added": 1}
-    rows = [
-        {
-            "campaign_id": c.id, "position": k + 1, "item_id": f"big-{k}", "features": features,
-            "probabilities": {"False": 0.7, "True": 0.3}, "prediction": "False", "claimed": 0, "available": True,
-        }
-        for k in range(100_000)
-    ]  # fmt: skip
-    with ws.engine.begin() as conn:
-        conn.execute(sa.insert(db.campaign_items), rows)
-        # Late in the campaign: all but the last 500 items already hold their labels.
-        conn.execute(
-            sa.update(db.campaign_items)
-            .where(db.campaign_items.c.campaign_id == c.id, db.campaign_items.c.position < 99_500)
-            .values(claimed=1, available=False)
-        )
-        conn.execute(sa.update(db.campaigns).where(db.campaigns.c.id == c.id).values(item_count=100_001))
-    c = reviews.get_campaign(ws.engine, c.name)
-    ana, ben = users(ws, "ana", "ben")
+
+async def _timed_pages(home: Path, name: str) -> dict[str, float]:
+    """Render the reviewer's page and the admin's page of campaign ``name`` through the real app."""
+    app = create_app(Settings.load(home=home, environ={}))
     timings = {}
-    for user in (ana, ben):
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        for username, page, shows in [
+            ("ana", f"/review/campaigns/{name}/work", 'id="item-id"'),
+            ("root", f"/review/campaigns/{name}", '<dd id="label-count">40 of 200000'),
+        ]:
+            r = await client.post("/v1/session", json={"username": username, "password": PASSWORD})
+            assert r.status_code == 200, r.text
+            start = time.perf_counter()
+            r = await client.get(page)
+            timings[f"{username}'s page"] = time.perf_counter() - start
+            assert r.status_code == 200 and shows in r.text, r.text[-2000:]
+    return timings
+
+
+def test_a_100000_item_campaign_stays_fast(ws, trained_home, tmp_path):
+    """A campaign made from 100,000 items: claims, labels, pages and agreement never load them all.
+
+    The timings are printed (``-s`` shows them), not asserted: speed is measured in
+    ``bench/``; the ceiling only catches a step that grew with the campaign.
+    """
+    big = tmp_path / "big.parquet"
+    edits_frame(100_000, seed=3).drop(columns=["reverted"]).to_parquet(big, index=False)
+    timings = {}
+    start = time.perf_counter()
+    # No explanations: they are the costly part of scoring and do not change what is measured here.
+    c = campaign(ws, big, name="big", size=None, labels_per_item=2, explain=0)
+    timings["create"] = time.perf_counter() - start
+    assert c.item_count == 100_000
+    users(ws, "root", role="admin")
+    ana, ben = users(ws, "ana", "ben")
+    for user, choose in ((ana, lambda k: "True"), (ben, lambda k: "True" if k % 3 else "False")):
         start = time.perf_counter()
         w = reviews.take_workset(ws.engine, c, user, size=20, ttl_s=TTL)
         timings["take"] = max(timings.get("take", 0), time.perf_counter() - start)
         assert w.total == 20
         start = time.perf_counter()
-        for item in w.items:
-            reviews.submit_label(ws.engine, c, user, item.item_id, "True", ttl_s=TTL)
+        for k, item in enumerate(w.items):
+            reviews.submit_label(ws.engine, c, user, item.item_id, choose(k), ttl_s=TTL)
         timings["label"] = max(timings.get("label", 0), (time.perf_counter() - start) / 20)
+    start = time.perf_counter()
+    assert reviews.take_workset(ws.engine, c, ana, size=20, ttl_s=TTL).total == 20  # what her page shows
+    timings["take again"] = time.perf_counter() - start
+    timings |= anyio.run(_timed_pages, trained_home, c.name)
+    loaded = ws.registry.load(ws.registry.get(c.model, c.model_version))
     for name, fn in [
         ("progress", lambda: reviews.progress(ws.engine, c)),
         ("agreement", lambda: agreement.summary(ws.engine, c)),
         ("disagreements", lambda: agreement.disagreements(ws.engine, c)),
-        ("versus", lambda: agreement.model_vs_labels(ws.engine, c, {})),
-        ("workset", lambda: reviews.get_workset(ws.engine, c, ana)),
+        ("versus", lambda: agreement.model_vs_labels(ws.engine, c, loaded.operating_points)),
     ]:
         start = time.perf_counter()
-        fn()
+        result = fn()
         timings[name] = time.perf_counter() - start
-    slow = {k: round(v, 3) for k, v in timings.items() if v > 1.0}
-    assert not slow, f"too slow on 100,000 items: {slow}"
-
-
-# --- the CLI -------------------------------------------------------------------------------------
-
-
-def test_cli_users_campaigns_and_export(trained_home, source, tmp_path):
-    def run(*args, **kw):
-        result = CliRunner().invoke(main, ["--home", str(trained_home), *args], **kw)
-        assert result.exit_code == 0, result.output
-        return result.output
-
-    assert "created admin root" in run(
-        "user", "create", "root", "--role", "admin", "--password-stdin", input="pw-123456\n"
-    )
-    assert "root" in run("user", "list")
-    out = run(
-        "campaign", "create", "cli", "--model", "damaging", "--source", str(source), "--id-column", "rev_id",
-        "--size", "6", "--auto-rule", "user_is_anon == false -> False", "--created-by", "root",
-    )  # fmt: skip
-    assert "campaign cli: 6 items" in out
-    assert "cli" in run("campaign", "list")
-    assert "Krippendorff's alpha (nominal): -" in run("campaign", "show", "cli")
-    out = run("labels", "export", "cli", "--output", str(tmp_path / "labels.parquet"), "--all")
-    assert "wrote 6 rows" in out
-    bad = CliRunner().invoke(main, ["--home", str(trained_home), "campaign", "show", "nope"])
-    assert bad.exit_code == 1 and "no campaign named 'nope'" in bad.output
+    assert result["resolved_items"] == 13  # the items ana and ben agree on; the rest are ties
+    kappa = agreement.summary(ws.engine, c)["pairwise_kappa"]
+    assert [(k["a"], k["b"], k["items"]) for k in kappa] == [("ana", "ben", 20)]
+    print("100,000 items, seconds:", {k: round(v, 3) for k, v in timings.items()})
+    slow = {k: round(v, 3) for k, v in timings.items() if k != "create" and v > SLOW_S}
+    assert not slow, f"grew with the campaign (100,000 items): {slow}"
