@@ -233,8 +233,10 @@ assignments = sa.Table(
         "campaign_item_id", sa.Integer, sa.ForeignKey("campaign_items.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
-    sa.Column("slot", sa.Integer, nullable=True),  # NULL once skipped: the slot goes back to the pool
-    sa.Column("state", sa.String(10), nullable=False),  # open | done | skipped
+    # NULL once skipped or expired: the slot goes back to the pool, the row keeps the item from
+    # coming back to this reviewer.
+    sa.Column("slot", sa.Integer, nullable=True),
+    sa.Column("state", sa.String(10), nullable=False),  # open | done | skipped | expired
     sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("campaign_item_id", "user_id", name="uq_assignments_item_user"),
