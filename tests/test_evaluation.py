@@ -322,6 +322,39 @@ def test_multiclass_stats_agree_with_sklearn() -> None:
     assert list(result["thresholds"]) == classes == list(result["calibration"]["curve"])
 
 
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_averaged_accuracy_match_and_filter_rates_by_brute_force(task: str) -> None:
+    if task == "binary":
+        y, proba = binary_data()
+        classes, positive = ["no", "yes"], "yes"
+        pred = np.where(proba[:, 1] >= 0.5, "yes", "no")
+    else:
+        y, proba, classes = multiclass_data()
+        positive = None
+        pred = np.array(classes)[proba.argmax(axis=1)]
+    result = evaluate(y, proba, classes, positive=positive)
+    # One yes/no decision per (item, class): right when "is c" and "predicted c" agree.
+    accuracy, match_rate = {}, {}
+    for c in classes:
+        decisions = [(truth == c, predicted == c) for truth, predicted in zip(y, pred, strict=True)]
+        accuracy[c] = sum(is_c == said_c for is_c, said_c in decisions) / len(decisions)
+        match_rate[c] = sum(said_c for _, said_c in decisions) / len(decisions)
+        assert close(result["per_class"][c]["accuracy"], accuracy[c])
+        assert close(result["per_class"][c]["match_rate"], match_rate[c])
+    micro, macro = result["micro"], result["macro"]
+    # Every class has n decisions, so pooling them (micro) and averaging classes (macro) agree here.
+    for averaged in (micro, macro):
+        assert close(averaged["accuracy"], sum(accuracy.values()) / len(classes))
+        assert close(averaged["match_rate"], sum(match_rate.values()) / len(classes))
+        assert close(averaged["filter_rate"], 1 - sum(match_rate.values()) / len(classes))
+    # One predicted class per item: 1/k of the (item, class) pairs are flagged, and each wrong
+    # item is one false positive and one false negative.
+    errors = int(np.sum(pred != y))
+    assert close(micro["match_rate"], 1 / len(classes))
+    assert close(micro["accuracy"], 1 - 2 * errors / (len(y) * len(classes)))
+    assert close(micro["precision"], 1 - errors / len(y))
+
+
 def test_result_is_plain_json_even_when_degenerate() -> None:
     y, proba, classes = multiclass_data(n=50)
     y = np.where(y == "b", "stub", y)  # class "b" never occurs: its AUCs are undefined

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from html.parser import HTMLParser
 from typing import Any
 
@@ -11,10 +12,11 @@ import pytest
 
 from assay.evaluation import answer_threshold_query, evaluate
 from assay.reports import model_card
+from assay.workspace import Workspace
 
 
 class _Structure(HTMLParser):
-    """Collects tags and script content, and checks every opened element is closed."""
+    """Collects tags and the kind of each figure, and checks every opened element is closed."""
 
     VOID = {"meta", "br", "hr", "img", "input", "link", "path", "use", "rect", "circle", "line", "stop"}
 
@@ -22,9 +24,15 @@ class _Structure(HTMLParser):
         super().__init__()
         self.tags: list[str] = []
         self.stack: list[str] = []
+        # (data-plot, whether an svg is inside) for each <figure>, in page order.
+        self.figures: list[tuple[str | None, bool]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
+        if tag == "figure":
+            self.figures.append((dict(attrs).get("data-plot"), False))
+        elif tag == "svg" and "figure" in self.stack:
+            self.figures[-1] = (self.figures[-1][0], True)
         if tag not in self.VOID:
             self.stack.append(tag)
 
@@ -44,6 +52,16 @@ def parse(html: str) -> _Structure:
     parser.close()
     assert parser.stack == []
     return parser
+
+
+def plots(html: str) -> Counter[str]:
+    """How many figures of each kind the card shows; every figure names its kind and holds a plot."""
+    figures = parse(html).figures
+    assert all(kind and has_svg for kind, has_svg in figures), figures
+    return Counter(kind for kind, _ in figures)
+
+
+EVERY_PLOT = ("roc", "pr", "calibration", "thresholds", "cv-scores", "fit-times", "fairness", "importance")
 
 
 def facts_for(task: str, **overrides: Any) -> dict[str, Any]:
@@ -134,8 +152,8 @@ def test_card_renders_every_section(task: str) -> None:
     assert html.startswith("<!DOCTYPE html>")
     assert "script" not in structure.tags  # no JavaScript at all
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # no external assets
-    # ROC, PR, calibration, thresholds, fairness, importance, candidates.
-    assert structure.tags.count("svg") >= 7
+    # One fairness figure per class the task is about: the positive class, or every class.
+    assert plots(html) == Counter(EVERY_PLOT) + Counter({"fairness": 0 if task == "binary" else 2})
     for heading in (
         "Performance",
         "Thresholds",
@@ -207,5 +225,20 @@ def test_card_tolerates_partial_evaluation() -> None:
     for key in ("roc_curve", "calibration", "fairness", "thresholds"):
         evaluation.pop(key)
     html = model_card({**facts, "evaluation": evaluation})
-    parse(html)
-    assert "Precision-recall curve" in html and "ROC curve" not in html
+    assert plots(html) == Counter(["pr", "cv-scores", "fit-times", "importance"])
+
+
+def test_card_shows_only_the_comparisons_it_has_numbers_for() -> None:
+    comparison = [{"candidate": "no times", "fold_scores": [0.5, None], "mean_score": 0.5}]
+    assert plots(model_card(facts_for("binary", comparison=comparison)))["fit-times"] == 0
+
+
+def test_cards_from_training_show_every_plot(trained_workspace: Workspace) -> None:
+    reg = trained_workspace.registry
+    binary = (reg.resolve("damaging").directory / "card.html").read_text(encoding="utf-8")
+    assert plots(binary) == Counter(EVERY_PLOT)  # one sensitive attribute, about the positive class
+    # No sensitive attributes in the multiclass spec: no fairness figure, everything else.
+    multiclass = (reg.resolve("quality").directory / "card.html").read_text(encoding="utf-8")
+    assert plots(multiclass) == Counter(p for p in EVERY_PLOT if p != "fairness")
+    for cls in ("stub", "start", "good"):
+        assert f"{cls} (AUC" in multiclass  # a ROC curve per class

@@ -82,7 +82,9 @@ def import_bundle(
     """Check a bundle and write its files into ``dest_dir`` (which must not exist or be empty).
 
     Returns (record, manifest). Nothing lands in ``dest_dir`` unless every file matches the
-    bundle's manifest: files go to a temp dir beside it and are moved in at the end.
+    bundle's manifest: files go to a temp dir beside it and are moved in at the end. The record
+    is returned as the header holds it: only its being an object is checked here, and its
+    meaning is the caller's to check against the files (``Registry.import_`` does).
 
     The manifest travels inside the bundle, so the hash checks catch corruption, not a
     forger who rewrites both; pass ``expected_sha256`` (the bundle's own hash, obtained

@@ -397,15 +397,20 @@ def evaluate(
     predicted = pred_idx[:, None] == np.arange(k)[None, :]
 
     per_class = {c: _class_stats(indicator[:, i], predicted[:, i], p[:, i]) for i, c in enumerate(classes)}
+    # Micro: every rate from the one-vs-rest counts summed over classes, i.e. over all n * k
+    # (item, class) decisions, as sklearn's average="micro" does for precision/recall/F1. With one
+    # predicted class per item that makes precision = recall = F1 = accuracy, accuracy the share
+    # of correct (item, class) decisions (1 - 2 * errors / (n * k)), match rate the share of
+    # (item, class) pairs flagged (1 / k) and filter rate its complement.
     totals = [float(sum(per_class[c][count] for c in classes)) for count in COUNTS]
     micro_rates = _rates(*(np.array(total) for total in totals))
-    micro = {name: _num(micro_rates[name]) for name in ("precision", "recall", "f1", "fpr")}
+    micro = {name: _num(micro_rates[name]) for name in RATES}
     # Micro ROC/PR AUC: sklearn's average="micro", i.e. over the flattened indicator matrix.
     micro["roc_auc"] = _roc_auc(indicator.ravel(), p.ravel())
     micro["pr_auc"] = _pr_auc(indicator.ravel(), p.ravel())
+    # Macro: the unweighted mean of the per-class values that are defined.
     macro = {
-        name: _mean_defined([per_class[c][name] for c in classes])
-        for name in ("precision", "recall", "f1", "fpr", "roc_auc", "pr_auc")
+        name: _mean_defined([per_class[c][name] for c in classes]) for name in (*RATES, "roc_auc", "pr_auc")
     }
 
     # Binary tasks are about the positive class; multiclass tasks about every class.

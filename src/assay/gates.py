@@ -71,7 +71,8 @@ def _result(
         "value": value,
         "limit": limit,
         "passed": passed,
-        "message": message,
+        # Named by kind as well as stat: a stat can have a minimum and a regression gate at once.
+        "message": f"{gate} gate: {message}",
         **extra,
     }
 

@@ -9,6 +9,8 @@ every move of an alias is recorded with who, when and why.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import shutil
 import tempfile
 import threading
@@ -22,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from assay import db
-from assay.artifacts import Predictor, load_model, sha256_file
+from assay.artifacts import BUNDLE_JSON, Predictor, load_model, sha256_file
 from assay.bundles import export_bundle, import_bundle
 from assay.errors import ArtifactError, Conflict, GateFailed, InvalidInput, NotFound
 from assay.schema import FeatureSchema
@@ -231,7 +233,10 @@ class Registry:
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != expected:
             raise ArtifactError(f"{record.ref}: {path} is truncated or modified (hash mismatch)")
-        return orjson.loads(data)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:  # the manifest vouches for the bytes, not that they are JSON
+            raise ArtifactError(f"{record.ref}: {name} is not valid JSON: {exc}") from exc
 
     def load(self, record: VersionRecord) -> LoadedModel:
         """The version ready to score; loaded once per process and kept (versions never change)."""
@@ -242,27 +247,63 @@ class Registry:
         with self._lock:
             loaded = self._loaded.get(key)
             if loaded is None:
-                card = self.read_json(record, "card.json")
-                model_files = {k: v for k, v in record.manifest.items() if k.startswith("model.")}
-                loaded = LoadedModel(
-                    record=record,
-                    predictor=load_model(record.directory, model_files),
-                    schema=FeatureSchema.from_dict(self.read_json(record, "schema.json")),
-                    classes=list(card["classes"]),
-                    positive=card.get("positive"),
-                    evaluation=self.read_json(record, "evaluation.json"),
-                    card=card,
-                    operating_points={
-                        name: {
-                            "query": op["query"],
-                            "class": op.get("class"),
-                            "threshold": (op.get("answer") or {}).get("threshold"),
-                        }
-                        for name, op in (card.get("operating_points") or {}).items()
-                    },
-                )
+                loaded = self._assemble(record)
                 self._loaded[key] = loaded
         return loaded
+
+    def _assemble(self, record: VersionRecord) -> LoadedModel:
+        """Read a version's files (hash-checked; the model without running its code) and check that
+        they agree with each other: the card's and evaluation's classes, the model's width and the
+        schema. ``import_`` runs this on a bundle's files before it registers them."""
+        card = self.read_json(record, "card.json")
+        evaluation = self.read_json(record, "evaluation.json")
+        model_files = {k: v for k, v in record.manifest.items() if k.startswith("model.")}
+        predictor = load_model(record.directory, model_files)
+        try:
+            schema = FeatureSchema.from_dict(self.read_json(record, "schema.json"))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ArtifactError(f"{record.ref}: schema.json is not a feature schema ({exc!r})") from exc
+        if not isinstance(card, dict) or not isinstance(evaluation, dict):
+            raise ArtifactError(f"{record.ref}: card.json and evaluation.json must be JSON objects")
+        classes, positive = card.get("classes"), card.get("positive")
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise ArtifactError(f"{record.ref}: card.json classes must be a list of class names")
+        if (evaluation.get("classes"), evaluation.get("positive")) != (classes, positive):
+            raise ArtifactError(
+                f"{record.ref}: evaluation.json is about classes {evaluation.get('classes')!r} "
+                f"(positive {evaluation.get('positive')!r}), card.json about {classes!r} (positive {positive!r})"
+            )
+        if predictor.n_classes != len(classes):
+            raise ArtifactError(
+                f"{record.ref}: the model predicts {predictor.n_classes} classes, card.json names {len(classes)}"
+            )
+        if predictor.n_features != len(schema.features):
+            raise ArtifactError(
+                f"{record.ref}: the model takes {predictor.n_features} features, "
+                f"schema.json describes {len(schema.features)}"
+            )
+        points = card.get("operating_points") or {}
+        if not isinstance(points, dict) or not all(
+            isinstance(op, dict) and isinstance(op.get("query"), str) for op in points.values()
+        ):
+            raise ArtifactError(f"{record.ref}: card.json operating_points must map names to {{query, ...}}")
+        return LoadedModel(
+            record=record,
+            predictor=predictor,
+            schema=schema,
+            classes=list(classes),
+            positive=positive,
+            evaluation=evaluation,
+            card=card,
+            operating_points={
+                name: {
+                    "query": op["query"],
+                    "class": op.get("class"),
+                    "threshold": (op.get("answer") or {}).get("threshold"),
+                }
+                for name, op in points.items()
+            },
+        )
 
     # --- writing --------------------------------------------------------------
 
@@ -401,12 +442,25 @@ class Registry:
         return record
 
     def import_(self, path: Path) -> VersionRecord:
-        """Add a bundle's version as the next version of its model in this workspace."""
+        """Add a bundle's version as the next version of its model in this workspace.
+
+        A bundle is untrusted, and promotion gates read the summary, so before anything is added:
+        the record must have a version's shape, the version's files must load and agree (the model
+        through the safe loader), and the summary stored is the one its evaluation gives; a header
+        that claims other numbers is refused.
+        """
+        path = Path(path)
         staging_root = self.artifacts_path / ".import"
         staging_root.mkdir(parents=True, exist_ok=True)
         dest = Path(tempfile.mkdtemp(dir=staging_root))
         try:
-            record, _manifest = import_bundle(path, dest)
+            try:
+                record, manifest = import_bundle(path, dest)
+                staged = _staged_record(record, manifest, dest)
+                loaded = self._assemble(staged)
+                summary = _bundle_summary(record["summary"], loaded.evaluation)
+            except ArtifactError as exc:
+                raise ArtifactError(f"bundle {path.name}: {exc.message}") from exc
             lineage = dict(record["lineage"])
             lineage["imported_from"] = {
                 "model": record["model"],
@@ -415,18 +469,105 @@ class Registry:
                 "bundle_sha256": sha256_file(path),
             }
             # The imported version's own number is assigned here; the card keeps the original.
-            spec = record["spec"]
             return self.add(
                 name=record["model"],
-                task=spec.get("task", lineage.get("task", "binary")),
+                task="multiclass" if loaded.positive is None else "binary",
                 staging=dest,
                 candidate=record["candidate"],
-                spec=spec,
+                spec=record["spec"],
                 spec_hash=record["spec_hash"],
                 data_fingerprint=record["data_fingerprint"],
-                summary=record["summary"],
+                summary=summary,
                 lineage=lineage,
             )
         finally:
             if dest.exists():
                 shutil.rmtree(dest, ignore_errors=True)
+
+
+# What a bundle's record must hold (VersionRecord.to_dict): each field's type, and its JSON name.
+_RECORD_FIELDS: dict[str, tuple[type, str]] = {
+    "model": (str, "a string"),
+    "version": (int, "an integer"),
+    "created_at": (str, "a string"),
+    "candidate": (str, "a string"),
+    "spec": (dict, "an object"),
+    "spec_hash": (str, "a string"),
+    "data_fingerprint": (str, "a string"),
+    "summary": (dict, "an object"),
+    "lineage": (dict, "an object"),
+}
+_GATE_KINDS = ("minimum", "max_regression", "fairness")
+
+
+def _staged_record(record: dict[str, Any], manifest: dict[str, str], directory: Path) -> VersionRecord:
+    """A bundle's record as a VersionRecord over its unpacked files, once its shape is checked."""
+    where = f"{BUNDLE_JSON} record"
+    for key, (kind, json_name) in _RECORD_FIELDS.items():
+        if key not in record:
+            raise ArtifactError(f"{where} has no {key!r}")
+        value = record[key]
+        # bool is an int to Python, not to a version number.
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ArtifactError(f"{where}: {key} must be {json_name}, got {json.dumps(value)[:60]}")
+    check_name(record["model"])
+    try:
+        created_at = datetime.fromisoformat(record["created_at"])
+    except ValueError:
+        raise ArtifactError(f"{where}: created_at {record['created_at']!r} is not an ISO timestamp") from None
+    # Promotion reads the spec's gates: under each kind, stat names to numbers.
+    gates = record["spec"].get("gates", {})
+    for kind in _GATE_KINDS:
+        limits = gates.get(kind, {}) if isinstance(gates, dict) else None
+        if not isinstance(limits, dict) or not all(_is_number(v) for v in limits.values()):
+            raise ArtifactError(f"{where}: spec.gates.{kind} must map stat names to numbers")
+    return VersionRecord(
+        model=record["model"],
+        version=record["version"],
+        created_at=created_at,
+        candidate=record["candidate"],
+        spec=record["spec"],
+        spec_hash=record["spec_hash"],
+        data_fingerprint=record["data_fingerprint"],
+        summary=record["summary"],
+        lineage=record["lineage"],
+        manifest=manifest,
+        directory=directory,
+    )
+
+
+def _bundle_summary(claimed: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The summary ``evaluation`` gives, after refusing a header that claims other numbers."""
+    from assay.training import summarize
+
+    try:
+        summary = summarize(evaluation, evaluation.get("positive"))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"evaluation.json lacks what its summary is made of ({exc!r})") from exc
+    differences = _differences(claimed, summary, "summary")
+    if differences:
+        raise ArtifactError(
+            f"{BUNDLE_JSON} record disagrees with evaluation.json: " + "; ".join(differences[:5])
+        )
+    return summary
+
+
+def _differences(claimed: Any, actual: Any, key: str) -> list[str]:
+    """Where ``claimed`` says something ``actual`` does not, as readable lines (keys it omits are fine:
+    the actual summary is what gets stored)."""
+    if isinstance(claimed, dict) and isinstance(actual, dict):
+        return [line for k, v in claimed.items() for line in _differences(v, actual.get(k), f"{key}.{k}")]
+    # The summary has been through the store's JSON (PostgreSQL keeps numbers as decimals):
+    # equal to rounding is equal.
+    if claimed == actual or (
+        _is_number(claimed)
+        and _is_number(actual)
+        and math.isclose(claimed, actual, rel_tol=1e-9, abs_tol=1e-12)
+    ):
+        return []
+    return [f"{key} is {claimed!r}, evaluation.json gives {actual!r}"]
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int to Python, not to a statistic.
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -183,24 +183,22 @@ def _calibration_plot(ev: dict[str, Any]) -> Markup | None:
     return _svg(fig)
 
 
-def _comparison_plot(comparison: list[dict[str, Any]], chosen: str | None) -> Markup | None:
-    entries = [e for e in comparison if e.get("fold_scores")]
+def _comparison_plot(
+    comparison: list[dict[str, Any]], chosen: str | None, key: str, ylabel: str
+) -> Markup | None:
+    """A box per candidate of one per-fold list (``fold_scores`` or ``fit_times``), the chosen one in bold."""
+    entries = [e for e in comparison if e.get(key)]
     if not entries:
         return None
-    fig, (score_ax, time_ax) = _figure(max(7.0, 1.3 * len(entries) * 2), 3.6, ncols=2)
-    names = [_label(e.get("candidate", "?")) for e in entries]
-    for ax, key, title in (
-        (score_ax, "fold_scores", "cross-validated score"),
-        (time_ax, "fit_times", "fit time (s)"),
-    ):
-        data = [_floats(e.get(key)) for e in entries]
-        ax.boxplot([d[np.isfinite(d)] for d in data])
-        ax.set_xticks(np.arange(1, len(names) + 1), names)
-        ax.set_title(title)
-        ax.tick_params(axis="x", rotation=20)
-        for tick, entry in zip(ax.get_xticklabels(), entries, strict=True):
-            if entry.get("candidate") == chosen:
-                tick.set_fontweight("bold")
+    fig, ax = _figure(max(4.6, 1.3 * len(entries)), 3.6)
+    data = [_floats(e.get(key)) for e in entries]
+    ax.boxplot([d[np.isfinite(d)] for d in data])
+    ax.set_xticks(np.arange(1, len(entries) + 1), [_label(e.get("candidate", "?")) for e in entries])
+    ax.set_ylabel(_label(ylabel))
+    ax.tick_params(axis="x", rotation=20)
+    for tick, entry in zip(ax.get_xticklabels(), entries, strict=True):
+        if entry.get("candidate") == chosen:
+            tick.set_fontweight("bold")
     return _svg(fig)
 
 
@@ -427,10 +425,19 @@ SUMMARY_FIELDS = (
 
 def _context(facts: dict[str, Any]) -> dict[str, Any]:
     ev = facts.get("evaluation") or {}
+    # Each figure's data-plot names its kind, so a reader (or a test) can tell which are present.
     plots = [
-        ("ROC curve", _roc_plot(ev)),
-        ("Precision-recall curve", _pr_plot(ev)),
-        ("Calibration (reliability diagram)", _calibration_plot(ev)),
+        ("roc", "ROC curve", _roc_plot(ev)),
+        ("pr", "Precision-recall curve", _pr_plot(ev)),
+        ("calibration", "Calibration (reliability diagram)", _calibration_plot(ev)),
+    ]
+    comparison = facts.get("comparison") or []
+    comparison_plots = [
+        (kind, title, _comparison_plot(comparison, facts.get("candidate"), key, ylabel))
+        for kind, key, title, ylabel in (
+            ("cv-scores", "fold_scores", "Cross-validation scores by fold", facts.get("metric") or "score"),
+            ("fit-times", "fit_times", "Fit times by fold", "seconds"),
+        )
     ]
     version = facts.get("version")
     return {
@@ -443,19 +450,23 @@ def _context(facts: dict[str, Any]) -> dict[str, Any]:
         "headline": _headline(ev) if ev else None,
         "confusion": _confusion(ev),
         "per_class": _per_class(ev),
-        "plots": [{"title": title, "svg": svg} for title, svg in plots if svg is not None],
+        "plots": _present(plots),
         "threshold_plot": _threshold_plot(ev, _operating_markers(facts)),
         "operating_points": _operating_points(facts),
         "fairness": _fairness(ev),
         "importance_plot": _importance_plot(facts.get("importance") or []),
         "comparison": _comparison(facts),
-        "comparison_plot": _comparison_plot(facts.get("comparison") or [], facts.get("candidate")),
+        "comparison_plots": _present(comparison_plots),
         "params": _key_values(facts.get("params")),
         "search": _search(facts.get("search")),
         "features": _features(facts),
         "sensitive": sorted(facts.get("sensitive") or []),
         "lineage": _lineage(facts),
     }
+
+
+def _present(plots: list[tuple[str, str, Markup | None]]) -> list[dict[str, Any]]:
+    return [{"kind": kind, "title": title, "svg": svg} for kind, title, svg in plots if svg is not None]
 
 
 def model_card(facts: dict[str, Any]) -> str:
