@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
@@ -67,8 +68,14 @@ def test_show_thresholds_promote_history(trained_home: Path) -> None:
 
 def test_export_import_between_homes(trained_home: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "m.assay"
-    assert run(trained_home, "export", "damaging", str(bundle))[0] == 0
-    code, out = run(tmp_path / "other", "import", str(bundle))
+    code, out = run(trained_home, "export", "damaging", str(bundle))
+    assert code == 0
+    published = re.search(r"sha256 ([0-9a-f]{64})", out)
+    assert published is not None
+    wrong = "0" * 64
+    code, out = run(tmp_path / "other", "import", str(bundle), "--sha256", wrong)
+    assert code == 1 and "Traceback" not in out
+    code, out = run(tmp_path / "other", "import", str(bundle), "--sha256", published[1])
     assert code == 0 and "imported as damaging@1" in out
     code, out = run(tmp_path / "other", "show", "damaging@1")
     assert code == 0

@@ -13,10 +13,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from assay.evaluation import evaluate
+from assay.evaluation import evaluate, summarize
 from assay.gates import check_gates
 from assay.registry import VersionRecord
-from assay.training import summarize
 from tests.conftest import EDITQUALITY_FEATURES, edits_frame
 
 

@@ -3,7 +3,8 @@
 This module owns everything assay says about how good a model is on held-out
 data: ORES-style per-class statistics, the full threshold table and the
 threshold query language (``maximum recall @ precision >= 0.9``), calibration,
-fairness by group (Fairlearn's definitions) and permutation feature importance.
+fairness by group (Fairlearn's definitions), permutation feature importance, and the
+headline summary that gates and listings read.
 
 Everything here is a pure function over numpy arrays, and every result is plain
 JSON (dicts, lists, str, int, float, None): no numpy scalars and no NaN; a
@@ -521,3 +522,20 @@ def permutation_importance(
         )
     # Stable sort keeps the caller's feature order among equal importances.
     return sorted(results, key=lambda r: -r["importance"])
+
+
+def summarize(ev: dict[str, Any], positive: str | None) -> dict[str, Any]:
+    """The headline numbers gates and listings use: positive class for binary, macro for multiclass."""
+    stats = ev["per_class"][positive] if positive is not None else ev["macro"]
+    out: dict[str, Any] = {k: stats.get(k) for k in ("roc_auc", "pr_auc", "f1", "precision", "recall")}
+    out["accuracy"] = ev.get("accuracy")
+    out["brier"] = ev["calibration"]["brier"]
+    fairness: dict[str, float] = {}
+    for attr in (ev.get("fairness") or {}).values():
+        blocks = [attr] if "equalized_odds_difference" in attr else list(attr.values())
+        for block in blocks:
+            for key in ("demographic_parity_difference", "equalized_odds_difference"):
+                if block.get(key) is not None:
+                    fairness[key] = max(fairness.get(key, 0.0), float(block[key]))
+    out["fairness"] = fairness
+    return out

@@ -27,6 +27,7 @@ from assay import db
 from assay.artifacts import BUNDLE_JSON, Predictor, load_model, sha256_file
 from assay.bundles import export_bundle, import_bundle
 from assay.errors import ArtifactError, Conflict, GateFailed, InvalidInput, NotFound
+from assay.evaluation import summarize
 from assay.schema import FeatureSchema
 
 DEFAULT_ALIAS = "production"
@@ -441,13 +442,14 @@ class Registry:
         export_bundle(record.directory, record.manifest, record.to_dict(), out)
         return record
 
-    def import_(self, path: Path) -> VersionRecord:
+    def import_(self, path: Path, *, expected_sha256: str | None = None) -> VersionRecord:
         """Add a bundle's version as the next version of its model in this workspace.
 
         A bundle is untrusted, and promotion gates read the summary, so before anything is added:
         the record must have a version's shape, the version's files must load and agree (the model
         through the safe loader), and the summary stored is the one its evaluation gives; a header
-        that claims other numbers is refused.
+        that claims other numbers is refused. Only ``expected_sha256`` (the hash the exporter
+        published) catches a forger who rewrote the evaluation and its manifest hash together.
         """
         path = Path(path)
         staging_root = self.artifacts_path / ".import"
@@ -455,7 +457,7 @@ class Registry:
         dest = Path(tempfile.mkdtemp(dir=staging_root))
         try:
             try:
-                record, manifest = import_bundle(path, dest)
+                record, manifest = import_bundle(path, dest, expected_sha256=expected_sha256)
                 staged = _staged_record(record, manifest, dest)
                 loaded = self._assemble(staged)
                 summary = _bundle_summary(record["summary"], loaded.evaluation)
@@ -538,8 +540,6 @@ def _staged_record(record: dict[str, Any], manifest: dict[str, str], directory: 
 
 def _bundle_summary(claimed: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
     """The summary ``evaluation`` gives, after refusing a header that claims other numbers."""
-    from assay.training import summarize
-
     try:
         summary = summarize(evaluation, evaluation.get("positive"))
     except (KeyError, TypeError, AttributeError) as exc:

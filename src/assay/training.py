@@ -517,7 +517,7 @@ def train(
     }
     if search_info:
         lineage["search"] = {k: search_info[k] for k in ("trials", "max_trials", "cut_short", "budget_s")}
-    summary = summarize(ev, positive)
+    summary = evaluation.summarize(ev, positive)
     facts = {
         "model": spec.name,
         "description": spec.description,
@@ -576,23 +576,6 @@ def train(
         except GateFailed as exc:
             say(f"not promoted to production: {exc.message}")
     return TrainResult(record, comparison, winner, ev, promoted, search_info)
-
-
-def summarize(ev: dict[str, Any], positive: str | None) -> dict[str, Any]:
-    """The headline numbers gates and listings use: positive class for binary, macro for multiclass."""
-    stats = ev["per_class"][positive] if positive is not None else ev["macro"]
-    out: dict[str, Any] = {k: stats.get(k) for k in ("roc_auc", "pr_auc", "f1", "precision", "recall")}
-    out["accuracy"] = ev.get("accuracy")
-    out["brier"] = ev["calibration"]["brier"]
-    fairness: dict[str, float] = {}
-    for attr in (ev.get("fairness") or {}).values():
-        blocks = [attr] if "equalized_odds_difference" in attr else list(attr.values())
-        for block in blocks:
-            for key in ("demographic_parity_difference", "equalized_odds_difference"):
-                if block.get(key) is not None:
-                    fairness[key] = max(fairness.get(key, 0.0), float(block[key]))
-    out["fairness"] = fairness
-    return out
 
 
 def _split(data: LabelledData, spec: ModelSpec) -> tuple[LabelledData, LabelledData]:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 import orjson
 
+from assay.artifacts import sha256_file
 from assay.cli import main, pass_workspace
 from assay.errors import InvalidInput
 from assay.evaluation import answer_threshold_query
@@ -246,14 +247,17 @@ def export_command(ws: Workspace, ref: str, out: str) -> None:
     """Write one file that carries a version: artifact, statistics, card and lineage."""
     record = ws.registry.export(ref, Path(out))
     click.echo(f"exported {record.ref} to {out}")
+    # Published beside the file, the hash lets an importer refuse a bundle changed on the way.
+    click.echo(f"sha256 {sha256_file(Path(out))}  (import with --sha256 to check it)")
 
 
 @main.command("import")
 @click.argument("bundle", type=click.Path(dir_okay=False))
+@click.option("--sha256", "expected", help="Refuse the file unless its SHA-256 is this (the exporter's).")
 @pass_workspace
-def import_command(ws: Workspace, bundle: str) -> None:
+def import_command(ws: Workspace, bundle: str, expected: str | None) -> None:
     """Add a version from an exported file (checked before anything is written)."""
-    record = ws.registry.import_(Path(bundle))
+    record = ws.registry.import_(Path(bundle), expected_sha256=expected)
     click.echo(f"imported as {record.ref}")
 
 
