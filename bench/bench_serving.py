@@ -10,11 +10,13 @@ core of its own on small machines):
   ``mlflow models serve`` for the same booster (installed into
   bench/out/mlflow-venv at bench time; ``--skip-mlflow`` leaves it out);
 * 1,000-item requests: rows/s vs the raw model's own batch predict;
+  (these two run as ``--rounds`` turns with every server up, and report medians
+  and the per-round ratios, so that the machine's drift does not pose as a ratio);
 * ``assay score`` on 1M rows (Parquet and CSV): rows/s vs the raw batch predict;
 * id-only requests answered from the score cache (in-process, and Redis when
   ``redis-server`` is installed) vs cache misses (cache disabled).
 
-    python bench/bench_serving.py [--data ../shared/data/editquality] [--duration 10] [--skip-mlflow]
+    python bench/bench_serving.py [--data ../shared/data/editquality] [--duration 10] [--rounds 3] [--skip-mlflow]
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import tomllib
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -214,10 +217,10 @@ def items_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{"id": str(i), "features": r} for i, r in zip(frame["rev_id"], records, strict=True)]
 
 
-def mlflow_server(
-    model_dir: Path, duration: int, connections: int, body: dict[str, Any]
-) -> dict[str, float] | None:
-    """``mlflow models serve`` for the same booster, in its own venv; None when it cannot be set up."""
+@contextmanager
+def mlflow_server(model_dir: Path, body: dict[str, Any]) -> Iterator[tuple[str, Path] | None]:
+    """``mlflow models serve`` for the same booster, in its own venv: (URL, wrk script), or None
+    when mlflow cannot be set up."""
     venv = ROOT / "bench" / "out" / "mlflow-venv"
     python = venv / "bin" / "python"
     if not (venv / "bin" / "mlflow").exists():
@@ -227,7 +230,8 @@ def mlflow_server(
             subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "mlflow", "lightgbm"], check=True)
         except subprocess.CalledProcessError as exc:
             say(f"mlflow could not be installed ({exc}); skipping it")
-            return None
+            yield None
+            return
     saved = OUT / "mlflow-model"
     shutil.rmtree(saved, ignore_errors=True)
     subprocess.run(
@@ -250,7 +254,7 @@ def mlflow_server(
     # mlflow starts its server with the `uvicorn` on PATH: it must be the venv's.
     path = {"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
     with server(command, "/ping", port, "mlflow", path) as url:
-        return wrk(url + "/invocations", script, duration, connections)
+        yield url + "/invocations", script
 
 
 def precache(url: str, token: str, ids: list[str]) -> None:
@@ -297,6 +301,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the assay score run")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of the side-by-side measurements")
     parser.add_argument("--skip-mlflow", action="store_true")
     args = parser.parse_args()
     test_file = args.data / "enwiki.features_reverted.testing.20k_2015.tsv.bz2"
@@ -329,14 +334,40 @@ def main() -> int:
         ["assay", "--home", str(home), "token", "create", "bench"], check=True, capture_output=True, text=True
     ).stdout.strip()
     results: dict[str, Any] = {}
+    X = test[FEATURES].astype("float64").to_numpy()
+    X1000 = X[:1000]
 
-    say("assay serve: single items, 1,000-item requests, cache hits")
-    with assay_server(home, "assay") as url:
-        wrk(url + "/v1/scores", single, 2, c)  # warm-up
-        results["assay"] = wrk(url + "/v1/scores", single, d, c)
-        results["assay_batch"] = wrk(url + "/v1/scores", batch, d, c)
-        precache(url, token, ids)
-        results["hit"] = wrk(url, by_id, d, c)
+    # The peers run side by side and are measured in turns, round after round: on a shared
+    # machine the speed drifts by tens of percent over minutes, and a ratio of two runs made
+    # minutes apart would measure the drift. Each ratio is taken within a round.
+    say(f"single items and 1,000-item requests: {args.rounds} rounds, the servers side by side")
+    raw_port = free_port()
+    raw_command = [sys.executable, str(ROOT / "bench" / "raw_server.py"), str(model_dir), str(raw_port)]
+    with ExitStack() as stack:
+        assay_url = stack.enter_context(assay_server(home, "assay"))
+        raw_url = stack.enter_context(raw_server(raw_command, raw_port))
+        mlflow = None if args.skip_mlflow else stack.enter_context(mlflow_server(model_dir, items[0]))
+        peers = [(assay_url + "/v1/scores", single), (raw_url + "/v1/scores", single)]
+        for url, script in peers + ([mlflow] if mlflow is not None else []):
+            wrk(url, script, 2, c)  # warm-up
+        rounds = []
+        for k in range(args.rounds):
+            say(f"  round {k + 1} of {args.rounds}")
+            measured = {
+                "assay": wrk(assay_url + "/v1/scores", single, d, c),
+                "raw": wrk(raw_url + "/v1/scores", single, d, c),
+                "raw_const": wrk(raw_url + "/const", single, d, c),
+            }
+            if mlflow is not None:
+                measured["mlflow"] = wrk(*mlflow, d, c)
+            measured["assay_batch"] = wrk(assay_url + "/v1/scores", batch, d, c)
+            measured["raw_batch_1000"] = best_rate(lambda: booster.predict(X1000), 1000, 20)
+            measured["raw_batch_1000_1t"] = best_rate(lambda: booster.predict(X1000, num_threads=1), 1000, 20)
+            rounds.append(measured)
+        results["rounds"] = rounds
+        say("assay serve: cache hits")
+        precache(assay_url, token, ids)
+        results["hit"] = wrk(assay_url, by_id, d, c)
     say("assay serve without a cache: every id-only request is a miss")
     with assay_server(home, "assay-nocache", ASSAY_CACHE_SIZE="0") as url:
         results["miss"] = wrk(url, by_id, d, c)
@@ -356,22 +387,8 @@ def main() -> int:
         finally:
             redis.terminate()
             redis.wait()
-    say("raw Starlette + Booster app")
-    port = free_port()
-    raw_command = [sys.executable, str(ROOT / "bench" / "raw_server.py"), str(model_dir), str(port)]
-    with raw_server(raw_command, port) as url:
-        wrk(url + "/v1/scores", single, 2, c)
-        results["raw"] = wrk(url + "/v1/scores", single, d, c)
-        results["raw_const"] = wrk(url + "/const", single, d, c)
-    if not args.skip_mlflow:
-        say("mlflow models serve")
-        results["mlflow"] = mlflow_server(model_dir, d, c, items[0])
 
     say("raw batch predict and assay score")
-    X = test[FEATURES].astype("float64").to_numpy()
-    X1000 = X[:1000]
-    results["raw_batch_1000"] = best_rate(lambda: booster.predict(X1000), 1000, 50)
-    results["raw_batch_1000_1t"] = best_rate(lambda: booster.predict(X1000, num_threads=1), 1000, 50)
     reps = -(-args.rows // len(test))
     million = pd.concat([test.drop(columns=["reverted"])] * reps, ignore_index=True).iloc[: args.rows]
     million["rev_id"] = np.arange(len(million))
@@ -406,35 +423,68 @@ def raw_server(command: list[str], port: int) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def report(r: dict[str, Any], args: argparse.Namespace) -> None:
-    def line(label: str, w: dict[str, Any]) -> str:
-        errors = f", {w['errors']} non-2xx" if w["errors"] else ""
-        errors += f", socket errors: {w['socket_errors']}" if w["socket_errors"] else ""
-        return f"| {label} | {w['rps']:,.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} |{errors}"
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
 
+
+def report(r: dict[str, Any], args: argparse.Namespace) -> None:
+    rounds = r["rounds"]
+
+    def typical(name: str) -> dict[str, float]:
+        """A peer's median req/s, p50 and p99 over the rounds."""
+        return {key: _median([m[name][key] for m in rounds]) for key in ("rps", "p50_ms", "p99_ms")}
+
+    def ratio(top: Any, bottom: Any) -> str:
+        """The median of the per-round ratios, with each round's."""
+        each = [top(m) / bottom(m) for m in rounds]
+        return f"{_median(each):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in each)})"
+
+    def line(label: str, w: dict[str, Any]) -> str:
+        return f"| {label} | {w['rps']:,.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} |"
+
+    errors = {
+        f"{name} in round {k + 1}": f"{w['errors']} non-2xx {w['socket_errors']}".strip()
+        for k, m in enumerate(rounds)
+        for name, w in m.items()
+        if isinstance(w, dict) and (w["errors"] or w["socket_errors"])
+    }
+    for name in ("hit", "miss", "redis_hit"):
+        if r.get(name) and (r[name]["errors"] or r[name]["socket_errors"]):
+            errors[name] = f"{r[name]['errors']} non-2xx {r[name]['socket_errors']}".strip()
     print(
-        f"machine: {os.cpu_count()} CPUs; wrk -t1 -c{args.connections} -d{args.duration}s; one server worker\n"
+        f"machine: {os.cpu_count()} CPUs; wrk -t1 -c{args.connections} -d{args.duration}s; one server worker; "
+        f"{len(rounds)} rounds, peers side by side and measured in turns (medians over the rounds)\n"
     )
     print("| single-item POST /v1/scores | req/s | p50 ms | p99 ms |")
     print("|---|---|---|---|")
-    print(line("assay serve", r["assay"]))
-    print(line("hand-written Starlette + raw Booster", r["raw"]))
-    print(line("same app returning a constant", r["raw_const"]))
-    if r.get("mlflow"):
-        print(line("mlflow models serve", r["mlflow"]))
+    print(line("assay serve", typical("assay")))
+    print(line("hand-written Starlette + raw Booster", typical("raw")))
+    print(line("same app returning a constant", typical("raw_const")))
+    has_mlflow = all("mlflow" in m for m in rounds)
+    if has_mlflow:
+        print(line("mlflow models serve", typical("mlflow")))
     print()
-    a = r["assay"]["rps"]
-    print(f"- assay vs hand-written Starlette + Booster: {a / r['raw']['rps']:.2f}x (goal >= 0.6x)")
-    if r.get("mlflow"):
-        print(f"- assay vs mlflow models serve: {a / r['mlflow']['rps']:.1f}x (goal >= 25x)")
-    print(f"- assay p99 at {args.connections} connections: {r['assay']['p99_ms']:.2f} ms (aim < 3 ms)")
-    batch_rows = r["assay_batch"]["rps"] * 1000
+    assay = lambda m: m["assay"]["rps"]  # noqa: E731
+    print(
+        f"- assay vs hand-written Starlette + Booster: {ratio(assay, lambda m: m['raw']['rps'])} (goal >= 0.6x)"
+    )
+    if has_mlflow:
+        print(f"- assay vs mlflow models serve: {ratio(assay, lambda m: m['mlflow']['rps'])} (goal >= 25x)")
+    print(
+        f"- the hand-written app vs mlflow (what any server could reach here): "
+        f"{ratio(lambda m: m['raw']['rps'], lambda m: m['mlflow']['rps'])}"
+        if has_mlflow
+        else "- mlflow skipped"
+    )
+    print(f"- assay p99 at {args.connections} connections: {typical('assay')['p99_ms']:.2f} ms (aim < 3 ms)")
     print()
     print("| rows/s | assay | raw Booster.predict (all threads) | ratio | raw, 1 thread |")
     print("|---|---|---|---|---|")
+    batch_rows = _median([m["assay_batch"]["rps"] * 1000 for m in rounds])
     print(
-        f"| 1,000-item POST /v1/scores | {batch_rows:,.0f} | {r['raw_batch_1000']:,.0f} | "
-        f"{batch_rows / r['raw_batch_1000']:.2f}x | {r['raw_batch_1000_1t']:,.0f} |"
+        f"| 1,000-item POST /v1/scores | {batch_rows:,.0f} | {_median([m['raw_batch_1000'] for m in rounds]):,.0f} | "
+        f"{ratio(lambda m: m['assay_batch']['rps'] * 1000, lambda m: m['raw_batch_1000'])} | "
+        f"{_median([m['raw_batch_1000_1t'] for m in rounds]):,.0f} |"
     )
     for fmt in ("parquet", "csv"):
         reported, wall = r[f"score_{fmt}"]
@@ -452,6 +502,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
     if r.get("redis_hit"):
         print(line("cache hit (Redis)", r["redis_hit"]))
     print(line("cache miss (feature lookup in SQLite + predict)", r["miss"]))
+    if errors:
+        print("\nerrors: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ its pages.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -65,11 +66,17 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
             )
             app.state.workspace = workspace
             app.state.scorer = scorer
+            # What start-up built (libraries, models) lives as long as the server: out of the
+            # collector's way, a big request's many small objects no longer make every full
+            # collection walk it (a 1,000-item request ran about a quarter faster).
+            gc.collect()
+            gc.freeze()
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_keep_fresh, scorer, settings.alias_refresh_s)
                 yield
                 tasks.cancel_scope.cancel()
         finally:
+            gc.unfreeze()  # what this server held may be collected again once it stops
             scorer.close()
             cache.close()
             workspace.close()
