@@ -93,7 +93,7 @@ def test_flagged_campaign_at_an_operating_point_or_a_query(trained_home, source)
     )
     made = shown(trained_home, "flag")
     threshold = made["selection"]["threshold"]
-    expected = int((everything["probability_true"] >= threshold).sum())
+    expected = int((everything["probability_True"] >= threshold).sum())
     assert made["selection"]["method"] == "flagged" and made["selection"]["class"] == "True"
     assert made["item_count"] == made["selection"]["flagged"] == expected > 0
     assert f"campaign flag: {expected} items" in out
@@ -118,7 +118,7 @@ def test_uncertain_campaign_takes_the_least_sure_first(trained_home, source):
     margins = [abs(i.probabilities["True"] - 0.5) for i in stored_items(trained_home, "unsure")]
     assert len(margins) == 12 and margins == sorted(margins)
     everything = scored(trained_home, source)
-    assert max(margins) <= np.sort(np.abs(everything["probability_true"] - 0.5))[11] + 1e-12
+    assert max(margins) <= np.sort(np.abs(everything["probability_True"] - 0.5))[11] + 1e-12
 
 
 def test_list_campaign_from_a_file_with_reviewers_blind_and_a_link(trained_home, source, tmp_path):

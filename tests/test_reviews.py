@@ -106,7 +106,7 @@ def test_flagged_campaign_takes_items_at_the_operating_point(ws, source):
     items = _items(ws, by_name)
     assert items and all(i.probabilities["True"] >= threshold for i in items)
     everything = scorer_for(ws).score_frame("damaging", pd.read_csv(source), id_column="rev_id")
-    assert len(items) == int((everything["probability_true"] >= threshold).sum())
+    assert len(items) == int((everything["probability_True"] >= threshold).sum())
     capped = campaign(ws, source, name="flag-cap", selection="flagged", threshold="likelybad", size=5)
     assert capped.item_count == 5
     with pytest.raises(InvalidInput, match="threshold"):
@@ -120,7 +120,7 @@ def test_uncertain_campaign_starts_with_the_least_sure(ws, source):
     margins = [abs(i.probabilities["True"] - 0.5) for i in _items(ws, c)]
     assert margins == sorted(margins)
     everything = scorer_for(ws).score_frame("damaging", pd.read_csv(source), id_column="rev_id")
-    assert max(margins) <= np.sort(np.abs(everything["probability_true"] - 0.5))[24] + 1e-12
+    assert max(margins) <= np.sort(np.abs(everything["probability_True"] - 0.5))[24] + 1e-12
 
 
 def test_list_campaign_keeps_the_order_and_refuses_unknown_ids(ws, source):

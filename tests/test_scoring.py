@@ -282,13 +282,27 @@ def test_score_frame_matches_json_scores(scorer: Scorer) -> None:
     frame = edits_frame(300, seed=4)
     frame["rev_id"] = frame["rev_id"].astype(str)
     out = scorer.score_frame("damaging", frame, id_column="rev_id")
-    assert list(out.columns) == ["id", "version", "prediction", "probability_true", "probability_false"]
+    # Files name the model's classes (JSON keeps ORES's true/false for binary models).
+    assert list(out.columns) == ["id", "version", "prediction", "probability_True", "probability_False"]
     items = edit_items(300, seed=4)
     scores = scorer.score(["damaging"], items)["scores"]
     for row in out.itertuples():
         expected = scores[row.id]["damaging"]
-        assert row.prediction == expected["prediction"]
-        assert row.probability_true == pytest.approx(expected["probability"]["true"], abs=1e-12)
+        assert row.prediction == ("True" if expected["prediction"] else "False")
+        assert row.probability_True == pytest.approx(expected["probability"]["true"], abs=1e-12)
+    multiclass = scorer.score_frame(
+        "quality",
+        pd.DataFrame({"page_id": ["a"], "length": [12000.0], "refs": [30], "topic": ["science"]}),
+        id_column="page_id",
+    )
+    loaded = scorer.model("quality").loaded
+    assert list(multiclass.columns) == [
+        "id",
+        "version",
+        "prediction",
+        *(f"probability_{c}" for c in loaded.classes),
+    ]
+    assert multiclass["prediction"][0] in loaded.classes
     assert (out["version"] == 1).all()
 
 
@@ -307,7 +321,7 @@ def test_big_batches_are_split_over_threads_in_order(trained_workspace: Workspac
         chunked = parallel.score_frame("damaging", frame, id_column="rev_id")
         single = serial.score_frame("damaging", frame, id_column="rev_id")
         np.testing.assert_allclose(
-            chunked["probability_true"], single["probability_true"], rtol=0, atol=1e-12
+            chunked["probability_True"], single["probability_True"], rtol=0, atol=1e-12
         )
         items = edit_items(600)
         a, b = parallel.score(["damaging"], items)["scores"], serial.score(["damaging"], items)["scores"]
@@ -371,7 +385,7 @@ def test_score_command_scores_a_file(trained_home: Path, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert "scored 500 rows with damaging@1" in result.stderr
     scored = pd.read_csv(out, dtype={"id": str})
-    assert list(scored.columns) == ["id", "version", "prediction", "probability_true", "probability_false"]
+    assert list(scored.columns) == ["id", "version", "prediction", "probability_True", "probability_False"]
     assert len(scored) == 500 and (scored["version"] == 1).all()
     raw = pd.read_csv(data, sep="\t", header=None, names=["rev_id", *FEATURES, "reverted"])
     first = {"id": str(raw["rev_id"][0]), "features": {name: raw[name][0].item() for name in FEATURES}}
@@ -382,12 +396,13 @@ def test_score_command_scores_a_file(trained_home: Path, tmp_path: Path) -> None
         ws.close()
     assert scored["id"][0] == first["id"]
     score = expected["scores"][first["id"]]["damaging"]
-    assert scored["probability_true"][0] == pytest.approx(score["probability"]["true"], abs=1e-12)
+    assert scored["probability_True"][0] == pytest.approx(score["probability"]["true"], abs=1e-12)
+    assert str(scored["prediction"][0]) == str(score["prediction"])  # a CSV reader may make it a bool
 
     parquet = tmp_path / "scores.parquet"
     args = [*home, "score", "damaging@1", "--input", str(data), "--output", str(parquet), "--no-header"]
     assert runner.invoke(main, args).exit_code == 0
-    assert pd.read_parquet(parquet)["prediction"].dtype == bool
+    assert set(pd.read_parquet(parquet)["prediction"]) <= {"True", "False"}
     bad = runner.invoke(
         main, [*home, "score", "damaging", "--input", str(data), "--output", str(tmp_path / "x.json")]
     )

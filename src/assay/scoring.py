@@ -514,9 +514,10 @@ class Scorer:
     def score_frame(self, ref: str, frame: pd.DataFrame, *, id_column: str) -> pd.DataFrame:
         """Score every row of ``frame`` (raw feature columns, as in training files).
 
-        Returns columns ``id``, ``version``, ``prediction`` and ``probability_<key>`` per
-        class (keys as in JSON scores). A bad value refuses the file with a ``DataError``
-        naming the column, like training does.
+        Returns columns ``id``, ``version``, ``prediction`` and ``probability_<class>`` per
+        class, named by the model's classes for binary models too (a file is read by people
+        and by the next training run, which know the classes, not JSON's ``true``/``false``).
+        A bad value refuses the file with a ``DataError`` naming the column, like training does.
         """
         served = self.model(ref)
         source = str(frame.attrs.get("source", "<frame>"))
@@ -525,10 +526,15 @@ class Scorer:
         X = served.loaded.schema.encode_frame(frame, source=source)
         proba = self._predict(served, X)
         out = pd.DataFrame({"id": frame[id_column].astype(str).to_numpy()})
+        classes = served.loaded.classes
+        prediction = served.predictions(proba)
+        if served.positive_index is not None:  # flagged or not, as the class it stands for
+            pi = served.positive_index
+            prediction = np.where(prediction, classes[pi], classes[1 - pi])
         out["version"] = served.version
-        out["prediction"] = served.predictions(proba)
+        out["prediction"] = prediction
         for j in served.order:
-            out[f"probability_{served.keys[j]}"] = proba[:, j]
+            out[f"probability_{classes[j]}"] = proba[:, j]
         return out
 
 
