@@ -159,6 +159,22 @@ class ServedModel:
         """The base score of each row of probabilities."""
         version, keys, order, points = self.version_label, self.keys, self.order, self.operating_points
         out = []
+        if self.positive_index is not None:
+            # Binary, the common case: one comparison and one dict literal per row, no numpy
+            # pass and no comprehension (it shows in 1,000-item requests).
+            pi, threshold = self.positive_index, self.threshold
+            ni, kp, kn = 1 - pi, keys[pi], keys[1 - pi]
+            for row in proba.tolist():
+                p = row[pi]
+                score: dict[str, Any] = {
+                    "version": version,
+                    "prediction": p >= threshold,
+                    "probability": {kp: p, kn: row[ni]},
+                }
+                if points:
+                    score["operating_points"] = {name: t is not None and row[j] >= t for name, j, t in points}
+                out.append(score)
+            return out
         for row, prediction in zip(proba.tolist(), self.predictions(proba).tolist(), strict=True):
             score: dict[str, Any] = {
                 "version": version,
@@ -680,6 +696,8 @@ def _features_of(
     served: ServedModel, item_id: str, supplied: Mapping[str, Any] | None, stored: dict[str, Any] | None
 ) -> Mapping[str, Any]:
     """The record to encode: supplied features over stored ones (ORES's inject)."""
+    if supplied is not None and supplied.keys() == served.name_set:  # every feature, nothing else
+        return supplied
     if supplied is None:
         if stored is None:
             raise NotFound(
