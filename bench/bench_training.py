@@ -24,9 +24,9 @@ import pandas as pd
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from assay.modelling.spec import load_spec
+from assay.modelling.training import train
 from assay.settings import Settings
-from assay.spec import load_spec
-from assay.training import train
 from assay.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]

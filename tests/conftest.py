@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from assay.modelling.spec import load_spec
+from assay.modelling.training import train
 from assay.settings import Settings
-from assay.spec import load_spec
-from assay.training import train
 from assay.workspace import Workspace
 
 EDITQUALITY = Path(__file__).resolve().parents[2] / "shared" / "data" / "editquality"

@@ -14,13 +14,13 @@ from typing import Any
 
 import httpx
 
-from assay import accounts
-from assay.accounts import User
-from assay.cache import MemoryCache
-from assay.campaigns import CampaignOptions, create_campaign
-from assay.features import FeatureTable
-from assay.reviews import Campaign
-from assay.scoring import Scorer
+from assay.review import accounts
+from assay.review.accounts import User
+from assay.review.campaigns import CampaignOptions, create_campaign
+from assay.review.reviews import Campaign
+from assay.serving.cache import MemoryCache
+from assay.serving.features import FeatureTable
+from assay.serving.scoring import Scorer
 from assay.workspace import Workspace
 from tests.conftest import edits_frame
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from assay import db
-from assay.registry import Registry
+from assay.registry.versions import Registry
 from assay.settings import Settings
+from assay.store import db
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 from pathlib import Path
 from typing import Any
@@ -9,13 +10,14 @@ from typing import Any
 import click
 import orjson
 
-from assay.artifacts import sha256_file
 from assay.cli import main, pass_workspace
 from assay.errors import InvalidInput
-from assay.evaluation import answer_threshold_query
+from assay.modelling.evaluation import answer_threshold_query
+from assay.modelling.spec import load_spec
+from assay.modelling.training import train
+from assay.registry.artifacts import sha256_file
+from assay.review.reviews import resolved_labels
 from assay.settings import Settings
-from assay.spec import load_spec
-from assay.training import train
 from assay.workspace import Workspace
 
 
@@ -45,7 +47,13 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 def train_command(ws: Workspace, spec_path: str) -> None:
     """Train the model a TOML spec describes and register a new version."""
     spec = load_spec(spec_path)
-    result = train(spec, ws.registry, progress=_progress, actor=getpass.getuser())
+    result = train(
+        spec,
+        ws.registry,
+        progress=_progress,
+        actor=getpass.getuser(),
+        campaign_labels=functools.partial(resolved_labels, ws.engine),
+    )
     metric = spec.training.metric
     click.echo("\ncandidates (cross-validated on the training data):")
     click.echo(

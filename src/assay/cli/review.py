@@ -10,12 +10,12 @@ from typing import Any
 import click
 import orjson
 
-from assay import accounts, agreement, reviews
-from assay.cache import MemoryCache
-from assay.campaigns import SELECTIONS, CampaignOptions, create_campaign, parse_list
 from assay.cli import main, pass_workspace
-from assay.features import FeatureTable
-from assay.scoring import Scorer
+from assay.review import accounts, agreement, reviews
+from assay.review.campaigns import SELECTIONS, CampaignOptions, create_campaign, parse_list
+from assay.serving.cache import MemoryCache
+from assay.serving.features import FeatureTable
+from assay.serving.scoring import Scorer
 from assay.workspace import Workspace
 
 

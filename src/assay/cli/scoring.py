@@ -22,13 +22,13 @@ import click
 import orjson
 import pandas as pd
 
-from assay import tokens
-from assay.cache import MemoryCache, open_cache
 from assay.cli import main, pass_workspace, settings_from
-from assay.datasets import read_table
 from assay.errors import DataError, InvalidInput, Unavailable
-from assay.features import FeatureTable
-from assay.scoring import Scorer
+from assay.modelling.datasets import read_table
+from assay.serving import tokens
+from assay.serving.cache import MemoryCache, open_cache
+from assay.serving.features import FeatureTable
+from assay.serving.scoring import Scorer
 from assay.settings import Settings
 from assay.workspace import Workspace
 

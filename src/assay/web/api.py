@@ -1,7 +1,7 @@
 """The JSON API: ``/v1`` (assay's own, ORES-shaped) and ``/v2`` (the Open Inference Protocol).
 
 Handlers parse and check the request, call the shared ``Scorer`` (see
-``assay.scoring``) and serialise with orjson; every error is an ``AssayError``
+``assay.serving.scoring``) and serialise with orjson; every error is an ``AssayError``
 turned into a response by ``web.errors``. Small requests whose work stays on
 this machine (in-process cache, SQLite store) are scored on the event loop,
 which is faster than a thread hop; everything else runs on a worker thread
@@ -22,11 +22,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from assay import __version__, tokens
+from assay import __version__
 from assay.errors import InvalidInput, MalformedRequest, PayloadTooLarge, Unavailable
-from assay.evaluation import answer_threshold_query
-from assay.features import FeatureTable
-from assay.scoring import Scorer, ServedModel, check_explain
+from assay.modelling.evaluation import answer_threshold_query
+from assay.serving import tokens
+from assay.serving.features import FeatureTable
+from assay.serving.scoring import Scorer, ServedModel, check_explain
 from assay.settings import Settings
 from assay.web.limits import in_thread
 from assay.web.metrics import CONTENT_TYPE, Metrics

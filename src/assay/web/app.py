@@ -28,9 +28,9 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from assay.cache import open_cache
-from assay.features import FeatureTable
-from assay.scoring import Scorer
+from assay.serving.cache import open_cache
+from assay.serving.features import FeatureTable
+from assay.serving.scoring import Scorer
 from assay.settings import Settings
 from assay.web import api, errors, openapi, review
 from assay.web.limits import Limits

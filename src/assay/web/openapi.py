@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from assay import __version__
-from assay.scoring import MAX_EXPLAIN
+from assay.serving.scoring import MAX_EXPLAIN
 from assay.web.api import OIP_NUMERIC
 from assay.web.openapi_schema import (
     AUTH_WORDS,

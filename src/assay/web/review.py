@@ -23,9 +23,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from assay import accounts, agreement, judgments, reviews
-from assay.campaigns import SELECTIONS, CampaignOptions, create_campaign, parse_list
 from assay.errors import AssayError, InvalidInput
+from assay.review import accounts, agreement, judgments, reviews
+from assay.review.campaigns import SELECTIONS, CampaignOptions, create_campaign, parse_list
 from assay.web import sessions
 from assay.web.api import services
 from assay.web.review_api import api_routes

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from assay import accounts, agreement, judgments, reviews
 from assay.errors import InvalidInput, MalformedRequest
+from assay.review import accounts, agreement, judgments, reviews
 from assay.web import sessions
 from assay.web.api import json_object, json_response, read_json, services
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from assay.accounts import ROLES
-from assay.judgments import MAX_RATIONALE, RULES, STANCES
-from assay.reviews import MAX_COMMENT
+from assay.review.accounts import ROLES
+from assay.review.judgments import MAX_RATIONALE, RULES, STANCES
+from assay.review.reviews import MAX_COMMENT
 from assay.web.openapi_schema import (
     ERROR,
     MODEL_REF,
@@ -50,7 +50,7 @@ _JUDGMENT = {**path_param("id", "A judgment's id.", {"type": "integer", "minimum
 
 
 def _campaign_schemas() -> dict[str, Any]:
-    """Campaigns as ``Campaign.to_dict``, ``Progress.to_dict`` and ``assay.agreement`` give them."""
+    """Campaigns as ``Campaign.to_dict``, ``Progress.to_dict`` and ``assay.review.agreement`` give them."""
     campaign = {
         "name": _TEXT,
         "description": _TEXT,

@@ -18,9 +18,10 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
-from assay import accounts, tokens
-from assay.accounts import User
 from assay.errors import Forbidden, Unauthorized
+from assay.review import accounts
+from assay.review.accounts import User
+from assay.serving import tokens
 from assay.web.api import Services, services
 
 SESSION_COOKIE = "assay_session"

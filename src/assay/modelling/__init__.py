@@ -1,0 +1,1 @@
+"""Modelling: model specs, data sets, training of candidate models, evaluation and model cards."""

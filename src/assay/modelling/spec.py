@@ -1,0 +1,308 @@
+"""The model spec: what a model is trained from and how it is judged, read from TOML.
+
+A spec names the model, its data (files, id and label columns, features and
+their kinds, sensitive attributes, held-out data), its candidates and the
+metric that picks the winner, its promotion gates and its operating points.
+Every key is checked: an unknown key or a wrong type is an error naming the
+file and the key, never a silent default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from assay.errors import SpecError
+from assay.registry.versions import check_name
+
+CANDIDATES: tuple[str, ...] = ("logistic_regression", "lightgbm", "hist_gradient_boosting", "random_forest")
+METRICS: tuple[str, ...] = ("average_precision", "roc_auc", "log_loss", "f1", "accuracy", "balanced_accuracy")
+GATE_STATS: tuple[str, ...] = ("roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "brier")
+FAIRNESS_STATS: tuple[str, ...] = (
+    "demographic_parity_difference",
+    "equalized_odds_difference",
+)
+KIND_NAMES: tuple[str, ...] = ("numeric", "boolean", "categorical")
+
+
+@dataclass
+class DataSpec:
+    train: list[str]
+    test: list[str] = field(default_factory=list)
+    test_size: float = 0.25
+    header: bool = True
+    columns: list[str] = field(default_factory=list)
+    sep: str | None = None
+    id: str = "id"
+    label: str = "label"
+    positive: str | None = None
+    campaign: str | None = None  # take labels from this review campaign's resolved labels
+
+
+@dataclass
+class FeatureSpec:
+    include: list[str] = field(default_factory=list)  # empty: every column but id, label and sensitive
+    exclude: list[str] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)
+    sensitive: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainingSpec:
+    candidates: list[str] = field(default_factory=lambda: list(CANDIDATES))
+    metric: str = "average_precision"
+    folds: int = 5
+    search_budget_s: float = 0.0  # > 0: search hyperparameters, for at most this long
+    search_trials: int = 20  # the search's seeded trials; the budget may cut them short
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class GateSpec:
+    minimum: dict[str, float] = field(default_factory=dict)  # stat -> lowest allowed value
+    max_regression: dict[str, float] = field(default_factory=dict)  # stat -> largest allowed drop vs holder
+    fairness: dict[str, float] = field(default_factory=dict)  # fairness stat -> largest allowed value
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    data: DataSpec
+    features: FeatureSpec = field(default_factory=FeatureSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    gates: GateSpec = field(default_factory=GateSpec)
+    operating_points: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    seed: int = 0
+    source: str = "<spec>"  # the file it came from, for messages
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("source")
+        return out
+
+    @property
+    def hash(self) -> str:
+        """Content hash of the spec's meaning (not of the file's bytes or comments)."""
+        return hashlib.sha256(orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read and check a spec file; data paths are taken relative to the spec's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_spec(raw, source=str(path), base=path.parent)
+
+
+def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | None = None) -> ModelSpec:
+    r = _Reader(source)
+    r.keys(
+        raw, "", {"name", "description", "seed", "data", "features", "training", "gates", "operating_points"}
+    )
+    name = r.get(raw, "name", str, required=True)
+    try:
+        check_name(name)
+    except Exception as exc:
+        raise SpecError(f"{source}: name: {exc}", field="name") from exc
+
+    d = r.table(raw, "data", required=True)
+    r.keys(
+        d,
+        "data.",
+        {"train", "test", "test_size", "header", "columns", "sep", "id", "label", "positive", "campaign"},
+    )
+    data = DataSpec(
+        train=[_resolve(p, base) for p in r.paths(d, "data.train", required=True)],
+        test=[_resolve(p, base) for p in r.paths(d, "data.test")],
+        test_size=r.get(d, "data.test_size", float, default=0.25),
+        header=r.get(d, "data.header", bool, default=True),
+        columns=r.strings(d, "data.columns"),
+        sep=r.get(d, "data.sep", str, default=None),
+        id=r.get(d, "data.id", str, required=True),
+        label=r.get(d, "data.label", str, required=True),
+        positive=_str_or_none(r.get(d, "data.positive", (str, bool, int), default=None)),
+        campaign=r.get(d, "data.campaign", str, default=None),
+    )
+    if not 0.0 < data.test_size < 1.0:
+        raise SpecError(
+            f"{source}: data.test_size must be between 0 and 1; got {data.test_size}", field="data.test_size"
+        )
+    if not data.header and not data.columns:
+        raise SpecError(
+            f"{source}: data.header = false needs data.columns (the column names)", field="data.columns"
+        )
+
+    f = r.table(raw, "features")
+    r.keys(f, "features.", {"include", "exclude", "kinds", "sensitive"})
+    kinds = r.table(f, "features.kinds")
+    for col, kind in kinds.items():
+        if kind not in KIND_NAMES:
+            raise SpecError(
+                f"{source}: features.kinds.{col} must be one of {', '.join(KIND_NAMES)}; got {kind!r}",
+                field=f"features.kinds.{col}",
+            )
+    features = FeatureSpec(
+        include=r.strings(f, "features.include"),
+        exclude=r.strings(f, "features.exclude"),
+        kinds=dict(kinds),
+        sensitive=r.strings(f, "features.sensitive"),
+    )
+
+    t = r.table(raw, "training")
+    r.keys(t, "training.", {"candidates", "metric", "folds", "search_budget_s", "search_trials", "params"})
+    training = TrainingSpec(
+        candidates=r.strings(t, "training.candidates") or list(CANDIDATES),
+        metric=r.get(t, "training.metric", str, default="average_precision"),
+        folds=r.get(t, "training.folds", int, default=5),
+        search_budget_s=r.get(t, "training.search_budget_s", float, default=0.0),
+        search_trials=r.get(t, "training.search_trials", int, default=20),
+        params=_candidate_params(r, r.table(t, "training.params")),
+    )
+    for c in training.candidates:
+        if c not in CANDIDATES:
+            raise SpecError(
+                f"{source}: training.candidates: unknown candidate {c!r}; known: {', '.join(CANDIDATES)}",
+                field="training.candidates",
+            )
+    if training.metric not in METRICS:
+        raise SpecError(
+            f"{source}: training.metric must be one of {', '.join(METRICS)}; got {training.metric!r}",
+            field="training.metric",
+        )
+    if training.folds < 2:
+        raise SpecError(f"{source}: training.folds must be at least 2", field="training.folds")
+    if training.search_budget_s < 0:
+        raise SpecError(
+            f"{source}: training.search_budget_s may not be negative", field="training.search_budget_s"
+        )
+    if training.search_trials < 1:
+        raise SpecError(
+            f"{source}: training.search_trials must be at least 1", field="training.search_trials"
+        )
+
+    g = r.table(raw, "gates")
+    r.keys(g, "gates.", {"minimum", "max_regression", "fairness"})
+    gates = GateSpec(
+        minimum=r.numbers(g, "gates.minimum", GATE_STATS),
+        max_regression=r.numbers(g, "gates.max_regression", GATE_STATS),
+        fairness=r.numbers(g, "gates.fairness", FAIRNESS_STATS),
+    )
+
+    ops = r.table(raw, "operating_points")
+    from assay.modelling.evaluation import parse_threshold_query
+
+    for op_name, query in ops.items():
+        if not isinstance(query, str):
+            raise SpecError(f"{source}: operating_points.{op_name} must be a query string", field=op_name)
+        try:
+            parse_threshold_query(query)
+        except Exception as exc:
+            raise SpecError(
+                f"{source}: operating_points.{op_name}: {exc}", field=f"operating_points.{op_name}"
+            ) from exc
+
+    return ModelSpec(
+        name=name,
+        data=data,
+        features=features,
+        training=training,
+        gates=gates,
+        operating_points=dict(ops),
+        description=r.get(raw, "description", str, default=""),
+        seed=r.get(raw, "seed", int, default=0),
+        source=source,
+    )
+
+
+def _candidate_params(r: _Reader, params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``training.params``: one table of hyperparameters per known candidate (names are checked in training)."""
+    out = {}
+    for c in params:
+        if c not in CANDIDATES:
+            raise r.fail(f"training.params.{c}", f"unknown candidate; known: {', '.join(CANDIDATES)}")
+        out[c] = dict(r.table(params, f"training.params.{c}"))
+    return out
+
+
+def _resolve(p: str, base: Path | None) -> str:
+    path = Path(p).expanduser()
+    if base is not None and not path.is_absolute():
+        path = base / path
+    return str(path)
+
+
+def _str_or_none(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+class _Reader:
+    """Typed access to a parsed TOML mapping with errors that name the file and key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, message: str) -> SpecError:
+        return SpecError(f"{self.source}: {key}: {message}", field=key)
+
+    def keys(self, table: Mapping[str, Any], prefix: str, allowed: set[str]) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.fail(f"{prefix}{key}", f"unknown key; allowed here: {', '.join(sorted(allowed))}")
+
+    def get(
+        self, table: Mapping[str, Any], key: str, kind: Any, *, required: bool = False, default: Any = None
+    ) -> Any:
+        short = key.rsplit(".", 1)[-1]
+        if short not in table:
+            if required:
+                raise self.fail(key, "missing (required)")
+            return default
+        value = table[short]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is int and isinstance(value, bool):
+            raise self.fail(key, f"must be an integer; got {value!r}")
+        if not isinstance(value, kind):
+            names = " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
+            raise self.fail(key, f"must be {names}; got {type(value).__name__} {value!r}")
+        return value
+
+    def table(self, table: Mapping[str, Any], key: str, *, required: bool = False) -> dict[str, Any]:
+        value = self.get(table, key, object, required=required, default={})
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table; got {type(value).__name__} {value!r}")
+        return value
+
+    def strings(self, table: Mapping[str, Any], key: str) -> list[str]:
+        value = self.get(table, key, list, default=[])
+        if not all(isinstance(v, str) for v in value):
+            raise self.fail(key, "must be a list of strings")
+        return list(value)
+
+    def paths(self, table: Mapping[str, Any], key: str, *, required: bool = False) -> list[str]:
+        value = self.get(table, key, (str, list), required=required, default=[])
+        paths = [value] if isinstance(value, str) else value
+        if not all(isinstance(v, str) for v in paths) or (required and not paths):
+            raise self.fail(key, "must be a path or a non-empty list of paths")
+        return list(paths)
+
+    def numbers(self, table: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> dict[str, float]:
+        out = {}
+        for stat, value in self.table(table, key).items():
+            if stat not in allowed:
+                raise self.fail(f"{key}.{stat}", f"unknown statistic; allowed: {', '.join(allowed)}")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise self.fail(f"{key}.{stat}", f"must be a number; got {value!r}")
+            out[stat] = float(value)
+        return out

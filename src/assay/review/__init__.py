@@ -1,0 +1,1 @@
+"""Human review: accounts, campaigns, worksets and labels, JADE-style judgments and agreement."""

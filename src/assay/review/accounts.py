@@ -1,0 +1,261 @@
+"""People who review: users with a role, argon2 password hashes, sessions, CSRF tokens.
+
+Passwords are kept only as argon2id hashes. A session is a random token: the
+browser holds it in a signed, HttpOnly cookie and the store holds only its
+SHA-256, so logging out (or deleting the row) ends it everywhere and a copy of
+the database hands out no working sessions. CSRF tokens are derived from the
+session token with the workspace secret, so there is nothing extra to store.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.engine import Engine
+
+from assay.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from assay.settings import Settings
+from assay.store import db
+
+ROLES: tuple[str, ...] = ("admin", "reviewer")
+MIN_PASSWORD_LENGTH = 8
+SESSION_TTL = timedelta(days=7)
+SECRET_FILE = "session_secret"
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.@")
+
+_hasher = PasswordHasher()  # argon2id with the library's RFC 9106 defaults
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so a login takes as long either way."""
+    return _hasher.hash("not a real password")
+
+
+@dataclass(frozen=True)
+class User:
+    """An account as the rest of assay sees it (never the hash)."""
+
+    id: int
+    username: str
+    pseudonym: str
+    role: str
+    created_at: datetime
+    disabled: bool
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def _user(row: sa.Row) -> User:
+    return User(
+        id=row.id,
+        username=row.username,
+        pseudonym=row.pseudonym,
+        role=row.role,
+        created_at=row.created_at,
+        disabled=row.disabled_at is not None,
+    )
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"a password needs at least {MIN_PASSWORD_LENGTH} characters", field="password")
+
+
+def create_user(engine: Engine, username: str, password: str, role: str = "reviewer") -> User:
+    """A new account; its pseudonym (what exports show instead of the name) is random."""
+    if not username or len(username) > 100 or not set(username) <= _NAME_CHARS:
+        raise InvalidInput(
+            f"username {username!r} must be 1-100 of letters, digits, '_', '-', '.', '@'", field="username"
+        )
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}; got {role!r}", field="role")
+    _check_password(password)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(db.users).values(
+                    username=username,
+                    pseudonym="rv-" + secrets.token_hex(5),
+                    password_hash=_hasher.hash(password),
+                    role=role,
+                    created_at=db.now(),
+                )
+            )
+    except sa.exc.IntegrityError as exc:
+        raise Conflict(f"a user named {username!r} already exists", field="username") from exc
+    return user_by_name(engine, username)
+
+
+def user_by_name(engine: Engine, username: str) -> User:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(db.users).where(db.users.c.username == username)).first()
+    if row is None:
+        raise NotFound(f"no user named {username!r}", field="username", code="unknown_user")
+    return _user(row)
+
+
+def list_users(engine: Engine) -> list[User]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(db.users).order_by(db.users.c.username)).all()
+    return [_user(r) for r in rows]
+
+
+def set_password(engine: Engine, username: str, password: str) -> None:
+    _check_password(password)
+    with engine.begin() as conn:
+        done = conn.execute(
+            sa.update(db.users)
+            .where(db.users.c.username == username)
+            .values(password_hash=_hasher.hash(password))
+        ).rowcount
+        if not done:
+            raise NotFound(f"no user named {username!r}", field="username", code="unknown_user")
+        # A new password ends every session the old one opened.
+        user_ids = sa.select(db.users.c.id).where(db.users.c.username == username).scalar_subquery()
+        conn.execute(sa.delete(db.user_sessions).where(db.user_sessions.c.user_id == user_ids))
+
+
+def set_disabled(engine: Engine, username: str, disabled: bool) -> None:
+    """Disable (or re-enable) an account; a disabled account cannot log in and its sessions end."""
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(db.users.c.id).where(db.users.c.username == username)).first()
+        if row is None:
+            raise NotFound(f"no user named {username!r}", field="username", code="unknown_user")
+        conn.execute(
+            sa.update(db.users)
+            .where(db.users.c.id == row.id)
+            .values(disabled_at=db.now() if disabled else None)
+        )
+        if disabled:
+            conn.execute(sa.delete(db.user_sessions).where(db.user_sessions.c.user_id == row.id))
+
+
+def authenticate(engine: Engine, username: str, password: str) -> User:
+    """The user these credentials belong to; ``Unauthorized`` (one message for every failure) otherwise."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(db.users).where(db.users.c.username == username)).first()
+    failure = Unauthorized("wrong username or password", code="bad_credentials")
+    try:
+        _hasher.verify(row.password_hash if row is not None else _dummy_hash(), password)
+    except (VerificationError, InvalidHashError):
+        raise failure from None
+    if row is None or row.disabled_at is not None:
+        raise failure
+    if _hasher.check_needs_rehash(row.password_hash):
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(db.users)
+                .where(db.users.c.id == row.id)
+                .values(password_hash=_hasher.hash(password))
+            )
+    return _user(row)
+
+
+# --- sessions -----------------------------------------------------------------
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def start_session(engine: Engine, user: User) -> str:
+    """A new session for ``user``; the returned token goes (signed) into the cookie only."""
+    token = secrets.token_urlsafe(32)
+    now = db.now()
+    with engine.begin() as conn:
+        conn.execute(sa.delete(db.user_sessions).where(db.user_sessions.c.expires_at < now))
+        conn.execute(
+            sa.insert(db.user_sessions).values(
+                token_hash=_digest(token), user_id=user.id, created_at=now, expires_at=now + SESSION_TTL
+            )
+        )
+    return token
+
+
+def session_user(engine: Engine, token: str) -> User | None:
+    """The user a live session token belongs to, or None (expired, ended, unknown, disabled)."""
+    query = (
+        sa.select(db.users)
+        .join(db.user_sessions, db.user_sessions.c.user_id == db.users.c.id)
+        .where(
+            db.user_sessions.c.token_hash == _digest(token),
+            db.user_sessions.c.expires_at > db.now(),
+            db.users.c.disabled_at.is_(None),
+        )
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return None if row is None else _user(row)
+
+
+def end_session(engine: Engine, token: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.delete(db.user_sessions).where(db.user_sessions.c.token_hash == _digest(token)))
+
+
+# --- signing ------------------------------------------------------------------
+
+
+def session_secret(settings: Settings) -> bytes:
+    """The secret that signs cookies: the setting, else a random one kept (0600) in the home.
+
+    Keeping it in the home means sessions survive a restart and every worker
+    process of one server signs alike.
+    """
+    if settings.session_secret:
+        return settings.session_secret.encode("utf-8")
+    path = Path(settings.home) / SECRET_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process wrote it first: use theirs
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+                fh.flush()
+                os.fsync(fh.fileno())
+    secret = path.read_text().strip()
+    if not secret:
+        raise InvalidInput(f"{path} is empty; delete it to have a new secret made", field="session_secret")
+    return secret.encode("utf-8")
+
+
+def _mac(secret: bytes, purpose: str, value: str) -> str:
+    return hmac.new(secret, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def sign(secret: bytes, value: str) -> str:
+    """``value`` with a MAC appended, for a cookie."""
+    return f"{value}.{_mac(secret, 'cookie', value)}"
+
+
+def unsign(secret: bytes, signed: str) -> str | None:
+    """The value of a cookie ``sign`` made with this secret, or None when it was tampered with."""
+    value, _, mac = signed.rpartition(".")
+    if not value or not hmac.compare_digest(mac, _mac(secret, "cookie", value)):
+        return None
+    return value
+
+
+def csrf_token(secret: bytes, key: str) -> str:
+    """The CSRF token for forms of the session (or pre-login nonce) ``key``."""
+    return _mac(secret, "csrf", key)
+
+
+def csrf_ok(secret: bytes, key: str, token: str | None) -> bool:
+    return bool(token) and hmac.compare_digest(str(token), csrf_token(secret, key))

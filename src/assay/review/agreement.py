@@ -1,0 +1,229 @@
+"""How far reviewers agree with each other, and how the model compares with their resolved labels.
+
+Agreement is Krippendorff's alpha for nominal labels (from per-item value
+counts, so it never builds a reviewers x items matrix) and Cohen's kappa for
+every pair of reviewers who labelled the same items. "unsure" is not a value
+here: it is treated as a missing rating, since it says nothing about which
+class the item is in. Everything is computed from grouped queries or streamed
+rows; no request holds a whole campaign's items.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter, defaultdict
+from typing import Any
+
+import krippendorff
+import numpy as np
+import sqlalchemy as sa
+from sklearn.metrics import cohen_kappa_score
+from sqlalchemy.engine import Engine
+
+from assay.review.reviews import UNSURE, Campaign, resolve
+from assay.store import db
+
+labels_t = db.labels
+items_t = db.campaign_items
+
+
+def krippendorff_alpha(engine: Engine, campaign: Campaign) -> float | None:
+    """Nominal alpha over items with at least two (non-unsure) labels; None when undefined.
+
+    Undefined means no item has two labels yet, or every label is the same class
+    (alpha is 0/0 there: no disagreement to expect or observe).
+    """
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(labels_t.c.campaign_item_id, labels_t.c.label, sa.func.count())
+            .where(labels_t.c.campaign_id == campaign.id, labels_t.c.label != UNSURE)
+            .group_by(labels_t.c.campaign_item_id, labels_t.c.label)
+        ).all()
+    values = {c: j for j, c in enumerate(campaign.classes)}
+    items: dict[int, int] = {}
+    for item_pk, _label, _n in rows:
+        items.setdefault(item_pk, len(items))
+    counts = np.zeros((len(items), len(values)), dtype=float)
+    for item_pk, label, n in rows:
+        counts[items[item_pk], values[label]] = n
+    pairable = counts[counts.sum(axis=1) >= 2]
+    if len(pairable) == 0 or np.count_nonzero(pairable.sum(axis=0)) < 2:
+        return None
+    return float(krippendorff.alpha(value_counts=pairable, level_of_measurement="nominal"))
+
+
+def pairwise_kappa(engine: Engine, campaign: Campaign, *, min_overlap: int = 2) -> list[dict[str, Any]]:
+    """Cohen's kappa for each pair of reviewers with ``min_overlap`` items both labelled (not unsure).
+
+    ``kappa`` is None where it is undefined: both reviewers gave the same single
+    class to every shared item.
+    """
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(labels_t.c.campaign_item_id, db.users.c.username, labels_t.c.label)
+            .join(db.users, db.users.c.id == labels_t.c.user_id)
+            .where(labels_t.c.campaign_id == campaign.id, labels_t.c.label != UNSURE)
+        ).all()
+    by_user: dict[str, dict[int, str]] = defaultdict(dict)
+    for item_pk, username, label in rows:
+        by_user[username][item_pk] = label
+    out = []
+    for a, b in itertools.combinations(sorted(by_user), 2):
+        shared = sorted(by_user[a].keys() & by_user[b].keys())
+        if len(shared) < min_overlap:
+            continue
+        la = [by_user[a][i] for i in shared]
+        lb = [by_user[b][i] for i in shared]
+        agreed = sum(x == y for x, y in zip(la, lb, strict=True))
+        kappa = None if len(set(la) | set(lb)) < 2 else float(cohen_kappa_score(la, lb))
+        out.append({"a": a, "b": b, "items": len(shared), "agreement": agreed / len(shared), "kappa": kappa})
+    return out
+
+
+def disagreements(engine: Engine, campaign: Campaign, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    """Items whose reviewers gave different labels (unsure included), a page at a time."""
+    split = (
+        sa.select(labels_t.c.campaign_item_id)
+        .where(labels_t.c.campaign_id == campaign.id)
+        .group_by(labels_t.c.campaign_item_id)
+        .having(sa.func.count(sa.distinct(labels_t.c.label)) > 1)
+    )
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(split.subquery())).scalar_one()
+        page = (
+            conn.execute(split.order_by(labels_t.c.campaign_item_id).limit(limit).offset(offset))
+            .scalars()
+            .all()
+        )
+        rows = conn.execute(
+            sa.select(
+                items_t.c.id,
+                items_t.c.item_id,
+                items_t.c.prediction,
+                items_t.c.probabilities,
+                labels_t.c.label,
+                labels_t.c.comment,
+                db.users.c.username,
+            )
+            .join(labels_t, labels_t.c.campaign_item_id == items_t.c.id)
+            .join(db.users, db.users.c.id == labels_t.c.user_id)
+            .where(items_t.c.id.in_(page))
+            .order_by(items_t.c.id, labels_t.c.id)
+        ).all()
+    found = []
+    for _pk, group in itertools.groupby(rows, key=lambda r: r.id):
+        group = list(group)
+        first = group[0]
+        votes = Counter(r.label for r in group)
+        label, status = resolve(votes)
+        found.append(
+            {
+                "item_id": first.item_id,
+                "prediction": first.prediction,
+                "probability": (first.probabilities or {}).get(first.prediction),
+                "labels": [{"reviewer": r.username, "label": r.label, "comment": r.comment} for r in group],
+                "resolved": label,
+                "status": status,
+            }
+        )
+    return {"total": total, "offset": offset, "items": found}
+
+
+def _rates(tp: int, fp: int, fn: int, tn: int) -> dict[str, Any]:
+    def ratio(a: int, b: int) -> float | None:
+        return a / b if b else None
+
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
+        "accuracy": ratio(tp + tn, tp + fp + fn + tn),
+    }
+
+
+def model_vs_labels(
+    engine: Engine, campaign: Campaign, operating_points: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The model's decisions against the resolved human labels of the reviewed items.
+
+    Rows: for each class, the model's own prediction (``decision``), and for each
+    operating point ``{"class", "threshold", "query"}`` whether the class
+    probability reaches its threshold. Auto-labelled items are left out (a rule
+    is not a human judgment). Recall is only unbiased for a random-sample
+    campaign: other selections review only part of the population.
+    """
+    ops = {
+        name: op
+        for name, op in (operating_points or {}).items()
+        if op.get("threshold") is not None and op.get("class")
+    }
+    decision: dict[str, list[int]] = {c: [0, 0, 0, 0] for c in campaign.classes}
+    at_op: dict[str, list[int]] = {name: [0, 0, 0, 0] for name in ops}
+    n = 0
+    query = (
+        sa.select(items_t.c.id, items_t.c.prediction, items_t.c.probabilities, labels_t.c.label)
+        .join(labels_t, labels_t.c.campaign_item_id == items_t.c.id)
+        .where(items_t.c.campaign_id == campaign.id, items_t.c.auto_label.is_(None))
+        .order_by(items_t.c.id)
+    )
+    with engine.connect() as conn:
+        rows = conn.execution_options(yield_per=5000).execute(query)
+        for _pk, group in itertools.groupby(rows, key=lambda r: r.id):
+            group = list(group)
+            if len(group) < campaign.labels_per_item:
+                continue
+            truth, _status = resolve(Counter(r.label for r in group))
+            if truth is None or group[0].probabilities is None:
+                continue
+            n += 1
+            first = group[0]
+            for cls, cell in decision.items():
+                cell[_cell(first.prediction == cls, truth == cls)] += 1
+            for name, op in ops.items():
+                p = first.probabilities.get(op["class"])
+                flagged = p is not None and not math.isnan(p) and p >= op["threshold"]
+                at_op[name][_cell(flagged, truth == op["class"])] += 1
+    rows_out = [
+        {"name": "decision", "class": c, "threshold": None, "query": None, **_rates(*v)}
+        for c, v in decision.items()
+    ]
+    rows_out += [
+        {
+            "name": name,
+            "class": op["class"],
+            "threshold": op["threshold"],
+            "query": op.get("query"),
+            **_rates(*at_op[name]),
+        }
+        for name, op in ops.items()
+    ]
+    method = campaign.selection.get("method")
+    note = (
+        None
+        if method == "random"
+        else f"items were chosen by '{method}', not at random: recall counts only the reviewed items"
+    )
+    return {"resolved_items": n, "rows": rows_out, "note": note}
+
+
+def _cell(predicted: bool, actual: bool) -> int:
+    """Index into [tp, fp, fn, tn]."""
+    if predicted:
+        return 0 if actual else 1
+    return 2 if actual else 3
+
+
+def summary(engine: Engine, campaign: Campaign) -> dict[str, Any]:
+    """Alpha and the pairwise kappas, with their mean, for the admin page and the API."""
+    kappas = pairwise_kappa(engine, campaign)
+    defined = [k["kappa"] for k in kappas if k["kappa"] is not None]
+    return {
+        "krippendorff_alpha": krippendorff_alpha(engine, campaign),
+        "pairwise_kappa": kappas,
+        "mean_kappa": sum(defined) / len(defined) if defined else None,
+        "unsure": "treated as a missing rating",
+    }

@@ -1,0 +1,819 @@
+"""The runtime scorer: the ONE scoring path of assay.
+
+The HTTP API, ``assay score`` (batch files), precaching and the review pages all
+call a ``Scorer``. It owns:
+
+* the model table: which version each ``name``, ``name@3`` and ``name@alias``
+  means, read from the registry by ``refresh()`` (the server calls it every
+  ``alias_refresh_s`` from a background task, so requests never wait on the
+  store) — a version an alias moves to is loaded *before* the table switches,
+  so a promotion never fails a request;
+* validation of items and their features (per item: one bad item is an error
+  on that item, the others are still scored);
+* feature lookup by item id (``features.FeatureTable``), with supplied
+  features overriding looked-up ones (ORES's "inject");
+* one matrix call per model for a whole batch, the probability of each class,
+  the prediction and the operating points each score passes;
+* the score cache (``cache.py``) for id-only items, keyed by (model, version, id);
+* feature values and explanations on request;
+* speed: single LightGBM rows through LightGBM's fast single-row API, big
+  batches split over a thread pool (``threads``, default all cores).
+
+Public calls::
+
+    scorer = Scorer(registry, FeatureTable(engine), cache, observer=None, threads=None)
+    scorer.score(refs, items, *, features=False, explain=0) -> {"scores": {item_id: {ref: score}}}
+    scorer.score_one(ref, item_id, *, features=False, explain=0) -> score      # raises the item's error
+    scorer.score_records(ref, records) -> (ServedModel, probabilities)        # bare rows, all or nothing
+    scorer.score_frame(ref, frame, *, id_column) -> DataFrame                   # batch files, vectorised
+    scorer.precache(refs, ids) -> {"scored": n, "cached": n, "failed": {code: n}}
+    scorer.model(ref) -> ServedModel;  scorer.models() -> [ModelInfo];  scorer.refresh();  scorer.close()
+
+``explain`` is a top-N count (``True`` means 5, at most ``MAX_EXPLAIN``).
+
+``items`` are JSON-like dicts ``{"id": str|int, "features": {name: value}}``
+(``features`` optional; ``id`` required). A score is ``{"version": "3",
+"prediction": ..., "probability": {...}}`` plus ``operating_points`` when the
+model names some, ``features`` and ``explanation`` when asked; an item's
+failure is ``{"error": {"code", "message", "field"}}``. Binary models answer
+``prediction`` as a boolean and ``probability`` keyed ``"true"``/``"false"``
+(ORES's shape); multiclass models answer the class name and one key per class.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from assay.errors import AssayError, InvalidInput, NotFound
+from assay.registry.artifacts import Predictor
+from assay.registry.versions import DEFAULT_ALIAS, LoadedModel, ModelInfo, Registry, parse_ref, version_number
+from assay.serving.cache import ScoreCache, score_key
+from assay.serving.explain import explain as explain_rows
+from assay.serving.features import MAX_ID_LENGTH, FeatureTable, item_id_of
+
+log = logging.getLogger(__name__)
+
+MAX_EXPLAIN = 50
+# Below this many items a row-by-row encode beats setting up column arrays.
+_COLUMNAR_MIN_ITEMS = 8
+# Big batches are split over a thread pool (LightGBM and numpy release the GIL while they work),
+# so one request or file uses every core as the model's own batch predict would.
+_PARALLEL_MIN_ROWS = 256
+_MAX_CHUNK_ROWS = 65_536
+_ITEM_KEYS = frozenset({"id", "features"})
+
+
+class ScoringObserver(Protocol):
+    """What the scorer reports as it works (the server's Prometheus metrics implement it)."""
+
+    def cache_lookups(self, hits: int, misses: int) -> None: ...
+
+    def items_scored(self, model: str, version: int, scored: int, failed: int) -> None: ...
+
+    def model_loaded(self, model: str, version: int) -> None: ...
+
+    def model_unloaded(self, model: str, version: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded version plus everything the hot path needs precomputed."""
+
+    loaded: LoadedModel
+    name: str
+    version: int
+    version_label: str  # what responses say: the integer version as a string
+    keys: list[str]  # response probability key of each class index
+    order: list[int]  # class indices in response order (binary: "true" first, as ORES answered)
+    positive_index: int | None
+    threshold: float
+    operating_points: list[tuple[str, int, float | None]]  # (name, class index, threshold)
+    names: list[str]
+    name_set: frozenset[str]
+    codes: list[dict[str, int] | None]  # categorical vocabularies by column
+    plan: tuple[tuple[str, str, dict[str, int] | None], ...]  # (name, kind, vocabulary) per column
+    predict: Callable[[np.ndarray], np.ndarray]  # the predictor's predict_proba, single rows made fast
+
+    @classmethod
+    def of(cls, loaded: LoadedModel) -> ServedModel:
+        classes = loaded.classes
+        positive = loaded.positive_index
+        if positive is not None and len(classes) == 2:
+            keys = ["true" if i == positive else "false" for i in range(2)]
+        else:
+            keys = list(classes)
+        points = []
+        for op_name, op in sorted(loaded.operating_points.items()):
+            cls_name = op.get("class") or loaded.positive or classes[-1]
+            if cls_name in classes:
+                points.append((op_name, classes.index(cls_name), op.get("threshold")))
+        schema = loaded.schema
+        codes = [
+            {c: i for i, c in enumerate(f.categories)} if f.kind == "categorical" else None
+            for f in schema.features
+        ]
+        return cls(
+            loaded=loaded,
+            name=loaded.record.model,
+            version=loaded.record.version,
+            version_label=str(loaded.record.version),
+            keys=keys,
+            order=[positive, 1 - positive]
+            if positive is not None and len(classes) == 2
+            else list(range(len(classes))),
+            positive_index=positive if len(classes) == 2 else None,
+            threshold=loaded.decision_threshold(),
+            operating_points=points,
+            names=schema.names,
+            name_set=frozenset(schema.names),
+            codes=codes,
+            plan=tuple((f.name, f.kind, c) for f, c in zip(schema.features, codes, strict=True)),
+            predict=fast_predict(loaded.predictor),
+        )
+
+    def predictions(self, proba: np.ndarray) -> np.ndarray:
+        """Each row's prediction: positive-or-not for binary models, the likeliest class otherwise."""
+        if len(proba) == 1:  # numpy's per-call cost dwarfs one comparison
+            row = proba[0].tolist()
+            if self.positive_index is not None:
+                return np.array([row[self.positive_index] >= self.threshold])
+            return np.array([self.loaded.classes[max(range(len(row)), key=row.__getitem__)]], dtype=object)
+        if self.positive_index is not None:
+            return proba[:, self.positive_index] >= self.threshold
+        return np.asarray(self.loaded.classes, dtype=object)[proba.argmax(axis=1)]
+
+    def scores(self, proba: np.ndarray) -> list[dict[str, Any]]:
+        """The base score of each row of probabilities."""
+        version, keys, order, points = self.version_label, self.keys, self.order, self.operating_points
+        out = []
+        if self.positive_index is not None:
+            # Binary, the common case: one comparison and one dict literal per row, no numpy
+            # pass and no comprehension (it shows in 1,000-item requests).
+            pi, threshold = self.positive_index, self.threshold
+            ni, kp, kn = 1 - pi, keys[pi], keys[1 - pi]
+            for row in proba.tolist():
+                p = row[pi]
+                score: dict[str, Any] = {
+                    "version": version,
+                    "prediction": p >= threshold,
+                    "probability": {kp: p, kn: row[ni]},
+                }
+                if points:
+                    score["operating_points"] = {name: t is not None and row[j] >= t for name, j, t in points}
+                out.append(score)
+            return out
+        for row, prediction in zip(proba.tolist(), self.predictions(proba).tolist(), strict=True):
+            score: dict[str, Any] = {
+                "version": version,
+                "prediction": prediction,
+                "probability": {keys[j]: row[j] for j in order},
+            }
+            if points:
+                score["operating_points"] = {name: t is not None and row[j] >= t for name, j, t in points}
+            out.append(score)
+        return out
+
+
+@dataclass(frozen=True)
+class _Table:
+    """The model table as of one refresh."""
+
+    models: dict[str, ModelInfo]
+    at: float
+
+
+class Scorer:
+    """Scores items with registry versions; safe to share between threads.
+
+    Build it with the registry, feature table and cache of one workspace, then
+    ``refresh()`` (or let the first call do it).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        features: FeatureTable,
+        cache: ScoreCache,
+        *,
+        observer: ScoringObserver | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.registry = registry
+        self.features = features
+        self.cache = cache
+        self.observer = observer
+        self.threads = threads or os.cpu_count() or 1
+        self._pool: ThreadPoolExecutor | None = None
+        self._table: _Table | None = None
+        self._served: dict[tuple[str, int], ServedModel] = {}
+        self._resolved: dict[str, ServedModel] = {}  # ref -> model, valid for the current table
+        self._refresh_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._failed_loads: set[tuple[str, int]] = set()
+
+    # --- the model table ---------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True once the model table has been read (the server answers /readyz with it)."""
+        return self._table is not None
+
+    def refresh(self) -> None:
+        """Re-read models, versions and aliases; load every alias's version, then switch.
+
+        A version that fails to load (a damaged artifact) is logged and the alias keeps
+        serving the version it served before, so a bad promotion degrades nothing.
+        """
+        with self._refresh_lock:
+            infos = {info.name: info for info in self.registry.models()}
+            old = self._table.models if self._table is not None else {}
+            for info in infos.values():
+                kept = old.get(info.name)
+                for alias, version in list(info.aliases.items()):
+                    if (info.name, version) in self._served:
+                        continue
+                    try:
+                        self._load(info.name, version)
+                    except AssayError as exc:
+                        previous = kept.aliases.get(alias) if kept is not None else None
+                        if (info.name, version) not in self._failed_loads:
+                            self._failed_loads.add((info.name, version))
+                            log.error(
+                                "cannot load %s@%s for alias %r (%s); still serving %s",
+                                info.name,
+                                version,
+                                alias,
+                                exc.message,
+                                f"version {previous}" if previous is not None else "nothing",
+                            )
+                        if previous is not None:
+                            info.aliases[alias] = previous
+            changed = self._table is None or infos != self._table.models
+            self._table = _Table(infos, time.monotonic())
+            if changed:
+                self._resolved = {}
+                self._unload_unaliased(infos)
+
+    def _unload_unaliased(self, infos: Mapping[str, ModelInfo]) -> None:
+        """Forget versions no alias points at, so that memory does not grow with every promotion.
+
+        In-flight requests keep the objects they hold; a later ``name@3`` loads its version again.
+        """
+        wanted = {(name, v) for name, info in infos.items() for v in info.aliases.values()}
+        with self._load_lock:
+            for key in [k for k in self._served if k not in wanted]:
+                del self._served[key]
+                if self.observer is not None:
+                    self.observer.model_unloaded(*key)
+
+    def models(self) -> list[ModelInfo]:
+        """Every model with its versions and aliases, as of the last refresh."""
+        return list(self._current().models.values())
+
+    def model(self, ref: str) -> ServedModel:
+        """The version ``ref`` means now: ``name`` (its production alias), ``name@3`` or ``name@alias``."""
+        served = self._resolved.get(ref)
+        if served is not None:
+            return served
+        key = self._version_of(ref)
+        served = self._served.get(key) or self._load(*key)
+        self._resolved[ref] = served
+        return served
+
+    def warm(self, refs: Sequence[str]) -> bool:
+        """True when using ``refs`` waits on no artifact load (a bad reference fails fast too)."""
+        for ref in refs:
+            if ref not in self._resolved:
+                try:
+                    if self._version_of(ref) not in self._served:
+                        return False
+                except AssayError:
+                    pass
+        return True
+
+    def _version_of(self, ref: str) -> tuple[str, int]:
+        """The (name, version) ``ref`` means in the current table, or the error naming what is unknown."""
+        if not isinstance(ref, str):
+            raise InvalidInput("a model reference must be a string", field="model")
+        name, which = parse_ref(ref)
+        which = which or DEFAULT_ALIAS
+        info = self.info(name)
+        version = version_number(which)
+        if version is not None:
+            if version not in info.versions:
+                raise NotFound(
+                    f"model {name!r} has no version {version}", field="model", code="unknown_version"
+                )
+            return name, version
+        aliased = info.aliases.get(which)
+        if aliased is None:
+            raise NotFound(f"model {name!r} has no alias {which!r}", field="model", code="unknown_alias")
+        return name, aliased
+
+    def info(self, name: str) -> ModelInfo:
+        """A model's versions and aliases, as of the last refresh."""
+        info = self._current().models.get(name)
+        if info is None:
+            raise NotFound(f"unknown model {name!r}", field="model", code="unknown_model")
+        return info
+
+    def loaded(self) -> list[ServedModel]:
+        return list(self._served.values())
+
+    def _current(self) -> _Table:
+        if self._table is None:
+            self.refresh()
+        assert self._table is not None
+        return self._table
+
+    def _load(self, name: str, version: int) -> ServedModel:
+        with self._load_lock:
+            served = self._served.get((name, version))
+            if served is None:
+                served = ServedModel.of(self.registry.load(self.registry.get(name, version)))
+                self._served[(name, version)] = served
+                if self.observer is not None:
+                    self.observer.model_loaded(name, version)
+        return served
+
+    def close(self) -> None:
+        """Stop the prediction threads (the cache and store belong to the caller)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _predict(self, served: ServedModel, X: np.ndarray) -> np.ndarray:
+        """Probabilities of ``X``; big batches are split over the thread pool."""
+        if not len(X):  # estimators refuse an empty matrix; an empty request has an empty answer
+            return np.empty((0, len(served.keys)))
+        if len(X) < _PARALLEL_MIN_ROWS or self.threads <= 1:
+            return served.predict(X)
+        with self._load_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="assay-predict")
+            pool = self._pool
+        size = min(-(-len(X) // self.threads), _MAX_CHUNK_ROWS)
+        chunks = [X[i : i + size] for i in range(0, len(X), size)]
+        return np.vstack(list(pool.map(served.predict, chunks)))
+
+    # --- scoring -----------------------------------------------------------------
+
+    def score(
+        self, refs: Sequence[str], items: Sequence[Any], *, features: bool = False, explain: int = 0
+    ) -> dict[str, Any]:
+        """Score ``items`` with every model in ``refs``: ``{"scores": {item_id: {ref: score | error}}}``.
+
+        A bad model reference or a malformed item list is an error for the whole call
+        (``NotFound``/``InvalidInput``); anything wrong with one item is reported on it.
+        """
+        if not refs:
+            raise InvalidInput("name at least one model", field="models")
+        models = {ref: self.model(ref) for ref in refs}
+        parsed = parse_items(items)
+        explain = check_explain(explain)
+        out: dict[str, dict[str, Any]] = {item_id: {} for item_id, _ in parsed}
+        for ref, served in models.items():
+            results = self._score_model(served, parsed, features=features, explain=explain)
+            for (item_id, _), result in zip(parsed, results, strict=True):
+                out[item_id][ref] = result if isinstance(result, dict) else {"error": result.to_dict()}
+        return {"scores": out}
+
+    def score_one(
+        self, ref: str, item_id: str, *, features: bool = False, explain: int = 0
+    ) -> dict[str, Any]:
+        """The score of one stored item; its error (e.g. ``unknown_item``) is raised, not returned."""
+        served = self.model(ref)
+        parsed = [(item_id_of(item_id, "item_id"), None)]
+        result = self._score_model(served, parsed, features=features, explain=check_explain(explain))[0]
+        if isinstance(result, AssayError):
+            raise result
+        return result
+
+    def score_records(self, ref: str, records: Sequence[Mapping[str, Any]]) -> tuple[ServedModel, np.ndarray]:
+        """Probabilities of bare feature records (no ids, no lookup, no cache), e.g. for OIP infer.
+
+        All or nothing: the first bad record raises its error with ``row <k>:`` in the message.
+        """
+        served = self.model(ref)
+        X, errors = encode_records(served, records)
+        for k, error in enumerate(errors):
+            if error is not None:
+                raise InvalidInput(f"row {k}: {error.message}", field=error.field, code=error.code)
+        proba = self._predict(served, X)
+        if self.observer is not None:
+            self.observer.items_scored(served.name, served.version, len(records), 0)
+        return served, proba
+
+    def precache(self, refs: Sequence[str], ids: Sequence[Any]) -> dict[str, Any]:
+        """Score stored items ahead of their first request, filling the cache.
+
+        Returns how many were scored now, how many were cached already, and failures by code.
+        """
+        models = [self.model(ref) for ref in refs] if refs else []
+        if not models:
+            raise InvalidInput("name at least one model", field="models")
+        parsed = [(item_id_of(v, f"ids[{i}]"), None) for i, v in enumerate(ids)]
+        parsed = list(dict.fromkeys(parsed))
+        counts: dict[str, Any] = {"scored": 0, "cached": 0, "failed": {}}
+        for served in models:
+            keys = [score_key(served.name, served.version, item_id) for item_id, _ in parsed]
+            present = self.cache.get_many(keys)
+            todo = [p for p, hit in zip(parsed, present, strict=True) if hit is None]
+            counts["cached"] += len(parsed) - len(todo)
+            for result in self._score_model(served, todo, features=False, explain=0, read_cache=False):
+                if isinstance(result, AssayError):
+                    counts["failed"][result.code] = counts["failed"].get(result.code, 0) + 1
+                else:
+                    counts["scored"] += 1
+        return counts
+
+    def invalidate(self, model: str, ids: Sequence[str]) -> None:
+        """Drop cached scores of these items for every version of ``model`` (their features changed)."""
+        info = self._current().models.get(model)
+        versions = info.versions if info is not None else []
+        self.cache.delete_many([score_key(model, v, i) for v in versions for i in ids])
+
+    def _score_model(
+        self,
+        served: ServedModel,
+        items: Sequence[tuple[str, Mapping[str, Any] | AssayError | None]],
+        *,
+        features: bool,
+        explain: int,
+        read_cache: bool = True,
+    ) -> list[dict[str, Any] | AssayError]:
+        """One result per item, in order: a score dict or the item's error."""
+        n = len(items)
+        results: list[dict[str, Any] | AssayError | None] = [None] * n
+        plain = not features and not explain  # only plain scores come from / go to the cache
+        to_cache: dict[str, dict[str, Any]] = {}
+
+        id_only = [i for i, (_, f) in enumerate(items) if f is None]
+        if id_only and plain and read_cache:
+            keys = [score_key(served.name, served.version, items[i][0]) for i in id_only]
+            hits = 0
+            for i, hit in zip(id_only, self.cache.get_many(keys), strict=True):
+                if hit is not None:
+                    results[i] = hit
+                    hits += 1
+            if self.observer is not None:
+                self.observer.cache_lookups(hits, len(id_only) - hits)
+
+        # Items that need their features looked up: id-only misses and partial "inject" items.
+        lookup_ids = [
+            item_id
+            for (item_id, supplied), result in zip(items, results, strict=True)
+            if result is None
+            and (
+                supplied is None
+                or (not isinstance(supplied, AssayError) and not served.name_set <= supplied.keys())
+            )
+        ]
+        stored = self.features.lookup(served.name, lookup_ids) if lookup_ids else {}
+
+        records: list[Mapping[str, Any]] = []
+        where: list[int] = []
+        for i, (item_id, supplied) in enumerate(items):
+            if results[i] is not None:
+                continue
+            if isinstance(supplied, AssayError):
+                results[i] = supplied
+                continue
+            try:
+                records.append(_features_of(served, item_id, supplied, stored.get(item_id)))
+                where.append(i)
+            except AssayError as exc:
+                results[i] = exc
+        if records:
+            X, errors = encode_records(served, records)
+            good = [k for k in range(len(records)) if errors[k] is None]
+            for k in range(len(records)):
+                if errors[k] is not None:
+                    results[where[k]] = errors[k]
+            if good:
+                Xg = X if len(good) == len(records) else X[good]
+                scores = served.scores(self._predict(served, Xg))
+                if features:
+                    for score, row in zip(scores, Xg, strict=True):
+                        score["features"] = served.loaded.schema.decode_row(row)
+                if explain:
+                    _add_explanations(served, Xg, scores, explain)
+                for k, score in zip(good, scores, strict=True):
+                    i = where[k]
+                    results[i] = score
+                    if items[i][1] is None:
+                        to_cache[score_key(served.name, served.version, items[i][0])] = (
+                            score if plain else _base(score)
+                        )
+        if to_cache:
+            self.cache.set_many(to_cache)
+        if self.observer is not None:
+            failed = sum(isinstance(r, AssayError) for r in results)
+            self.observer.items_scored(served.name, served.version, n - failed, failed)
+        return results  # type: ignore[return-value]
+
+    # --- batch files -------------------------------------------------------------
+
+    def score_frame(self, ref: str, frame: pd.DataFrame, *, id_column: str) -> pd.DataFrame:
+        """Score every row of ``frame`` (raw feature columns, as in training files).
+
+        Returns columns ``id``, ``version``, ``prediction`` and ``probability_<class>`` per
+        class, named by the model's classes for binary models too (a file is read by people
+        and by the next training run, which know the classes, not JSON's ``true``/``false``).
+        A bad value refuses the file with a ``DataError`` naming the column, like training does.
+        """
+        served = self.model(ref)
+        source = str(frame.attrs.get("source", "<frame>"))
+        if id_column not in frame.columns:
+            raise InvalidInput(f"{source}: no id column {id_column!r}", field="id_column")
+        X = served.loaded.schema.encode_frame(frame, source=source)
+        proba = self._predict(served, X)
+        out = pd.DataFrame({"id": frame[id_column].astype(str).to_numpy()})
+        classes = served.loaded.classes
+        prediction = served.predictions(proba)
+        if served.positive_index is not None:  # flagged or not, as the class it stands for
+            pi = served.positive_index
+            prediction = np.where(prediction, classes[pi], classes[1 - pi])
+        out["version"] = served.version
+        out["prediction"] = prediction
+        for j in served.order:
+            out[f"probability_{classes[j]}"] = proba[:, j]
+        return out
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def parse_items(items: Sequence[Any]) -> list[tuple[str, Mapping[str, Any] | AssayError | None]]:
+    """(id, supplied features | the item's error | None) per item; request-level errors raise.
+
+    An item that is not an object, lacks a usable id, repeats an id or has unknown keys
+    cannot be reported on by id, so it fails the request; a bad ``features`` value is
+    that item's own error.
+    """
+    if not isinstance(items, list | tuple):
+        raise InvalidInput("items must be a list", field="items")
+    out: list[tuple[str, Mapping[str, Any] | AssayError | None]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        # ``type(x) is dict`` first: JSON gives dicts, and the ABC check costs more than the rest.
+        if type(item) is not dict and not isinstance(item, Mapping):
+            raise InvalidInput(f"items[{i}] must be an object with an 'id'", field=f"items[{i}]")
+        if not item.keys() <= _ITEM_KEYS:
+            extra = sorted(k for k in item if k not in _ITEM_KEYS)[0]
+            raise InvalidInput(
+                f"items[{i}] has unknown field {extra!r}; items take 'id' and 'features'", field=f"items[{i}]"
+            )
+        raw_id = item.get("id")
+        item_id = (
+            raw_id
+            if type(raw_id) is str and 0 < len(raw_id) <= MAX_ID_LENGTH
+            else item_id_of(raw_id, f"items[{i}].id")
+        )
+        if item_id in seen:
+            raise InvalidInput(
+                f"item id {item_id!r} appears twice", field=f"items[{i}].id", code="duplicate_id"
+            )
+        seen.add(item_id)
+        supplied = item.get("features")
+        if supplied is not None and type(supplied) is not dict and not isinstance(supplied, Mapping):
+            out.append((item_id, InvalidInput("features must be an object", field="features")))
+        else:
+            out.append((item_id, supplied))
+    return out
+
+
+def check_explain(explain: Any) -> int:
+    """``explain`` as a top-N count: true means 5, false/0 means none."""
+    if explain is True:
+        return 5
+    if explain is False or explain is None:
+        return 0
+    if isinstance(explain, int) and 0 <= explain <= MAX_EXPLAIN:
+        return explain
+    raise InvalidInput(f"explain must be true, false or a count from 0 to {MAX_EXPLAIN}", field="explain")
+
+
+def encode_records(
+    served: ServedModel, records: Sequence[Mapping[str, Any]]
+) -> tuple[np.ndarray, list[AssayError | None]]:
+    """The model matrix of ``records`` and each record's error (its row is then garbage).
+
+    Batches take a column-at-a-time path when every value already has its
+    feature's plain JSON type; anything else (a missing feature, a string for a
+    number, null, NaN) goes row by row through the schema, which names the problem.
+    """
+    if len(records) >= _COLUMNAR_MIN_ITEMS:
+        X = _encode_columns(served, records)
+        if X is not None:
+            return X, [None] * len(records)
+    schema = served.loaded.schema
+    X = np.empty((len(records), len(served.names)), dtype=np.float64)
+    errors: list[AssayError | None] = [None] * len(records)
+    for k, record in enumerate(records):
+        row = _encode_plain_row(served, record)
+        if row is not None:
+            X[k] = row
+            continue
+        try:
+            X[k] = schema.encode_record(record)
+        except AssayError as exc:
+            errors[k] = exc
+    return X, errors
+
+
+def _encode_plain_row(served: ServedModel, record: Mapping[str, Any]) -> list[float] | None:
+    """One row when every value has its feature's plain JSON type, else None (the schema then decides)."""
+    if len(record) != len(served.plan):
+        return None
+    row = []
+    for name, kind, codes in served.plan:
+        value = record.get(name)
+        kind_of = type(value)
+        if kind == "numeric":
+            if (kind_of is not int and kind_of is not float) or not math.isfinite(value):
+                return None
+            row.append(float(value))
+        elif kind == "boolean":
+            if kind_of is not bool:
+                return None
+            row.append(1.0 if value else 0.0)
+        else:
+            code = codes.get(value) if kind_of is str else None  # type: ignore[union-attr]
+            if code is None:
+                return None
+            row.append(float(code))
+    return row
+
+
+def _encode_columns(served: ServedModel, records: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+    """Column-wise encoding, or None when any value needs the row path's checks or messages."""
+    d = len(served.names)
+    if any(len(r) != d for r in records):
+        return None  # a missing or unknown feature somewhere
+    X = np.empty((len(records), d), dtype=np.float64)
+    features = served.loaded.schema.features
+    try:
+        for j, name in enumerate(served.names):
+            column = [r[name] for r in records]
+            kinds = set(map(type, column))
+            kind = features[j].kind
+            if kind == "numeric":
+                if not kinds <= {int, float}:
+                    return None
+                X[:, j] = column
+                if not np.isfinite(X[:, j]).all():
+                    return None
+            elif kind == "boolean":
+                if kinds != {bool}:
+                    return None
+                X[:, j] = column
+            else:
+                if kinds != {str}:
+                    return None
+                codes = served.codes[j]
+                assert codes is not None
+                X[:, j] = [codes[v] for v in column]  # an unknown category: the row path names it
+    except KeyError:
+        return None
+    return X
+
+
+def _features_of(
+    served: ServedModel, item_id: str, supplied: Mapping[str, Any] | None, stored: dict[str, Any] | None
+) -> Mapping[str, Any]:
+    """The record to encode: supplied features over stored ones (ORES's inject)."""
+    if supplied is not None and supplied.keys() == served.name_set:  # every feature, nothing else
+        return supplied
+    if supplied is None:
+        if stored is None:
+            raise NotFound(
+                f"no stored features for item {item_id!r} in model {served.name!r}; send its features "
+                f"or load them with 'assay features load'",
+                field="id",
+                code="unknown_item",
+            )
+        return {name: stored[name] for name in served.names if name in stored}
+    unknown = [k for k in supplied if k not in served.name_set]
+    if unknown:
+        raise InvalidInput(
+            f"unknown feature {unknown[0]!r}; this model takes: {', '.join(served.names)}",
+            field=f"features.{unknown[0]}",
+            code="unknown_feature",
+        )
+    if stored is None or served.name_set <= supplied.keys():
+        return supplied
+    return {**{name: stored[name] for name in served.names if name in stored}, **supplied}
+
+
+def _base(score: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in score.items() if k not in ("features", "explanation")}
+
+
+def _add_explanations(served: ServedModel, X: np.ndarray, scores: list[dict[str, Any]], top: int) -> None:
+    """Explain each row's predicted class (the positive class for binary models)."""
+    loaded = served.loaded
+    if served.positive_index is not None:
+        groups = {served.positive_index: list(range(len(scores)))}
+    else:
+        groups = {}
+        for k, score in enumerate(scores):
+            groups.setdefault(loaded.classes.index(score["prediction"]), []).append(k)
+    for class_index, rows in groups.items():
+        explained = explain_rows(loaded.predictor, X[rows], served.names, class_index, top=top)
+        for k, explanation in zip(rows, explained, strict=True):
+            values = scores[k].get("features") or loaded.schema.decode_row(X[k])
+            for entry in explanation["contributions"]:
+                entry["value"] = values[entry["feature"]]
+            scores[k]["explanation"] = {"class": loaded.classes[class_index], **explanation}
+
+
+def fast_predict(predictor: Predictor) -> Callable[[np.ndarray], np.ndarray]:
+    """``predictor.predict_proba``, with single rows of LightGBM models through LightGBM's fast path.
+
+    ``Booster.predict`` sets up a predictor on every call, which costs several times
+    the prediction itself for one row; LightGBM's FastConfig API configures once.
+    It runs the same trees, so the probabilities are identical (the tests check it).
+    Any other model, or a LightGBM without that API, keeps ``predict_proba``.
+    """
+    booster = getattr(predictor, "booster", None)
+    if predictor.kind != "lightgbm" or booster is None:
+        return predictor.predict_proba
+    try:
+        from lightgbm.basic import _LIB, _c_str, _safe_call
+    except ImportError:  # pragma: no cover - a LightGBM that moved its internals
+        return predictor.predict_proba
+    if not hasattr(_LIB, "LGBM_BoosterPredictForMatSingleRowFast"):  # pragma: no cover
+        return predictor.predict_proba
+    return _FastRows(predictor, booster, _LIB, _c_str, _safe_call)
+
+
+class _FastRows:
+    """Callable predict_proba: one FastConfig per thread (a FastConfig must not be shared by threads)."""
+
+    _PREDICT_NORMAL = 0
+    _FLOAT64 = 1
+
+    def __init__(self, predictor: Predictor, booster: Any, lib: Any, c_str: Any, safe_call: Any) -> None:
+        self.predictor = predictor
+        self.booster = booster
+        self.n_classes = predictor.n_classes
+        self.n_features = predictor.n_features
+        # Booster.predict's default: the best iteration when training recorded one, else all.
+        self.num_iteration = booster.best_iteration if booster.best_iteration > 0 else -1
+        self._lib, self._c_str, self._safe_call = lib, c_str, safe_call
+        self._local = threading.local()
+
+    def _state(self) -> tuple[Any, Any, np.ndarray, Any, Any]:
+        state = getattr(self._local, "state", None)
+        if state is None:
+            config = ctypes.c_void_p()
+            self._safe_call(
+                self._lib.LGBM_BoosterPredictForMatSingleRowFastInit(
+                    self.booster._handle,
+                    ctypes.c_int(self._PREDICT_NORMAL),
+                    ctypes.c_int(0),
+                    ctypes.c_int(self.num_iteration),
+                    ctypes.c_int(self._FLOAT64),
+                    ctypes.c_int32(self.n_features),
+                    self._c_str("num_threads=1"),
+                    ctypes.byref(config),
+                )
+            )
+            weakref.finalize(self, self._lib.LGBM_FastConfigFree, config)
+            out = np.empty(1 if self.n_classes == 2 else self.n_classes, dtype=np.float64)
+            out_len = ctypes.c_int64()
+            state = (
+                self._lib.LGBM_BoosterPredictForMatSingleRowFast,
+                config,
+                out,
+                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+                ctypes.byref(out_len),
+            )
+            self._local.state = state
+        return state  # type: ignore[no-any-return]
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        if X.shape != (1, self.n_features):
+            return self.predictor.predict_proba(X)
+        predict, config, out, out_ptr, out_len = self._state()
+        row = np.ascontiguousarray(X[0], dtype=np.float64)
+        if predict(config, ctypes.c_void_p(row.ctypes.data), out_len, out_ptr) != 0:
+            self._safe_call(-1)  # raises LightGBM's own error message
+        if self.n_classes == 2:
+            p = float(out[0])
+            return np.array([[1.0 - p, p]])
+        return out.reshape(1, -1).copy()

@@ -1,0 +1,145 @@
+"""The CLI as a user runs it: quickstart, show, thresholds, promote, history, export/import, errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from assay.cli import main
+from tests.conftest import write_binary_spec
+
+
+def run(home: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["--home", str(home), *args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_quickstart_trains_on_shipped_data(tmp_path: Path) -> None:
+    code, out = run(tmp_path / "home", "quickstart")
+    assert code == 0, out
+    assert "candidates (cross-validated" in out
+    for name in ("logistic_regression", "lightgbm", "hist_gradient_boosting", "random_forest"):
+        assert name in out
+    assert "chosen:" in out and "malignant@1" in out and "card.html" in out
+    assert "refit on all" in out and "hyperparameters: " in out
+    assert (tmp_path / "home" / "artifacts" / "malignant" / "1" / "card.html").is_file()
+    code, out = run(tmp_path / "home", "thresholds", "malignant", "maximum recall @ precision >= 0.9")
+    assert code == 0 and "threshold" in out and "recall" in out
+
+
+def test_show_thresholds_promote_history(trained_home: Path) -> None:
+    code, out = run(trained_home, "models")
+    assert code == 0 and "damaging" in out and "quality" in out
+    code, out = run(trained_home, "show", "damaging")
+    assert code == 0
+    for words in (
+        "damaging@1",
+        "confusion matrix",
+        "fairness by user_is_anon",
+        "operating point likelybad",
+        "lineage",
+    ):
+        assert words in out
+    text = out
+    code, out = run(trained_home, "show", "damaging@1", "--json")
+    card = orjson.loads(out)
+    (params_line,) = [line for line in text.splitlines() if line.startswith("hyperparameters: ")]
+    assert card["params"] and all(f"{k}={v}" in params_line.split() for k, v in card["params"].items())
+    assert card["version"] == 1 and card["aliases"]["production"] == 1
+    code, out = run(trained_home, "thresholds", "damaging", "maximum recall @ precision >= 1.01")
+    assert code == 2 and "no threshold satisfies" in out
+    code, out = run(trained_home, "thresholds", "damaging", "maximum recal @ precision >= 0.5")
+    assert code == 1 and "error" in out and "recal" in out
+    code, out = run(trained_home, "thresholds", "quality", "maximum recall @ precision >= 0.5")
+    assert code == 1 and "--label" in out
+    code, out = run(
+        trained_home, "thresholds", "quality", "maximum recall @ precision >= 0.5", "--label", "good"
+    )
+    assert code == 0
+    code, out = run(trained_home, "promote", "damaging", "1", "--alias", "stable")
+    assert code == 0 and "stable -> damaging@1" in out
+    code, out = run(trained_home, "history", "damaging")
+    assert code == 0 and "stable" in out
+
+
+def test_export_import_between_homes(trained_home: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "m.assay"
+    code, out = run(trained_home, "export", "damaging", str(bundle))
+    assert code == 0
+    published = re.search(r"sha256 ([0-9a-f]{64})", out)
+    assert published is not None
+    wrong = "0" * 64
+    code, out = run(tmp_path / "other", "import", str(bundle), "--sha256", wrong)
+    assert code == 1 and "Traceback" not in out
+    code, out = run(tmp_path / "other", "import", str(bundle), "--sha256", published[1])
+    assert code == 0 and "imported as damaging@1" in out
+    code, out = run(tmp_path / "other", "show", "damaging@1")
+    assert code == 0
+
+
+def test_errors_are_one_line_and_exit_non_zero(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    code, out = run(home, "train", str(tmp_path / "missing.toml"))
+    assert code == 1 and out.startswith("error") and "spec file not found" in out and "Traceback" not in out
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "m"\ncolour = "red"\n[data]\ntrain = "x.csv"\nid = "id"\nlabel = "y"\n')
+    code, out = run(home, "train", str(spec))
+    assert code == 1 and "[colour]" in out and "unknown key" in out
+    spec.write_text('name = "m"\n[data]\ntrain = "x.csv"\nid = "id"\nlabel = "y"\n')
+    code, out = run(home, "train", str(spec))
+    assert code == 1 and "x.csv: file not found" in out
+    code, out = run(home, "show", "nosuch")
+    assert code == 1 and "unknown model 'nosuch'" in out
+    code, out = run(home, "promote", "nosuch", "1")
+    assert code == 1
+
+
+def test_train_and_show_report_the_search(tmp_path: Path) -> None:
+    spec = write_binary_spec(tmp_path / "data", n_train=300, n_test=100)
+    spec.write_text(
+        spec.read_text().replace(
+            'candidates = ["logistic_regression", "lightgbm"]',
+            'candidates = ["logistic_regression"]\nsearch_budget_s = 600\nsearch_trials = 2',
+        )
+    )
+    code, out = run(tmp_path / "home", "train", str(spec))
+    assert code == 0, out
+    assert "search: 2 of 2 trials" in out
+    code, out = run(tmp_path / "home", "show", "damaging")
+    assert code == 0 and "search: 2 of 2 trials\n" in out
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ("[training.params.random_forest]\nfoo = 1\n", "[training.params.random_forest.foo]"),
+        (
+            "[training.params.random_forest]\nn_estimators = -1\n",
+            "[training.params.random_forest.n_estimators]",
+        ),
+        ("[training.params.lightgbm]\nnum_leavs = 8\n", "did you mean num_leaves"),
+        ("[training.params]\nlightgbm = 5\n", "must be a table"),
+    ],
+)
+def test_bad_hyperparameters_are_one_line(tmp_path: Path, params: str, words: str) -> None:
+    spec = tmp_path / "s.toml"
+    # The data file does not exist: hyperparameters are refused before any data is read.
+    spec.write_text('name = "m"\n[data]\ntrain = "x.csv"\nid = "id"\nlabel = "y"\n' + params)
+    code, out = run(tmp_path / "home", "train", str(spec))
+    assert code == 1 and out.startswith("error") and words in out, out
+    assert "x.csv" not in out
+
+
+def test_settings_are_all_documented() -> None:
+    result = CliRunner().invoke(main, ["settings"])
+    from assay.settings import Settings
+
+    for env, _default, help_text in Settings.describe():
+        assert env in result.output and help_text
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [env for env, _d, _h in Settings.describe() if env not in readme]
+    assert missing == [], f"settings missing from README: {missing}"

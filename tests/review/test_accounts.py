@@ -1,0 +1,97 @@
+"""Accounts: roles, argon2 hashes, sessions, signing and CSRF tokens."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import sqlalchemy as sa
+
+from assay.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from assay.review import accounts
+from assay.settings import Settings
+from assay.store import db
+
+
+def test_password_is_stored_only_as_an_argon2id_hash(workspace):
+    user = accounts.create_user(workspace.engine, "ana", "correct horse", "admin")
+    assert user.is_admin and user.pseudonym.startswith("rv-") and user.pseudonym != "ana"
+    with workspace.engine.connect() as conn:
+        stored = conn.execute(sa.select(db.users.c.password_hash)).scalar_one()
+    assert stored.startswith("$argon2id$") and "correct horse" not in stored
+    assert accounts.authenticate(workspace.engine, "ana", "correct horse").id == user.id
+
+
+@pytest.mark.parametrize(("username", "password"), [("ana", "wrong password"), ("nobody", "correct horse")])
+def test_bad_credentials_get_one_message(workspace, username, password):
+    accounts.create_user(workspace.engine, "ana", "correct horse")
+    with pytest.raises(Unauthorized, match="wrong username or password"):
+        accounts.authenticate(workspace.engine, username, password)
+
+
+def test_user_validation(workspace):
+    with pytest.raises(InvalidInput, match="at least 8"):
+        accounts.create_user(workspace.engine, "ana", "short")
+    with pytest.raises(InvalidInput, match="role"):
+        accounts.create_user(workspace.engine, "ana", "long enough", "owner")
+    with pytest.raises(InvalidInput, match="username"):
+        accounts.create_user(workspace.engine, "ana smith", "long enough")
+    accounts.create_user(workspace.engine, "ana", "long enough")
+    with pytest.raises(Conflict):
+        accounts.create_user(workspace.engine, "ana", "other password")
+    with pytest.raises(NotFound):
+        accounts.user_by_name(workspace.engine, "bob")
+
+
+def test_sessions_end_on_logout_password_change_and_disable(workspace):
+    engine = workspace.engine
+    user = accounts.create_user(engine, "ana", "correct horse")
+    token = accounts.start_session(engine, user)
+    assert accounts.session_user(engine, token).username == "ana"
+    assert accounts.session_user(engine, token + "x") is None
+    accounts.end_session(engine, token)
+    assert accounts.session_user(engine, token) is None
+
+    token = accounts.start_session(engine, user)
+    accounts.set_password(engine, "ana", "a new password")
+    assert accounts.session_user(engine, token) is None
+    assert accounts.authenticate(engine, "ana", "a new password")
+
+    token = accounts.start_session(engine, user)
+    accounts.set_disabled(engine, "ana", True)
+    assert accounts.session_user(engine, token) is None
+    with pytest.raises(Unauthorized):
+        accounts.authenticate(engine, "ana", "a new password")
+    accounts.set_disabled(engine, "ana", False)
+    assert accounts.authenticate(engine, "ana", "a new password")
+
+
+def test_session_tokens_are_stored_hashed(workspace):
+    user = accounts.create_user(workspace.engine, "ana", "correct horse")
+    token = accounts.start_session(workspace.engine, user)
+    with workspace.engine.connect() as conn:
+        stored = conn.execute(sa.select(db.user_sessions.c.token_hash)).scalar_one()
+    assert token not in stored and len(stored) == 64
+
+
+def test_secret_is_kept_private_in_the_home_and_reused(tmp_path):
+    settings = Settings.load(home=tmp_path / "home", environ={})
+    first = accounts.session_secret(settings)
+    assert accounts.session_secret(settings) == first
+    path = tmp_path / "home" / accounts.SECRET_FILE
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    configured = Settings.load(home=tmp_path / "home", environ={"ASSAY_SESSION_SECRET": "s3cret"})
+    assert accounts.session_secret(configured) == b"s3cret"
+
+
+def test_signing_and_csrf():
+    key = b"k" * 32
+    signed = accounts.sign(key, "value")
+    assert accounts.unsign(key, signed) == "value"
+    assert accounts.unsign(key, signed[:-1] + ("0" if signed[-1] != "0" else "1")) is None
+    assert accounts.unsign(b"other", signed) is None
+    token = accounts.csrf_token(key, "session")
+    assert accounts.csrf_ok(key, "session", token)
+    assert not accounts.csrf_ok(key, "other session", token)
+    assert not accounts.csrf_ok(key, "session", None)

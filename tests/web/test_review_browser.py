@@ -1,0 +1,184 @@
+"""The review pages in real headless Chromium (Debian's, driven by Playwright) against ``assay serve``.
+
+Two reviewers log in, take worksets, label with the keyboard, skip, watch the
+progress bar; an admin then sees the agreement. Screenshots are written to
+``test-output/screenshots/`` for a person to look at.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from assay.settings import Settings
+from assay.store import db
+from assay.workspace import Workspace
+from tests.reviewing import PASSWORD, Server, campaign, items_file, users
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def server(trained_home: Path, tmp_path: Path) -> Iterator[Server]:
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian chromium is not installed at /usr/bin/chromium")
+    ws = Workspace.open(Settings.load(home=trained_home, environ={}))
+    try:
+        users(ws, "root", role="admin")
+        users(ws, "ana", "ben")
+        source = items_file(tmp_path / "items", n=200)
+        campaign(
+            ws,
+            source,
+            size=30,
+            labels_per_item=2,
+            description="Is this edit damaging?",
+            link_template="https://en.wikipedia.org/wiki/?diff={id}",
+            auto_rules=["user_is_bot_or_sysop == true -> False"],
+        )
+        engine = ws.engine
+    finally:
+        ws.close()
+    srv = Server(trained_home, tmp_path / "server.log", env={"ASSAY_WORKSET_SIZE": "6"}).start()
+    srv.engine = engine  # type: ignore[attr-defined]
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _log_in(browser, url: str, username: str):  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.goto(url + "/review/")
+    assert "/review/login" in page.url
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/review/?$"))
+    return page
+
+
+def _counts(page, selector: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    done, total = re.fullmatch(r"(\d+) of (\d+)", page.inner_text(selector)).groups()
+    return int(done), int(total)
+
+
+def _label_workset(page, keys: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
+    """Press one key per item (labels or 's' to skip); returns the item ids in the order seen.
+
+    After every key the page names the item saved or skipped, the workset's count
+    and bar are one further, and the campaign's label count is one further for a
+    label (a skip adds no label).
+    """
+    seen = []
+    for key in keys:
+        item = page.inner_text("#item-id")
+        seen.append(item)
+        (finished, total), (labels, needed) = (
+            _counts(page, "#workset-progress"),
+            _counts(page, "#campaign-progress"),
+        )
+        page.keyboard.press(key)
+        page.wait_for_selector("#saved, #skipped")
+        assert page.inner_text("#saved, #skipped").find(item) >= 0
+        assert _counts(page, "#workset-progress") == (finished + 1, total)
+        assert page.get_attribute("#workset-bar", "value") == str(finished + 1)
+        assert _counts(page, "#campaign-progress") == (labels + (key != "s"), needed)
+        assert page.get_attribute("#campaign-bar", "value") == str(labels + (key != "s"))
+    return seen
+
+
+def test_two_reviewers_and_an_admin_in_chromium(server, browser):
+    ana = _log_in(browser, server.url, "ana")
+    _shot(ana, "01-campaigns")
+    ana.click('a.button.primary:has-text("Review")')
+    ana.click("#take-workset")
+    ana.wait_for_selector("#item-id")
+    assert "The model says" in ana.content() and "Why (for" in ana.content()
+    assert ana.inner_text("#workset-progress") == "0 of 6"
+    _shot(ana, "02-item")
+
+    # 1 = "False", 2 = "True", u = unsure, s = skip; the comment box takes typing without labelling.
+    ana.keyboard.press("c")
+    ana.keyboard.type("2 spaces, no label")
+    ana.keyboard.press("Escape")
+    assert ana.inner_text("#workset-progress") == "0 of 6"
+    seen_by_ana = _label_workset(ana, ["1", "2", "u", "s", "1", "2"])
+    assert "Workset done" in ana.content()
+    assert ana.inner_text("#workset-progress") == "6 of 6" and _counts(ana, "#campaign-progress")[0] == 5
+    _shot(ana, "03-workset-done")
+    skipped = seen_by_ana[3]
+
+    with server.engine.connect() as conn:  # type: ignore[attr-defined]
+        stored = dict(
+            conn.execute(
+                sa.select(db.campaign_items.c.item_id, db.labels.c.label).join(
+                    db.campaign_items, db.campaign_items.c.id == db.labels.c.campaign_item_id
+                )
+            ).all()
+        )
+    expected = dict(zip(seen_by_ana, ["False", "True", "unsure", None, "False", "True"], strict=True))
+    assert stored == {k: v for k, v in expected.items() if v is not None}
+    with server.engine.connect() as conn:  # type: ignore[attr-defined]
+        comments = (
+            conn.execute(sa.select(db.labels.c.comment).where(db.labels.c.comment != "")).scalars().all()
+        )
+    assert comments == ["2 spaces, no label"]  # typed into the comment box, not taken as shortcuts
+
+    ben = _log_in(browser, server.url, "ben")
+    ben.click('a.button.primary:has-text("Review")')
+    ben.click("#take-workset")
+    ben.wait_for_selector("#item-id")
+    seen_by_ben = _label_workset(ben, ["1", "1", "2", "1", "1", "2"])
+    # Ben gets ana's five labelled items first (they need a second label), and her skip too.
+    assert set(seen_by_ana) - {skipped} <= set(seen_by_ben)
+    assert skipped in seen_by_ben
+    ben.click("#take-workset")
+    ben.wait_for_selector("#item-id")
+    _shot(ben, "04-second-reviewer")
+
+    admin = _log_in(browser, server.url, "root")
+    admin.click('a.button:has-text("Manage")')
+    admin.wait_for_selector("#alpha")
+    assert re.fullmatch(r"-?\d\.\d{3}", admin.inner_text("#alpha"))
+    assert "ana / ben" in admin.content()
+    assert admin.inner_text("#label-count").startswith("11 of ")  # ana 5 (one skip), ben 6
+    _shot(admin, "05-admin")
+
+    # A reviewer is turned away from the admin page.
+    ana.goto(server.url + "/review/campaigns/c1")
+    assert "Not allowed" in ana.content()
+    ana.goto(server.url + f"/review/judgments?model=damaging&item={seen_by_ana[0]}&campaign=c1")
+    ana.fill("textarea[name=rationale]", "A good-faith copy edit, not damage.")
+    ana.click("text=Record judgment")
+    ana.wait_for_selector("article.judgment")
+    _shot(ana, "06-judgments")
