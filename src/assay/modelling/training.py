@@ -445,7 +445,7 @@ def train(
             )
     else:
         train_data, test_data = _split(train_data, spec)
-    data_fp = fingerprint(d.train + d.test, campaign_labels)
+    data_fp = fingerprint(d.train + d.test, labels)
 
     schema = FeatureSchema.learn(train_data.frame, kinds, source=train_data.source)
     X = schema.encode_frame(train_data.frame, source=train_data.source)
