@@ -12,8 +12,9 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from assay.errors import DataError, SpecError
+from assay.modelling.candidates import CANDIDATES
 from assay.modelling.spec import load_spec
-from assay.modelling.training import build_estimator, train
+from assay.modelling.training import train
 from assay.registry.schema import FeatureSchema
 from assay.review.reviews import resolved_labels
 from assay.workspace import Workspace
@@ -163,10 +164,10 @@ def test_bad_hyperparameters_are_refused_before_anything_is_written(
 def test_lightgbm_fixes_its_histogram_layout_for_determinism() -> None:
     frame = pd.DataFrame({"x": ["1", "2", "3"]})
     schema = FeatureSchema.learn(frame, {"x": "numeric"}, source="s")
-    chosen = build_estimator("lightgbm", {}, schema, seed=0).get_params()
+    chosen = CANDIDATES["lightgbm"].estimator({}, schema, seed=0).get_params()
     assert chosen["deterministic"] is True and chosen["force_col_wise"] is True
     # Asking for the row-wise layout is the spec's choice, and LightGBM refuses both at once.
-    row_wise = build_estimator("lightgbm", {"force_row_wise": True}, schema, seed=0).get_params()
+    row_wise = CANDIDATES["lightgbm"].estimator({"force_row_wise": True}, schema, seed=0).get_params()
     assert row_wise["force_row_wise"] is True and "force_col_wise" not in row_wise
 
 

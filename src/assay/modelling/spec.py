@@ -19,9 +19,10 @@ from typing import Any
 import orjson
 
 from assay.errors import SpecError
+from assay.modelling.candidates import CANDIDATES as FAMILIES
 from assay.registry.versions import check_name
 
-CANDIDATES: tuple[str, ...] = ("logistic_regression", "lightgbm", "hist_gradient_boosting", "random_forest")
+CANDIDATES: tuple[str, ...] = tuple(FAMILIES)
 METRICS: tuple[str, ...] = ("average_precision", "roc_auc", "log_loss", "f1", "accuracy", "balanced_accuracy")
 GATE_STATS: tuple[str, ...] = ("roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "brier")
 FAIRNESS_STATS: tuple[str, ...] = (

@@ -12,27 +12,15 @@ gives the same metrics (unless a search's time budget cuts it short).
 from __future__ import annotations
 
 import math
-import os
 import platform
-import re
 import shutil
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from difflib import get_close_matches
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from lightgbm import LGBMClassifier
-from lightgbm.basic import LightGBMError, _ConfigAliases
-from scipy.stats import loguniform, randint, uniform
-from sklearn.base import ClassifierMixin
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -42,12 +30,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 from sklearn.model_selection import ParameterSampler, StratifiedKFold, train_test_split
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import assay
 from assay.errors import DataError, GateFailed, SpecError
 from assay.modelling import evaluation
+from assay.modelling.candidates import CANDIDATES, check_params
 from assay.modelling.datasets import (
     LabelledData,
     check_held_out,
@@ -64,181 +51,6 @@ from assay.registry.schema import FeatureSchema
 from assay.registry.versions import Registry, VersionRecord
 
 Progress = Callable[[str], None]
-
-# Defaults chosen for tabular assessment data of a few thousand to a few million rows:
-# shallow trees, a modest learning rate and row/column subsampling generalise well on
-# imbalanced labels such as "reverted" without any search.
-DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
-    "logistic_regression": {"C": 1.0, "max_iter": 2000},
-    "lightgbm": {
-        "n_estimators": 500,
-        "learning_rate": 0.02,
-        "num_leaves": 15,
-        "min_child_samples": 40,
-        "subsample": 0.8,
-        "subsample_freq": 1,
-        "colsample_bytree": 0.7,
-        "reg_lambda": 1.0,
-    },
-    "hist_gradient_boosting": {
-        "max_iter": 300,
-        "learning_rate": 0.03,
-        "max_leaf_nodes": 8,
-        "min_samples_leaf": 60,
-        "l2_regularization": 1.0,
-    },
-    "random_forest": {"n_estimators": 300, "min_samples_leaf": 3, "max_features": "sqrt"},
-}
-
-SEARCH_SPACES: dict[str, dict[str, Any]] = {
-    "logistic_regression": {"C": loguniform(1e-3, 1e2)},
-    "lightgbm": {
-        "n_estimators": randint(100, 1000),
-        "learning_rate": loguniform(0.005, 0.2),
-        "num_leaves": randint(4, 64),
-        "min_child_samples": randint(5, 150),
-        "subsample": uniform(0.5, 0.5),
-        "colsample_bytree": uniform(0.4, 0.6),
-        "reg_lambda": loguniform(1e-3, 10),
-    },
-    "hist_gradient_boosting": {
-        "max_iter": randint(100, 800),
-        "learning_rate": loguniform(0.005, 0.2),
-        "max_leaf_nodes": randint(4, 64),
-        "min_samples_leaf": randint(5, 150),
-        "l2_regularization": loguniform(1e-3, 10),
-    },
-    "random_forest": {
-        "n_estimators": randint(100, 500),
-        "min_samples_leaf": randint(1, 30),
-        "max_features": uniform(0.1, 0.9),
-    },
-}
-
-
-def _model(name: str, params: dict[str, Any], seed: int, categorical: list[int]) -> ClassifierMixin:
-    """A candidate's bare model: assay's settings, overridden by ``params``, and the seed."""
-    if name == "lightgbm":
-        # LightGBM documents deterministic=True as reproducible only with a fixed histogram
-        # layout, so assay fixes one: column-wise, unless the spec asks for row-wise.
-        layout = {} if params.get("force_row_wise") else {"force_col_wise": True}
-        settings = {"n_jobs": os.cpu_count() or 1, "deterministic": True, **layout, "verbose": -1}
-        return LGBMClassifier(**{**settings, **params}, random_state=seed)
-    if name == "hist_gradient_boosting":
-        return HistGradientBoostingClassifier(
-            **{"early_stopping": False, **params}, categorical_features=categorical or None, random_state=seed
-        )
-    if name == "random_forest":
-        return RandomForestClassifier(**{"n_jobs": os.cpu_count() or 1, **params}, random_state=seed)
-    if name == "logistic_regression":
-        return LogisticRegression(**params, random_state=seed)
-    raise ValueError(name)
-
-
-def build_estimator(name: str, params: dict[str, Any], schema: FeatureSchema, seed: int) -> ClassifierMixin:
-    """An unfitted candidate taking the schema's encoded matrix (categorical codes, NaN = missing)."""
-    cat = schema.categorical_indices
-    model = _model(name, {**DEFAULT_PARAMS[name], **params}, seed, cat)
-    if name != "logistic_regression":
-        return model
-    num = [i for i in range(len(schema.features)) if i not in cat]
-    parts = [
-        (
-            "numeric",
-            Pipeline(
-                [
-                    ("impute", SimpleImputer(strategy="median", add_indicator=True)),
-                    ("scale", StandardScaler()),
-                ]
-            ),
-            num,
-        )
-    ]
-    if cat:
-        parts.append(("categorical", OneHotEncoder(handle_unknown="ignore"), cat))
-    return Pipeline([("columns", ColumnTransformer(parts)), ("model", model)])
-
-
-def check_params(spec: ModelSpec) -> None:
-    """Refuse the spec's hyperparameters before any data is read or anything written.
-
-    Each key must be one of the estimator's parameters and a value the estimator's
-    own validation takes (an error names ``training.params.<candidate>.<key>``);
-    then the candidate's whole set is fitted on a few rows, since some values only
-    conflict with each other.
-    """
-    for name, params in spec.training.params.items():
-        where = f"training.params.{name}"
-        reserved = _set_by_assay(name)
-        known = _param_names(name)
-        for key, value in params.items():
-            key_field = f"{where}.{key}"
-            if key in reserved:
-                raise SpecError(
-                    f"{spec.source}: {key_field}: not settable here; {reserved[key]}", field=key_field
-                )
-            if key not in known:
-                close = get_close_matches(key, known, n=3)
-                hint = f"; did you mean {' or '.join(close)}?" if close else ""
-                raise SpecError(
-                    f"{spec.source}: {key_field}: unknown hyperparameter of {name}{hint}", field=key_field
-                )
-            # LightGBM declares no constraints up front: it checks its values when fitting.
-            problem = _refusal(name, {key: value}, spec.seed, fit=name == "lightgbm")
-            if problem:
-                raise SpecError(f"{spec.source}: {key_field}: {problem}", field=key_field)
-        problem = _refusal(name, {**DEFAULT_PARAMS[name], **params}, spec.seed, fit=True)
-        if problem:
-            raise SpecError(
-                f"{spec.source}: {where}: these hyperparameters do not work together: {problem}", field=where
-            )
-
-
-def _set_by_assay(name: str) -> dict[str, str]:
-    """Parameter names assay sets from other parts of the spec, and which part."""
-    seed, kinds = "it is set from the spec's seed", "it is set from features.kinds"
-    if name == "lightgbm":
-        return {
-            **dict.fromkeys(_ConfigAliases.get("seed"), seed),
-            **dict.fromkeys(_ConfigAliases.get("categorical_feature"), kinds),
-        }
-    if name == "hist_gradient_boosting":
-        return {"random_state": seed, "categorical_features": kinds}
-    return {"random_state": seed}
-
-
-def _param_names(name: str) -> list[str]:
-    names = set(_model(name, {}, 0, []).get_params())
-    if name == "lightgbm":
-        # LGBMClassifier hands any LightGBM parameter, or an alias of one, to the library;
-        # this is the library's own list, the one it warns "Unknown parameter" against.
-        names.update(a for aliases in _ConfigAliases._get_all_param_aliases().values() for a in aliases)
-    return sorted(names - _set_by_assay(name).keys())
-
-
-def _refusal(name: str, params: dict[str, Any], seed: int, *, fit: bool) -> str | None:
-    """Why the candidate's estimator refuses ``params``, in its own words; None when it takes them."""
-    model = _model(name, params, seed, [])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # about the probe's few rows, not about the spec
-            if fit:
-                # A few rows of two features: enough for the estimator to check its parameters.
-                model.fit(np.random.default_rng(0).normal(size=(40, 2)), np.arange(40) % 2)
-            else:
-                model._validate_params()  # scikit-learn's declared constraints, without fitting
-    except (ValueError, TypeError, LightGBMError) as exc:
-        # LightGBM's messages end with the C++ file and line that checked the value.
-        return re.sub(r"\s+at \S+, line \d+\s*\.?\s*$", "", str(exc).strip())
-    return None
-
-
-def _fit(estimator: ClassifierMixin, X: np.ndarray, y: np.ndarray, schema: FeatureSchema) -> ClassifierMixin:
-    if isinstance(estimator, LGBMClassifier):
-        # LightGBM takes categorical columns at fit time, not in the constructor.
-        return estimator.fit(X, y, categorical_feature=schema.categorical_indices or "auto")
-    return estimator.fit(X, y)
-
 
 def metric_score(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
     """The spec's selection metric, larger is better (log loss is negated)."""
@@ -313,13 +125,14 @@ def cross_validate(
 ) -> CandidateResult:
     """Stratified k-fold scores and fit times; fewer than ``folds`` if ``deadline`` (monotonic) passes first."""
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    result = CandidateResult(name, {**DEFAULT_PARAMS[name], **params}, [], [])
+    candidate = CANDIDATES[name]
+    result = CandidateResult(name, {**candidate.defaults, **params}, [], [])
     for i, (tr, va) in enumerate(splitter.split(X, y), start=1):
         if time.monotonic() >= deadline:
             break
-        estimator = build_estimator(name, params, schema, seed)
+        estimator = candidate.estimator(params, schema, seed)
         started = time.perf_counter()
-        _fit(estimator, X[tr], y[tr], schema)
+        candidate.fit(estimator, X[tr], y[tr], schema)
         result.fit_times.append(time.perf_counter() - started)
         result.fold_scores.append(
             metric_score(metric, y[va], _full_proba(estimator, X[va], int(y.max()) + 1))
@@ -360,7 +173,7 @@ def search(
     t = spec.training
     started = time.monotonic()
     deadline = started + t.search_budget_s
-    sampler = ParameterSampler(SEARCH_SPACES[best.candidate], n_iter=t.search_trials, random_state=spec.seed)
+    sampler = ParameterSampler(CANDIDATES[best.candidate].search_space, n_iter=t.search_trials, random_state=spec.seed)
     fixed = t.params.get(best.candidate, {})
     history: list[dict[str, Any]] = []
     cut_short = False
@@ -421,7 +234,7 @@ def train(
     """
     say = progress or (lambda _m: None)
     started = time.perf_counter()
-    check_params(spec)
+    check_params(spec.source, spec.training.params, spec.seed)
     d = spec.data
     say(f"reading {', '.join(d.train)}")
     labels = None
@@ -491,7 +304,8 @@ def train(
 
     say(f"refitting {winner.candidate} on all {len(X)} training rows")
     refit_started = time.perf_counter()
-    estimator = _fit(build_estimator(winner.candidate, winner.params, schema, spec.seed), X, y, schema)
+    candidate = CANDIDATES[winner.candidate]
+    estimator = candidate.fit(candidate.estimator(winner.params, schema, spec.seed), X, y, schema)
     refit_s = time.perf_counter() - refit_started
     proba = _full_proba(estimator, X_test, len(classes))
     sensitive = {

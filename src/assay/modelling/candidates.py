@@ -1,0 +1,229 @@
+"""Candidate model families: one description each, the only place a family is defined.
+
+A ``Candidate`` says how to build the family's estimator (assay's settings,
+the spec's hyperparameters, the seed), its default hyperparameters, the space a
+search draws from, the parameters assay sets itself (so a spec may not), and
+how to fit it. Adding a family means adding one entry to ``CANDIDATES``;
+specs, hyperparameter checks, cross-validation and the search all read it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from typing import Any
+
+import numpy as np
+from lightgbm import LGBMClassifier
+from lightgbm.basic import LightGBMError, _ConfigAliases
+from scipy.stats import loguniform, randint, uniform
+from sklearn.base import ClassifierMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from assay.errors import SpecError
+from assay.registry.schema import FeatureSchema
+
+_SEED = "it is set from the spec's seed"
+_KINDS = "it is set from features.kinds"
+
+
+def _plain_fit(estimator: ClassifierMixin, X: np.ndarray, y: np.ndarray, schema: FeatureSchema) -> Any:
+    return estimator.fit(X, y)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model family: how to build, configure, search and fit it."""
+
+    name: str
+    # (hyperparameters, seed, categorical column indices) -> the bare estimator
+    factory: Callable[[dict[str, Any], int, list[int]], ClassifierMixin]
+    defaults: dict[str, Any]
+    search_space: dict[str, Any]
+    # parameter name -> which part of the spec sets it instead
+    reserved: dict[str, str] = field(default_factory=lambda: {"random_state": _SEED})
+    fit: Callable[[ClassifierMixin, np.ndarray, np.ndarray, FeatureSchema], Any] = _plain_fit
+    # the estimator takes the schema's matrix as is (trees); else it is wrapped in preprocessing
+    takes_codes: bool = True
+    # names the estimator accepts beyond its get_params() (LightGBM takes any library parameter)
+    extra_params: Callable[[], set[str]] = set
+
+    def model(self, params: dict[str, Any], seed: int, categorical: list[int] | None = None) -> ClassifierMixin:
+        """The bare estimator with ``params`` over assay's settings (no defaults merged)."""
+        return self.factory(params, seed, categorical or [])
+
+    def estimator(self, params: dict[str, Any], schema: FeatureSchema, seed: int) -> ClassifierMixin:
+        """An unfitted estimator taking the schema's encoded matrix (categorical codes, NaN = missing)."""
+        cat = schema.categorical_indices
+        model = self.model({**self.defaults, **params}, seed, cat)
+        if self.takes_codes:
+            return model
+        num = [i for i in range(len(schema.features)) if i not in cat]
+        numeric = Pipeline(
+            [("impute", SimpleImputer(strategy="median", add_indicator=True)), ("scale", StandardScaler())]
+        )
+        parts: list[tuple[str, Any, list[int]]] = [("numeric", numeric, num)]
+        if cat:
+            parts.append(("categorical", OneHotEncoder(handle_unknown="ignore"), cat))
+        return Pipeline([("columns", ColumnTransformer(parts)), ("model", model)])
+
+    def param_names(self) -> list[str]:
+        """Hyperparameters a spec may set for this family."""
+        names = set(self.model({}, 0).get_params()) | self.extra_params()
+        return sorted(names - self.reserved.keys())
+
+    def refusal(self, params: dict[str, Any], seed: int, *, fit: bool) -> str | None:
+        """Why the estimator refuses ``params``, in its own words; None when it takes them."""
+        model = self.model(params, seed)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # about the probe's few rows, not about the spec
+                if fit:
+                    # A few rows of two features: enough for the estimator to check its parameters.
+                    model.fit(np.random.default_rng(0).normal(size=(40, 2)), np.arange(40) % 2)
+                else:
+                    model._validate_params()  # scikit-learn's declared constraints, without fitting
+        except (ValueError, TypeError, LightGBMError) as exc:
+            # LightGBM's messages end with the C++ file and line that checked the value.
+            return re.sub(r"\s+at \S+, line \d+\s*\.?\s*$", "", str(exc).strip())
+        return None
+
+
+def _lightgbm(params: dict[str, Any], seed: int, categorical: list[int]) -> ClassifierMixin:
+    # LightGBM documents deterministic=True as reproducible only with a fixed histogram
+    # layout, so assay fixes one: column-wise, unless the spec asks for row-wise.
+    layout = {} if params.get("force_row_wise") else {"force_col_wise": True}
+    settings = {"n_jobs": os.cpu_count() or 1, "deterministic": True, **layout, "verbose": -1}
+    return LGBMClassifier(**{**settings, **params}, random_state=seed)
+
+
+def _lightgbm_fit(estimator: ClassifierMixin, X: np.ndarray, y: np.ndarray, schema: FeatureSchema) -> Any:
+    # LightGBM takes categorical columns at fit time, not in the constructor.
+    return estimator.fit(X, y, categorical_feature=schema.categorical_indices or "auto")
+
+
+def _lightgbm_params() -> set[str]:
+    # LGBMClassifier hands any LightGBM parameter, or an alias of one, to the library;
+    # this is the library's own list, the one it warns "Unknown parameter" against.
+    return {a for aliases in _ConfigAliases._get_all_param_aliases().values() for a in aliases}
+
+
+# Defaults chosen for tabular assessment data of a few thousand to a few million rows:
+# shallow trees, a modest learning rate and row/column subsampling generalise well on
+# imbalanced labels such as "reverted" without any search.
+CANDIDATES: dict[str, Candidate] = {
+    c.name: c
+    for c in (
+        Candidate(
+            name="logistic_regression",
+            factory=lambda p, seed, cat: LogisticRegression(**p, random_state=seed),
+            defaults={"C": 1.0, "max_iter": 2000},
+            search_space={"C": loguniform(1e-3, 1e2)},
+            takes_codes=False,
+        ),
+        Candidate(
+            name="lightgbm",
+            factory=_lightgbm,
+            defaults={
+                "n_estimators": 500,
+                "learning_rate": 0.02,
+                "num_leaves": 15,
+                "min_child_samples": 40,
+                "subsample": 0.8,
+                "subsample_freq": 1,
+                "colsample_bytree": 0.7,
+                "reg_lambda": 1.0,
+            },
+            search_space={
+                "n_estimators": randint(100, 1000),
+                "learning_rate": loguniform(0.005, 0.2),
+                "num_leaves": randint(4, 64),
+                "min_child_samples": randint(5, 150),
+                "subsample": uniform(0.5, 0.5),
+                "colsample_bytree": uniform(0.4, 0.6),
+                "reg_lambda": loguniform(1e-3, 10),
+            },
+            reserved={
+                **dict.fromkeys(_ConfigAliases.get("seed"), _SEED),
+                **dict.fromkeys(_ConfigAliases.get("categorical_feature"), _KINDS),
+            },
+            fit=_lightgbm_fit,
+            extra_params=_lightgbm_params,
+        ),
+        Candidate(
+            name="hist_gradient_boosting",
+            factory=lambda p, seed, cat: HistGradientBoostingClassifier(
+                **{"early_stopping": False, **p}, categorical_features=cat or None, random_state=seed
+            ),
+            defaults={
+                "max_iter": 300,
+                "learning_rate": 0.03,
+                "max_leaf_nodes": 8,
+                "min_samples_leaf": 60,
+                "l2_regularization": 1.0,
+            },
+            search_space={
+                "max_iter": randint(100, 800),
+                "learning_rate": loguniform(0.005, 0.2),
+                "max_leaf_nodes": randint(4, 64),
+                "min_samples_leaf": randint(5, 150),
+                "l2_regularization": loguniform(1e-3, 10),
+            },
+            reserved={"random_state": _SEED, "categorical_features": _KINDS},
+        ),
+        Candidate(
+            name="random_forest",
+            factory=lambda p, seed, cat: RandomForestClassifier(
+                **{"n_jobs": os.cpu_count() or 1, **p}, random_state=seed
+            ),
+            defaults={"n_estimators": 300, "min_samples_leaf": 3, "max_features": "sqrt"},
+            search_space={
+                "n_estimators": randint(100, 500),
+                "min_samples_leaf": randint(1, 30),
+                "max_features": uniform(0.1, 0.9),
+            },
+        ),
+    )
+}
+
+
+def check_params(source: str, params_by_candidate: dict[str, dict[str, Any]], seed: int) -> None:
+    """Refuse a spec's hyperparameters before any data is read or anything written.
+
+    Each key must be one of the estimator's parameters and a value the estimator's
+    own validation takes (an error names ``training.params.<candidate>.<key>``);
+    then the candidate's whole set is fitted on a few rows, since some values only
+    conflict with each other.
+    """
+    for name, params in params_by_candidate.items():
+        candidate = CANDIDATES[name]
+        where = f"training.params.{name}"
+        known = candidate.param_names()
+        for key, value in params.items():
+            key_field = f"{where}.{key}"
+            if key in candidate.reserved:
+                raise SpecError(
+                    f"{source}: {key_field}: not settable here; {candidate.reserved[key]}", field=key_field
+                )
+            if key not in known:
+                close = get_close_matches(key, known, n=3)
+                hint = f"; did you mean {' or '.join(close)}?" if close else ""
+                raise SpecError(f"{source}: {key_field}: unknown hyperparameter of {name}{hint}", field=key_field)
+            # LightGBM declares no constraints up front: it checks its values when fitting.
+            problem = candidate.refusal({key: value}, seed, fit=name == "lightgbm")
+            if problem:
+                raise SpecError(f"{source}: {key_field}: {problem}", field=key_field)
+        problem = candidate.refusal({**candidate.defaults, **params}, seed, fit=True)
+        if problem:
+            raise SpecError(
+                f"{source}: {where}: these hyperparameters do not work together: {problem}", field=where
+            )
