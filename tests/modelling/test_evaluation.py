@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -34,8 +35,9 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import label_binarize
 
-from assay.errors import DataError, InvalidInput
+from assay.errors import DataError, InvalidInput, MalformedRequest
 from assay.modelling.evaluation import (
+    MAX_QUERY_CHARS,
     QUERYABLE_STATS,
     RATES,
     ThresholdQuery,
@@ -223,6 +225,40 @@ def test_bad_queries_say_what_is_wrong(query: str, problem: str) -> None:
     assert problem in info.value.message
     assert "precision, recall, f1" in info.value.message  # lists the allowed stats
     assert all(stat in info.value.message for stat in QUERYABLE_STATS)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "maximum " + "@" * 16_000,  # made the old pattern backtrack for seconds
+        "maximum " + " @" * 8_000,
+        "maximum recall @ precision >= " + "9" * 16_000,
+        "\t" * 16_000 + "maximum recall @ precision >= 0.9",
+    ],
+)
+def test_long_queries_are_refused_at_once(query: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(MalformedRequest) as info:
+        parse_threshold_query(query)
+    assert time.perf_counter() - started < 0.05
+    assert info.value.status == 400 and info.value.field == "threshold"
+    assert f"{len(query):,} characters" in info.value.message and str(MAX_QUERY_CHARS) in info.value.message
+    assert len(info.value.message) < 300  # the query is not echoed back
+
+
+@pytest.mark.parametrize("n", [50, 100, 180])
+def test_parsing_time_is_linear_up_to_the_cap(n: int) -> None:
+    # Shapes the old pattern was slowest on, just under the cap: each parse stays far below a millisecond.
+    for query in (
+        "maximum " + "@" * n,
+        "maximum" + " x" * (n // 2) + " @",
+        "maximum recall @" + " =" * (n // 2),
+    ):
+        started = time.perf_counter()
+        for _ in range(100):
+            with pytest.raises(InvalidInput):
+                parse_threshold_query(query)
+        assert (time.perf_counter() - started) / 100 < 0.001
 
 
 def test_threshold_table_on_a_million_rows() -> None:

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from assay import __version__
 from assay.errors import InvalidInput, MalformedRequest, PayloadTooLarge, Unavailable
-from assay.modelling.evaluation import answer_threshold_query
+from assay.modelling.evaluation import ThresholdQuery, answer_threshold_query, parse_threshold_query
 from assay.serving import tokens
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer, ServedModel, check_explain
@@ -44,6 +44,8 @@ _SCORE_KEYS = frozenset({"models", "items", "features", "explain"})
 # What a query flag takes (``?features``, ``?features=true``, ``?explain=0``).
 _YES = frozenset({"1", "true", "yes", ""})
 _NO = frozenset({"0", "false", "no"})
+# Threshold queries answered per GET /v1/models/{name}: each scans a table on the event loop.
+MAX_THRESHOLD_QUERIES = 10
 
 
 @dataclass
@@ -210,6 +212,22 @@ async def list_models(request: Request) -> Response:
     )
 
 
+def threshold_queries(request: Request) -> list[tuple[str, ThresholdQuery]]:
+    """The ``?threshold=`` queries, each parsed (in linear time, refused above its length cap).
+
+    Parsed before any table is read, and at most ``MAX_THRESHOLD_QUERIES`` of them: each answer
+    scans the threshold table on the event loop, and one URL could otherwise carry thousands.
+    """
+    raw = request.query_params.getlist("threshold")
+    if len(raw) > MAX_THRESHOLD_QUERIES:
+        raise MalformedRequest(
+            f"{len(raw)} threshold queries; at most {MAX_THRESHOLD_QUERIES} are answered per request",
+            field="threshold",
+            code="too_many_queries",
+        )
+    return [(query, parse_threshold_query(query)) for query in raw]
+
+
 async def get_model(request: Request) -> Response:
     """What a product needs to use a model, and answers to ``?threshold=`` queries."""
     scorer = services(request).scorer
@@ -217,7 +235,7 @@ async def get_model(request: Request) -> Response:
     loaded = served.loaded
     info = scorer.info(served.name)
     wanted_class = request.query_params.get("class") or loaded.positive
-    queries = request.query_params.getlist("threshold")
+    queries = threshold_queries(request)
     thresholds = []
     if queries:
         tables = loaded.evaluation["thresholds"]
@@ -227,9 +245,9 @@ async def get_model(request: Request) -> Response:
                 field="class",
             )
         table = tables[wanted_class]
-        for query in queries:
+        for raw, query in queries:
             thresholds.append(
-                {"query": query, "class": wanted_class, "answer": answer_threshold_query(table, query)}
+                {"query": raw, "class": wanted_class, "answer": answer_threshold_query(table, query)}
             )
     body = {
         "name": served.name,
