@@ -29,7 +29,7 @@ MAX_FEATURES_PLOTTED = 25
 THRESHOLD_CURVE_POINTS = 400
 # Text as <text> elements (escaped by matplotlib) keeps the page small and the
 # labels selectable; a date in the metadata would make identical cards differ.
-_SVG_RC = {"svg.fonttype": "none", "font.size": 9}
+_SVG_RC: Any = {"svg.fonttype": "none", "font.size": 9}
 
 
 @lru_cache(maxsize=1)

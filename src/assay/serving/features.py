@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import DataError, InvalidInput
@@ -171,13 +172,13 @@ def item_id_of(value: Any, field: str) -> str:
 
 def _upsert(conn: Connection, batch: list[dict[str, Any]]) -> None:
     dialect = conn.engine.dialect.name
+    stmt: sqlite.Insert | postgresql.Insert
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        stmt = sqlite.insert(db.feature_rows)
     elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        stmt = postgresql.insert(db.feature_rows)
     else:  # pragma: no cover - the store is SQLite or PostgreSQL
         raise DataError(f"feature tables need SQLite or PostgreSQL, not {dialect}")
-    stmt = insert(db.feature_rows)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["model", "item_id"],

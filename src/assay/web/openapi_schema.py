@@ -61,9 +61,9 @@ NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$"}
 MODEL_REF = {"type": "string", "pattern": r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}(@.*)?$"}
 
 # Who may call an operation (its ``security``): alternatives, each naming every scheme it needs.
-TOKEN = [{"bearer": []}]
-SESSION = [{"session": []}]
-SESSION_WRITE = [{"session": [], "csrf": []}]
+TOKEN: list[dict[str, list[str]]] = [{"bearer": []}]
+SESSION: list[dict[str, list[str]]] = [{"session": []}]
+SESSION_WRITE: list[dict[str, list[str]]] = [{"session": [], "csrf": []}]
 SECURITY_SCHEMES = {
     "bearer": {
         "type": "http",
