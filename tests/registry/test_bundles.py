@@ -163,7 +163,8 @@ def test_import_caps_the_total_size(tmp_path, monkeypatch):
     [
         ({"a.json": b"{}"}, "no assay-bundle.json"),
         ({"assay-bundle.json": b"{not json"}, "not valid JSON"),
-        ({"assay-bundle.json": b'{"format": "other"}'}, "not an assay bundle header"),
+        ({"assay-bundle.json": b'{"format": "other"}'}, "not an assay-bundle header"),
+        ({"assay-bundle.json": bundle_header({"a": "0" * 64}, record={"auc": float("nan")})}, "NaN"),
         ({"assay-bundle.json": bundle_header({"a": "0" * 64}, format_version=2)}, "format_version 2"),
         ({"assay-bundle.json": bundle_header({"a": "0" * 64}, record=[1])}, "no record object"),
         ({"assay-bundle.json": bundle_header({"assay-bundle.json": "0" * 64})}, "unsafe file"),

@@ -45,7 +45,7 @@ from assay.modelling.datasets import (
 )
 from assay.modelling.reports import model_card
 from assay.modelling.spec import ModelSpec
-from assay.registry.artifacts import save_model, write_json
+from assay.registry.artifacts import library_versions, save_model, write_json
 from assay.registry.gates import summarize
 from assay.registry.schema import FeatureSchema
 from assay.registry.versions import Registry, VersionRecord
@@ -339,7 +339,7 @@ def train(
         "task": "binary" if positive is not None else "multiclass",
         "params": _jsonable(winner.params),
         "refit_s": round(refit_s, 3),
-        "libraries": _library_versions(),
+        "libraries": library_versions(),
         "assay": assay.__version__,
         "python": platform.python_version(),
         "training_seconds": round(time.perf_counter() - started, 3),
@@ -437,20 +437,6 @@ def _reference_row(X: np.ndarray, schema: FeatureSchema) -> np.ndarray:
             values, counts = np.unique(col, return_counts=True)
             ref[j] = float(values[counts.argmax()])
     return ref
-
-
-def _library_versions() -> dict[str, str]:
-    import lightgbm
-    import sklearn
-    import skops
-
-    return {
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "scikit-learn": sklearn.__version__,
-        "lightgbm": lightgbm.__version__,
-        "skops": skops.__version__,
-    }
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

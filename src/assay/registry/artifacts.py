@@ -7,10 +7,13 @@ This module owns everything that turns a model into bytes on disk and back:
   (probabilities and per-feature contributions to the raw score);
 * ``sha256_file`` / ``write_json``, the hashing and JSON writing the registry's manifests use,
   and the file checks (``check_manifest``, ``check_regular``, ``check_hash``, ``is_safe_name``,
-  ``atomic_output``, ``json_bytes``) that ``assay.registry.bundles`` shares.
+  ``atomic_output``, ``json_bytes``, ``parse_header``) that ``assay.registry.bundles`` shares;
+* ``library_versions``, the one record of which libraries wrote a model (model.json and a
+  version's lineage both carry it).
 
 The rule it exists to keep: loading never unpickles bytes or runs code from an artifact.
-LightGBM models are stored as the booster's text model; scikit-learn models go through
+LightGBM models are stored as the booster's text model, which ``assay.registry.lightgbm_text``
+checks in full before LightGBM's C parser sees a byte of it; scikit-learn models go through
 skops, and only the types in ``SKOPS_TRUSTED_TYPES`` (on top of skops' own defaults) are
 accepted. Every file is checked against the manifest's sha256 before it is parsed, and the
 bytes that were hashed are the bytes that get parsed, so a file swapped between the check
@@ -34,6 +37,7 @@ from typing import Any, Protocol
 
 import lightgbm
 import numpy as np
+import pandas as pd
 import scipy.sparse
 import sklearn
 import skops
@@ -46,9 +50,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 
 from assay.errors import ArtifactError, InvalidInput
+from assay.registry.lightgbm_text import LIGHTGBM_FILE, LightGBMShape, check_lightgbm_text
 
 MODEL_JSON = "model.json"
-LIGHTGBM_FILE = "model.lgb.txt"
 SKOPS_FILE = "model.skops"
 MODEL_FORMAT = "assay-model"
 MODEL_FORMAT_VERSION = 1
@@ -199,6 +203,8 @@ def save_model(estimator: Any, directory: Path, reference: np.ndarray | None = N
     if kind == "lightgbm":
         model_file = LIGHTGBM_FILE
         model_bytes = estimator.booster_.model_to_string().encode("utf-8")
+        # Refuse now what load_model would refuse later.
+        _check_lightgbm_shape(check_lightgbm_text(model_bytes), n_classes, n_features)
     else:
         model_file = SKOPS_FILE
         model_bytes = skops.io.dumps(estimator)
@@ -226,7 +232,7 @@ def save_model(estimator: Any, directory: Path, reference: np.ndarray | None = N
         "n_features": n_features,
         "explanation_method": method,
         "reference": None if reference is None else [None if np.isnan(v) else float(v) for v in reference],
-        "versions": _library_versions(),
+        "versions": library_versions(),
     }
     manifest[MODEL_JSON] = write_json(directory / MODEL_JSON, meta)
     return manifest
@@ -291,19 +297,29 @@ def _describe(estimator: Any) -> tuple[str, int, int]:
 
 
 def _load_lightgbm(data: bytes, meta: dict[str, Any]) -> LightGBMPredictor:
+    # LightGBM's C parser trusts its input (a bad feature index reads out of bounds when it
+    # predicts), so it only ever sees text the strict reader has accepted.
+    _check_lightgbm_shape(check_lightgbm_text(data), meta["n_classes"], meta["n_features"])
     try:
         booster = lightgbm.Booster(model_str=data.decode("utf-8"))
-    except (UnicodeDecodeError, lightgbm.basic.LightGBMError) as exc:
+    except lightgbm.basic.LightGBMError as exc:
         raise ArtifactError(f"{LIGHTGBM_FILE} is not a readable LightGBM text model: {exc}") from exc
-    n_classes, n_features = meta["n_classes"], meta["n_features"]
-    trees_per_round = 1 if n_classes == 2 else n_classes
-    if booster.num_feature() != n_features or booster.num_model_per_iteration() != trees_per_round:
+    return LightGBMPredictor(booster, meta["n_classes"], meta["n_features"])
+
+
+def _check_lightgbm_shape(shape: LightGBMShape, n_classes: int, n_features: int) -> None:
+    """Refuse a text model whose features or classes are not the ones model.json describes."""
+    binary = n_classes == 2
+    if (
+        shape.n_features != n_features
+        or (shape.objective == "binary") != binary
+        or (not binary and shape.num_class != n_classes)
+    ):
         raise ArtifactError(
-            f"{LIGHTGBM_FILE} does not match model.json: {booster.num_feature()} features and "
-            f"{booster.num_model_per_iteration()} trees per round, "
-            f"expected {n_features} and {trees_per_round}"
+            f"{LIGHTGBM_FILE} does not match model.json: {shape.n_features} features and a "
+            f"{shape.objective} objective over {shape.num_class} class score(s), "
+            f"expected {n_features} features and {n_classes} classes"
         )
-    return LightGBMPredictor(booster, n_classes, n_features)
 
 
 def _load_sklearn(data: bytes, meta: dict[str, Any]) -> SklearnPredictor:
@@ -354,28 +370,20 @@ def _skops_trusted(data: bytes) -> list[str]:
 
 
 def _parse_model_json(data: bytes) -> dict[str, Any]:
-    try:
-        meta = json.loads(data)
-    except ValueError as exc:
-        raise ArtifactError(f"{MODEL_JSON} is not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
-        raise ArtifactError(f"{MODEL_JSON} is not an assay model description")
-    if meta.get("format_version") != MODEL_FORMAT_VERSION:
-        raise ArtifactError(
-            f"{MODEL_JSON} has format_version {meta.get('format_version')!r}, this assay reads 1"
-        )
+    meta = parse_header(data, MODEL_JSON, MODEL_FORMAT, MODEL_FORMAT_VERSION)
     if meta.get("kind") not in ("lightgbm", "sklearn"):
         raise ArtifactError(f"{MODEL_JSON} has unknown kind {meta.get('kind')!r}")
     if not isinstance(meta.get("estimator"), str) or not isinstance(meta.get("versions"), dict):
         raise ArtifactError(f"{MODEL_JSON} lacks the estimator name or library versions")
     for key in ("n_classes", "n_features"):
-        if not isinstance(meta.get(key), int) or meta[key] < (2 if key == "n_classes" else 1):
+        # type() rather than isinstance: JSON's true is no count.
+        if type(meta.get(key)) is not int or meta[key] < (2 if key == "n_classes" else 1):
             raise ArtifactError(f"{MODEL_JSON} has an invalid {key}: {meta.get(key)!r}")
     reference = meta.get("reference")
     if reference is not None and (
         not isinstance(reference, list)
         or len(reference) != meta["n_features"]
-        or not all(v is None or isinstance(v, int | float) for v in reference)
+        or not all(v is None or type(v) in (int, float) for v in reference)
     ):
         raise ArtifactError(f"{MODEL_JSON} has an invalid reference row")
     if reference is not None:
@@ -386,9 +394,10 @@ def _parse_model_json(data: bytes) -> dict[str, Any]:
 def _warn_on_version_mismatch(meta: dict[str, Any]) -> None:
     # Only the library that reads the file matters: a LightGBM text model does not care
     # which scikit-learn wrote it.
-    library = "lightgbm" if meta["kind"] == "lightgbm" else "sklearn"
-    saved = str(meta["versions"].get(library, "unknown"))
-    running = _library_versions()[library]
+    library = "lightgbm" if meta["kind"] == "lightgbm" else "scikit-learn"
+    # Models saved before the version records were merged named scikit-learn by its import name.
+    saved = str(meta["versions"].get(library, meta["versions"].get("sklearn", "unknown")))
+    running = library_versions()[library]
     if saved.split(".")[:2] != running.split(".")[:2]:
         warnings.warn(
             f"model was saved with {library} {saved} and is loaded with {running}; "
@@ -621,13 +630,38 @@ def is_safe_name(name: str) -> bool:
     return len(name) <= 512 and all(_SAFE_NAME_PART.fullmatch(part) for part in name.split("/"))
 
 
-def _library_versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries that write and read models, by distribution name."""
     return {
-        "sklearn": sklearn.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
         "lightgbm": lightgbm.__version__,
         "skops": skops.__version__,
-        "numpy": np.__version__,
     }
+
+
+def parse_header(data: bytes, name: str, format_name: str, format_version: int) -> dict[str, Any]:
+    """A versioned JSON header (``{"format": ..., "format_version": ..., ...}``) as a dict.
+
+    Refuses anything but a JSON object of this format and version; NaN and Infinity, which
+    Python's parser would otherwise accept, are refused too.
+    """
+    try:
+        header = json.loads(data, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise ArtifactError(f"{name} is not valid JSON: {exc}") from exc
+    if not isinstance(header, dict) or header.get("format") != format_name:
+        raise ArtifactError(f"{name} is not an {format_name} header")
+    if header.get("format_version") != format_version:
+        raise ArtifactError(
+            f"{name} has format_version {header.get('format_version')!r}; this assay reads {format_version}"
+        )
+    return header
+
+
+def _refuse_constant(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def _qualified_name(cls: type) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import shutil
 import stat
 import tempfile
@@ -31,6 +30,7 @@ from assay.registry.artifacts import (
     check_regular,
     is_safe_name,
     json_bytes,
+    parse_header,
     sha256_file,
 )
 
@@ -187,17 +187,7 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
 
 
 def _parse_bundle_json(data: bytes) -> tuple[dict, dict[str, str]]:
-    try:
-        header = json.loads(data)
-    except ValueError as exc:
-        raise ArtifactError(f"{BUNDLE_JSON} is not valid JSON: {exc}") from exc
-    if not isinstance(header, dict) or header.get("format") != BUNDLE_FORMAT:
-        raise ArtifactError(f"{BUNDLE_JSON} is not an assay bundle header")
-    if header.get("format_version") != BUNDLE_FORMAT_VERSION:
-        raise ArtifactError(
-            f"bundle format_version {header.get('format_version')!r} is not supported "
-            f"(this assay reads {BUNDLE_FORMAT_VERSION})"
-        )
+    header = parse_header(data, BUNDLE_JSON, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION)
     record, manifest = header.get("record"), header.get("manifest")
     if not isinstance(record, dict):
         raise ArtifactError(f"{BUNDLE_JSON} has no record object")
