@@ -45,6 +45,18 @@ class Settings:
     )
     max_concurrent_total: int = _setting(512, "Requests the server works on at once (503 above).")
     scoring_timeout_s: float = _setting(10.0, "Seconds a score request may take before it is answered 504.")
+    header_timeout_s: float = _setting(
+        10.0, "Seconds a client has to send a request's line and headers (408, connection closed, after)."
+    )
+    body_timeout_s: float = _setting(
+        30.0, "Seconds a client has to send a request's body once its headers are in (408 and closed after)."
+    )
+    max_header_bytes: int = _setting(
+        64 * 1024, "Largest request line plus headers, in bytes (431, connection closed, above)."
+    )
+    max_connections_per_address: int = _setting(
+        128, "Connections one client address may hold open per worker; more are refused at once (0: no cap)."
+    )
     alias_refresh_s: float = _setting(1.0, "Seconds between checks for alias moves (promotions).")
     session_secret: str = _setting("", "Secret that signs session cookies; empty means one kept in the home.")
     secure_cookies: bool = _setting(False, "Mark session cookies Secure (set behind HTTPS).")

@@ -68,9 +68,12 @@ def serve_command(
     """Serve the workspace's models over HTTP (JSON API, OIP v2, metrics, review pages)."""
     import uvicorn
 
+    from assay.web.server import GuardedHttpToolsProtocol, Guards
+
     settings = settings_from(ctx, host=host, port=port, workers=workers)
     if settings.workers < 1:
         raise InvalidInput("--workers must be at least 1", field="workers")
+    Guards.from_settings(settings)  # refuse bad connection limits here, not in every worker
     # Migrate the store once here, not racing in every worker.
     Workspace.open(settings).close()
     # Workers rebuild the settings from the environment; hand them these exact ones.
@@ -94,7 +97,10 @@ def serve_command(
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http="httptools",
+            # httptools, with header/body deadlines, a header size cap and a per-address
+            # connection cap (uvicorn has none of them); no route takes a WebSocket.
+            http=GuardedHttpToolsProtocol,
+            ws="none",
             access_log=access_log,
             log_level="info",
             timeout_graceful_shutdown=10,

@@ -303,10 +303,29 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready to take work: the model table is loaded and the worker is not full.
+
+    ``/healthz`` stays liveness (the process answers); this one turns 503 while every request
+    slot is taken, so a load balancer sends new work elsewhere until slots free up.
+    """
     scorer = services(request).scorer
     if not scorer.ready:
         raise Unavailable("the model table is not loaded yet", code="not_ready")
-    return json_response({"status": "ready", "models": len(scorer.models()), "loaded": len(scorer.loaded())})
+    capacity = request.app.state.capacity
+    if capacity.saturated:
+        raise Unavailable(
+            f"the server is working on {capacity.in_flight} requests, its most; retry shortly",
+            code="saturated",
+        )
+    return json_response(
+        {
+            "status": "ready",
+            "models": len(scorer.models()),
+            "loaded": len(scorer.loaded()),
+            "in_flight": capacity.in_flight,
+            "max_in_flight": capacity.max_total,
+        }
+    )
 
 
 async def metrics(request: Request) -> Response:
@@ -360,7 +379,9 @@ async def oip_live(request: Request) -> Response:
 
 
 async def oip_ready(request: Request) -> Response:
-    return json_response({"ready": services(request).scorer.ready})
+    return json_response(
+        {"ready": services(request).scorer.ready and not request.app.state.capacity.saturated}
+    )
 
 
 async def oip_model(request: Request) -> Response:

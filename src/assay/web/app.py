@@ -12,6 +12,13 @@ and ``scorer`` — the review pages score through the same ``Scorer``.
 The review module (``assay.web.review``) contributes ``routes()`` and
 ``error_page(request, error) -> Response``, the HTML rendering of errors on
 its pages.
+
+A client that hangs up before its body is read is no server error: it is
+answered (to nobody) 499, or 408 when the server cut it off for sending its
+body too slowly, and counted, without a traceback. The lifespan hands the
+settings and metrics to the server as lifespan state, so that the HTTP
+protocol of ``assay serve`` applies the connection limits of these settings
+and counts what it refuses before any request exists (``assay.web.server``).
 """
 
 from __future__ import annotations
@@ -22,18 +29,29 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
 from assay.serving.cache import open_cache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
 from assay.settings import Settings
 from assay.web import api, errors, openapi, review
-from assay.web.limits import Limits
+from assay.web.limits import (
+    BODY_TIMED_OUT,
+    SERVER_METRICS,
+    SERVER_SETTINGS,
+    Capacity,
+    ClientClosedRequest,
+    Limits,
+    RequestTimeout,
+)
 from assay.web.metrics import Metrics, Timing
 from assay.workspace import Workspace
 
@@ -47,9 +65,10 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
     share one ``/metrics`` (``assay serve --workers N`` sets it up).
     """
     metrics = Metrics(metrics_dir)
+    capacity = Capacity(settings.max_concurrent_total)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         workspace = await anyio.to_thread.run_sync(Workspace.open, settings)
         cache = open_cache(settings)
         features = FeatureTable(workspace.engine)
@@ -73,7 +92,8 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
             gc.freeze()
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_keep_fresh, scorer, settings.alias_refresh_s)
-                yield
+                # Lifespan state: what the HTTP protocol of ``assay serve`` reads (assay.web.server).
+                yield {SERVER_SETTINGS: settings, SERVER_METRICS: metrics}
                 tasks.cancel_scope.cancel()
         finally:
             gc.unfreeze()  # what this server held may be collected again once it stops
@@ -89,15 +109,34 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
                 Limits,
                 max_body_bytes=settings.max_body_bytes,
                 max_per_client=settings.max_concurrent_per_client,
-                max_total=settings.max_concurrent_total,
+                capacity=capacity,
             ),
         ],
-        exception_handlers=errors.exception_handlers(review.error_page),
+        exception_handlers={
+            **errors.exception_handlers(review.error_page),
+            ClientDisconnect: _client_gone,
+        },
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.capacity = capacity
     return app
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The body stopped arriving: the client hung up (499) or the server timed it out (408).
+
+    The response goes nowhere (the connection is gone); its status labels the request in metrics.
+    """
+    extensions = request.scope.get("extensions") or {}
+    error: ClientClosedRequest | RequestTimeout
+    if BODY_TIMED_OUT in extensions:
+        error = RequestTimeout("the request body did not arrive in time", field="body")
+    else:
+        error = ClientClosedRequest("the client closed the connection before sending its whole body")
+    request.app.state.metrics.error(error.code)
+    return errors.error_response(error)
 
 
 async def _keep_fresh(scorer: Scorer, every_s: float) -> None:

@@ -11,9 +11,16 @@ bump, so it costs next to nothing on the hot path):
 * more than ``max_concurrent_total`` in flight in this worker -> 503.
 
 Health, readiness and metrics are exempt, so an overloaded server can still be
-watched. Items per request are checked where the body is parsed (``api.py``),
-and ``in_thread`` runs heavy scoring off the event loop under the scoring
-timeout (504).
+watched; ``Capacity`` is the count they read (``/readyz`` answers 503 while
+the server is full). Items per request are checked where the body is parsed
+(``api.py``), and ``in_thread`` runs heavy scoring off the event loop under
+the scoring timeout (504).
+
+What happens below the app — slow or oversized headers, bodies that never
+finish, too many connections from one address — is guarded by the HTTP
+protocol ``assay serve`` runs (``assay.web.server``); the errors it answers
+with, and the mark it leaves on a request whose body timed out, live here so
+that the app can count them without importing the server.
 """
 
 from __future__ import annotations
@@ -31,18 +38,67 @@ from assay.web.errors import error_response
 T = TypeVar("T")
 
 EXEMPT_PREFIXES = ("/healthz", "/readyz", "/metrics", "/v2/health/")
+# Scope extension the server adds to a request whose body did not arrive in time ({"timeout_s": …}).
+BODY_TIMED_OUT = "assay.body_timed_out"
+# Lifespan-state keys under which the app hands the server its settings and metrics.
+SERVER_SETTINGS = "assay.settings"
+SERVER_METRICS = "assay.metrics"
+
+
+class RequestTimeout(AssayError):
+    """The client did not send its headers or its body in time (the connection is closed)."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class HeadersTooLarge(AssayError):
+    status = 431
+    code = "headers_too_large"
+
+
+class ClientClosedRequest(AssayError):
+    """The client hung up before its request was read: its mistake, not a server error.
+
+    499 is nginx's status for this; nobody receives it, it only labels the request in metrics.
+    """
+
+    status = 499
+    code = "client_closed_request"
+
+
+class Capacity:
+    """Requests in flight in this worker against the most it takes; shared by ``Limits`` and ``/readyz``."""
+
+    def __init__(self, max_total: int) -> None:
+        self.max_total = max_total
+        self.in_flight = 0
+
+    @property
+    def saturated(self) -> bool:
+        return self.in_flight >= self.max_total
 
 
 class Limits:
     """ASGI middleware enforcing body size and concurrency limits (see module doc)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_per_client: int, max_total: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_per_client: int,
+        capacity: Capacity,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_per_client = max_per_client
-        self.max_total = max_total
-        self.in_flight = 0
+        self.capacity = capacity  # the total cap; /readyz reads the same count
         self._per_client: dict[str, int] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return self.capacity.in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(EXEMPT_PREFIXES):
@@ -52,7 +108,8 @@ class Limits:
         if length is not None and length > self.max_body_bytes:
             await self._reject(scope, receive, send, self._too_large())
             return
-        if self.in_flight >= self.max_total:
+        capacity = self.capacity
+        if capacity.in_flight >= capacity.max_total:
             await self._reject(scope, receive, send, Unavailable("the server is at capacity; retry shortly"))
             return
         client = _client_key(scope)
@@ -65,12 +122,12 @@ class Limits:
                 TooManyRequests(f"more than {self.max_per_client} requests in flight from this client"),
             )
             return
-        self.in_flight += 1
+        capacity.in_flight += 1
         self._per_client[client] = mine + 1
         try:
             await self.app(scope, receive if length is not None else self._counting(receive), send)
         finally:
-            self.in_flight -= 1
+            capacity.in_flight -= 1
             left = self._per_client[client] - 1
             if left:
                 self._per_client[client] = left
