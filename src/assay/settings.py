@@ -60,6 +60,20 @@ class Settings:
     alias_refresh_s: float = _setting(1.0, "Seconds between checks for alias moves (promotions).")
     session_secret: str = _setting("", "Secret that signs session cookies; empty means one kept in the home.")
     secure_cookies: bool = _setting(False, "Mark session cookies Secure (set behind HTTPS).")
+    login_failures_per_account: int = _setting(
+        5,
+        "Failed logins one account may have within ASSAY_LOGIN_WINDOW_S before it is locked (429); "
+        "each lock in a row lasts twice as long, up to 15 minutes.",
+    )
+    login_failures_per_address: int = _setting(
+        30, "Failed logins one client address may have within ASSAY_LOGIN_WINDOW_S before it is locked (429)."
+    )
+    login_window_s: float = _setting(
+        60.0, "Seconds over which failed logins are counted; also how long a first lock lasts."
+    )
+    login_hash_slots: int = _setting(
+        2, "Password checks (argon2, 64 MiB each) a worker runs at once; a login waits 2 s for one, then 503."
+    )
     workset_size: int = _setting(20, "Items handed to a reviewer at once.")
     workset_ttl_s: int = _setting(3600, "Seconds before an abandoned workset's items go back to the pool.")
     seed: int = _setting(0, "Random seed for sampling campaign items when a command gives none.")

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from assay.serving import tokens
 from assay.settings import Settings
 from assay.store import db
+from assay.web import sessions
 from assay.web.app import create_app
 from assay.workspace import Workspace
 from tests.reviewing import PASSWORD, campaign, items_file, users
@@ -533,3 +534,72 @@ async def test_a_judgment_id_beyond_the_store_is_not_found(app):
         csrf = _csrf((await c.get("/review/")).text)
         r = await c.post(f"/review/judgments/{2**63}", data={"csrf_token": csrf, "stance": "endorse"})
         assert r.status_code == 404
+
+
+# --- logins are rationed ---------------------------------------------------------------------------
+
+
+async def test_failed_logins_lock_the_account_with_retry_after(app):
+    async with _client(app) as c, _client(app) as b:
+        for _ in range(5):
+            r = await c.post("/v1/session", json={"username": "ana", "password": "not-her-password"})
+            assert r.status_code == 401
+        # Locked: even the right password is refused, without being checked, and says how long.
+        r = await c.post("/v1/session", json={"username": "ana", "password": PASSWORD})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_logins"
+        assert r.headers["retry-after"] == "60" and "assay_session" not in r.headers.get("set-cookie", "")
+        page = await c.get("/review/login")
+        r = await c.post(
+            "/review/login",
+            data={
+                "username": "ana",
+                "password": PASSWORD,
+                "csrf_token": _csrf(page.text),
+                "next": "/review/",
+            },
+        )
+        assert r.status_code == 429 and r.headers["retry-after"] == "60"
+        assert "too many failed logins" in r.text and r.headers["content-type"].startswith("text/html")
+        await _api_login(b, "ben")  # another account logs in as usual
+        # Once the lock is over, the right password works again.
+        throttle = app.state.login_throttle
+        later = throttle.clock() + 61
+        throttle.clock = lambda: later
+        await _api_login(c, "ana")
+
+
+async def test_failed_logins_lock_the_address(review_home):
+    settings = Settings.load(home=review_home, environ={"ASSAY_LOGIN_FAILURES_PER_ADDRESS": "4"})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), _client(app) as c:
+        for name in ("a1", "a2", "a3", "a4"):  # one guess each at many accounts
+            r = await c.post("/v1/session", json={"username": name, "password": "guessing-away"})
+            assert r.status_code == 401
+        r = await c.post("/v1/session", json={"username": "ana", "password": PASSWORD})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) == 60
+
+
+async def test_password_checks_wait_for_a_free_slot_then_get_503(app, monkeypatch):
+    monkeypatch.setattr(sessions, "HASH_WAIT_S", 0.2)
+    async with _client(app) as c:
+        await _api_login(c, "ana")  # makes the app's hashing slots
+        slots = app.state.hash_slots
+        await slots.acquire()
+        await slots.acquire()  # both slots busy (the default is 2)
+        try:
+            r = await c.post("/v1/session", json={"username": "ben", "password": PASSWORD})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "busy" and r.headers["retry-after"]
+            page = await c.get("/review/login")
+            r = await c.post(
+                "/review/login",
+                data={"username": "ben", "password": PASSWORD, "csrf_token": _csrf(page.text)},
+            )
+            assert r.status_code == 503 and "too many logins at once" in r.text and r.headers["retry-after"]
+        finally:
+            slots.release()
+            slots.release()
+        # Turned away for want of a slot is not a failed login: ben is not nearer a lock-out.
+        for _ in range(4):
+            r = await c.post("/v1/session", json={"username": "ben", "password": "not-his-password"})
+            assert r.status_code == 401
+        await _api_login(c, "ben")

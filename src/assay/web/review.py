@@ -26,6 +26,7 @@ from starlette.templating import Jinja2Templates
 from assay.errors import AssayError, InvalidInput
 from assay.review import accounts, agreement, judgments, reviews
 from assay.review.campaigns import SELECTIONS, CampaignOptions, create_campaign, parse_list
+from assay.review.logins import LoginThrottled
 from assay.web import sessions
 from assay.web.api import services
 from assay.web.review_api import api_routes
@@ -48,7 +49,13 @@ def _url(path: str, **query: Any) -> str:
     return PREFIX + path + (("?" + urlencode(q)) if q else "")
 
 
-async def _render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
+async def _render(
+    request: Request,
+    template: str,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> Response:
     csrf, nonce_cookie = sessions.page_csrf(request)
     user = await sessions.current_user(request)
     response = templates.TemplateResponse(
@@ -56,7 +63,7 @@ async def _render(request: Request, template: str, status: int = 200, **context:
         template,
         {"user": user, "csrf": csrf, "prefix": PREFIX, "url": _url, **context},
         status_code=status,
-        headers=_HEADERS,
+        headers={**_HEADERS, **(headers or {})},
     )
     if nonce_cookie is not None:
         sessions.set_nonce(request, response, nonce_cookie)
@@ -94,7 +101,7 @@ def error_page(request: Request, exc: AssayError) -> Response:
 
 
 async def login_page(request: Request) -> Response:
-    return await _render(request, "login.html", next=request.query_params.get("next", ""), failed=False)
+    return await _render(request, "login.html", next=request.query_params.get("next", ""), failed=None)
 
 
 def _safe_next(target: str) -> str:
@@ -109,9 +116,18 @@ async def login(request: Request) -> Response:
     try:
         _user, token = await sessions.log_in(request, _text(form, "username"), str(form.get("password", "")))
     except AssayError as exc:
-        if exc.status != 401:
+        if exc.status not in (401, 429, 503):
             raise
-        return await _render(request, "login.html", status=401, next=target, failed=True)
+        # Refused logins come back as the form, saying why (and, when locked or busy, how long to wait).
+        retry = str(exc.retry_after) if isinstance(exc, LoginThrottled) else "1"
+        return await _render(
+            request,
+            "login.html",
+            status=exc.status,
+            headers=None if exc.status == 401 else {"Retry-After": retry},
+            next=target,
+            failed=exc,
+        )
     sessions.set_session(request, response, token)
     return response
 

@@ -19,8 +19,10 @@ from starlette.routing import BaseRoute, Route
 
 from assay.errors import InvalidInput, MalformedRequest
 from assay.review import accounts, agreement, judgments, reviews
+from assay.review.logins import LoginThrottled
 from assay.web import sessions
 from assay.web.api import json_object, json_response, read_json, services
+from assay.web.errors import error_response
 
 _LOGIN_KEYS = frozenset({"username", "password"})
 _LABEL_KEYS = frozenset({"item_id", "label", "comment"})
@@ -48,7 +50,12 @@ async def _body(request: Request, allowed: frozenset[str], required: tuple[str, 
 
 async def post_session(request: Request) -> Response:
     payload = await _body(request, _LOGIN_KEYS, ("username", "password"))
-    user, token = await sessions.log_in(request, _str(payload, "username"), _str(payload, "password"))
+    try:
+        user, token = await sessions.log_in(request, _str(payload, "username"), _str(payload, "password"))
+    except LoginThrottled as exc:
+        # The generic error handler says "Retry-After: 1"; a lock-out says how long it really lasts.
+        services(request).metrics.error(exc.code)
+        return error_response(exc, {"Retry-After": str(exc.retry_after)})
     csrf = accounts.csrf_token(sessions.secret(request), token)
     response = json_response({"user": {"username": user.username, "role": user.role}, "csrf_token": csrf})
     sessions.set_session(request, response, token)

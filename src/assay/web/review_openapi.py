@@ -258,14 +258,28 @@ def review_schemas() -> dict[str, Any]:
 def review_paths() -> dict[str, Any]:
     campaign = [_CAMPAIGN]
     cookie = {"description": f"The session cookie, `{SESSION_COOKIE}`.", "schema": _TEXT}
+    retry_after = {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}
     return {
         "/v1/session": {
             "post": {
                 "summary": "Log in: sets the session cookie and returns the CSRF token for writes",
+                "description": (
+                    "Too many failed logins lock the account, or the client's address, for a while: "
+                    "429 `too_many_logins`, the right password included, with `Retry-After` in seconds. "
+                    "When too many logins are being checked at once the answer is 503 `busy`."
+                ),
                 "operationId": "log_in",
                 "requestBody": json_body("LoginRequest"),
                 "responses": {
                     "200": {**json_content(ref("Session")), "headers": {"Set-Cookie": cookie}},
+                    "429": {
+                        **json_content(ref("Error"), "Locked out after too many failed logins"),
+                        "headers": {"Retry-After": retry_after},
+                    },
+                    "503": {
+                        **json_content(ref("Error"), "Too many logins being checked at once"),
+                        "headers": {"Retry-After": retry_after},
+                    },
                     **ERROR,
                 },
             },

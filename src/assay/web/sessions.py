@@ -6,21 +6,34 @@ The session cookie carries a random token signed with the workspace secret
 session must prove it came from our own page: a form field ``csrf_token``, or
 an ``X-CSRF-Token`` header for JSON calls. Before login, a signed nonce cookie
 plays the session's part, so the login form is protected too.
+
+Logging in is rationed twice over. ``review.logins.LoginThrottle`` locks an
+account or a client address out after too many failures (429 with
+``Retry-After``), before any password is checked. And a password check is an
+argon2 hash of 64 MiB and a good part of a second of CPU, so at most
+``settings.login_hash_slots`` run at once per worker; a login that cannot get
+a slot within ``HASH_WAIT_S`` is answered 503. A flood of logins therefore
+waits on the event loop, holding neither memory nor the worker threads that
+scoring and the other pages need.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
-from assay.errors import Forbidden, Unauthorized
+from assay.errors import Forbidden, Unauthorized, Unavailable
 from assay.review import accounts
 from assay.review.accounts import User
+from assay.review.logins import LoginThrottle, address_key
 from assay.serving import tokens
 from assay.web.api import Services, services
 
@@ -28,6 +41,8 @@ SESSION_COOKIE = "assay_session"
 NONCE_COOKIE = "assay_login"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
+# How long a login waits for a password-hashing slot before it is answered 503.
+HASH_WAIT_S = 2.0
 
 
 def secret(request: Request) -> bytes:
@@ -110,10 +125,57 @@ def set_nonce(request: Request, response: Response, cookie: str) -> None:
     response.set_cookie(NONCE_COOKIE, cookie, **_cookie_args(services(request)))
 
 
+def login_throttle(request: Request) -> LoginThrottle:
+    """The app's login throttle, made from the settings on first use (state of this process)."""
+    state = request.app.state
+    throttle = getattr(state, "login_throttle", None)
+    if throttle is None:
+        settings = services(request).settings
+        throttle = state.login_throttle = LoginThrottle(
+            per_account=settings.login_failures_per_account,
+            per_address=settings.login_failures_per_address,
+            window_s=settings.login_window_s,
+        )
+    return throttle  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def hashing_slot(request: Request) -> AsyncIterator[None]:
+    """Hold one of the app's password-hashing slots; ``Unavailable`` (503) when none frees up in time."""
+    state = request.app.state
+    slots = getattr(state, "hash_slots", None)
+    if slots is None:
+        slots = state.hash_slots = anyio.Semaphore(max(1, services(request).settings.login_hash_slots))
+    try:
+        with anyio.fail_after(HASH_WAIT_S):
+            await slots.acquire()
+    except TimeoutError:
+        raise Unavailable("too many logins at once; try again in a moment", code="busy") from None
+    try:
+        yield
+    finally:
+        slots.release()
+
+
 async def log_in(request: Request, username: str, password: str) -> tuple[User, str]:
-    """Check the credentials and start a session; returns the user and the new session token."""
+    """Check the credentials and start a session; returns the user and the new session token.
+
+    ``LoginThrottled`` (429) while the account or the client's address is locked out, without
+    looking at the password; ``Unavailable`` (503) when no hashing slot frees up in time.
+    """
     engine = services(request).workspace.engine
-    user = await run_in_threadpool(accounts.authenticate, engine, username, password)
+    throttle = login_throttle(request)
+    attempt = throttle.begin(username, address_key(request.client.host if request.client else None))
+    try:
+        async with hashing_slot(request):
+            user = await run_in_threadpool(accounts.authenticate, engine, username, password)
+    except Unauthorized:
+        throttle.failed(attempt)
+        raise
+    except BaseException:
+        throttle.cancelled(attempt)  # no verdict on the password (busy, cancelled, a store error)
+        raise
+    throttle.succeeded(attempt)
     return user, await run_in_threadpool(accounts.start_session, engine, user)
 
 
