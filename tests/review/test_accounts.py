@@ -12,6 +12,7 @@ from assay.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from assay.review import accounts
 from assay.settings import Settings
 from assay.store import db
+from assay.workspace import Workspace
 
 
 def test_password_is_stored_only_as_an_argon2id_hash(workspace):
@@ -95,3 +96,29 @@ def test_signing_and_csrf():
     assert accounts.csrf_ok(key, "session", token)
     assert not accounts.csrf_ok(key, "other session", token)
     assert not accounts.csrf_ok(key, "session", None)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_the_sqlite_store_is_private_to_its_owner(tmp_path):
+    """The store holds password hashes: owner-only, its WAL and shared-memory files too."""
+    old = os.umask(0o022)  # the usual umask, which made the store 0644
+    try:
+        ws = Workspace.open(Settings.load(home=tmp_path / "home", environ={}))
+        try:
+            accounts.create_user(ws.engine, "ana", "violet-harbor-engine")
+            with ws.engine.connect() as conn:  # the WAL files exist while a connection is open
+                conn.execute(sa.select(db.users.c.id)).all()
+                files = [tmp_path / "home" / f"assay.db{s}" for s in ("", "-wal", "-shm")]
+                assert all(f.exists() for f in files)
+                assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {
+                    f.name: 0o600 for f in files
+                }
+        finally:
+            ws.close()
+        # A store made world-readable before this loses the world's bits when it is opened.
+        store = tmp_path / "home" / "assay.db"
+        store.chmod(0o644)
+        Workspace.open(Settings.load(home=tmp_path / "home", environ={})).close()
+        assert stat.S_IMODE(store.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)

@@ -7,6 +7,8 @@ brings a store up to the newest revision before handing out the engine.
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -132,10 +134,37 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+# The files SQLite keeps beside a database: they hold its pages (password hashes included) too.
+_SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Make the SQLite file owner-only before SQLite opens it: it holds password hashes.
+
+    A new store is created 0600 (an empty file is an empty database), and SQLite gives its
+    -wal, -shm and -journal files the database's own mode. A store made before this was
+    world-readable: the world's bits come off it and its companions (group bits, which an
+    operator may have set on purpose, stay).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        for companion in _SQLITE_COMPANIONS:
+            try:
+                mode = (file := Path(f"{path}{companion}")).stat().st_mode
+                if mode & 0o007:
+                    file.chmod(stat.S_IMODE(mode) & ~0o007)
+            except OSError:  # absent, or not ours to change: SQLite's own error, if any, says more
+                pass
+
+
 def connect(url: str) -> Engine:
     """An engine on an up-to-date store."""
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = url.removeprefix("sqlite:///").split("?", 1)[0]
+        if path and path != ":memory:":
+            _private_sqlite_file(Path(path))
     engine = create_engine(url)
     upgrade(engine)
     return engine
