@@ -24,7 +24,7 @@ from assay.serving.scoring import Scorer
 from assay.workspace import Workspace
 from tests.conftest import edits_frame
 
-PASSWORD = "review-pass-1"
+PASSWORD = "amber-quarry-tulip-42"  # long and on no list of common passwords
 
 
 def scorer_for(ws: Workspace) -> Scorer:

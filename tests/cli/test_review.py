@@ -70,7 +70,7 @@ def source(tmp_path: Path) -> Path:
 
 def test_users_campaigns_and_export(trained_home, source, tmp_path):
     code, out = run(
-        trained_home, "user", "create", "root", "--role", "admin", "--password-stdin", stdin="pw-123456\n"
+        trained_home, "user", "create", "root", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n"
     )
     assert code == 0 and "created admin root" in out
     assert "root" in run(trained_home, "user", "list")[1]
@@ -143,3 +143,15 @@ def test_list_campaign_from_a_file_with_reviewers_blind_and_a_link(trained_home,
         "--id-column", "rev_id", "--select", "list", "--ids", "100005", "--reviewer", "ghost",
     )  # fmt: skip
     assert code == 1 and "no user named 'ghost'" in out
+
+
+def test_user_create_refuses_a_weak_password(trained_home):
+    for weak, problem in [
+        ("pw-123456", "at least 12 characters"),
+        ("Password2026!", "common passwords"),
+        ("dee-the-reviewer", "must not contain the username"),
+    ]:
+        code, out = run(trained_home, "user", "create", "dee", "--password-stdin", stdin=weak + "\n")
+        assert code == 1 and problem in out, out
+    code, out = run(trained_home, "user", "create", "dee", "--password-stdin", stdin=PASSWORD + "\n")
+    assert code == 0 and "created reviewer dee" in out

@@ -376,15 +376,10 @@ async def test_admin_creates_a_campaign_in_the_web_form(app, review_home, tmp_pa
 async def test_admin_adds_users(app):
     async with _client(app) as c:
         csrf = await _login(c, "root")
-        r = await c.post(
-            "/review/users",
-            data={"csrf_token": csrf, "username": "dee", "password": "x" * 10, "role": "reviewer"},
-        )
+        r = await c.post("/review/users", data={**data, "role": "reviewer"})
         assert r.status_code == 200 and "Created reviewer" in r.text
-        r = await c.post(
-            "/review/users",
-            data={"csrf_token": csrf, "username": "dee", "password": "x" * 10, "role": "reviewer"},
-        )
+        data = {"csrf_token": csrf, "username": "dee", "password": "harbor-violet-engine-7"}
+        r = await c.post("/review/users", data={**data, "role": "reviewer"})
         assert r.status_code == 409 and "already exists" in r.text
 
 
@@ -394,6 +389,35 @@ async def test_admin_adds_users(app):
 async def test_products_report_mistaken_scores_with_a_token(app):
     token = tokens.create_token(_store(app), "wiki-product")
     async with _client(app) as c:
+        # No role chosen: the least privileged one.
+        r = await c.post("/review/users", data={**data, "username": "eve"})
+        assert r.status_code == 200 and "Created reviewer <strong>eve</strong>" in r.text
+
+
+async def test_the_user_form_defaults_to_the_least_privileged_role(app):
+    async with _client(app) as c:
+        await _login(c, "root")
+        page = (await c.get("/review/users")).text
+        options = re.findall(r"<option( selected)?>(\w+)</option>", page)
+        assert [name for selected, name in options if selected] == ["reviewer"]
+        assert 'minlength="12"' in page
+
+
+async def test_weak_passwords_are_refused_in_the_user_form(app):
+    async with _client(app) as c:
+        csrf = await _login(c, "root")
+        for password, problem in [
+            ("x" * 10, "at least 12"),
+            ("Password123456", "common passwords"),
+            ("dee-is-my-name-here", "username"),
+        ]:
+            r = await c.post(
+                "/review/users",
+                data={"csrf_token": csrf, "username": "dee", "password": password, "role": "reviewer"},
+            )
+            assert r.status_code == 422 and problem in r.text, password
+        with _store(app).connect() as conn:
+            assert conn.execute(sa.select(db.users.c.id).where(db.users.c.username == "dee")).first() is None
         body = {
             "model": "damaging",
             "item_id": 123456,

@@ -1,6 +1,11 @@
 """People who review: users with a role, argon2 password hashes, sessions, CSRF tokens.
 
-Passwords are kept only as argon2id hashes. A session is a random token: the
+Passwords are kept only as argon2id hashes, and a new one must be long enough
+(``MIN_PASSWORD_LENGTH``), not contain the username, and not be a common
+password: one on the list in ``common_passwords.txt`` (well-known passwords,
+keyboard walks, runs and repeats), compared case-insensitively, also once the
+digits and symbols around it are taken off and l33t spelling is undone, so
+``P@ssw0rd2024!`` counts as ``password``. A session is a random token: the
 browser holds it in a signed, HttpOnly cookie and the store holds only its
 SHA-256, so logging out (or deleting the row) ends it everywhere and a copy of
 the database hands out no working sessions. CSRF tokens are derived from the
@@ -14,8 +19,10 @@ import hashlib
 import hmac
 import os
 import secrets
+import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from importlib import resources
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -28,7 +35,9 @@ from assay.settings import Settings
 from assay.store import db
 
 ROLES: tuple[str, ...] = ("admin", "reviewer")
-MIN_PASSWORD_LENGTH = 8
+DEFAULT_ROLE = "reviewer"  # the least privileged: an admin account is made on purpose only
+MIN_PASSWORD_LENGTH = 12
+COMMON_PASSWORDS_FILE = "common_passwords.txt"
 SESSION_TTL = timedelta(days=7)
 SECRET_FILE = "session_secret"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.@")
@@ -69,12 +78,51 @@ def _user(row: sa.Row) -> User:
     )
 
 
-def _check_password(password: str) -> None:
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """The list of common passwords shipped with assay, case-folded."""
+    text = resources.files("assay.review").joinpath(COMMON_PASSWORDS_FILE).read_text("utf-8")
+    return frozenset(line.casefold() for line in text.splitlines() if line)
+
+
+# Digits and symbols people put around a word ("Summer2024!"), and l33t spellings of letters.
+_AROUND = string.digits + string.punctuation + string.whitespace
+_UNLEET = str.maketrans(
+    {"@": "a", "4": "a", "3": "e", "1": "i", "!": "i", "0": "o", "$": "s", "5": "s", "7": "t"}
+)
+
+
+def is_common_password(password: str) -> bool:
+    """Whether ``password`` is on the common list, case-insensitively, also without what is around it."""
+    folded = password.casefold()
+    core = folded.strip(_AROUND)
+    candidates = {
+        folded,
+        folded.translate(_UNLEET),
+        core,
+        core.translate(_UNLEET),
+        # "@dmin2024": the leading symbol is a letter in disguise, the trailing digits are not.
+        folded.rstrip(_AROUND).translate(_UNLEET).strip(_AROUND),
+    }
+    candidates.discard("")  # digits and symbols only: judged whole (the list has runs and repeats)
+    return not candidates.isdisjoint(common_passwords())
+
+
+def check_password(password: str, username: str = "") -> None:
+    """Refuse a password that is short, contains the username or is a common one (``InvalidInput``)."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(f"a password needs at least {MIN_PASSWORD_LENGTH} characters", field="password")
+    if username and username.casefold() in password.casefold():
+        raise InvalidInput("a password must not contain the username", field="password")
+    if is_common_password(password):
+        raise InvalidInput(
+            "that password is on the list of common passwords (ignoring case, and digits or symbols "
+            "around a word); choose a less guessable one",
+            field="password",
+        )
 
 
-def create_user(engine: Engine, username: str, password: str, role: str = "reviewer") -> User:
+def create_user(engine: Engine, username: str, password: str, role: str = DEFAULT_ROLE) -> User:
     """A new account; its pseudonym (what exports show instead of the name) is random."""
     if not username or len(username) > 100 or not set(username) <= _NAME_CHARS:
         raise InvalidInput(
@@ -82,7 +130,7 @@ def create_user(engine: Engine, username: str, password: str, role: str = "revie
         )
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}; got {role!r}", field="role")
-    _check_password(password)
+    check_password(password, username)
     try:
         with engine.begin() as conn:
             conn.execute(
@@ -114,7 +162,7 @@ def list_users(engine: Engine) -> list[User]:
 
 
 def set_password(engine: Engine, username: str, password: str) -> None:
-    _check_password(password)
+    check_password(password, username)
     with engine.begin() as conn:
         done = conn.execute(
             sa.update(db.users)

@@ -410,7 +410,15 @@ async def create_campaign_page(request: Request) -> Response:
 async def users_page(request: Request) -> Response:
     await sessions.require_user(request, admin=True)
     users = await run_in_threadpool(accounts.list_users, _engine(request))
-    return await _render(request, "users.html", users=users, roles=accounts.ROLES, error=None, created=None)
+    return await _render(request, "users.html", users=users, error=None, created=None, **_users_context())
+
+
+def _users_context() -> dict[str, Any]:
+    return {
+        "roles": accounts.ROLES,
+        "default_role": accounts.DEFAULT_ROLE,
+        "min_password": accounts.MIN_PASSWORD_LENGTH,
+    }
 
 
 async def create_user_page(request: Request) -> Response:
@@ -418,13 +426,14 @@ async def create_user_page(request: Request) -> Response:
     form = await sessions.checked_form(request)
     engine = _engine(request)
     try:
-        created = await run_in_threadpool(
-            accounts.create_user,
-            engine,
-            _text(form, "username"),
-            str(form.get("password", "")),
-            _text(form, "role"),
-        )
+        async with sessions.hashing_slot(request):  # an argon2 hash, rationed like a login's
+            created = await run_in_threadpool(
+                accounts.create_user,
+                engine,
+                _text(form, "username"),
+                str(form.get("password", "")),
+                _text(form, "role", accounts.DEFAULT_ROLE),
+            )
         error = None
     except AssayError as exc:
         if exc.status >= 500:
@@ -436,7 +445,6 @@ async def create_user_page(request: Request) -> Response:
         "users.html",
         status=200 if error is None else error.status,
         users=users,
-        roles=accounts.ROLES,
         error=error,
         created=created,
     )
@@ -464,3 +472,4 @@ def routes() -> list[BaseRoute]:
         Mount("/static", app=StaticFiles(directory=str(_HERE / "static")), name="review-static"),
     ]
     return [Mount(PREFIX, routes=page_routes), *api_routes()]
+        **_users_context(),
