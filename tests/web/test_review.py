@@ -376,19 +376,11 @@ async def test_admin_creates_a_campaign_in_the_web_form(app, review_home, tmp_pa
 async def test_admin_adds_users(app):
     async with _client(app) as c:
         csrf = await _login(c, "root")
-        r = await c.post("/review/users", data={**data, "role": "reviewer"})
-        assert r.status_code == 200 and "Created reviewer" in r.text
         data = {"csrf_token": csrf, "username": "dee", "password": "harbor-violet-engine-7"}
         r = await c.post("/review/users", data={**data, "role": "reviewer"})
+        assert r.status_code == 200 and "Created reviewer" in r.text
+        r = await c.post("/review/users", data={**data, "role": "reviewer"})
         assert r.status_code == 409 and "already exists" in r.text
-
-
-# --- judgments ---------------------------------------------------------------------------------
-
-
-async def test_products_report_mistaken_scores_with_a_token(app):
-    token = tokens.create_token(_store(app), "wiki-product")
-    async with _client(app) as c:
         # No role chosen: the least privileged one.
         r = await c.post("/review/users", data={**data, "username": "eve"})
         assert r.status_code == 200 and "Created reviewer <strong>eve</strong>" in r.text
@@ -418,6 +410,14 @@ async def test_weak_passwords_are_refused_in_the_user_form(app):
             assert r.status_code == 422 and problem in r.text, password
         with _store(app).connect() as conn:
             assert conn.execute(sa.select(db.users.c.id).where(db.users.c.username == "dee")).first() is None
+
+
+# --- judgments ---------------------------------------------------------------------------------
+
+
+async def test_products_report_mistaken_scores_with_a_token(app):
+    token = tokens.create_token(_store(app), "wiki-product")
+    async with _client(app) as c:
         body = {
             "model": "damaging",
             "item_id": 123456,

@@ -447,6 +447,7 @@ async def create_user_page(request: Request) -> Response:
         users=users,
         error=error,
         created=created,
+        **_users_context(),
     )
 
 
@@ -472,4 +473,3 @@ def routes() -> list[BaseRoute]:
         Mount("/static", app=StaticFiles(directory=str(_HERE / "static")), name="review-static"),
     ]
     return [Mount(PREFIX, routes=page_routes), *api_routes()]
-        **_users_context(),
