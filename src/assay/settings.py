@@ -74,6 +74,9 @@ class Settings:
     login_hash_slots: int = _setting(
         2, "Password checks (argon2, 64 MiB each) a worker runs at once; a login waits 2 s for one, then 503."
     )
+    campaign_data_dir: str = _setting(
+        "", "Folder whose data files the campaign web form may name; empty means uploaded files only."
+    )
     workset_size: int = _setting(20, "Items handed to a reviewer at once.")
     workset_ttl_s: int = _setting(3600, "Seconds before an abandoned workset's items go back to the pool.")
     seed: int = _setting(0, "Random seed for sampling campaign items when a command gives none.")

@@ -335,23 +335,30 @@ async def test_admin_sees_progress_agreement_and_disagreements(app):
         assert any(r["name"] == "likelybad" for r in data["model_vs_labels"]["rows"])
 
 
+def _upload(path: Path) -> dict[str, tuple[str, bytes]]:
+    return {"upload": (path.name, path.read_bytes())}
+
+
 async def test_admin_creates_a_campaign_in_the_web_form(app, review_home, tmp_path):
     source = items_file(tmp_path / "more", n=50, name="more.parquet")
     async with _client(app) as c:
         csrf = await _login(c, "root")
         form = (await c.get("/review/campaigns/new")).text
-        assert "damaging@production" in form
+        assert "damaging@production" in form and 'enctype="multipart/form-data"' in form
         data = {
-            "csrf_token": csrf, "name": "web-made", "model": "damaging@production", "source": str(source),
+            "csrf_token": csrf, "name": "web-made", "model": "damaging@production",
             "id_column": "rev_id", "selection": "flagged", "threshold": "likelybad", "size": "10",
             "labels_per_item": "3", "auto_rules": "user_is_bot_or_sysop == true -> False", "blind": "1",
         }  # fmt: skip
-        r = await c.post("/review/campaigns", data=data)
+        r = await c.post("/review/campaigns", data=data, files=_upload(source))
         assert r.status_code == 303 and r.headers["location"] == "/review/campaigns/web-made"
         made = (await c.get("/v1/campaigns/web-made")).json()["campaign"]
         assert made["blind"] and made["labels_per_item"] == 3 and made["selection"]["method"] == "flagged"
+        assert made["selection"]["source"] == "upload more.parquet"  # not the temporary copy's path
         r = await c.post(
-            "/review/campaigns", data={**data, "name": "other", "auto_rules": "nope == 1 -> False"}
+            "/review/campaigns",
+            data={**data, "name": "other", "auto_rules": "nope == 1 -> False"},
+            files=_upload(source),
         )
         assert r.status_code == 422 and "no feature" in r.text and 'value="other"' in r.text
         # The class to flag is offered per model: a multiclass model has no positive class to default to.
@@ -359,17 +366,18 @@ async def test_admin_creates_a_campaign_in_the_web_form(app, review_home, tmp_pa
         assert re.findall(r'value="([^"]*)"', groups["damaging"]) == ["False", "True"]
         assert re.findall(r'value="([^"]*)"', groups["quality"]) == ["good", "start", "stub"]
         articles = {
-            "csrf_token": csrf, "name": "good-ones", "model": "quality@1", "source": str(review_home.parent / "data" / "articles.csv"),
+            "csrf_token": csrf, "name": "good-ones", "model": "quality@1",
             "id_column": "page_id", "selection": "flagged", "threshold": "maximum recall @ precision >= 0.5",
         }  # fmt: skip
-        r = await c.post("/review/campaigns", data=articles)
+        upload = _upload(review_home.parent / "data" / "articles.csv")
+        r = await c.post("/review/campaigns", data=articles, files=upload)
         assert r.status_code == 422 and "name the class to flag" in r.text
-        r = await c.post("/review/campaigns", data={**articles, "flag_class": "good"})
+        r = await c.post("/review/campaigns", data={**articles, "flag_class": "good"}, files=upload)
         assert r.status_code == 303
         made = (await c.get("/v1/campaigns/good-ones")).json()["campaign"]
         assert made["selection"]["class"] == "good" and made["selection"]["flagged"] > 0
         # A refused form comes back with the class still chosen, under its model only.
-        r = await c.post("/review/campaigns", data={**articles, "flag_class": "good"})
+        r = await c.post("/review/campaigns", data={**articles, "flag_class": "good"}, files=upload)
         assert r.status_code == 409 and r.text.count("selected>good<") == 1
 
 
@@ -627,3 +635,64 @@ async def test_password_checks_wait_for_a_free_slot_then_get_503(app, monkeypatc
             r = await c.post("/v1/session", json={"username": "ben", "password": "not-his-password"})
             assert r.status_code == 401
         await _api_login(c, "ben")
+
+
+# --- the campaign form reads no server files but the data folder's -----------------------------------
+
+
+async def test_the_campaign_form_takes_no_server_path_without_a_data_folder(app, tmp_path):
+    secret = tmp_path / "private.csv"
+    secret.write_text("secret_column,other\n1,2\n")
+    async with _client(app) as c:
+        csrf = await _login(c, "root")
+        form = (await c.get("/review/campaigns/new")).text
+        assert 'type="file" name="upload"' in form and 'name="source"' not in form
+        data = {"csrf_token": csrf, "name": "x", "model": "damaging@1", "id_column": "rev_id"}
+        r = await c.post("/review/campaigns", data={**data, "source": str(secret)})
+        assert r.status_code == 422 and "uploaded file only" in r.text
+        assert "secret_column" not in r.text and str(secret) not in r.text
+        # A compressed upload could unpack into far more than the body limit: plain tables only.
+        r = await c.post("/review/campaigns", data=data, files={"upload": ("x.csv.gz", b"\x1f\x8b")})
+        assert r.status_code == 422 and "not compressed" in r.text
+
+
+async def test_the_campaign_form_is_confined_to_the_data_folder(review_home, tmp_path):
+    folder = tmp_path / "campaign-data"
+    items_file(folder / "edits", n=40, name="batch.csv")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.csv").write_text("secret_column,other\n1,2\n")
+    (folder / "link.csv").symlink_to(outside / "secret.csv")
+    (folder / "up").symlink_to(outside)
+    settings = Settings.load(home=review_home, environ={"ASSAY_CAMPAIGN_DATA_DIR": str(folder)})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), _client(app) as c:
+        csrf = await _login(c, "root")
+        form = (await c.get("/review/campaigns/new")).text
+        assert 'name="source"' in form and 'type="file" name="upload"' in form
+        data = {"csrf_token": csrf, "model": "damaging@1", "id_column": "rev_id", "size": "5"}
+        r = await c.post("/review/campaigns", data={**data, "name": "inside", "source": "edits/batch.csv"})
+        assert r.status_code == 303, r.text
+        made = (await c.get("/v1/campaigns/inside")).json()["campaign"]
+        assert made["item_count"] == 5 and made["selection"]["source"] == "edits/batch.csv"
+        refused = [
+            str(outside / "secret.csv"),  # absolute
+            "../outside/secret.csv",  # climbing out
+            "edits/../../outside/secret.csv",
+            "link.csv",  # a symlink that leads out
+            "up/secret.csv",  # through a symlinked folder
+            "missing.csv",  # does not exist
+            "../outside/missing.csv",  # does not exist, outside
+            "edits",  # a folder
+            "/etc/passwd",
+        ]
+        messages = set()
+        for name in refused:
+            r = await c.post("/review/campaigns", data={**data, "name": "out", "source": name})
+            assert r.status_code == 422, name
+            assert "secret_column" not in r.text, name
+            message = re.search(r'role="alert">(.*?)</p>', r.text, re.S).group(1)
+            messages.add(message.replace(name.replace("'", "&#39;"), "NAME"))
+        # One message for all: nothing tells an existing file from a missing one.
+        assert len(messages) == 1, messages
+        assert "is not a data file in the campaign data folder" in messages.pop()

@@ -9,6 +9,12 @@ by the version the campaign pins, and stored with its features, probabilities,
 prediction and explanation: what reviewers see, and what exports cite.
 Auto-label rules (``user_is_bot_or_sysop == true -> not damaging``) settle
 items that need no review.
+
+The CLI names any local file (the operator runs it). The web form is confined:
+it takes an uploaded file, or the name of a file inside the configured
+campaign data folder (``data_file``), and anything else (an absolute path,
+``..``, a symlink that leads out, a file that does not exist) is refused with
+one message that says nothing about what is on the server.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +40,8 @@ from assay.store import db
 from assay.workspace import Workspace
 
 SELECTIONS = ("random", "flagged", "uncertain", "list")
+# What an upload may be: plain tables only, so that a small upload cannot unpack into a huge one.
+UPLOAD_SUFFIXES = (".csv", ".tsv", ".parquet")
 MAX_LABELS_PER_ITEM = 20
 _SCORE_CHUNK = 1000
 _INSERT_CHUNK = 1000
@@ -47,6 +56,7 @@ class CampaignOptions:
     selection: str = "random"
     size: int | None = 100  # how many items to pick (random, uncertain; a cap for flagged)
     source: str | None = None  # a data file; None means the model's feature table
+    source_name: str | None = None  # how messages and the record name the file (default: its path)
     id_column: str = "id"
     threshold: str | None = None  # flagged: an operating point name or a query
     flag_class: str | None = None  # flagged: the class (default: the positive class)
@@ -132,21 +142,52 @@ def _rule_value(raw: str) -> Any:
 # --- items ------------------------------------------------------------------------
 
 
-def _file_items(path: str, id_column: str, served: ServedModel) -> Iterator[tuple[str, dict[str, Any]]]:
-    frame = read_table(path)
+def data_file(data_dir: str | Path | None, name: str) -> Path:
+    """The file ``name`` names inside ``data_dir``, symlinks resolved; ``InvalidInput`` otherwise.
+
+    Every refusal has the same message, whether the file is outside the folder, missing, a
+    folder or unreadable, so that the form cannot be used to learn what exists on the server.
+    """
+    if not data_dir:
+        raise InvalidInput(
+            "this server takes campaign data as an uploaded file only (no data folder is configured)",
+            field="source",
+        )
+    refused = InvalidInput(f"{name!r} is not a data file in the campaign data folder", field="source")
+    if not name.strip() or "\0" in name or Path(name).is_absolute():
+        raise refused
+    root = Path(data_dir).resolve()
+    try:
+        path = (root / name).resolve(strict=True)
+        inside = path.is_relative_to(root) and path != root and path.is_file()
+    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, a name the system refuses
+        raise refused from None
+    if not inside:
+        raise refused
+    return path
+
+
+def _file_items(
+    path: str, id_column: str, served: ServedModel, name: str
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    try:
+        frame = read_table(path)
+    except DataError as exc:
+        # Named as the admin knows the file (an upload lives in a temporary folder).
+        raise DataError(exc.message.replace(str(path), name), field=exc.field or "source") from None
     if id_column not in frame.columns:
         raise DataError(
-            f"{path}: no id column {id_column!r}; columns are: {', '.join(map(str, frame.columns))}",
+            f"{name}: no id column {id_column!r}; columns are: {', '.join(map(str, frame.columns))}",
             field="id_column",
         )
     ids = frame[id_column].astype(str)
     if ids.duplicated().any():
         raise DataError(
-            f"{path}: duplicate item ids, e.g. {ids[ids.duplicated()].iloc[0]!r}", field=id_column
+            f"{name}: duplicate item ids, e.g. {ids[ids.duplicated()].iloc[0]!r}", field=id_column
         )
     schema = served.loaded.schema
     # Through the model's schema: typed values (CSV cells are strings), bad cells refused by name.
-    X = schema.encode_frame(frame, source=path)
+    X = schema.encode_frame(frame, source=name)
     for item_id, row in zip(ids.tolist(), X, strict=True):
         yield item_id, schema.decode_row(row)
 
@@ -309,13 +350,18 @@ def create_campaign(ws: Workspace, scorer: Scorer, options: CampaignOptions, *, 
         if unknown:
             raise InvalidInput(f"no user named {unknown[0]!r}", field="reviewers")
     source = options.source
-    items = _file_items(source, options.id_column, served) if source else _table_items(ws, served.name)
+    source_name = options.source_name or source
+    if source:
+        assert source_name is not None
+        items = _file_items(source, options.id_column, served, source_name)
+    else:
+        items = _table_items(ws, served.name)
     candidates = list(items)
     if not candidates:
-        where = source or f"the feature table of {served.name!r} (load one with 'assay features load')"
+        where = source_name or f"the feature table of {served.name!r} (load one with 'assay features load')"
         raise DataError(f"no items in {where}", field="source")
     chosen, selection = _select(scorer, ref, served, options, candidates)
-    selection["source"] = source or "feature table"
+    selection["source"] = source_name or "feature table"
     if options.size is not None:
         selection["size"] = options.size
     if not chosen:

@@ -10,25 +10,34 @@ the review JSON API (``web.review_api``) and the static files.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from assay.errors import AssayError, InvalidInput
+from assay.errors import AssayError, InvalidInput, PayloadTooLarge
 from assay.review import accounts, agreement, judgments, reviews
-from assay.review.campaigns import SELECTIONS, CampaignOptions, create_campaign, parse_list
+from assay.review.campaigns import (
+    SELECTIONS,
+    UPLOAD_SUFFIXES,
+    CampaignOptions,
+    create_campaign,
+    data_file,
+    parse_list,
+)
 from assay.review.logins import LoginThrottled
+from assay.review.reviews import Campaign
 from assay.web import sessions
-from assay.web.api import services
+from assay.web.api import Services, services
 from assay.web.review_api import api_routes
 
 PREFIX = "/review"
@@ -344,12 +353,37 @@ async def _new_context(request: Request) -> dict[str, Any]:
         "classes": await run_in_threadpool(classes),  # a first look loads the version's artifacts
         "selections": SELECTIONS,
         "rules": judgments.RULES,
+        "data_dir": bool(services(request).settings.campaign_data_dir),
+        "upload_suffixes": UPLOAD_SUFFIXES,
+        "upload_limit_mib": services(request).settings.max_body_bytes / 2**20,
     }
 
 
 async def new_campaign_page(request: Request) -> Response:
     await sessions.require_user(request, admin=True)
     return await _render(request, "campaign_new.html", form={}, error=None, **await _new_context(request))
+
+
+def _save_upload(upload: UploadFile, folder: Path, limit: int) -> tuple[Path, str]:
+    """Copy an uploaded data file into ``folder``; returns its path there and the name it came with."""
+    name = Path(upload.filename or "").name or "upload"
+    suffix = Path(name).suffix.lower()
+    if suffix not in UPLOAD_SUFFIXES:
+        raise InvalidInput(
+            f"upload a {', '.join(UPLOAD_SUFFIXES)} file (not compressed); got {name!r}", field="source"
+        )
+    path = folder / f"upload{suffix}"  # never the client's name: that is only shown
+    upload.file.seek(0)
+    copied = 0
+    with path.open("wb") as out:
+        while block := upload.file.read(1 << 20):
+            copied += len(block)
+            if copied > limit:  # the body limit already holds; this keeps the rule next to its use
+                raise PayloadTooLarge(f"an uploaded data file may have at most {limit} bytes", field="source")
+            out.write(block)
+    if copied == 0:
+        raise InvalidInput(f"the uploaded file {name!r} is empty", field="source")
+    return path, name
 
 
 def _options(form: FormData) -> CampaignOptions:
@@ -367,7 +401,6 @@ def _options(form: FormData) -> CampaignOptions:
         model=_text(form, "model"),
         selection=_text(form, "selection", "random"),
         size=number("size", None),
-        source=_text(form, "source") or None,
         id_column=_text(form, "id_column") or "id",
         threshold=_text(form, "threshold") or None,
         flag_class=_text(form, "flag_class") or None,
@@ -383,15 +416,30 @@ def _options(form: FormData) -> CampaignOptions:
     )
 
 
+def _create(svc: Services, form: FormData, created_by: str) -> Campaign:
+    """Make the campaign the form describes, its items from an upload, the data folder or the feature table."""
+    options = _options(form)
+    upload = form.get("upload")
+    named = _text(form, "source")
+    if isinstance(upload, UploadFile) and upload.filename:
+        if named:
+            raise InvalidInput("upload a file or name one in the data folder, not both", field="source")
+        with tempfile.TemporaryDirectory(prefix="assay-upload-") as folder:
+            path, name = _save_upload(upload, Path(folder), svc.settings.max_body_bytes)
+            options.source, options.source_name = str(path), f"upload {name}"
+            return create_campaign(svc.workspace, svc.scorer, options, created_by=created_by)
+    if named:
+        path = data_file(svc.settings.campaign_data_dir, named)
+        options.source, options.source_name = str(path), named
+    return create_campaign(svc.workspace, svc.scorer, options, created_by=created_by)
+
+
 async def create_campaign_page(request: Request) -> Response:
     user = await sessions.require_user(request, admin=True)
     form = await sessions.checked_form(request)
     svc = services(request)
     try:
-        options = _options(form)
-        campaign = await run_in_threadpool(
-            create_campaign, svc.workspace, svc.scorer, options, created_by=user.username
-        )
+        campaign = await run_in_threadpool(_create, svc, form, user.username)
     except AssayError as exc:
         if exc.status >= 500:
             raise
@@ -400,10 +448,12 @@ async def create_campaign_page(request: Request) -> Response:
             request,
             "campaign_new.html",
             status=exc.status,
-            form=dict(form),
+            form={k: v for k, v in form.items() if isinstance(v, str)},
             error=exc,
             **await _new_context(request),
         )
+    finally:
+        await form.close()  # an upload's spooled copy goes now, not when the collector gets to it
     return _redirect(f"/campaigns/{quote(campaign.name)}")
 
 
