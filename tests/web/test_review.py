@@ -696,3 +696,55 @@ async def test_the_campaign_form_is_confined_to_the_data_folder(review_home, tmp
         # One message for all: nothing tells an existing file from a missing one.
         assert len(messages) == 1, messages
         assert "is not a data file in the campaign data folder" in messages.pop()
+
+
+# --- blind campaigns stay blind ----------------------------------------------------------------
+
+
+async def test_blind_campaigns_hide_the_prediction_in_judgments(app):
+    async with _client(app) as a, _client(app) as admin:
+        ana = await _api_login(a, "ana")
+        ws = (await a.post("/v1/campaigns/blind/workset", headers=ana)).json()["workset"]
+        item = ws["items"][0]["item_id"]
+        body = {
+            "model": "damaging",
+            "item_id": item,
+            "label": "True",
+            "rationale": "looks bad",
+            "campaign": "blind",
+        }
+        made = await a.post("/v1/judgments", headers=ana, json=body)
+        assert made.status_code == 201 and made.json()["model_prediction"] is None
+        with _store(app).connect() as conn:  # the store keeps what the model said, for admins
+            stored = conn.execute(sa.select(db.judgments.c.model_prediction)).scalar_one()
+        assert stored in ("True", "False")
+        listed = (await a.get(f"/v1/judgments?model=damaging&item_id={item}")).json()["judgments"]
+        assert [j["model_prediction"] for j in listed] == [None]
+        recent = (await a.get("/v1/judgments")).json()["judgments"]
+        assert [j["model_prediction"] for j in recent] == [None]
+        campaigns = {x["name"]: x for x in (await a.get("/v1/campaigns")).json()["campaigns"]}
+        assert campaigns["blind"]["selection"] == {} and campaigns["c1"]["selection"]["method"] == "random"
+        for path in (f"/review/judgments?model=damaging&item={item}&campaign=blind", "/review/judgments"):
+            page = (await a.get(path)).text
+            assert "looks bad" in page
+            assert "predicted" not in page and "model said" not in page, path
+        await _login(admin, "root")
+        root = await _api_login(admin, "root")
+        page = (await admin.get(f"/review/judgments?model=damaging&item={item}&campaign=blind")).text
+        assert f"predicted <strong>{stored}</strong>" in page and f"model said {stored}" in page
+        listed = (await admin.get(f"/v1/judgments?model=damaging&item_id={item}")).json()["judgments"]
+        assert [j["model_prediction"] for j in listed] == [stored]
+        endorsed = await admin.post(
+            f"/v1/judgments/{made.json()['id']}/endorsements", headers=root, json={"stance": "endorse"}
+        )
+        assert endorsed.json()["model_prediction"] == stored
+        async with _client(app) as b:
+            ben = await _api_login(b, "ben")
+            endorsed = await b.post(
+                f"/v1/judgments/{made.json()['id']}/endorsements", headers=ben, json={"stance": "dispute"}
+            )
+            assert endorsed.status_code == 200 and endorsed.json()["model_prediction"] is None
+        # Outside a blind campaign the prediction is shown as before.
+        body = {"model": "damaging", "item_id": "100001", "label": "True", "campaign": "c1"}
+        made = await a.post("/v1/judgments", headers=ana, json=body)
+        assert made.json()["model_prediction"] in ("True", "False")

@@ -43,6 +43,8 @@ def server(trained_home: Path, tmp_path: Path) -> Iterator[Server]:
         users(ws, "root", role="admin")
         users(ws, "ana", "ben")
         source = items_file(tmp_path / "items", n=200)
+        # Made first, so that c1 (newer) heads the list the reviewers click in.
+        campaign(ws, source, name="blind", size=4, blind=True)
         campaign(
             ws,
             source,
@@ -182,3 +184,22 @@ def test_two_reviewers_and_an_admin_in_chromium(server, browser):
     ana.click("text=Record judgment")
     ana.wait_for_selector("article.judgment")
     _shot(ana, "06-judgments")
+
+
+def test_a_blind_campaign_shows_no_prediction_in_chromium(server, browser):
+    ana = _log_in(browser, server.url, "ana")
+    ana.goto(server.url + "/review/campaigns/blind/work")
+    ana.click("#take-workset")
+    ana.wait_for_selector("#item-id")
+    assert "Blind campaign" in ana.content() and "The model says" not in ana.content()
+    ana.click("text=Judgments on this item")
+    ana.fill("textarea[name=rationale]", "Reads like vandalism.")
+    ana.click("text=Record judgment")
+    ana.wait_for_selector("article.judgment")
+    judged = ana.url
+    text = ana.inner_text("main")
+    assert "Reads like vandalism." in text and "predicted" not in text and "model said" not in text
+    _shot(ana, "07-blind-judgment")
+    admin = _log_in(browser, server.url, "root")
+    admin.goto(judged)
+    assert "model said" in admin.inner_text("main")  # admins may see it

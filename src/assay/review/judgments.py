@@ -8,10 +8,15 @@ endorsements (ties go to the earliest). An admin's mark is never overridden by
 the rule. A partial unique index keeps at most one preferred judgment per item,
 and every change of the mark runs with the item's judgments locked, so
 concurrent endorsements and marks take turns instead of tripping that index.
+
+A judgment made in a blind campaign records what the model predicted, but only
+admins see it: ``Judgment.seen_by`` hides it from everyone else, so a reviewer
+of that campaign cannot learn the model's answer from the judgments either.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,6 +55,13 @@ class Judgment:
     preferred_by: str | None
     created_at: datetime
     endorsements: list[dict[str, Any]]
+    blind: bool = False  # made in a blind campaign: the model's prediction is for admins only
+
+    def seen_by(self, *, admin: bool) -> Judgment:
+        """The judgment as a viewer may see it: without the model's prediction of a blind campaign."""
+        if self.blind and not admin and self.model_prediction is not None:
+            return dataclasses.replace(self, model_prediction=None)
+        return self
 
     @property
     def endorse_count(self) -> int:
@@ -60,7 +72,7 @@ class Judgment:
         return sum(1 for e in self.endorsements if e["stance"] == "dispute")
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "blind"}
         out["created_at"] = self.created_at.isoformat()
         out["endorsements"] = [{**e, "created_at": e["created_at"].isoformat()} for e in self.endorsements]
         return out
@@ -239,7 +251,12 @@ def _apply_rule(conn: Connection, model: str, item_id: str) -> None:
 
 def _query() -> sa.Select:
     return (
-        sa.select(j_t, db.users.c.username.label("author_name"), db.campaigns.c.name.label("campaign_name"))
+        sa.select(
+            j_t,
+            db.users.c.username.label("author_name"),
+            db.campaigns.c.name.label("campaign_name"),
+            db.campaigns.c.blind.label("campaign_blind"),
+        )
         .outerjoin(db.users, db.users.c.id == j_t.c.author_user_id)
         .outerjoin(db.campaigns, db.campaigns.c.id == j_t.c.campaign_id)
     )
@@ -274,6 +291,7 @@ def _load(engine: Engine, query: sa.Select) -> list[Judgment]:
             preferred_by=r.preferred_by,
             created_at=r.created_at,
             endorsements=by_judgment.get(r.id, []),
+            blind=bool(r.campaign_blind),
         )
         for r in rows
     ]

@@ -87,10 +87,14 @@ class Campaign:
             return None
         return self.link_template.replace("{id}", quote(str(item_id), safe=""))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, admin: bool = True) -> dict[str, Any]:
+        """The campaign as JSON; for a non-admin, a blind campaign keeps how its items were chosen
+        to itself (``flagged`` at a threshold would tell every item's prediction)."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "id"}
         out["created_at"] = self.created_at.isoformat()
         out["label_choices"] = self.label_choices
+        if self.blind and not admin:
+            out["selection"] = {}
         return out
 
 

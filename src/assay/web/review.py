@@ -241,7 +241,7 @@ async def label_item(request: Request) -> Response:
 
 
 async def judgments_page(request: Request) -> Response:
-    await sessions.require_user(request)
+    user = await sessions.require_user(request)
     model = request.query_params.get("model", "")
     item_id = request.query_params.get("item", "")
     campaign_name = request.query_params.get("campaign", "")
@@ -252,11 +252,14 @@ async def judgments_page(request: Request) -> Response:
         campaign = reviews.get_campaign(engine, campaign_name) if campaign_name else None
         context: dict[str, Any] = {"model": model, "item_id": item_id, "campaign": campaign, "classes": []}
         if model and item_id:
-            context["judgments"] = judgments.judgments_for(engine, model, item_id)
+            found = judgments.judgments_for(engine, model, item_id)
             context["classes"] = scorer.model(model).loaded.classes
-            context["item"] = reviews.get_item(engine, campaign, item_id) if campaign else None
+            # What the model predicted: never for a reviewer of a blind campaign.
+            if campaign is not None and (user.is_admin or not campaign.blind):
+                context["item"] = reviews.get_item(engine, campaign, item_id)
         else:
-            context["judgments"] = judgments.recent_judgments(engine, model=model or None)
+            found = judgments.recent_judgments(engine, model=model or None)
+        context["judgments"] = [j.seen_by(admin=user.is_admin) for j in found]
         return context
 
     return await _render(request, "judgments.html", **await run_in_threadpool(load))

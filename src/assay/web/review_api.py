@@ -76,7 +76,7 @@ async def list_campaigns(request: Request) -> Response:
 
     def load() -> list[dict[str, Any]]:
         return [
-            {**c.to_dict(), "progress": reviews.progress(engine, c).to_dict()}
+            {**c.to_dict(admin=user.is_admin), "progress": reviews.progress(engine, c).to_dict()}
             for c in reviews.list_campaigns(engine)
             if user.is_admin or (c.is_open and c.may_label(user))
         ]
@@ -199,8 +199,10 @@ async def post_skip(request: Request) -> Response:
 
 
 async def list_judgments(request: Request) -> Response:
+    user = None
     if await sessions.token_name(request) is None:
-        await sessions.require_user(request)
+        user = await sessions.require_user(request)
+    admin = user is not None and user.is_admin  # a product's token sees what a reviewer sees
     engine = services(request).workspace.engine
     model = request.query_params.get("model")
     item_id = request.query_params.get("item_id")
@@ -210,7 +212,7 @@ async def list_judgments(request: Request) -> Response:
             found = judgments.judgments_for(engine, model, item_id)
         else:
             found = judgments.recent_judgments(engine, model=model)
-        return [j.to_dict() for j in found]
+        return [j.seen_by(admin=admin).to_dict() for j in found]
 
     return json_response({"judgments": await run_in_threadpool(load)})
 
@@ -245,7 +247,7 @@ async def post_judgment(request: Request) -> Response:
             model_prediction=prediction,
             campaign_id=campaign.id if campaign else None,
         )
-        return j.to_dict()
+        return j.seen_by(admin=user is not None and user.is_admin).to_dict()
 
     return json_response(await run_in_threadpool(save), status=201)
 
@@ -263,7 +265,7 @@ async def post_endorsement(request: Request) -> Response:
         _str(payload, "stance"),
         _str(payload, "comment", required=False),
     )
-    return json_response(j.to_dict())
+    return json_response(j.seen_by(admin=user.is_admin).to_dict())
 
 
 def _route(path: str, handlers: dict[str, Endpoint]) -> Route:
