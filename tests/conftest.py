@@ -32,6 +32,25 @@ EDITQUALITY_COLUMNS: list[str] = tomllib.loads(
 EDITQUALITY_FEATURES = [c for c in EDITQUALITY_COLUMNS if c not in ("rev_id", "reverted")]
 
 
+# Tests that start servers or processes, drive a browser, fuzz, or train on real data: the
+# fast developer loop (`pytest -m "not slow"`) leaves them out; CI runs everything.
+SLOW_MODULES = frozenset({"test_review_durability", "test_openapi_fuzz", "test_review_browser", "test_readme"})
+SLOW_TESTS = frozenset(
+    {
+        "test_editquality_default_candidates_meet_the_bar",
+        "test_quickstart_trains_on_shipped_data",
+        "test_a_100000_item_campaign_stays_fast",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if module in SLOW_MODULES or getattr(item, "originalname", item.name) in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 def edits_frame(n: int, seed: int = 0) -> pd.DataFrame:
     """Synthetic edits shaped like the editquality data (same columns, a learnable 'reverted')."""
     rng = np.random.default_rng(seed)
