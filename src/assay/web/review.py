@@ -351,11 +351,14 @@ async def _new_context(request: Request) -> dict[str, Any]:
     def classes() -> dict[str, list[str]]:
         return {m.name: scorer.model(f"{m.name}@{m.versions[-1]}").loaded.classes for m in models}
 
+    # A new campaign reviews the newly trained version unless the admin picks another.
+    default_model = next((f"{m.name}@candidate" for m in models if "candidate" in m.aliases), "")
     return {
         "models": models,
         "classes": await run_in_threadpool(classes),  # a first look loads the version's artifacts
         "selections": SELECTIONS,
         "rules": judgments.RULES,
+        "default_model": default_model,
         "data_dir": bool(services(request).settings.campaign_data_dir),
         "upload_suffixes": UPLOAD_SUFFIXES,
         "upload_limit_mib": services(request).settings.max_body_bytes / 2**20,
