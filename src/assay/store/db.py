@@ -335,3 +335,78 @@ endorsements = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("judgment_id", "user_id", name="uq_endorsements_judgment_user"),
 )
+
+
+# --- monitoring ---------------------------------------------------------------
+# The prediction log, ground-truth labels and monitor states (owned by assay.monitoring).
+# Log times are UNIX seconds (a float), not DateTime: a drift check reads a million of them,
+# and parsing a million timestamps would cost more than the statistics.
+
+prediction_log = sa.Table(
+    "prediction_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("item_id", sa.String(200), nullable=True),  # NULL for rows scored without an id (OIP)
+    sa.Column("at", sa.Float, nullable=False),
+    # The encoded feature row then each class's probability, as little-endian float64: the
+    # version's schema says how many of each, so a window is one frombuffer away from a matrix.
+    sa.Column("row", sa.LargeBinary, nullable=False),
+    sa.Index("ix_prediction_log_model_at", "model", "version", "at"),
+    sa.Index("ix_prediction_log_item", "model", "item_id"),
+)
+
+monitor_labels = sa.Table(
+    "monitor_labels",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("item_id", sa.String(200), nullable=False),
+    sa.Column("label", sa.String(200), nullable=False),
+    sa.Column("source", sa.String(300), nullable=False),  # api:<token> | file:<name> | campaign:<name>
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("model", "item_id", name="uq_monitor_labels_item"),
+)
+
+monitor_states = sa.Table(
+    "monitor_states",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("monitor", sa.String(300), primary_key=True),  # data_drift | feature:<name> | performance ...
+    sa.Column("state", sa.String(10), nullable=False),  # ok | warning | alert
+    sa.Column("drifting", sa.Integer, nullable=False),  # consecutive drifting windows
+    sa.Column("clean", sa.Integer, nullable=False),  # consecutive clean windows while in alert
+    sa.Column("value", sa.Float, nullable=True),  # the last window's statistic
+    sa.Column("window_end", sa.Float, nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Where each model's evaluation of closed windows has got to: one window is judged once.
+monitor_cursors = sa.Table(
+    "monitor_cursors",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(10), nullable=False),  # time | count
+    sa.Column("position", sa.Float, nullable=False),  # a window end (time) or the last log row id (count)
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+monitor_events = sa.Table(
+    "monitor_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("monitor", sa.String(300), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # state | adwin | ddm
+    sa.Column("from_state", sa.String(10), nullable=True),
+    sa.Column("to_state", sa.String(10), nullable=False),
+    sa.Column("window_start", sa.Float, nullable=True),
+    sa.Column("window_end", sa.Float, nullable=True),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Column("delivery", sa.String(10), nullable=False),  # none | pending | sent | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_monitor_events_model", "model", "id"),
+    sa.Index("ix_monitor_events_delivery", "delivery"),
+)
