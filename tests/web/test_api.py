@@ -1,5 +1,5 @@
-"""The HTTP API through the real app: /v1, /v2 (OIP), health, metrics, tokens, the error shape;
-and a real uvicorn server with several workers following a promotion under load."""
+"""The HTTP API through the real app: /v1, health, metrics, tokens, the error shape; and a real
+uvicorn server with several workers following a promotion under load (/v2 is tests/web/test_oip.py)."""
 
 from __future__ import annotations
 
@@ -341,73 +341,6 @@ def test_the_app_follows_a_promotion(client: AppClient, trained_workspace: Works
         assert time.monotonic() < deadline, "the promotion was not followed"
         time.sleep(0.02)
     assert client.get("/v1/models").json()["models"][0]["aliases"]["production"] == new
-
-
-def test_open_inference_protocol(client: AppClient) -> None:
-    assert client.get("/v2").json()["name"] == "assay"
-    assert client.get("/v2/health/live").json() == {"live": True}
-    assert client.get("/v2/health/ready").json() == {"ready": True}
-    meta = client.get("/v2/models/damaging").json()
-    assert meta["name"] == "damaging" and meta["versions"] == ["1"]
-    assert {i["name"]: i["datatype"] for i in meta["inputs"]}["user_is_anon"] == "BOOL"
-    assert client.get("/v2/models/damaging/versions/1/ready").json() == {"name": "damaging", "ready": True}
-    assert_error(client.get("/v2/models/nope/ready"), 404, "unknown_model", "model")
-
-    items = edit_items(3)
-    types = {i["name"]: i["datatype"] for i in meta["inputs"]}
-    inputs = [
-        {
-            "name": name,
-            "datatype": types[name],
-            "shape": [3],
-            "data": [item["features"][name] for item in items],
-        }
-        for name in types
-    ]
-    inferred = client.post("/v2/models/damaging/versions/1/infer", json={"id": "r1", "inputs": inputs})
-    assert inferred.status_code == 200, inferred.text
-    body = inferred.json()
-    assert body["id"] == "r1" and body["model_version"] == "1"
-    probability, prediction = body["outputs"]
-    assert probability["shape"] == [3, 2] and probability["parameters"]["classes"] == ["true", "false"]
-    v1 = client.post("/v1/scores", json={"models": ["damaging"], "items": items}).json()["scores"]
-    for k, item in enumerate(items):
-        assert probability["data"][2 * k] == pytest.approx(v1[item["id"]]["damaging"]["probability"]["true"])
-        assert prediction["data"][k] == v1[item["id"]]["damaging"]["prediction"]
-
-    inputs[0] = {**inputs[0], "shape": [2]}
-    assert_error(
-        client.post("/v2/models/damaging/infer", json={"inputs": inputs}),
-        422,
-        "invalid_input",
-        "inputs[0].data",
-    )
-    inputs[0] = {**inputs[0], "shape": [3], "data": ["a", 1, 2]}
-    assert_error(
-        client.post("/v2/models/damaging/infer", json={"inputs": inputs}),
-        422,
-        "invalid_input",
-        "inputs.longest_repeated_char_added",
-    )
-    assert_error(
-        client.post("/v2/models/damaging/infer", json={"inputs": []}), 422, "invalid_input", "inputs"
-    )
-    wrong_type = [{**inputs[1], "datatype": "FLOAT"}, *inputs[2:]]
-    assert_error(
-        client.post("/v2/models/damaging/infer", json={"inputs": wrong_type}),
-        422,
-        "invalid_input",
-        "inputs[0].datatype",
-    )
-    # No rows is a question with an empty answer, not an error (and never a 500).
-    for model in ("damaging", "quality"):
-        declared = client.get(f"/v2/models/{model}").json()["inputs"]
-        empty = [{"name": i["name"], "datatype": i["datatype"], "shape": [0], "data": []} for i in declared]
-        answer = client.post(f"/v2/models/{model}/infer", json={"inputs": empty})
-        assert answer.status_code == 200, answer.text
-        probability, prediction = answer.json()["outputs"]
-        assert probability["shape"][0] == 0 and probability["data"] == []
-        assert prediction["shape"] == [0] and prediction["data"] == []
 
 
 def test_health_readiness_metrics_and_docs(client: AppClient) -> None:

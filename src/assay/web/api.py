@@ -1,4 +1,6 @@
-"""The JSON API: ``/v1`` (assay's own, ORES-shaped) and ``/v2`` (the Open Inference Protocol).
+"""The JSON API: ``/v1`` (assay's own, ORES-shaped), health, readiness and metrics.
+
+The Open Inference Protocol (``/v2``) is ``web.oip``; it shares this module's helpers.
 
 Handlers parse and check the request, call the shared ``Scorer`` (see
 ``assay.serving.scoring``) and serialise with orjson; every error is an ``AssayError``
@@ -16,18 +18,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from assay import __version__
 from assay.errors import InvalidInput, MalformedRequest, PayloadTooLarge, Unavailable
 from assay.modelling.evaluation import ThresholdQuery, answer_threshold_query, parse_threshold_query
 from assay.serving import tokens
 from assay.serving.features import FeatureTable
-from assay.serving.scoring import Scorer, ServedModel, check_explain
+from assay.serving.scoring import Scorer, check_explain
 from assay.settings import Settings
 from assay.web.limits import in_thread
 from assay.web.metrics import CONTENT_TYPE, Metrics
@@ -334,156 +334,6 @@ async def metrics(request: Request) -> Response:
     )
 
 
-# --- /v2: the Open Inference Protocol ----------------------------------------------------
-
-_OIP_TYPES = {"numeric": "FP64", "boolean": "BOOL", "categorical": "BYTES"}
-OIP_NUMERIC = frozenset(
-    {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
-)
-_OIP_INPUT_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
-
-
-def _oip_ref(request: Request) -> str:
-    name = request.path_params["model"]
-    version = request.path_params.get("version")
-    return f"{name}@{version}" if version else name
-
-
-def _oip_metadata(served: ServedModel, versions: list[int]) -> dict[str, Any]:
-    k = len(served.keys)
-    return {
-        "name": served.name,
-        "versions": [str(v) for v in versions],
-        "platform": served.loaded.predictor.kind,
-        "inputs": [
-            {"name": f.name, "datatype": _OIP_TYPES[f.kind], "shape": [-1]}
-            for f in served.loaded.schema.features
-        ],
-        "outputs": [
-            {"name": "probability", "datatype": "FP64", "shape": [-1, k]},
-            {
-                "name": "prediction",
-                "datatype": "BOOL" if served.positive_index is not None else "BYTES",
-                "shape": [-1],
-            },
-        ],
-    }
-
-
-async def oip_server(request: Request) -> Response:
-    return json_response({"name": "assay", "version": __version__, "extensions": []})
-
-
-async def oip_live(request: Request) -> Response:
-    return json_response({"live": True})
-
-
-async def oip_ready(request: Request) -> Response:
-    return json_response(
-        {"ready": services(request).scorer.ready and not request.app.state.capacity.saturated}
-    )
-
-
-async def oip_model(request: Request) -> Response:
-    scorer = services(request).scorer
-    served = scorer.model(_oip_ref(request))
-    info = scorer.info(served.name)
-    return json_response(_oip_metadata(served, info.versions))
-
-
-async def oip_model_ready(request: Request) -> Response:
-    services(request).scorer.model(_oip_ref(request))  # unknown model/version: 404
-    return json_response({"name": request.path_params["model"], "ready": True})
-
-
-def _oip_records(payload: Mapping[str, Any], limit: int) -> tuple[list[dict[str, Any]], int]:
-    """The rows of an infer request: one named input tensor per feature, each of shape [n] or [n, 1]."""
-    inputs = payload.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise InvalidInput("inputs must be a non-empty list of tensors, one per feature", field="inputs")
-    columns: dict[str, list[Any]] = {}
-    n: int | None = None
-    for i, tensor in enumerate(inputs):
-        where = f"inputs[{i}]"
-        if not isinstance(tensor, dict) or not tensor.keys() <= _OIP_INPUT_KEYS:
-            raise InvalidInput(f"{where} must be an object with name, shape, datatype and data", field=where)
-        name, shape, datatype, data = (tensor.get(k) for k in ("name", "shape", "datatype", "data"))
-        if not isinstance(name, str) or name in columns:
-            raise InvalidInput(f"{where}.name must be a feature name, given once", field=f"{where}.name")
-        if not isinstance(datatype, str) or (datatype not in OIP_NUMERIC and datatype != "BYTES"):
-            raise InvalidInput(
-                f"{where}.datatype {datatype!r} is not an Open Inference Protocol type",
-                field=f"{where}.datatype",
-            )
-        if (
-            not isinstance(shape, list)
-            or not 1 <= len(shape) <= 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
-            or (len(shape) == 2 and shape[1] != 1)
-        ):
-            raise InvalidInput(f"{where}.shape must be [n] or [n, 1]", field=f"{where}.shape")
-        if not isinstance(data, list):
-            raise InvalidInput(f"{where}.data must be a list", field=f"{where}.data")
-        flat = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in data]
-        if len(flat) != shape[0]:
-            raise InvalidInput(f"{where} has {len(flat)} values for shape {shape}", field=f"{where}.data")
-        if n is not None and shape[0] != n:
-            raise InvalidInput(f"{where} has {shape[0]} rows but inputs[0] has {n}", field=f"{where}.shape")
-        n = shape[0]
-        if n > limit:
-            raise PayloadTooLarge(
-                f"{n} rows is more than the {limit} this server takes per request", field="inputs"
-            )
-        columns[name] = flat
-    assert n is not None
-    return [{name: values[r] for name, values in columns.items()} for r in range(n)], n
-
-
-async def oip_infer(request: Request) -> Response:
-    svc = services(request)
-    payload = json_object(
-        await read_json(request), frozenset({"id", "inputs", "outputs", "parameters"}), ("inputs",)
-    )
-    request_id = payload.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise InvalidInput("id must be a string", field="id")
-    records, n = _oip_records(payload, svc.settings.max_items_per_request)
-    ref = _oip_ref(request)
-
-    def infer() -> tuple[ServedModel, np.ndarray]:
-        try:
-            return svc.scorer.score_records(ref, records)
-        except InvalidInput as exc:
-            field = exc.field.replace("features.", "inputs.", 1) if exc.field else None
-            raise InvalidInput(exc.message, field=field, code=exc.code) from None
-
-    served, proba = await run_scoring(request, [ref], n, infer)
-    k = proba.shape[1]
-    ordered = proba[:, served.order]
-    body: dict[str, Any] = {
-        "model_name": served.name,
-        "model_version": served.version_label,
-        "outputs": [
-            {
-                "name": "probability",
-                "datatype": "FP64",
-                "shape": [n, k],
-                "data": ordered.ravel().tolist(),
-                "parameters": {"classes": [served.keys[j] for j in served.order]},
-            },
-            {
-                "name": "prediction",
-                "datatype": "BOOL" if served.positive_index is not None else "BYTES",
-                "shape": [n],
-                "data": served.predictions(proba).tolist(),
-            },
-        ],
-    }
-    if request_id is not None:
-        body["id"] = request_id
-    return json_response(body)
-
-
 def routes() -> list[BaseRoute]:
     return [
         # The hot route first: the router tries routes in order.
@@ -496,13 +346,4 @@ def routes() -> list[BaseRoute]:
         Route("/v1/models/{model}", get_model, methods=["GET"]),
         Route("/v1/precache", post_precache, methods=["POST"]),
         Route("/v1/features/{model}", put_features, methods=["PUT"]),
-        Route("/v2", oip_server, methods=["GET"]),
-        Route("/v2/health/live", oip_live, methods=["GET"]),
-        Route("/v2/health/ready", oip_ready, methods=["GET"]),
-        Route("/v2/models/{model}", oip_model, methods=["GET"]),
-        Route("/v2/models/{model}/ready", oip_model_ready, methods=["GET"]),
-        Route("/v2/models/{model}/infer", oip_infer, methods=["POST"]),
-        Route("/v2/models/{model}/versions/{version}", oip_model, methods=["GET"]),
-        Route("/v2/models/{model}/versions/{version}/ready", oip_model_ready, methods=["GET"]),
-        Route("/v2/models/{model}/versions/{version}/infer", oip_infer, methods=["POST"]),
     ]

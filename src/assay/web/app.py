@@ -42,7 +42,7 @@ from assay.serving.cache import open_cache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
 from assay.settings import Settings
-from assay.web import api, errors, openapi, review
+from assay.web import api, errors, oip, openapi, review
 from assay.web.limits import (
     BODY_TIMED_OUT,
     SERVER_METRICS,
@@ -102,7 +102,7 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
             workspace.close()
 
     app = Starlette(
-        routes=[*api.routes(), *openapi.routes(), *review.routes()],
+        routes=[*api.routes(), *oip.routes(), *openapi.routes(), *review.routes()],
         middleware=[
             Middleware(Timing, metrics=metrics),
             Middleware(

@@ -2,11 +2,14 @@
 
 Every error the server answers has one JSON shape,
 ``{"error": {"code": "...", "message": "...", "field": "..."}}`` (``field``
-only when one is at fault), with the status its ``AssayError`` class carries.
+only when one is at fault), with the status its ``AssayError`` class carries —
+except under ``/v2``, where the Open Inference Protocol's clients expect the
+protocol's own shape, ``{"error": "message"}`` (same status; Triton's and
+KServe's clients read the message as a string).
 API paths (``/v1``, ``/v2``, health, metrics, OpenAPI) always get JSON; other
 paths (the review pages) get the page the review module renders, when it
 supplies a renderer. Routing errors (404, 405) and the limits middleware use
-the same shape; anything else is a bug: logged, answered 500 without details.
+the same shapes; anything else is a bug: logged, answered 500 without details.
 """
 
 from __future__ import annotations
@@ -45,22 +48,34 @@ class InternalError(AssayError):
     code = "internal_error"
 
 
-def error_body(exc: AssayError) -> bytes:
+def error_body(exc: AssayError, *, oip: bool = False) -> bytes:
+    """The JSON of ``exc``; ``oip``: the Open Inference Protocol's ``{"error": "message"}``."""
+    if oip:
+        return orjson.dumps({"error": exc.message})
     return orjson.dumps({"error": exc.to_dict()})
 
 
-def error_response(exc: AssayError, headers: Mapping[str, str] | None = None) -> Response:
-    """The JSON response of ``exc``: its status, the one error shape, and the headers its status needs."""
+def error_response(
+    exc: AssayError, headers: Mapping[str, str] | None = None, *, oip: bool = False
+) -> Response:
+    """The JSON response of ``exc``: its status, its error shape, and the headers its status needs."""
     extra = dict(headers or {})
     if exc.status == 401:
         extra.setdefault("WWW-Authenticate", 'Bearer realm="assay"')
     elif exc.status in (429, 503):
         extra.setdefault("Retry-After", "1")
-    return Response(error_body(exc), status_code=exc.status, media_type="application/json", headers=extra)
+    return Response(
+        error_body(exc, oip=oip), status_code=exc.status, media_type="application/json", headers=extra
+    )
 
 
 def is_api_path(path: str) -> bool:
     return path == "/" or path.startswith(API_PREFIXES)
+
+
+def is_oip_path(path: str) -> bool:
+    """Paths of the Open Inference Protocol, whose errors take the protocol's shape."""
+    return path == "/v2" or path.startswith("/v2/")
 
 
 def from_http_exception(exc: HTTPException) -> AssayError:
@@ -86,7 +101,7 @@ def exception_handlers(page: PageRenderer | None = None) -> dict[Any, Callable[.
             response = page(request, exc)
             return await response if inspect.isawaitable(response) else response
         headers = {"Allow": exc.allow} if isinstance(exc, MethodNotAllowed) and exc.allow else None
-        return error_response(exc, headers)
+        return error_response(exc, headers, oip=is_oip_path(request.url.path))
 
     async def on_assay_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AssayError)
@@ -104,6 +119,6 @@ def exception_handlers(page: PageRenderer | None = None) -> dict[Any, Callable[.
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
             metrics.error(error.code)
-        return error_response(error)
+        return error_response(error, oip=is_oip_path(request.url.path))
 
     return {AssayError: on_assay_error, HTTPException: on_http_exception, Exception: on_bug}

@@ -33,7 +33,7 @@ import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assay.errors import AssayError, PayloadTooLarge, ScoringTimeout, TooManyRequests, Unavailable
-from assay.web.errors import error_response
+from assay.web.errors import error_response, is_oip_path
 
 T = TypeVar("T")
 
@@ -157,7 +157,7 @@ class Limits:
         metrics = getattr(getattr(app, "state", None), "metrics", None)
         if metrics is not None:
             metrics.error(exc.code)
-        await error_response(exc)(scope, receive, send)
+        await error_response(exc, oip=is_oip_path(scope["path"]))(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from assay import __version__
 from assay.serving.scoring import MAX_EXPLAIN
-from assay.web.api import OIP_NUMERIC
+from assay.web.oip import OIP_NUMERIC
 from assay.web.openapi_schema import (
     AUTH_WORDS,
     ERROR,
@@ -92,6 +92,13 @@ def _schemas() -> dict[str, Any]:
             "required": ["error"],
             "properties": {"error": ref("ErrorDetail")},
             "additionalProperties": False,
+        },
+        "OipError": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string", "description": "What is wrong, naming the input at fault."}},
+            "additionalProperties": False,
+            "description": "The Open Inference Protocol's error shape, which every /v2 error takes.",
         },
         "Item": {
             "type": "object",
@@ -410,6 +417,17 @@ def _operations_paths() -> dict[str, Any]:
     }
 
 
+_OIP_ERROR = {"default": json_content(ref("OipError"), "An error, in the protocol's shape")}
+_HEADER_LENGTH = {
+    "name": "Inference-Header-Content-Length",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "Binary tensor extension: the length of the JSON header that starts the body; "
+    "the inputs' raw bytes follow it.",
+}
+
+
 def _oip_paths() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v2": {
@@ -458,7 +476,7 @@ def _oip_paths() -> dict[str, Any]:
                 "summary": "OIP model metadata",
                 "operationId": f"oip_model{suffix}",
                 "parameters": params,
-                "responses": {"200": json_content(ref("ModelMetadata")), **ERROR},
+                "responses": {"200": json_content(ref("ModelMetadata")), **_OIP_ERROR},
             }
         }
         paths[f"{prefix}/ready"] = {
@@ -466,16 +484,35 @@ def _oip_paths() -> dict[str, Any]:
                 "summary": "OIP model readiness",
                 "operationId": f"oip_model_ready{suffix}",
                 "parameters": params,
-                "responses": {"200": json_content(ready), **ERROR},
+                "responses": {"200": json_content(ready), **_OIP_ERROR},
             }
         }
         paths[f"{prefix}/infer"] = {
             "post": {
                 "summary": "OIP inference: one input tensor per feature, shape [n] or [n, 1]",
+                "description": "JSON, or the binary tensor extension: a JSON header of "
+                "Inference-Header-Content-Length bytes, then the raw bytes of each input whose "
+                "parameters.binary_data_size gives their length. Outputs asked for as binary_data "
+                "(or all, with binary_data_output) come back the same way.",
                 "operationId": f"oip_infer{suffix}",
-                "parameters": params,
-                "requestBody": json_body("InferRequest"),
-                "responses": {"200": json_content(ref("InferResponse")), **ERROR},
+                "parameters": [*params, _HEADER_LENGTH],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": ref("InferRequest")},
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {
+                            "application/json": {"schema": ref("InferResponse")},
+                            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                        },
+                    },
+                    **_OIP_ERROR,
+                },
             }
         }
     return paths
@@ -504,7 +541,8 @@ def document() -> dict[str, Any]:
             "version": __version__,
             "description": "Scores of assessment models, ORES-style (/v1) and Open Inference Protocol (/v2), "
             "and the review API (/v1/session, /v1/campaigns, /v1/judgments). "
-            'Every error is {"error": {"code", "message", "field"}}.',
+            'Every error is {"error": {"code", "message", "field"}}, except under /v2, where errors take '
+            'the Open Inference Protocol\'s shape, {"error": "message"}.',
         },
         "tags": _TAGS,
         "paths": paths,
