@@ -30,6 +30,11 @@ FAIRNESS_STATS: tuple[str, ...] = (
     "equalized_odds_difference",
 )
 KIND_NAMES: tuple[str, ...] = ("numeric", "boolean", "categorical")
+# Drift tests a spec may name per feature ([monitoring.features.<name>]); "auto" is Evidently's rule.
+DRIFT_TESTS: tuple[str, ...] = ("auto", "ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi")
+# Tests that give a p-value (drift below the threshold) rather than a distance (drift at or above it).
+P_VALUE_TESTS: tuple[str, ...] = ("ks", "chisquare", "z")
+MONITOR_METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy")
 
 
 @dataclass
@@ -72,6 +77,34 @@ class GateSpec:
 
 
 @dataclass
+class FeatureMonitorSpec:
+    test: str = "auto"  # one of DRIFT_TESTS
+    threshold: float | None = None  # None: the test's default (0.05 for p-values, 0.1 for distances)
+
+
+@dataclass
+class MonitoringSpec:
+    """How a served model is watched (read by ``assay.monitoring``; training checks feature names)."""
+
+    window: str | int = "1d"  # a duration ("30m", "6h", "1d", "7d") or a number of rows
+    # A window with fewer rows is reported but never judged: with a large reference, Evidently's
+    # distances flag sampling noise in small windows (about 0.1 at a hundred rows).
+    min_rows: int = 500
+    drift_share: float = 0.5  # the data set drifts when at least this share of its features drift
+    alert_after: int = 3  # consecutive drifting windows before a monitor alerts (and clean ones to clear)
+    performance_metric: str = "roc_auc"  # labelled and estimated performance are judged on this
+    performance_drop: float = 0.05  # a window this far below the held-out value is a drifting one
+    features: dict[str, FeatureMonitorSpec] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> MonitoringSpec:
+        """The section as a version stores it (``ModelSpec.to_dict``); absent means the defaults."""
+        raw = dict(raw or {})
+        features = {k: FeatureMonitorSpec(**v) for k, v in (raw.pop("features", None) or {}).items()}
+        return cls(**raw, features=features)
+
+
+@dataclass
 class ModelSpec:
     name: str
     data: DataSpec
@@ -79,6 +112,7 @@ class ModelSpec:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     gates: GateSpec = field(default_factory=GateSpec)
     operating_points: dict[str, str] = field(default_factory=dict)
+    monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
     description: str = ""
     seed: int = 0
     source: str = "<spec>"  # the file it came from, for messages
@@ -86,6 +120,9 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("source")
+        if self.monitoring == MonitoringSpec():
+            # A spec without [monitoring] means what it meant before the section existed (same hash).
+            out.pop("monitoring")
         return out
 
     @property
@@ -109,7 +146,7 @@ def load_spec(path: str | Path) -> ModelSpec:
 def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | None = None) -> ModelSpec:
     r = _Reader(source)
     r.keys(
-        raw, "", {"name", "description", "seed", "data", "features", "training", "gates", "operating_points"}
+        raw, "", {"name", "description", "seed", "data", "features", "training", "gates", "operating_points", "monitoring"}
     )
     name = r.get(raw, "name", str, required=True)
     try:
@@ -220,10 +257,77 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
         training=training,
         gates=gates,
         operating_points=dict(ops),
+        monitoring=_monitoring(r, r.table(raw, "monitoring")),
         description=r.get(raw, "description", str, default=""),
         seed=r.get(raw, "seed", int, default=0),
         source=source,
     )
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like ``90s``, ``30m``, ``6h``, ``1d`` or ``2w``; ValueError naming the form."""
+    value, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    try:
+        seconds = float(value) * _DURATION_UNITS[unit]
+    except (KeyError, ValueError):
+        raise ValueError(f"{text!r} is not a duration like 30m, 6h, 1d or 2w (or give a number of rows)") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{text!r}: a duration must be positive")
+    return seconds
+
+
+def _monitoring(r: _Reader, m: Mapping[str, Any]) -> MonitoringSpec:
+    """``[monitoring]``: windows, drift rule and alerting; per-feature tests under ``features``."""
+    r.keys(
+        m,
+        "monitoring.",
+        {"window", "min_rows", "drift_share", "alert_after", "performance_metric", "performance_drop", "features"},
+    )
+    window = r.get(m, "monitoring.window", (str, int), default="1d")
+    if isinstance(window, int) and window < 1:
+        raise r.fail("monitoring.window", "a window of rows needs at least 1 row")
+    if isinstance(window, str):
+        try:
+            parse_duration(window)
+        except ValueError as exc:
+            raise r.fail("monitoring.window", str(exc)) from None
+    spec = MonitoringSpec(
+        window=window,
+        min_rows=r.get(m, "monitoring.min_rows", int, default=MonitoringSpec.min_rows),
+        drift_share=r.get(m, "monitoring.drift_share", float, default=0.5),
+        alert_after=r.get(m, "monitoring.alert_after", int, default=3),
+        performance_metric=r.get(m, "monitoring.performance_metric", str, default="roc_auc"),
+        performance_drop=r.get(m, "monitoring.performance_drop", float, default=0.05),
+    )
+    if spec.min_rows < 1:
+        raise r.fail("monitoring.min_rows", "must be at least 1")
+    if not 0.0 < spec.drift_share <= 1.0:
+        raise r.fail("monitoring.drift_share", f"must be in (0, 1]; got {spec.drift_share}")
+    if spec.alert_after < 1:
+        raise r.fail("monitoring.alert_after", "must be at least 1")
+    if spec.performance_metric not in MONITOR_METRICS:
+        raise r.fail("monitoring.performance_metric", f"must be one of {', '.join(MONITOR_METRICS)}")
+    if spec.performance_drop < 0:
+        raise r.fail("monitoring.performance_drop", "may not be negative")
+    for name, t in r.table(m, "monitoring.features").items():
+        key = f"monitoring.features.{name}"
+        if not isinstance(t, dict):
+            raise r.fail(key, f"must be a table like {{ test = \"psi\", threshold = 0.2 }}; got {t!r}")
+        r.keys(t, f"{key}.", {"test", "threshold"})
+        test = r.get(t, f"{key}.test", str, default="auto")
+        if test not in DRIFT_TESTS:
+            raise r.fail(f"{key}.test", f"must be one of {', '.join(DRIFT_TESTS)}; got {test!r}")
+        threshold = r.get(t, f"{key}.threshold", float, default=None)
+        if threshold is not None:
+            if test == "auto":
+                raise r.fail(f"{key}.threshold", "name the test the threshold is for (test = ...)")
+            if threshold <= 0 or (test in P_VALUE_TESTS and threshold >= 1):
+                raise r.fail(f"{key}.threshold", f"out of range for {test}: {threshold}")
+        spec.features[name] = FeatureMonitorSpec(test, threshold)
+    return spec
 
 
 def _candidate_params(r: _Reader, params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
