@@ -1,0 +1,415 @@
+"""The prediction log: every score the server computes, kept in the store for monitoring.
+
+``PredictionLog`` is the sink the scorer hands each scored batch to. It never blocks and never
+fails a score: ``record`` samples (``sample``), appends the batch's arrays, untouched, to an
+in-memory queue bounded in rows, and returns; a background thread writes what is queued in
+batches a few times a second. A full queue or a store that refuses the write (disk full,
+database down) drops rows, counted by reason (``dropped``, and the ``on_drop`` callback the
+server turns into a Prometheus counter). Storage is bounded too: rows older than the retention
+and the oldest rows beyond ``max_rows`` per model are deleted as the writer goes.
+
+A row is (model, version, item id, time, features and probabilities): the encoded feature row
+the model saw and every class's probability, packed as float64 in one binary column (the
+version's schema says how many of each). Reading a million of them back is one query and one
+``numpy.frombuffer`` (``read_log``), which is what lets a drift check over a million logged rows
+stay within seconds. ``export_log`` writes rows out decoded (feature values as clients send
+them), and ``write_rows`` is the synchronous writer ``assay log import`` and tests use.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from assay.errors import InvalidInput
+from assay.registry.versions import LoadedModel
+from assay.settings import Settings
+from assay.store import db
+
+log = logging.getLogger(__name__)
+
+_WRITE_CHUNK = 5000
+_READ_CHUNK = 50_000
+_PRUNE_EVERY_S = 60.0
+_DTYPE = np.dtype("<f8")
+DropCallback = Callable[[str, int], None]
+EXPORT_SUFFIXES = (".csv", ".parquet", ".jsonl")
+
+
+@dataclass(frozen=True)
+class LogFrame:
+    """Logged rows of one model version, sorted by time."""
+
+    model: str
+    version: int
+    row_ids: np.ndarray  # the log's own ids (int64), for count windows and cursors
+    at: np.ndarray  # UNIX seconds
+    X: np.ndarray  # encoded features (n, d)
+    proba: np.ndarray  # class probabilities (n, k), in the version's class order
+    ids: list[str | None] | None  # item ids, when asked for
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    @classmethod
+    def empty(cls, model: str, version: int, d: int, k: int) -> LogFrame:
+        return cls(model, version, np.empty(0, np.int64), np.empty(0), np.empty((0, d)), np.empty((0, k)), [])
+
+
+def pack_rows(X: np.ndarray, proba: np.ndarray) -> list[bytes]:
+    """Each row's features then probabilities as little-endian float64 bytes."""
+    packed = np.ascontiguousarray(np.hstack([X, proba]), dtype=_DTYPE)
+    width = packed.shape[1] * 8
+    data = packed.tobytes()
+    return [data[i : i + width] for i in range(0, len(data), width)]
+
+
+def write_rows(
+    engine: Engine,
+    model: str,
+    version: int,
+    at: np.ndarray | float,
+    ids: Sequence[str | None] | None,
+    X: np.ndarray,
+    proba: np.ndarray,
+) -> int:
+    """Insert rows now (in one transaction per chunk); returns how many."""
+    n = len(X)
+    if not n:
+        return 0
+    times = np.broadcast_to(np.asarray(at, dtype=np.float64), (n,)).tolist()
+    blobs = pack_rows(X, proba)
+    item_ids = list(ids) if ids is not None else [None] * n
+    table = db.prediction_log
+    with engine.begin() as conn:
+        for lo in range(0, n, _WRITE_CHUNK):
+            conn.execute(
+                table.insert(),
+                [
+                    {"model": model, "version": version, "item_id": item_ids[i], "at": times[i], "row": blobs[i]}
+                    for i in range(lo, min(lo + _WRITE_CHUNK, n))
+                ],
+            )
+    return n
+
+
+class PredictionLog:
+    """The scorer's non-blocking log sink (see the module docstring). Safe to share between threads."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        sample: float = 1.0,
+        queue_rows: int = 100_000,
+        max_rows: int = 10_000_000,
+        retention_s: float = 90 * 86400.0,
+        flush_interval_s: float = 0.25,
+        on_drop: DropCallback | None = None,
+        on_write: Callable[[int], None] | None = None,
+    ) -> None:
+        if not 0.0 <= sample <= 1.0:
+            raise InvalidInput(f"the log's sample rate must be from 0 to 1; got {sample}", field="log_sample")
+        self.engine = engine
+        self.sample = sample
+        self.queue_rows = queue_rows
+        self.max_rows = max_rows
+        self.retention_s = retention_s
+        self.flush_interval_s = flush_interval_s
+        self.on_drop = on_drop
+        self.on_write = on_write
+        self.written = 0
+        self.dropped: dict[str, int] = {}
+        self._queue: deque[tuple[str, int, Sequence[str | None] | None, np.ndarray, np.ndarray, float]] = deque()
+        self._queued = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Condition(self._lock)
+        self._writing = False
+        self._closed = False
+        self._last_prune = 0.0
+        self._thread = threading.Thread(target=self._run, name="assay-prediction-log", daemon=True)
+        self._thread.start()
+
+    # --- the hot path ---------------------------------------------------------------
+
+    def record(
+        self,
+        model: str,
+        version: int,
+        ids: Sequence[str | None] | None,
+        X: np.ndarray,
+        proba: np.ndarray,
+        at: float | None = None,
+    ) -> None:
+        """Queue a scored batch (the arrays are kept as they are: callers must not change them)."""
+        n = len(X)
+        if not n or self.sample <= 0.0:
+            return
+        if self.sample < 1.0:
+            if n == 1:
+                if random.random() >= self.sample:
+                    return
+            else:
+                keep = [i for i in range(n) if random.random() < self.sample]
+                if not keep:
+                    return
+                X, proba = X[keep], proba[keep]
+                ids = [ids[i] for i in keep] if ids is not None else None
+                n = len(keep)
+        with self._lock:
+            if self._closed or self._queued + n > self.queue_rows:
+                full = True
+            else:
+                full = False
+                self._queued += n
+                self._queue.append((model, version, ids, X, proba, time.time() if at is None else at))
+        if full:
+            self._drop("queue_full", n)
+
+    # --- the writer -------------------------------------------------------------------
+
+    def _drop(self, reason: str, n: int) -> None:
+        with self._lock:
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
+        if self.on_drop is not None:
+            try:
+                self.on_drop(reason, n)
+            except Exception:  # a metrics hiccup must not stop the writer
+                log.exception("counting dropped log rows failed")
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            self._drain()
+            if self._closed and not self._queue:
+                return
+            if time.monotonic() - self._last_prune >= _PRUNE_EVERY_S:
+                self._last_prune = time.monotonic()
+                try:
+                    prune(self.engine, max_rows=self.max_rows, retention_s=self.retention_s)
+                except Exception as exc:
+                    log.warning("pruning the prediction log failed: %r", exc)
+
+    def _drain(self) -> None:
+        with self._lock:
+            batches = list(self._queue)
+            self._queue.clear()
+            self._writing = bool(batches)
+        try:
+            # One transaction per (model, version) run keeps a failure to the rows it concerns.
+            for model, version, ids, X, proba, at in batches:
+                try:
+                    write_rows(self.engine, model, version, at, ids, X, proba)
+                except Exception as exc:
+                    log.warning("the prediction log dropped %d row(s) of %s@%s: %r", len(X), model, version, exc)
+                    self._drop("store_error", len(X))
+                else:
+                    self.written += len(X)
+                    if self.on_write is not None:
+                        self.on_write(len(X))
+        finally:
+            with self._lock:
+                self._queued -= sum(len(b[3]) for b in batches)
+                self._writing = False
+                self._idle.notify_all()
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until everything queued so far is written (or dropped); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        self._wake.set()
+        with self._lock:
+            while self._queue or self._writing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.set()
+                self._idle.wait(min(left, 0.05))
+        return True
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write what is queued, then stop the writer thread."""
+        with self._lock:
+            self._closed = True
+        self._wake.set()
+        self._thread.join(timeout_s)
+
+
+def open_log(
+    engine: Engine,
+    settings: Settings,
+    *,
+    on_drop: DropCallback | None = None,
+    on_write: Callable[[int], None] | None = None,
+) -> PredictionLog | None:
+    """The prediction log the settings ask for, or None when logging is off (``log_sample`` 0)."""
+    if settings.log_sample <= 0:
+        return None
+    return PredictionLog(
+        engine,
+        sample=settings.log_sample,
+        queue_rows=settings.log_queue_rows,
+        max_rows=settings.log_max_rows,
+        retention_s=settings.log_retention_days * 86400.0,
+        on_drop=on_drop,
+        on_write=on_write,
+    )
+
+
+def prune(engine: Engine, *, max_rows: int, retention_s: float, now: float | None = None) -> int:
+    """Delete rows past the retention, then each model's oldest rows beyond ``max_rows``."""
+    table = db.prediction_log
+    now = time.time() if now is None else now
+    deleted = 0
+    with engine.begin() as conn:
+        if retention_s > 0:
+            deleted += conn.execute(sa.delete(table).where(table.c.at < now - retention_s)).rowcount or 0
+        if max_rows > 0:
+            for (model,) in conn.execute(sa.select(table.c.model).distinct()).all():
+                cut = conn.execute(
+                    sa.select(table.c.id)
+                    .where(table.c.model == model)
+                    .order_by(table.c.id.desc())
+                    .offset(max_rows)
+                    .limit(1)
+                ).scalar()
+                if cut is not None:
+                    deleted += (
+                        conn.execute(sa.delete(table).where(table.c.model == model, table.c.id <= cut)).rowcount
+                        or 0
+                    )
+    return deleted
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def logged_versions(engine: Engine, model: str) -> dict[int, int]:
+    """Version -> logged rows of a model."""
+    table = db.prediction_log
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(table.c.version, sa.func.count()).where(table.c.model == model).group_by(table.c.version)
+        ).all()
+    return {int(v): int(n) for v, n in rows}
+
+
+def read_log(
+    engine: Engine,
+    model: str,
+    version: int,
+    *,
+    width: tuple[int, int],
+    since: float | None = None,
+    until: float | None = None,
+    after_id: int | None = None,
+    with_ids: bool = False,
+) -> LogFrame:
+    """The rows of ``model@version`` logged in [since, until) (and after log row ``after_id``),
+    sorted by time; ``width`` is (features, classes) of the version."""
+    table = db.prediction_log
+    columns = [table.c.id, table.c.at, table.c.row] + ([table.c.item_id] if with_ids else [])
+    query = sa.select(*columns).where(table.c.model == model, table.c.version == version)
+    if since is not None:
+        query = query.where(table.c.at >= since)
+    if until is not None:
+        query = query.where(table.c.at < until)
+    if after_id is not None:
+        query = query.where(table.c.id > after_id)
+    query = query.order_by(table.c.at, table.c.id)
+    d, k = width
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    if not rows:
+        return LogFrame.empty(model, version, d, k)
+    columns_ = list(zip(*rows, strict=True))
+    row_ids = np.fromiter(columns_[0], dtype=np.int64, count=len(rows))
+    at = np.fromiter(columns_[1], dtype=np.float64, count=len(rows))
+    blob = b"".join(columns_[2])
+    matrix = np.frombuffer(blob, dtype=_DTYPE)
+    if matrix.size != len(rows) * (d + k):
+        raise InvalidInput(
+            f"logged rows of {model}@{version} do not have {d} features and {k} probabilities each",
+            field="version",
+        )
+    matrix = matrix.reshape(len(rows), d + k)
+    ids = list(columns_[3]) if with_ids else None
+    return LogFrame(model, version, row_ids, at, matrix[:, :d], matrix[:, d:], ids)
+
+
+def frame_of(loaded: LoadedModel, engine: Engine, **kwargs: Any) -> LogFrame:
+    """``read_log`` for a loaded version (its widths from its schema and classes)."""
+    return read_log(
+        engine,
+        loaded.record.model,
+        loaded.record.version,
+        width=(len(loaded.schema.features), len(loaded.classes)),
+        **kwargs,
+    )
+
+
+def decoded(loaded: LoadedModel, frame: LogFrame) -> pd.DataFrame:
+    """A log frame as people read it: time, version, id, feature values, probabilities, prediction."""
+    out = pd.DataFrame(
+        {
+            "at": pd.to_datetime(frame.at, unit="s", utc=True),
+            "model": frame.model,
+            "version": frame.version,
+            "id": frame.ids if frame.ids is not None else [None] * len(frame),
+        }
+    )
+    for j, feature in enumerate(loaded.schema.features):
+        column = frame.X[:, j]
+        missing = np.isnan(column)
+        if feature.kind == "boolean":
+            values = pd.array(np.where(missing, False, column == 1.0), dtype="boolean")
+            values[missing] = pd.NA
+        elif feature.kind == "categorical":
+            cats = np.asarray(feature.categories, dtype=object)
+            codes = np.where(missing, 0, column).astype(np.int64)
+            values = cats[codes] if len(cats) else np.full(len(column), None, dtype=object)
+            values[missing] = None
+        else:
+            values = column
+        out[feature.name] = values
+    classes = loaded.classes
+    for j, cls in enumerate(classes):
+        out[f"probability_{cls}"] = frame.proba[:, j]
+    if loaded.positive_index is not None:
+        pi = loaded.positive_index
+        flagged = frame.proba[:, pi] >= loaded.decision_threshold()
+        out["prediction"] = np.where(flagged, classes[pi], classes[1 - pi])
+    else:
+        out["prediction"] = np.asarray(classes, dtype=object)[frame.proba.argmax(axis=1)] if len(frame) else []
+    return out
+
+
+def export_log(frames: Sequence[pd.DataFrame], output: Path) -> int:
+    """Write decoded log rows to CSV, Parquet or JSON lines (by the suffix); returns the row count."""
+    suffix = output.suffix.lower()
+    if suffix not in EXPORT_SUFFIXES:
+        raise InvalidInput(f"{output}: write {', '.join(EXPORT_SUFFIXES)}", field="output")
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    if suffix == ".csv":
+        frame.to_csv(tmp, index=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(tmp, index=False)
+    else:
+        frame.to_json(tmp, orient="records", lines=True, date_format="iso")
+    tmp.replace(output)  # a reader never sees half a file
+    return len(frame)
