@@ -37,6 +37,9 @@ class Settings:
     cache_ttl_s: int = _setting(86_400, "Seconds a cached score lives in Redis.")
     host: str = _setting("127.0.0.1", "Address the server listens on.")
     port: int = _setting(8000, "Port the server listens on.")
+    grpc_port: int = _setting(
+        0, "Port of the Open Inference Protocol's gRPC endpoint (needs assay[grpc]); 0 means none."
+    )
     workers: int = _setting(1, "Server worker processes.")
     max_items_per_request: int = _setting(1000, "Most items one score request may carry (413 above).")
     max_body_bytes: int = _setting(8 * 1024 * 1024, "Largest request body accepted, in bytes (413 above).")

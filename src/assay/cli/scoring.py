@@ -60,20 +60,33 @@ def _read_input(scorer: Scorer, ref: str, path: str, header: bool) -> pd.DataFra
 @click.option("--host", default=None, help="Address to listen on (ASSAY_HOST).")
 @click.option("--port", type=int, default=None, help="Port to listen on (ASSAY_PORT).")
 @click.option("--workers", type=int, default=None, help="Worker processes (ASSAY_WORKERS).")
+@click.option(
+    "--grpc-port",
+    type=int,
+    default=None,
+    help="Also serve the Open Inference Protocol over gRPC on this port (ASSAY_GRPC_PORT; needs assay[grpc]).",
+)
 @click.option("--access-log/--no-access-log", default=False, help="Log every request (costs throughput).")
 @click.pass_context
 def serve_command(
-    ctx: click.Context, host: str | None, port: int | None, workers: int | None, access_log: bool
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    grpc_port: int | None,
+    access_log: bool,
 ) -> None:
-    """Serve the workspace's models over HTTP (JSON API, OIP v2, metrics, review pages)."""
+    """Serve the workspace's models over HTTP (JSON API, OIP v2, metrics, review pages), and gRPC (OIP)."""
     import uvicorn
 
     from assay.web.server import GuardedHttpToolsProtocol, Guards
 
-    settings = settings_from(ctx, host=host, port=port, workers=workers)
+    settings = settings_from(ctx, host=host, port=port, workers=workers, grpc_port=grpc_port)
     if settings.workers < 1:
         raise InvalidInput("--workers must be at least 1", field="workers")
     Guards.from_settings(settings)  # refuse bad connection limits here, not in every worker
+    if settings.grpc_port:
+        _check_grpc(settings)
     # Migrate the store once here, not racing in every worker.
     Workspace.open(settings).close()
     # Workers rebuild the settings from the environment; hand them these exact ones.
@@ -84,8 +97,9 @@ def serve_command(
     if settings.workers > 1:
         metrics_dir = tempfile.mkdtemp(prefix="assay-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    grpc_note = f" and grpc://{settings.host}:{settings.grpc_port}" if settings.grpc_port else ""
     click.echo(
-        f"serving {settings.home} on http://{settings.host}:{settings.port} "
+        f"serving {settings.home} on http://{settings.host}:{settings.port}{grpc_note} "
         f"with {settings.workers} worker(s)",
         err=True,
     )
@@ -108,6 +122,37 @@ def serve_command(
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _check_grpc(settings: Settings) -> None:
+    """Refuse a gRPC port that cannot work before any worker starts: no grpcio, a bad or busy port.
+
+    Workers bind the port with SO_REUSEPORT (the kernel spreads connections over them), which
+    would share it with another server already there too; a plain bind here finds that server.
+    """
+    import socket
+
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise InvalidInput(
+            "--grpc-port needs gRPC: install assay with its grpc extra (pip install 'assay[grpc]')",
+            field="grpc_port",
+        ) from None
+    if not 0 < settings.grpc_port < 65536 or settings.grpc_port == settings.port:
+        raise InvalidInput(
+            f"--grpc-port must be a port from 1 to 65535 other than the HTTP port; got {settings.grpc_port}",
+            field="grpc_port",
+        )
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((settings.host, settings.grpc_port))
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: {exc.strerror}",
+                code="port_unavailable",
+            ) from None
 
 
 # --- score --------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ scorer, reads the model table (readiness), and keeps it fresh from a
 background task every ``alias_refresh_s``, so promotions are followed without
 a restart and requests never wait on the store for it.
 
+With ``grpc_port`` set, the lifespan also starts the Open Inference
+Protocol's gRPC endpoint over the same services (``web.oip_grpc``), and stops
+it before closing them.
+
 Handlers reach the shared objects through ``request.app.state``:
 ``services`` (``api.Services``), and for the review pages also ``workspace``
 and ``scorer`` — the review pages score through the same ``Scorer``.
@@ -73,6 +77,7 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
         cache = open_cache(settings)
         features = FeatureTable(workspace.engine)
         scorer = Scorer(workspace.registry, features, cache, observer=metrics)
+        grpc_endpoint: Any = None  # oip_grpc.GrpcEndpoint, when ASSAY_GRPC_PORT is set
         try:
             await anyio.to_thread.run_sync(scorer.refresh)
             app.state.services = api.Services(
@@ -85,6 +90,10 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
             )
             app.state.workspace = workspace
             app.state.scorer = scorer
+            if settings.grpc_port:  # the Open Inference Protocol over gRPC, on the same services
+                from assay.web import oip_grpc  # grpcio is the optional extra assay[grpc]
+
+                grpc_endpoint = oip_grpc.start(app.state.services)
             # What start-up built (libraries, models) lives as long as the server: out of the
             # collector's way, a big request's many small objects no longer make every full
             # collection walk it (a 1,000-item request ran about a quarter faster).
@@ -96,6 +105,8 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
                 yield {SERVER_SETTINGS: settings, SERVER_METRICS: metrics}
                 tasks.cancel_scope.cancel()
         finally:
+            if grpc_endpoint is not None:
+                await anyio.to_thread.run_sync(grpc_endpoint.stop)
             gc.unfreeze()  # what this server held may be collected again once it stops
             scorer.close()
             cache.close()
