@@ -12,15 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from assay.errors import DataError, InvalidInput
-
-Kind = Literal["numeric", "boolean", "categorical"]
-KINDS: tuple[str, ...] = ("numeric", "boolean", "categorical")
+from assay.registry.records import Kind, check_schema
 
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
@@ -66,16 +64,17 @@ class FeatureSchema:
         return {"features": [f.to_dict() for f in self.features]}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSchema:
+    def from_dict(cls, data: Any) -> FeatureSchema:
+        """The schema a schema.json record describes, once it passes its contract."""
         return cls(
             [
                 Feature(
                     name=f["name"],
                     kind=f["kind"],
                     categories=list(f.get("categories", [])),
-                    nullable=bool(f.get("nullable", False)),
+                    nullable=f["nullable"],
                 )
-                for f in data["features"]
+                for f in check_schema(data)["features"]
             ]
         )
 

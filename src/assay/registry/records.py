@@ -1,0 +1,695 @@
+"""The records a registry version holds, as typed contracts with one validation function each.
+
+A version carries JSON records besides its model: ``card.json`` (the model card's facts),
+``evaluation.json`` (the held-out statistics), the ``summary`` gates read, the ``lineage`` and
+the feature schema (``schema.json``). This module owns what each of them is:
+
+* the ``TypedDict`` definitions the readers use (``CardRecord``, ``EvaluationRecord``,
+  ``SummaryRecord``, ``LineageRecord``, ``SchemaRecord`` and their parts);
+* ``check_card``, ``check_evaluation``, ``check_summary``, ``check_lineage`` and
+  ``check_schema``: each takes parsed JSON and returns it typed, or raises an ``ArtifactError``
+  naming the record and the field (``card.json: decision_threshold must be a number from 0 to
+  1, got 'abc'``). Exact keys, JSON types (``true`` is no number), finite numbers in their
+  ranges (probabilities and rates in [0, 1], counts whole and not negative), enums, unique
+  names and class lists that agree with each other.
+
+Training validates what it is about to write, import validates what a bundle brings, and the
+registry validates again at every load, all with these same functions: a record that passes
+here is one every reader (scorer, ``assay show``, the API, promotion gates) can use as typed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, NotRequired, TypedDict, TypeVar, cast
+
+from assay.errors import ArtifactError
+
+Kind = Literal["numeric", "boolean", "categorical"]
+KINDS: tuple[str, ...] = ("numeric", "boolean", "categorical")
+Task = Literal["binary", "multiclass"]
+TASKS: tuple[str, ...] = ("binary", "multiclass")
+
+# Statistics of one confusion matrix (evaluation's threshold table columns and per-class stats).
+COUNT_STATS: tuple[str, ...] = ("tp", "fp", "tn", "fn")
+RATE_STATS: tuple[str, ...] = (
+    "precision",
+    "recall",
+    "f1",
+    "accuracy",
+    "match_rate",
+    "filter_rate",
+    "fpr",
+    "tnr",
+    "npv",
+)
+AUC_STATS: tuple[str, ...] = ("roc_auc", "pr_auc")
+# The headline numbers of a summary, which promotion gates compare.
+SUMMARY_STATS: tuple[str, ...] = ("roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "brier")
+FAIRNESS_STATS: tuple[str, ...] = ("demographic_parity_difference", "equalized_odds_difference")
+GATE_KINDS: tuple[str, ...] = ("minimum", "max_regression", "fairness")
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# Rates computed in floating point land a rounding step outside [0, 1] (an average precision
+# of 1.0000000000000002): ranges are checked with this much slack.
+_SLACK = 1e-9
+_MAX_NAME = 1000
+
+
+# --------------------------------------------------------------------------- contracts
+
+
+class FeatureRecord(TypedDict):
+    name: str
+    kind: Kind
+    nullable: bool
+    categories: NotRequired[list[str]]  # categorical features only, in code order
+
+
+class SchemaRecord(TypedDict):
+    features: list[FeatureRecord]
+
+
+# Per-class statistics: RATE_STATS and AUC_STATS (number in [0, 1] or None) and COUNT_STATS.
+ClassStats = dict[str, float | int | None]
+# A threshold table: "threshold" plus every COUNT_STATS and RATE_STATS column, equally long.
+ThresholdTable = dict[str, list[float | int | None]]
+# One row of a threshold table: what a threshold query answers.
+ThresholdRow = dict[str, float | int | None]
+
+
+class ConfusionMatrix(TypedDict):
+    labels: list[str]
+    matrix: list[list[int]]
+
+
+class CalibrationCurve(TypedDict):
+    prob_pred: list[float]
+    prob_true: list[float]
+    count: list[int]
+
+
+class Calibration(TypedDict):
+    brier: float
+    curve: dict[str, CalibrationCurve]
+
+
+class GroupStats(TypedDict):
+    count: int
+    selection_rate: float | None
+    tpr: float | None
+    fpr: float | None
+    precision: float | None
+
+
+class Fairness(TypedDict):
+    groups: dict[str, GroupStats]
+    demographic_parity_difference: float | None
+    demographic_parity_ratio: float | None
+    equalized_odds_difference: float | None
+    equalized_odds_ratio: float | None
+
+
+class RocCurve(TypedDict):
+    fpr: list[float]
+    tpr: list[float]
+
+
+class PrCurve(TypedDict):
+    precision: list[float]
+    recall: list[float]
+
+
+class EvaluationRecord(TypedDict):
+    task: Task
+    classes: list[str]
+    positive: str | None  # binary tasks only
+    decision_threshold: float | None  # binary tasks only
+    n: int
+    counts: dict[str, int]
+    confusion_matrix: ConfusionMatrix
+    accuracy: float
+    per_class: dict[str, ClassStats]
+    micro: ClassStats
+    macro: ClassStats
+    # The classes a task is about (binary: the positive one; multiclass: each) key these:
+    thresholds: dict[str, ThresholdTable]
+    calibration: Calibration
+    fairness: dict[str, dict[str, Fairness]]  # attribute -> class -> fairness
+    roc_curve: dict[str, RocCurve | None]
+    pr_curve: dict[str, PrCurve | None]
+
+
+class SummaryRecord(TypedDict):
+    roc_auc: float | None
+    pr_auc: float | None
+    f1: float | None
+    precision: float | None
+    recall: float | None
+    accuracy: float | None
+    brier: float | None
+    fairness: dict[str, float]  # FAIRNESS_STATS: the worst over attributes and classes
+
+
+class LineageSearch(TypedDict):
+    trials: int
+    max_trials: int
+    cut_short: bool
+    budget_s: float
+
+
+class ImportedFrom(TypedDict):
+    model: str
+    version: int
+    created_at: str
+    bundle_sha256: str
+
+
+class Sources(TypedDict):
+    train: list[str]
+    test: list[str]
+
+
+Params = dict[str, str | int | float | bool | None]
+
+
+class LineageRecord(TypedDict):
+    data_fingerprint: str
+    spec_hash: str
+    seed: int
+    sources: Sources
+    train_rows: int
+    test_rows: int
+    task: Task
+    params: Params
+    refit_s: float
+    libraries: dict[str, str]
+    assay: str
+    python: str
+    training_seconds: float
+    search: NotRequired[LineageSearch]
+    imported_from: NotRequired[ImportedFrom]
+
+
+OperatingPoint = TypedDict("OperatingPoint", {"query": str, "class": str, "answer": ThresholdRow | None})
+
+
+class Importance(TypedDict):
+    feature: str
+    importance: float
+    std: float
+
+
+class Candidate(TypedDict):
+    candidate: str
+    params: Params
+    fold_scores: list[float]
+    fit_times: list[float]
+    mean_score: float
+    mean_fit_time: float
+
+
+class Trial(TypedDict):
+    params: Params
+    mean_score: float
+
+
+class Search(TypedDict):
+    budget_s: float
+    max_trials: NotRequired[int]  # versions trained before the trial cap lack it and cut_short
+    trials: int
+    cut_short: NotRequired[bool]
+    elapsed_s: float
+    best_params: Params
+    history: list[Trial]
+
+
+class CardFeature(TypedDict):
+    name: str
+    kind: Kind
+
+
+GateLimits = dict[str, dict[str, float]]  # GATE_KINDS -> stat -> limit
+
+
+class CardRecord(TypedDict):
+    model: str
+    version: int
+    created_at: str
+    description: str
+    task: Task
+    classes: list[str]
+    positive: str | None
+    candidate: str
+    params: Params
+    metric: str
+    evaluation: EvaluationRecord
+    importance: list[Importance]
+    comparison: list[Candidate]
+    search: Search | None
+    operating_points: dict[str, OperatingPoint]
+    lineage: LineageRecord
+    features: list[CardFeature]
+    sensitive: list[str]
+    decision_threshold: float
+    gates: GateLimits
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def check_schema(value: Any, name: str = "schema.json") -> SchemaRecord:
+    """A feature schema: features with unique names, a kind each, categories only when categorical."""
+    v = _Validator(name)
+    record = v.keys(value, "", {"features"})
+    features = v.array(record["features"], "features", min_length=1)
+    names: set[str] = set()
+    for i, feature in enumerate(features):
+        where = f"features[{i}]"
+        kind = v.enum(v.get(feature, where, "kind"), f"{where}.kind", KINDS)
+        required = {"name", "kind", "nullable"} | ({"categories"} if kind == "categorical" else set())
+        f = v.keys(feature, where, required)
+        feature_name = v.string(f["name"], f"{where}.name")
+        if feature_name in names:
+            raise v.fail(f"{where}.name", f"{feature_name!r} names two features")
+        names.add(feature_name)
+        v.boolean(f["nullable"], f"{where}.nullable")
+        if "categories" in f:
+            v.strings(f["categories"], f"{where}.categories", unique=True, empty_ok=True)
+    return cast(SchemaRecord, value)
+
+
+def check_evaluation(value: Any, name: str = "evaluation.json") -> EvaluationRecord:
+    """Held-out statistics: classes, counts, rates and tables that agree with each other."""
+    v = _Validator(name)
+    ev = v.keys(value, "", set(EvaluationRecord.__annotations__))
+    task = v.enum(ev["task"], "task", TASKS)
+    classes = v.strings(ev["classes"], "classes", unique=True, min_length=2)
+    positive = _positive(v, ev["positive"], "positive", task, classes)
+    if task == "binary":
+        v.number(ev["decision_threshold"], "decision_threshold", 0.0, 1.0)
+    elif ev["decision_threshold"] is not None:
+        raise v.fail("decision_threshold", "must be null for a multiclass task")
+    n = v.integer(ev["n"], "n", 1)
+    counts = v.keys(ev["counts"], "counts", set(classes))
+    if sum(v.integer(counts[c], f"counts.{c}", 0) for c in classes) != n:
+        raise v.fail("counts", f"must add up to n={n}")
+    cm = v.keys(ev["confusion_matrix"], "confusion_matrix", {"labels", "matrix"})
+    if cm["labels"] != classes:
+        raise v.fail("confusion_matrix.labels", "must be the classes, in order")
+    rows = v.array(cm["matrix"], "confusion_matrix.matrix", length=len(classes))
+    cells = [
+        v.integer(cell, f"confusion_matrix.matrix[{i}][{j}]", 0)
+        for i, row in enumerate(rows)
+        for j, cell in enumerate(v.array(row, f"confusion_matrix.matrix[{i}]", length=len(classes)))
+    ]
+    if sum(cells) != n:
+        raise v.fail("confusion_matrix.matrix", f"must add up to n={n}")
+    v.number(ev["accuracy"], "accuracy", 0.0, 1.0)
+    per_class = v.keys(ev["per_class"], "per_class", set(classes))
+    for c in classes:
+        _stats(v, per_class[c], f"per_class.{c}", RATE_STATS + AUC_STATS, COUNT_STATS)
+    for average in ("micro", "macro"):
+        _stats(v, ev[average], average, RATE_STATS + AUC_STATS, ())
+    focus = set(classes) if positive is None else {positive}
+    tables = v.keys(ev["thresholds"], "thresholds", focus)
+    for c in sorted(focus):
+        _threshold_table(v, tables[c], f"thresholds.{c}")
+    calibration = v.keys(ev["calibration"], "calibration", {"brier", "curve"})
+    v.number(calibration["brier"], "calibration.brier", 0.0, 2.0)
+    curves = v.keys(calibration["curve"], "calibration.curve", focus)
+    for c in sorted(focus):
+        _columns(
+            v, curves[c], f"calibration.curve.{c}", {"prob_pred": False, "prob_true": False, "count": True}
+        )
+    for attribute, by_class in v.mapping(ev["fairness"], "fairness").items():
+        blocks = v.keys(by_class, f"fairness.{attribute}", focus)
+        for c in sorted(focus):
+            _fairness(v, blocks[c], f"fairness.{attribute}.{c}")
+    for curve, columns in (("roc_curve", ("fpr", "tpr")), ("pr_curve", ("precision", "recall"))):
+        by_class = v.keys(ev[curve], curve, focus)
+        for c in sorted(focus):
+            if by_class[c] is not None:
+                _columns(v, by_class[c], f"{curve}.{c}", dict.fromkeys(columns, False))
+    return cast(EvaluationRecord, value)
+
+
+def check_summary(value: Any, name: str = "summary") -> SummaryRecord:
+    """The headline numbers promotion gates compare: each in [0, 1] (Brier up to 2) or null."""
+    v = _Validator(name)
+    summary = v.keys(value, "", set(SUMMARY_STATS) | {"fairness"})
+    for stat in SUMMARY_STATS:
+        v.number(summary[stat], stat, 0.0, 2.0 if stat == "brier" else 1.0, null=True)
+    fairness = v.keys(summary["fairness"], "fairness", set(), set(FAIRNESS_STATS))
+    for stat, limit in fairness.items():
+        v.number(limit, f"fairness.{stat}", 0.0, 1.0)
+    return cast(SummaryRecord, value)
+
+
+def check_lineage(value: Any, name: str = "lineage") -> LineageRecord:
+    """Where a version came from: data and spec hashes, seed, rows, parameters, library versions."""
+    v = _Validator(name)
+    required = {k for k in LineageRecord.__annotations__ if k not in ("search", "imported_from")}
+    lineage = v.keys(value, "", required, {"search", "imported_from"})
+    for key in ("data_fingerprint", "spec_hash"):
+        v.sha256(lineage[key], key)
+    v.integer(lineage["seed"], "seed")
+    sources = v.keys(lineage["sources"], "sources", {"train", "test"})
+    v.strings(sources["train"], "sources.train", min_length=1)
+    v.strings(sources["test"], "sources.test", empty_ok=True)
+    v.integer(lineage["train_rows"], "train_rows", 1)
+    v.integer(lineage["test_rows"], "test_rows", 1)
+    v.enum(lineage["task"], "task", TASKS)
+    v.params(lineage["params"], "params")
+    v.number(lineage["refit_s"], "refit_s", 0.0)
+    v.number(lineage["training_seconds"], "training_seconds", 0.0)
+    for library, version in v.mapping(lineage["libraries"], "libraries").items():
+        v.string(version, f"libraries.{library}")
+    v.string(lineage["assay"], "assay")
+    v.string(lineage["python"], "python")
+    if "search" in lineage:
+        search = v.keys(lineage["search"], "search", {"trials", "max_trials", "cut_short", "budget_s"})
+        trials = v.integer(search["trials"], "search.trials", 0)
+        v.integer(search["max_trials"], "search.max_trials", max(trials, 1))
+        v.boolean(search["cut_short"], "search.cut_short")
+        v.number(search["budget_s"], "search.budget_s", 0.0)
+    if "imported_from" in lineage:
+        origin = v.keys(lineage["imported_from"], "imported_from", set(ImportedFrom.__annotations__))
+        v.string(origin["model"], "imported_from.model")
+        v.integer(origin["version"], "imported_from.version", 1)
+        v.string(origin["created_at"], "imported_from.created_at")
+        v.sha256(origin["bundle_sha256"], "imported_from.bundle_sha256")
+    return cast(LineageRecord, value)
+
+
+def check_card(value: Any, name: str = "card.json") -> CardRecord:
+    """The model card's facts: the evaluation and lineage (checked as such), the decision
+    threshold and operating points (thresholds in [0, 1], classes among the model's), the
+    features, the candidates compared and the gates."""
+    v = _Validator(name)
+    card = v.keys(value, "", set(CardRecord.__annotations__))
+    v.string(card["model"], "model")
+    v.integer(card["version"], "version", 1)
+    v.string(card["created_at"], "created_at")
+    v.string(card["description"], "description", empty_ok=True)
+    task = v.enum(card["task"], "task", TASKS)
+    classes = v.strings(card["classes"], "classes", unique=True, min_length=2)
+    positive = _positive(v, card["positive"], "positive", task, classes)
+    v.string(card["candidate"], "candidate")
+    v.params(card["params"], "params")
+    v.string(card["metric"], "metric")
+    v.nested(check_evaluation, card["evaluation"], "evaluation")
+    if (card["evaluation"]["classes"], card["evaluation"]["positive"]) != (classes, positive):
+        raise v.fail("evaluation", "is about other classes than the card")
+    v.nested(check_lineage, card["lineage"], "lineage")
+    for i, entry in enumerate(v.array(card["importance"], "importance")):
+        item = v.keys(entry, f"importance[{i}]", {"feature", "importance", "std"})
+        v.string(item["feature"], f"importance[{i}].feature")
+        v.number(item["importance"], f"importance[{i}].importance")
+        v.number(item["std"], f"importance[{i}].std", 0.0)
+    for i, entry in enumerate(v.array(card["comparison"], "comparison", min_length=1)):
+        _candidate(v, entry, f"comparison[{i}]")
+    if card["search"] is not None:
+        _search(v, card["search"], "search")
+    for point, op in v.mapping(card["operating_points"], "operating_points").items():
+        where = f"operating_points.{point}"
+        entry = v.keys(op, where, {"query", "class", "answer"})
+        v.string(entry["query"], f"{where}.query")
+        v.enum(entry["class"], f"{where}.class", classes)
+        if entry["answer"] is not None:
+            _threshold_row(v, entry["answer"], f"{where}.answer")
+    features: set[str] = set()
+    for i, feature in enumerate(v.array(card["features"], "features", min_length=1)):
+        entry = v.keys(feature, f"features[{i}]", {"name", "kind"})
+        feature_name = v.string(entry["name"], f"features[{i}].name")
+        if feature_name in features:
+            raise v.fail(f"features[{i}].name", f"{feature_name!r} names two features")
+        features.add(feature_name)
+        v.enum(entry["kind"], f"features[{i}].kind", KINDS)
+    v.strings(card["sensitive"], "sensitive", unique=True, empty_ok=True)
+    v.number(card["decision_threshold"], "decision_threshold", 0.0, 1.0)
+    check_gate_limits(card["gates"], f"{name}: gates")
+    return cast(CardRecord, value)
+
+
+def check_gate_limits(value: Any, name: str) -> GateLimits:
+    """Promotion gates as a spec states them: under each kind, known statistics to finite limits."""
+    v = _Validator(name)
+    gates = v.keys(value, "", set(), set(GATE_KINDS))
+    for kind, limits in gates.items():
+        stats = FAIRNESS_STATS if kind == "fairness" else SUMMARY_STATS
+        for stat, limit in v.keys(limits, kind, set(), set(stats)).items():
+            v.number(limit, f"{kind}.{stat}")
+    return cast(GateLimits, value)
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def _positive(v: _Validator, value: Any, where: str, task: str, classes: list[str]) -> str | None:
+    if task == "multiclass":
+        if value is not None:
+            raise v.fail(where, "must be null for a multiclass task")
+        return None
+    if len(classes) != 2:
+        raise v.fail("classes", f"a binary task has two classes, not {len(classes)}")
+    return v.enum(value, where, classes)
+
+
+def _stats(v: _Validator, value: Any, where: str, rates: Iterable[str], counts: Iterable[str]) -> None:
+    stats = v.keys(value, where, {*rates, *counts})
+    for stat in rates:
+        v.number(stats[stat], f"{where}.{stat}", 0.0, 1.0, null=True)
+    for stat in counts:
+        v.integer(stats[stat], f"{where}.{stat}", 0)
+
+
+def _threshold_table(v: _Validator, value: Any, where: str) -> None:
+    columns = {"threshold": False, **dict.fromkeys(COUNT_STATS, True), **dict.fromkeys(RATE_STATS, False)}
+    table = _columns(v, value, where, columns, null={"threshold": False, **dict.fromkeys(RATE_STATS, True)})
+    if not table["threshold"]:
+        raise v.fail(f"{where}.threshold", "must not be empty")
+
+
+def _threshold_row(v: _Validator, value: Any, where: str) -> None:
+    row = v.keys(value, where, {"threshold", *COUNT_STATS, *RATE_STATS})
+    v.number(row["threshold"], f"{where}.threshold", 0.0, 1.0)
+    for stat in RATE_STATS:
+        v.number(row[stat], f"{where}.{stat}", 0.0, 1.0, null=True)
+    for stat in COUNT_STATS:
+        v.integer(row[stat], f"{where}.{stat}", 0)
+
+
+def _columns(
+    v: _Validator, value: Any, where: str, integer: Mapping[str, bool], null: Mapping[str, bool] | None = None
+) -> dict[str, Any]:
+    """Parallel lists of equal length: whole counts where ``integer``, else values in [0, 1]."""
+    table = v.keys(value, where, set(integer))
+    length = None
+    for column, whole in integer.items():
+        values = v.array(table[column], f"{where}.{column}")
+        if length is not None and len(values) != length:
+            raise v.fail(f"{where}.{column}", f"has {len(values)} values, the other columns {length}")
+        length = len(values)
+        if whole:
+            v.integers(values, f"{where}.{column}")
+        else:
+            v.unit_numbers(values, f"{where}.{column}", null=bool(null and null.get(column)))
+    return table
+
+
+def _fairness(v: _Validator, value: Any, where: str) -> None:
+    block = v.keys(value, where, set(Fairness.__annotations__))
+    for group, stats in v.mapping(block["groups"], f"{where}.groups").items():
+        gwhere = f"{where}.groups.{group}"
+        entry = v.keys(stats, gwhere, set(GroupStats.__annotations__))
+        v.integer(entry["count"], f"{gwhere}.count", 0)
+        for stat in ("selection_rate", "tpr", "fpr", "precision"):
+            v.number(entry[stat], f"{gwhere}.{stat}", 0.0, 1.0, null=True)
+    for stat in Fairness.__annotations__:
+        if stat != "groups":
+            v.number(block[stat], f"{where}.{stat}", 0.0, 1.0, null=True)
+
+
+def _candidate(v: _Validator, value: Any, where: str) -> None:
+    entry = v.keys(value, where, set(Candidate.__annotations__))
+    v.string(entry["candidate"], f"{where}.candidate")
+    v.params(entry["params"], f"{where}.params")
+    v.numbers(v.array(entry["fold_scores"], f"{where}.fold_scores", min_length=1), f"{where}.fold_scores")
+    v.numbers(v.array(entry["fit_times"], f"{where}.fit_times", min_length=1), f"{where}.fit_times", 0.0)
+    v.number(entry["mean_score"], f"{where}.mean_score")
+    v.number(entry["mean_fit_time"], f"{where}.mean_fit_time", 0.0)
+
+
+def _search(v: _Validator, value: Any, where: str) -> None:
+    required = {"budget_s", "trials", "elapsed_s", "best_params", "history"}
+    search = v.keys(value, where, required, {"max_trials", "cut_short"})
+    v.number(search["budget_s"], f"{where}.budget_s", 0.0)
+    trials = v.integer(search["trials"], f"{where}.trials", 0)
+    if "max_trials" in search:
+        v.integer(search["max_trials"], f"{where}.max_trials", max(trials, 1))
+    if "cut_short" in search:
+        v.boolean(search["cut_short"], f"{where}.cut_short")
+    v.number(search["elapsed_s"], f"{where}.elapsed_s", 0.0)
+    v.params(search["best_params"], f"{where}.best_params")
+    for i, trial in enumerate(v.array(search["history"], f"{where}.history", length=trials)):
+        entry = v.keys(trial, f"{where}.history[{i}]", {"params", "mean_score"})
+        v.params(entry["params"], f"{where}.history[{i}].params")
+        v.number(entry["mean_score"], f"{where}.history[{i}].mean_score")
+
+
+# --------------------------------------------------------------------------- primitives
+
+_T = TypeVar("_T")
+
+
+class _Validator:
+    """Type and range checks whose errors name the record and the field."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def fail(self, where: str, problem: str) -> ArtifactError:
+        field = where or None
+        return ArtifactError(f"{self.name}: {where + ' ' if where else ''}{problem}", field=field)
+
+    def keys(
+        self, value: Any, where: str, required: set[str], optional: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        """``value`` as an object with every ``required`` key, and no key but those and ``optional``."""
+        record = self.mapping(value, where)
+        missing = sorted(required - record.keys())
+        if missing:
+            raise self.fail(where, f"lacks {', '.join(map(repr, missing))}")
+        unknown = sorted(record.keys() - required - set(optional))
+        if unknown:
+            raise self.fail(where, f"has unknown key {_show(unknown[0])}")
+        return record
+
+    def get(self, value: Any, where: str, key: str) -> Any:
+        record = self.mapping(value, where)
+        if key not in record:
+            raise self.fail(where, f"lacks {key!r}")
+        return record[key]
+
+    def mapping(self, value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"must be an object, got {_show(value)}")
+        return value
+
+    def array(self, value: Any, where: str, *, length: int | None = None, min_length: int = 0) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(where, f"must be a list, got {_show(value)}")
+        if length is not None and len(value) != length:
+            raise self.fail(where, f"must have {length} entries, not {len(value)}")
+        if len(value) < min_length:
+            raise self.fail(where, f"must have at least {min_length} entries")
+        return value
+
+    def string(self, value: Any, where: str, *, empty_ok: bool = False) -> str:
+        if not isinstance(value, str) or (not value and not empty_ok) or len(value) > 100_000:
+            raise self.fail(where, f"must be a{'' if empty_ok else ' non-empty'} string, got {_show(value)}")
+        return value
+
+    def strings(
+        self, value: Any, where: str, *, unique: bool = False, empty_ok: bool = False, min_length: int = 0
+    ) -> list[str]:
+        values = self.array(value, where, min_length=max(min_length, 0 if empty_ok else 1))
+        for i, item in enumerate(values):
+            if not isinstance(item, str) or not item or len(item) > _MAX_NAME:
+                raise self.fail(f"{where}[{i}]", f"must be a non-empty string, got {_show(item)}")
+        if unique and len(set(values)) != len(values):
+            duplicate = next(s for i, s in enumerate(values) if s in values[:i])
+            raise self.fail(where, f"names {duplicate!r} twice")
+        return values
+
+    def enum(self, value: Any, where: str, options: Iterable[str]) -> str:
+        allowed = list(options)
+        if not isinstance(value, str) or value not in allowed:
+            raise self.fail(where, f"must be one of {', '.join(map(repr, allowed))}, got {_show(value)}")
+        return value
+
+    def boolean(self, value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, f"must be true or false, got {_show(value)}")
+        return value
+
+    def integer(self, value: Any, where: str, lo: int | None = None) -> int:
+        # type() rather than isinstance: JSON's true is no count.
+        if type(value) is not int or (lo is not None and value < lo):
+            bound = "" if lo is None else f" of at least {lo}"
+            raise self.fail(where, f"must be a whole number{bound}, got {_show(value)}")
+        return value
+
+    def number(
+        self, value: Any, where: str, lo: float = -math.inf, hi: float = math.inf, *, null: bool = False
+    ) -> float | None:
+        if value is None and null:
+            return None
+        if (
+            type(value) not in (int, float)
+            or not math.isfinite(value)
+            or not lo - _SLACK <= value <= hi + _SLACK
+        ):
+            raise self.fail(
+                where, f"must be {_range(lo, hi)}{' or null' if null else ''}, got {_show(value)}"
+            )
+        return float(value)
+
+    def numbers(self, values: list[Any], where: str, lo: float = -math.inf) -> None:
+        for i, value in enumerate(values):
+            self.number(value, f"{where}[{i}]", lo)
+
+    def integers(self, values: list[Any], where: str) -> None:
+        # Threshold tables are long: one pass over the types, the messages only on failure.
+        if not all(type(x) is int and x >= 0 for x in values):
+            i = next(i for i, x in enumerate(values) if type(x) is not int or x < 0)
+            self.integer(values[i], f"{where}[{i}]", 0)
+
+    def unit_numbers(self, values: list[Any], where: str, *, null: bool) -> None:
+        lo, hi = -_SLACK, 1.0 + _SLACK
+
+        def ok(x: Any) -> bool:
+            return (x is None and null) or (type(x) in (int, float) and lo <= x <= hi)
+
+        if not all(map(ok, values)):
+            i = next(i for i, x in enumerate(values) if not ok(x))
+            self.number(values[i], f"{where}[{i}]", 0.0, 1.0, null=null)
+
+    def params(self, value: Any, where: str) -> None:
+        """Hyperparameters: names to JSON scalars (finite numbers)."""
+        for key, item in self.mapping(value, where).items():
+            if item is None or isinstance(item, str | bool):
+                continue
+            self.number(item, f"{where}.{key}")
+
+    def sha256(self, value: Any, where: str) -> str:
+        if not isinstance(value, str) or not _SHA256_HEX.fullmatch(value):
+            raise self.fail(where, f"must be a lowercase sha256 hex digest, got {_show(value)}")
+        return value
+
+    def nested(self, check: Callable[[Any, str], _T], value: Any, where: str) -> _T:
+        return check(value, f"{self.name}: {where}")
+
+
+def _range(lo: float, hi: float) -> str:
+    if math.isinf(lo) and math.isinf(hi):
+        return "a finite number"
+    if math.isinf(hi):
+        return f"a finite number of at least {lo:g}"
+    return f"a number from {lo:g} to {hi:g}"
+
+
+def _show(value: Any) -> str:
+    """A value as JSON shows it, cut short: messages must stay one readable line."""
+    if isinstance(value, bool) or value is None:
+        text = {True: "true", False: "false", None: "null"}[value]
+    elif isinstance(value, dict):
+        text = "an object"
+    elif isinstance(value, list):
+        text = "a list"
+    else:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
