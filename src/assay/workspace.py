@@ -1,10 +1,13 @@
 """The workspace: one home folder with its store, its artifact folder and its registry.
 
-Built once from settings by the CLI or the app factory and passed in.
+Built once from settings by the CLI or the app factory and passed in. Opening it also
+removes what processes killed half-way through left in the artifact folder (staging and
+import folders nobody holds any more).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -12,6 +15,8 @@ from sqlalchemy.engine import Engine
 from assay.registry.versions import Registry
 from assay.settings import Settings
 from assay.store import db
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,7 +31,10 @@ class Workspace:
         settings.home.mkdir(parents=True, exist_ok=True)
         settings.artifacts_path.mkdir(parents=True, exist_ok=True)
         engine = db.connect(settings.store_url)
-        return cls(settings=settings, engine=engine, registry=Registry(engine, settings.artifacts_path))
+        registry = Registry(engine, settings.artifacts_path)
+        for path in registry.remove_stale_work():
+            log.warning("removed %s, left unfinished by a process that stopped", path)
+        return cls(settings=settings, engine=engine, registry=registry)
 
     def close(self) -> None:
         self.engine.dispose()

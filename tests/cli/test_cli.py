@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import re
+import sqlite3
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from assay.cli import main
+from assay.registry.versions import Registry
 from tests.conftest import write_binary_spec
 
 
@@ -143,3 +149,94 @@ def test_settings_are_all_documented() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [env for env, _d, _h in Settings.describe() if env not in readme]
     assert missing == [], f"settings missing from README: {missing}"
+
+
+class _FullDisk:
+    """A file whose writes fail as they do on a full disk (what the machine answers, simulated)."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __enter__(self) -> _FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _fill_disk_under(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """Every file opened for writing under ``root`` through pathlib refuses its writes."""
+    real_open = Path.open
+
+    def open_(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        file = real_open(self, mode, *args, **kwargs)
+        if root in self.parents and any(m in mode for m in "wxa"):
+            return _FullDisk(file)
+        return file
+
+    monkeypatch.setattr(Path, "open", open_)
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*") if not p.is_dir() and p.name != "assay.db" and "assay.db-" not in p.name
+    )
+
+
+def test_a_full_disk_during_train_is_one_line_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = write_binary_spec(tmp_path / "data", n_train=300, n_test=100)
+    spec.write_text(
+        spec.read_text().replace('["logistic_regression", "lightgbm"]', '["logistic_regression"]')
+    )
+    home = tmp_path / "home"
+    _fill_disk_under(monkeypatch, home / "artifacts")
+    code, out = run(home, "train", str(spec))
+    assert code == 1 and "Traceback" not in out, out
+    # Progress lines, then one line of error.
+    assert re.search(r"\nerror: no space left on device while writing \S+/artifacts/damaging/\S+\n\Z", out), (
+        out
+    )
+    assert _files_under(home / "artifacts") == []
+    assert list((home / "artifacts" / "damaging").iterdir()) == []
+    code, out = run(home, "models")
+    assert out.strip() == "no models yet"
+
+
+def test_a_full_disk_during_export_and_import_is_one_line_and_leaves_nothing(
+    trained_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "out" / "m.assay"
+    bundle.parent.mkdir()
+    with monkeypatch.context() as patch:
+        patch.setattr(zipfile.ZipFile, "writestr", lambda zf, name, data: _FullDisk(None).write(data))
+        code, out = run(trained_home, "export", "damaging", str(bundle))
+    assert code == 1 and out == f"error: no space left on device while writing {bundle}\n", out
+    assert list(bundle.parent.iterdir()) == []
+
+    assert run(trained_home, "export", "damaging", str(bundle))[0] == 0
+    other = tmp_path / "other"
+    _fill_disk_under(monkeypatch, other)
+    code, out = run(other, "import", str(bundle))
+    assert code == 1 and "Traceback" not in out, out
+    assert re.search(r"^error: no space left on device while writing \S+/artifacts/\.import/\S+\n\Z", out), (
+        out
+    )
+    assert _files_under(other) == []
+    assert list((other / "artifacts" / ".import").iterdir()) == []
+
+
+def test_a_full_store_is_one_line(trained_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise sa.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(Registry, "set_alias", full)
+    code, out = run(trained_home, "promote", "damaging", "1", "--alias", "stable")
+    assert code == 1 and out == "error: no space left on device while writing the store\n", out

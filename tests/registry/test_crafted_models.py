@@ -5,23 +5,34 @@ it — at load, at import (one line, nothing written) and in a server that keeps
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable
 from itertools import pairwise
+from pathlib import Path
 
 import lightgbm
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from assay.cli import main
 from assay.errors import ArtifactError
 from assay.registry import artifacts
 from assay.registry.artifacts import load_model, save_model
-from assay.registry.lightgbm_text import check_lightgbm_text
+from assay.registry.lightgbm_text import LightGBMShape, check_lightgbm_text
+from assay.settings import Settings
+from assay.web.app import create_app
+from assay.workspace import Workspace
+from tests.conftest import edits_frame
+from tests.registry.lightgbm_unchecked import probe_unchecked
 from tests.registry.test_artifacts import fit, make_data, make_reference, rewrite
+from tests.registry.test_versions import _forge
+from tests.servers import AppClient, edit_items
 
 Craft = Callable[[str], str]
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +195,27 @@ CRAFTS: dict[str, tuple[Craft, str]] = {
         "does not end with",
     ),
     "carriage returns": (lambda t: t.replace("\n", "\r\n"), "carriage returns"),
+    # These made LightGBM segfault (-11) or abort (-6) while loading, before any prediction.
+    "num_leaves 0": (
+        lambda t: edit_tree(t, 0, "num_leaves", lambda v: ["0"]),
+        "num_leaves must be an integer",
+    ),
+    "negative num_leaves": (
+        lambda t: edit_tree(t, 0, "num_leaves", lambda v: ["-5"]),
+        "num_leaves must be an integer",
+    ),
+    "num_cat without cat_boundaries": (
+        lambda t: edit_tree(t, 0, "num_cat", lambda v: ["1"]),
+        "keys missing or out of place: cat_boundaries, cat_threshold",
+    ),
+    "tree_sizes past the end": (
+        lambda t: re.sub(r"^tree_sizes=\d+", "tree_sizes=9999999999", t, flags=re.M),
+        "tree_sizes says tree 0 has 9999999999 bytes",
+    ),
+    "no classes": (
+        lambda t: re.sub(r"^(num_class|num_tree_per_iteration)=\d+$", r"\1=0", t, flags=re.M),
+        "num_class must be an integer from 1",
+    ),
     "a line without '='": (lambda t: t.replace("label_index=0\n", "label_index=0\nhello\n", 1), "'hello'"),
 }
 
@@ -225,22 +257,24 @@ def test_a_crafted_model_never_reaches_lightgbm(models, tmp_path, monkeypatch, n
     assert "\n" not in info.value.message
 
 
-def test_the_reported_kind_of_model_really_crashes_lightgbm(models, tmp_path):
-    """The first craft is no hypothetical: handed to LightGBM as is, it reads outside the row
-    (split_feature 1000000 gives garbage probabilities; a farther one kills the process)."""
-    _, crafted = _craft_text(
-        models, 2, lambda t: edit_tree(drop_tree_sizes(t), 0, "split_feature", set_at(0, "100000000"))
-    )
+def segfaulting(text: str) -> str:
+    """The reported file, with the split feature farther out: LightGBM dies reading it."""
+    return edit_tree(drop_tree_sizes(text), 0, "split_feature", set_at(0, "100000000"))
+
+
+def aborting(text: str) -> str:
+    """A categorical count without its categories: LightGBM aborts while loading it."""
+    return edit_tree(text, 0, "num_cat", lambda v: ["1"])
+
+
+@pytest.mark.parametrize(("craft", "signal"), [(segfaulting, -11), (aborting, -6)], ids=["segfault", "abort"])
+def test_such_files_really_kill_the_process_that_loads_them(models, tmp_path, craft, signal):
+    """The crafts are no hypothesis: handed to LightGBM as they are, they kill the process."""
+    _, crafted = _craft_text(models, 2, craft)
     (tmp_path / "crafted.txt").write_text(crafted)
-    script = textwrap.dedent(
-        f"""
-        import lightgbm, numpy as np
-        booster = lightgbm.Booster(model_file={str(tmp_path / "crafted.txt")!r})
-        booster.predict(np.zeros((500, 5)), num_threads=1)
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
-    assert result.returncode < 0, "expected LightGBM to die of a signal on this file"
+    script = f"from tests.registry.lightgbm_unchecked import load_unchecked; load_unchecked({str(tmp_path / 'crafted.txt')!r})"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, cwd=REPOSITORY)
+    assert result.returncode == signal
 
 
 def test_a_model_with_a_mismatched_width_is_refused_before_parsing(models, tmp_path):
@@ -274,3 +308,132 @@ def test_other_lightgbm_layouts_load(tmp_path, params):
     np.testing.assert_allclose(
         load_model(tmp_path, manifest).predict_proba(X)[:, 1], estimator.predict_proba(X)[:, 1]
     )
+
+
+# --------------------------------------------------------------------------- in a workspace
+
+
+def add_lightgbm_version(ws: Workspace, *, craft: Craft | None = None, alias: str | None = None) -> int:
+    """A new version of ``damaging`` whose model is a real LightGBM model (its text crafted by
+    ``craft``, the manifest hashing what was written, as a store written past the registry would)."""
+    record = ws.registry.resolve("damaging")
+    schema = ws.registry.load(record).schema
+    frame = edits_frame(600, seed=5)
+    X = schema.encode_frame(frame, source="edits")
+    estimator = lightgbm.LGBMClassifier(n_estimators=20, num_leaves=8, verbose=-1)
+    estimator.fit(X, frame["reverted"].to_numpy().astype(int))
+    staging = ws.registry.staging_dir("damaging")
+    for path in record.directory.iterdir():
+        if not path.name.startswith("model."):
+            shutil.copy2(path, staging / path.name)
+    save_model(estimator, staging, reference=np.nanmedian(X, axis=0))
+    if craft is not None:
+        model_file = staging / "model.lgb.txt"
+        model_file.write_text(craft(model_file.read_text()))
+    new = ws.registry.add(
+        name="damaging",
+        task="binary",
+        staging=staging,
+        candidate="lightgbm",
+        spec=record.spec,
+        spec_hash=record.spec_hash,
+        data_fingerprint=record.data_fingerprint,
+        summary=dict(record.summary),
+        lineage=dict(record.lineage),
+    )
+    if alias is not None:
+        ws.registry.set_alias(
+            "damaging", alias, new.version, actor="test", reason="test", forced=True, gates=[]
+        )
+    return new.version
+
+
+def run(home: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["--home", str(home), *args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def assert_nothing_written(home: Path) -> None:
+    code, out = run(home, "models")
+    assert code == 0 and out.strip() == "no models yet"
+    assert [p for p in (home / "artifacts").rglob("*") if not p.is_dir()] == []
+
+
+@pytest.fixture
+def lightgbm_bundle(trained_workspace: Workspace, tmp_path: Path) -> Path:
+    """An exported bundle of a LightGBM version of ``damaging``."""
+    version = add_lightgbm_version(trained_workspace)
+    bundle = tmp_path / "lightgbm.assay"
+    trained_workspace.registry.export(f"damaging@{version}", bundle)
+    return bundle
+
+
+def craft_bundle(bundle: Path, out: Path, craft: Craft) -> Path:
+    def change(record: dict, files: dict[str, bytes]) -> None:
+        files["model.lgb.txt"] = craft(files["model.lgb.txt"].decode()).encode()
+
+    return _forge(bundle, out, change)
+
+
+def test_a_lightgbm_bundle_imports(lightgbm_bundle: Path, tmp_path: Path) -> None:
+    code, out = run(tmp_path / "other", "import", str(lightgbm_bundle))
+    assert code == 0 and "imported as damaging@1" in out, out
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "no tree_sizes, far split_feature",
+        "split_feature out of range",
+        "truncated tree",
+        "num_leaves disagrees",
+        "child index out of range",
+        "num_cat without cat_boundaries",
+    ],
+)
+def test_import_refuses_a_crafted_model_in_one_line(lightgbm_bundle: Path, tmp_path: Path, name: str) -> None:
+    forged = craft_bundle(lightgbm_bundle, tmp_path / "forged.assay", CRAFTS[name][0])
+    code, out = run(tmp_path / "other", "import", str(forged))
+    assert code == 1 and "Traceback" not in out and out.count("\n") == 1, out
+    assert out.startswith("error: bundle forged.assay: model.lgb.txt is not a LightGBM text model"), out
+    assert_nothing_written(tmp_path / "other")
+
+
+@pytest.mark.parametrize(("craft", "signal"), [(segfaulting, "SIGSEGV"), (aborting, "SIGABRT")])
+def test_a_model_that_still_crashes_the_loader_is_refused_not_fatal(
+    lightgbm_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, craft: Craft, signal: str
+) -> None:
+    """Belt and braces: were the strict reader to miss a file that crashes LightGBM, import
+    loads it in a throwaway process first, so the crash is a refusal, not the end of `assay import`."""
+    monkeypatch.setattr(artifacts, "check_lightgbm_text", lambda data: LightGBMShape("binary", 1, 1, 9, 20))
+    monkeypatch.setattr(artifacts, "_probe", probe_unchecked)
+    forged = craft_bundle(lightgbm_bundle, tmp_path / "forged.assay", craft)
+    code, out = run(tmp_path / "other", "import", str(forged))
+    assert code == 1 and out.count("\n") == 1, out
+    assert f"refused: model file model.lgb.txt crashed the loader ({signal})" in out
+    assert_nothing_written(tmp_path / "other")
+
+
+def test_a_crafted_version_in_the_store_fails_its_own_requests_only(
+    trained_workspace: Workspace, trained_home: Path
+) -> None:
+    """The reported attack, end to end: a crafted LightGBM version named in an unauthenticated
+    request for three items. The server answers, with an error for that model, and goes on."""
+    bad = add_lightgbm_version(trained_workspace, craft=CRAFTS["no tree_sizes, far split_feature"][0])
+    good = add_lightgbm_version(trained_workspace)
+    items = edit_items(3)
+    settings = Settings.load(home=trained_home, environ={}, alias_refresh_s=0.05)
+    with AppClient(create_app(settings)) as client:
+        response = client.post("/v1/scores", json={"models": [f"damaging@{bad}", "damaging"], "items": items})
+        assert response.status_code == 200, response.text
+        for item in items:
+            scores = response.json()["scores"][item["id"]]
+            assert scores[f"damaging@{bad}"]["error"]["code"] == "artifact_invalid"
+            message = scores[f"damaging@{bad}"]["error"]["message"]
+            assert message.startswith(f"damaging@{bad}: model.lgb.txt is not a LightGBM text model"), message
+            assert scores["damaging"]["version"] == "1"
+        again = client.post("/v1/scores", json={"models": [f"damaging@{good}"], "items": items})
+        assert (
+            again.status_code == 200 and again.json()["scores"][items[0]["id"]][f"damaging@{good}"]["version"]
+        )
+        assert client.get("/readyz").status_code == 200

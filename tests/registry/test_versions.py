@@ -194,7 +194,9 @@ def _narrower_schema(record: dict, files: dict[str, bytes]) -> None:
     [
         pytest.param(_drop_lineage, r"record has no 'lineage'", id="missing key"),
         pytest.param(_version_as_text, r"record: version must be an integer, got \"1\"", id="wrong type"),
-        pytest.param(_gate_as_text, r"spec\.gates\.minimum must map stat names to numbers", id="bad gate"),
+        pytest.param(
+            _gate_as_text, r"spec\.gates: minimum\.roc_auc must be a finite number, got 'high'", id="bad gate"
+        ),
         pytest.param(
             _better_roc_auc, r"summary\.roc_auc is 0\.999, evaluation\.json gives 0\.\d+", id="forged summary"
         ),
@@ -221,19 +223,19 @@ def test_import_refuses_a_forged_bundle_and_writes_nothing(
     assert [p for p in workspace.registry.artifacts_path.rglob("*") if not p.is_dir()] == []
 
 
-def test_import_stores_the_summary_its_evaluation_gives(
+def test_import_refuses_a_summary_that_leaves_numbers_out(
     trained_workspace: Workspace, workspace: Workspace, tmp_path: Path
 ) -> None:
-    """A header that leaves numbers out is not trusted for the rest: the summary is recomputed."""
+    """A bundle's record is held to the same contract as a trained one: a summary is complete."""
     bundle = tmp_path / "damaging.assay"
     trained_workspace.registry.export("damaging", bundle)
 
     def claim_only_accuracy(record: dict, files: dict[str, bytes]) -> None:
         record["summary"] = {"accuracy": record["summary"]["accuracy"]}
 
-    record = workspace.registry.import_(_forge(bundle, tmp_path / "short.assay", claim_only_accuracy))
-    assert record.summary == trained_workspace.registry.resolve("damaging").summary
-    assert record.summary["roc_auc"] is not None
+    with pytest.raises(ArtifactError, match=r"record: summary: lacks 'brier'.*'roc_auc'"):
+        workspace.registry.import_(_forge(bundle, tmp_path / "short.assay", claim_only_accuracy))
+    assert workspace.registry.models() == []
 
 
 def test_registry_on_postgresql(postgres_url: str, trained_home: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -12,18 +13,23 @@ import lightgbm
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from assay.cli import main
-from assay.errors import InvalidInput, NotFound
+from assay.errors import ArtifactError, InvalidInput, NotFound
 from assay.registry.artifacts import load_model, save_model
+from assay.registry.versions import LOAD_CACHE_SIZE, LoadedModel
 from assay.serving.cache import MemoryCache, RedisCache, score_key
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer, fast_predict
 from assay.settings import Settings
+from assay.store import db
+from assay.web.app import create_app
 from assay.workspace import Workspace
 from tests.conftest import edits_frame
-from tests.servers import FEATURES, add_version, edit_items
+from tests.registry.test_records import CARD_CRAFTS, tamper
+from tests.servers import FEATURES, AppClient, add_version, edit_items
 
 
 class Recorder:
@@ -438,3 +444,112 @@ def test_precache_command_needs_a_shared_cache_or_a_server(trained_home: Path) -
         main, ["--home", str(trained_home), "precache", "damaging"], input="1\n"
     )
     assert result.exit_code == 1 and "--url" in result.stderr
+
+
+def _break_card(ws: Workspace, version: int) -> None:
+    tamper(ws, "damaging", version, "card.json", CARD_CRAFTS["operating point answer a list"][0])
+
+
+def _threshold_as_text(ws: Workspace, version: int) -> None:
+    tamper(ws, "damaging", version, "card.json", CARD_CRAFTS["decision_threshold 'abc'"][0])
+
+
+def _break_row(ws: Workspace, version: int) -> None:
+    with ws.engine.begin() as conn:
+        conn.execute(
+            sa.update(db.versions)
+            .where(db.versions.c.model == "damaging", db.versions.c.version == version)
+            .values(summary={"roc_auc": "high"})
+        )
+
+
+def _delete_model_file(ws: Workspace, version: int) -> None:
+    directory = ws.registry.get("damaging", version).directory
+    next(p for p in directory.iterdir() if p.name.startswith("model.") and p.suffix != ".json").unlink()
+
+
+BAD_VERSIONS = {
+    "operating point answer a list": _break_card,
+    "decision_threshold 'abc'": _threshold_as_text,
+    "row with a bad summary": _break_row,
+    "model file deleted": _delete_model_file,
+}
+
+
+@pytest.mark.parametrize("damage", sorted(BAD_VERSIONS))
+def test_a_bad_version_never_stops_the_scorer(
+    trained_workspace: Workspace, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    """A server starts with a bad version in production, answers for it with its error only,
+    and keeps following every other alias (and this one, once it moves to a good version)."""
+    ws = trained_workspace
+    bad = add_version(ws, "damaging", alias="production")
+    BAD_VERSIONS[damage](ws, bad)
+    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(100))
+    with caplog.at_level(logging.ERROR):
+        scorer.refresh()  # what the server does at start-up: it must not raise
+    assert f"cannot load damaging@{bad} for alias 'production'" in caplog.text
+    item = edit_items(1)[0]
+    scores = scorer.score(["damaging", "damaging@1"], [item])["scores"][item["id"]]
+    assert scores["damaging"]["error"]["code"] == "artifact_invalid"
+    assert scores["damaging"]["error"]["message"].startswith(f"damaging@{bad}: ")
+    assert scores["damaging@1"]["version"] == "1"
+    with pytest.raises(ArtifactError):
+        scorer.score_one("damaging", item["id"])
+    assert scorer.precache(["damaging"], ["1", "2"])["failed"] == {"artifact_invalid": 2}
+    newer = add_version(ws, "quality", alias="production")
+    scorer.refresh()
+    assert scorer.model("quality").version == newer
+    ws.registry.set_alias("damaging", "production", 1, actor="test", reason="back", forced=True, gates=[])
+    scorer.refresh()
+    assert scorer.score(["damaging"], [item])["scores"][item["id"]]["damaging"]["version"] == "1"
+
+
+def test_a_server_starts_and_serves_with_a_bad_version_in_production(
+    trained_workspace: Workspace, trained_home: Path
+) -> None:
+    bad = add_version(trained_workspace, "damaging", alias="production")
+    _threshold_as_text(trained_workspace, bad)
+    items = edit_items(3)
+    with AppClient(create_app(Settings.load(home=trained_home, environ={}, alias_refresh_s=0.05))) as client:
+        assert client.get("/readyz").status_code == 200
+        response = client.post("/v1/scores", json={"models": ["damaging", "damaging@1"], "items": items})
+        assert response.status_code == 200
+        for item in items:
+            scores = response.json()["scores"][item["id"]]
+            assert "decision_threshold" in scores["damaging"]["error"]["message"]
+            assert scores["damaging@1"]["version"] == "1"
+        quality = {"id": "p1", "features": {"length": 12000.0, "refs": 30, "topic": "science"}}
+        response = client.post("/v1/scores", json={"models": ["quality"], "items": [quality]})
+        assert response.json()["scores"]["p1"]["quality"]["version"] == "1"
+
+
+def _rss_kib() -> int:
+    """This process's resident set, from /proc (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/self/status")
+def test_loaded_models_stay_flat_over_promotions(trained_workspace: Workspace) -> None:
+    """Twenty promotions followed by a scorer: the registry, which owns loaded models, holds the
+    production version and a few recent ones, not every version ever loaded."""
+    ws = trained_workspace
+    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(100))
+    item = edit_items(1)[0]
+    counts, rss = [], []
+    for round_ in range(20):
+        version = add_version(ws, "damaging", alias="production")
+        scorer.refresh()
+        assert scorer.score(["damaging"], [item])["scores"][item["id"]]["damaging"]["version"] == str(version)
+        gc.collect()
+        counts.append(len(ws.registry.loaded_versions()))
+        if round_ >= 5:
+            rss.append(_rss_kib())
+    assert max(counts) <= LOAD_CACHE_SIZE + 2  # the cache, plus what the scorer serves (both models)
+    assert counts[-1] == counts[5]
+    assert sum(isinstance(o, LoadedModel) for o in gc.get_objects()) <= LOAD_CACHE_SIZE + 2
+    # Roughly flat: each leaked version of these small models would cost about a megabyte.
+    assert rss[-1] - rss[0] < 20 * 1024

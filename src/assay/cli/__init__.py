@@ -2,17 +2,21 @@
 
 Each concept's commands live in their own module and register on ``main``.
 Every command opens the workspace from ``--home``/``ASSAY_HOME``; an
-``AssayError`` is printed as one line and exits with status 1, never a traceback.
+``AssayError`` is printed as one line and exits with status 1, never a traceback,
+and so is what the machine refuses (a full disk, a folder that may not be
+written) — the commands leave nothing half-written behind when it happens.
 """
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
+import sqlalchemy as sa
 
 from assay import __version__
 from assay.errors import AssayError
@@ -23,15 +27,36 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Group(click.Group):
-    """Turns every ``AssayError`` into a clear one-line message and exit status 1."""
+    """Turns every ``AssayError``, and every error the machine answers a read or write with,
+    into a clear one-line message and exit status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except AssayError as exc:
             where = f" [{exc.field}]" if exc.field else ""
-            click.secho(f"error{where}: {exc.message}", fg="red", err=True)
-            sys.exit(1)
+            _fail(f"error{where}: {exc.message}")
+        except OSError as exc:
+            _fail(f"error: {_os_error(exc)}")
+        except sa.exc.OperationalError as exc:
+            # SQLite says a full disk in its own words; anything else about the store stays a bug.
+            if "disk is full" not in str(exc.orig):
+                raise
+            _fail("error: no space left on device while writing the store")
+
+
+def _fail(message: str) -> NoReturn:
+    click.secho(message, fg="red", err=True)
+    sys.exit(1)
+
+
+def _os_error(exc: OSError) -> str:
+    """``exc`` as one line: what went wrong and on which file."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        problem = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        return problem + (f" while writing {exc.filename}" if exc.filename else "")
+    problem = (exc.strerror or str(exc) or type(exc).__name__).lower()
+    return problem + (f": {exc.filename}" if exc.filename else "")
 
 
 @click.group(cls=_Group)

@@ -111,21 +111,24 @@ def models_command(ws: Workspace) -> None:
 def show_command(ws: Workspace, ref: str, as_json: bool) -> None:
     """Show a version's statistics, fairness, operating points and lineage."""
     record = ws.registry.resolve(ref)
-    card = ws.registry.read_json(record, "card.json")
+    card = ws.registry.card(record)
     if as_json:
-        card["aliases"] = ws.registry.aliases(record.model)
-        card["history"] = ws.registry.history(record.model)
-        click.echo(orjson.dumps(card, option=orjson.OPT_INDENT_2).decode())
+        shown: dict[str, Any] = {
+            **card,
+            "aliases": ws.registry.aliases(record.model),
+            "history": ws.registry.history(record.model),
+        }
+        click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return
     ev = card["evaluation"]
     aliases = [a for a, v in ws.registry.aliases(record.model).items() if v == record.version]
     click.echo(
         f"{record.ref}  {card['candidate']}  created {record.created_at:%Y-%m-%d %H:%M}  aliases: {', '.join(aliases) or '-'}"
     )
-    if card.get("description"):
+    if card["description"]:
         click.echo(card["description"])
     click.echo(f"hyperparameters: {_params(card['params'])}")
-    search = card.get("search")
+    search = card["search"]
     if search:
         # Versions trained before the trial cap recorded neither the cap nor the cut.
         click.echo(
@@ -134,8 +137,8 @@ def show_command(ws: Workspace, ref: str, as_json: bool) -> None:
         )
     click.echo(f"held-out rows: {ev['n']}  counts: " + ", ".join(f"{k}={v}" for k, v in ev["counts"].items()))
     stats = ["precision", "recall", "f1", "accuracy", "match_rate", "filter_rate", "fpr", "roc_auc", "pr_auc"]
-    rows = [[cls, *[s.get(k) for k in stats]] for cls, s in ev["per_class"].items()]
-    rows += [[avg, *[ev[avg].get(k) for k in stats]] for avg in ("micro", "macro") if avg in ev]
+    rows = [[cls, *[s[k] for k in stats]] for cls, s in ev["per_class"].items()]
+    rows += [["micro", *[ev["micro"][k] for k in stats]], ["macro", *[ev["macro"][k] for k in stats]]]
     click.echo("\n" + _table(["label", *stats], rows))
     cm = ev["confusion_matrix"]
     click.echo("\nconfusion matrix (rows: true, columns: predicted)")
@@ -146,26 +149,24 @@ def show_command(ws: Workspace, ref: str, as_json: bool) -> None:
         )
     )
     click.echo(f"\ncalibration: brier={_num(ev['calibration']['brier'], 4)}")
-    for attr, fair in (ev.get("fairness") or {}).items():
-        blocks = {"": fair} if "groups" in fair else fair
-        for cls, block in blocks.items():
-            title = f"fairness by {attr}" + (f" (class {cls})" if cls else "")
+    for attr, by_class in ev["fairness"].items():
+        for cls, block in by_class.items():
             click.echo(
-                f"\n{title}: demographic parity difference={_num(block.get('demographic_parity_difference'))}"
-                f"  equalized odds difference={_num(block.get('equalized_odds_difference'))}"
+                f"\nfairness by {attr} (class {cls}): demographic parity difference={_num(block['demographic_parity_difference'])}"
+                f"  equalized odds difference={_num(block['equalized_odds_difference'])}"
             )
             group_rows = [
-                [g, s.get("count"), s.get("selection_rate"), s.get("tpr"), s.get("fpr"), s.get("precision")]
+                [g, s["count"], s["selection_rate"], s["tpr"], s["fpr"], s["precision"]]
                 for g, s in block["groups"].items()
             ]
             click.echo(_table(["group", "count", "selection_rate", "tpr", "fpr", "precision"], group_rows))
-    for name, op in (card.get("operating_points") or {}).items():
-        answer = op.get("answer")
+    for name, op in card["operating_points"].items():
+        answer = op["answer"]
         click.echo(
             f"\noperating point {name}: {op['query']} -> "
             + (f"threshold {answer['threshold']:.4f}" if answer else "no threshold satisfies it")
         )
-    if card.get("importance"):
+    if card["importance"]:
         click.echo("\nfeature importance (drop in ROC-AUC when shuffled):")
         click.echo(
             _table(
@@ -191,8 +192,8 @@ def show_command(ws: Workspace, ref: str, as_json: bool) -> None:
 def thresholds_command(ws: Workspace, ref: str, query: str, label: str | None) -> None:
     """Answer a threshold query, e.g. "maximum recall @ precision >= 0.9"."""
     record = ws.registry.resolve(ref)
-    ev = ws.registry.read_json(record, "evaluation.json")
-    label = label or ev.get("positive")
+    ev = ws.registry.evaluation(record)
+    label = label or ev["positive"]
     if label is None:
         raise InvalidInput(
             f"{record.ref} is multi-class: name the class with --label ({', '.join(ev['classes'])})"

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import math
 import platform
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,8 +45,9 @@ from assay.modelling.datasets import (
 )
 from assay.modelling.reports import model_card
 from assay.modelling.spec import ModelSpec
-from assay.registry.artifacts import library_versions, save_model, write_json
+from assay.registry.artifacts import library_versions, save_model, write_file, write_json
 from assay.registry.gates import summarize
+from assay.registry.records import check_card, check_evaluation, check_lineage, check_schema, check_summary
 from assay.registry.schema import FeatureSchema
 from assay.registry.versions import Registry, VersionRecord
 
@@ -368,16 +369,22 @@ def train(
         "gates": spec.to_dict()["gates"],
     }
 
-    staging = registry.staging_dir(spec.name)
-    try:
-        reference = _reference_row(X, schema)
-        save_model(estimator, staging, reference)
-        write_json(staging / "schema.json", schema.to_dict())
-        write_json(staging / "evaluation.json", ev)
-        version = registry.next_version(spec.name)
+    # Every record is held to the contract the registry loads it by before a byte is written.
+    check_evaluation(ev)
+    check_summary(summary)
+    check_lineage(lineage)
+    schema_record = check_schema(schema.to_dict())
+
+    def render_card(version: int, staging: Path) -> None:
+        # Called once the store has given the version its number, so the card names that number.
         facts.update(version=version, created_at=pd.Timestamp.now(tz="UTC").isoformat())
-        write_json(staging / "card.json", facts)
-        (staging / "card.html").write_text(model_card(facts), encoding="utf-8")
+        write_json(staging / "card.json", check_card(facts))
+        write_file(staging / "card.html", model_card(facts).encode("utf-8"))
+
+    with registry.staging(spec.name) as staging:
+        save_model(estimator, staging, _reference_row(X, schema))
+        write_json(staging / "schema.json", schema_record)
+        write_json(staging / "evaluation.json", ev)
         record = registry.add(
             name=spec.name,
             task=lineage["task"],
@@ -388,10 +395,8 @@ def train(
             data_fingerprint=data_fp,
             summary=summary,
             lineage=lineage,
+            render=render_card,
         )
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     say(f"registered {record.ref}")
     registry.set_alias(
         spec.name, "candidate", record.version, actor=actor, reason="newly trained", forced=False, gates=[]

@@ -9,7 +9,11 @@ This module owns everything that turns a model into bytes on disk and back:
   and the file checks (``check_manifest``, ``check_regular``, ``check_hash``, ``is_safe_name``,
   ``atomic_output``, ``json_bytes``, ``parse_header``) that ``assay.registry.bundles`` shares;
 * ``library_versions``, the one record of which libraries wrote a model (model.json and a
-  version's lineage both carry it).
+  version's lineage both carry it);
+* ``probe_model``, which loads a model and predicts its reference row in a throwaway process,
+  so that a file that still crashes a native loader kills that process, not its caller;
+* ``WorkDir`` / ``remove_stale_workdirs``: folders a process fills before publishing them,
+  locked while in use, so that those a killed process left behind can be told apart and removed.
 
 The rule it exists to keep: loading never unpickles bytes or runs code from an artifact.
 LightGBM models are stored as the booster's text model, which ``assay.registry.lightgbm_text``
@@ -22,16 +26,22 @@ and the read is never used.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
+import multiprocessing
 import os
 import re
+import shutil
+import signal
 import stat
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -240,7 +250,20 @@ def save_model(estimator: Any, directory: Path, reference: np.ndarray | None = N
 
 def load_model(directory: Path, manifest: dict[str, str]) -> Predictor:
     """Check every manifest file against its sha256, then read the model without running its code."""
-    directory = Path(directory)
+    meta, data, trusted = _checked_model(Path(directory), manifest)
+    if meta["kind"] == "lightgbm":
+        return _load_lightgbm(data, meta)
+    return _load_sklearn(data, meta, trusted)
+
+
+def check_model(directory: Path, manifest: dict[str, str]) -> None:
+    """Everything ``load_model`` checks before a parser sees a byte of the model: hashes,
+    model.json, and the model file's own format (the LightGBM text in full, a skops file's types)."""
+    _checked_model(Path(directory), manifest)
+
+
+def _checked_model(directory: Path, manifest: dict[str, str]) -> tuple[dict[str, Any], bytes, list[str]]:
+    """(model.json's description, the model file's bytes, the skops types to trust) once all is checked."""
     check_manifest(manifest)
     if MODEL_JSON not in manifest:
         raise ArtifactError(f"manifest does not list {MODEL_JSON}")
@@ -267,8 +290,13 @@ def load_model(directory: Path, manifest: dict[str, str]) -> Predictor:
         raise ArtifactError(f"model.json says kind {meta['kind']!r} but the manifest lists {model_file}")
     _warn_on_version_mismatch(meta)
     if meta["kind"] == "lightgbm":
-        return _load_lightgbm(contents[model_file], meta)
-    return _load_sklearn(contents[model_file], meta)
+        # LightGBM's C parser trusts its input (a bad feature index reads out of bounds when it
+        # predicts), so it only ever sees text the strict reader has accepted.
+        _check_lightgbm_shape(
+            check_lightgbm_text(contents[model_file]), meta["n_classes"], meta["n_features"]
+        )
+        return meta, contents[model_file], []
+    return meta, contents[model_file], _skops_trusted(contents[model_file])
 
 
 def _describe(estimator: Any) -> tuple[str, int, int]:
@@ -297,9 +325,7 @@ def _describe(estimator: Any) -> tuple[str, int, int]:
 
 
 def _load_lightgbm(data: bytes, meta: dict[str, Any]) -> LightGBMPredictor:
-    # LightGBM's C parser trusts its input (a bad feature index reads out of bounds when it
-    # predicts), so it only ever sees text the strict reader has accepted.
-    _check_lightgbm_shape(check_lightgbm_text(data), meta["n_classes"], meta["n_features"])
+    """A LightGBMPredictor over text ``_checked_model`` has accepted."""
     try:
         booster = lightgbm.Booster(model_str=data.decode("utf-8"))
     except lightgbm.basic.LightGBMError as exc:
@@ -322,8 +348,7 @@ def _check_lightgbm_shape(shape: LightGBMShape, n_classes: int, n_features: int)
         )
 
 
-def _load_sklearn(data: bytes, meta: dict[str, Any]) -> SklearnPredictor:
-    trusted = _skops_trusted(data)
+def _load_sklearn(data: bytes, meta: dict[str, Any], trusted: list[str]) -> SklearnPredictor:
     try:
         estimator = skops.io.loads(data, trusted=trusted)
     except Exception as exc:  # skops raises many kinds; all mean the same thing here
@@ -405,6 +430,90 @@ def _warn_on_version_mismatch(meta: dict[str, Any]) -> None:
             ArtifactVersionWarning,
             stacklevel=3,
         )
+
+
+# --------------------------------------------------------------------------- probing in isolation
+
+PROBE_TIMEOUT_S = 120.0
+
+
+def probe_model(directory: Path, manifest: dict[str, str], *, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Load the model in ``directory`` and score its reference row in a throwaway process.
+
+    The strict readers keep every file that could crash a native loader away from it; this is
+    the second line. Should a model file still kill the process that loads it (a segfault or
+    an abort inside LightGBM, skops or numpy), only the throwaway process dies and the model is
+    refused with one line. A model that loads there but fails, or answers probabilities that
+    are not probabilities, is refused with what went wrong.
+    """
+    check_manifest(manifest)
+    model_file = next((n for n in (LIGHTGBM_FILE, SKOPS_FILE) if n in manifest), MODEL_JSON)
+    # spawn, not fork: the probe must not share the caller's threads, locks or open handles.
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_probe, args=(sender, str(directory), dict(manifest)), daemon=True)
+    process.start()
+    sender.close()
+    try:
+        process.join(timeout_s)
+        if process.is_alive():
+            process.kill()
+            process.join()
+            raise ArtifactError(f"refused: model file {model_file} did not load within {timeout_s:g} s")
+        try:
+            problem = receiver.recv() if receiver.poll() else None
+        except (EOFError, OSError):  # died while answering
+            problem = None
+    finally:
+        receiver.close()
+    if process.exitcode == 0 and problem is None:
+        return
+    if problem is None:
+        raise ArtifactError(
+            f"refused: model file {model_file} crashed the loader ({_exit_reason(process.exitcode)})"
+        )
+    raise ArtifactError(f"refused: model file {model_file} does not load and score: {problem}")
+
+
+def _probe(answer: Connection, directory: str, manifest: dict[str, str]) -> None:
+    """The throwaway process: load, score the reference row alone and in a batch, explain it."""
+    # What a native library prints as it dies ("[LightGBM] [Fatal] ...", "terminate called ...")
+    # would break the caller's one-line refusal: the answer goes through the pipe instead.
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 1)
+    os.dup2(quiet, 2)
+    problem = None
+    try:
+        folder = Path(directory)
+        predictor = load_model(folder, manifest)
+        reference = _parse_model_json((folder / MODEL_JSON).read_bytes())["reference"]
+        row = np.full(predictor.n_features, np.nan) if reference is None else np.asarray(reference)
+        rows = np.repeat(row[None, :], 3, axis=0)
+        batch, single = predictor.predict_proba(rows), predictor.predict_proba(rows[:1])
+        predictor.contributions(rows[:1])
+        if (
+            batch.shape != (3, predictor.n_classes)
+            or not np.isfinite(batch).all()
+            or (batch < 0).any()
+            or (batch > 1).any()
+            or not np.allclose(batch.sum(axis=1), 1.0)
+            or not np.allclose(batch, single[0])
+        ):
+            problem = "its probabilities for the reference row are not probabilities"
+    except Exception as exc:  # the parent reports whatever it was, as one line
+        text = str(getattr(exc, "message", "") or exc) or repr(exc)
+        problem = text.splitlines()[0][:500]
+    answer.send(problem)
+    answer.close()
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return signal.Signals(-exitcode).name
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit status {exitcode}"
 
 
 # --------------------------------------------------------------------------- explanations
@@ -581,16 +690,37 @@ def _write_atomic(path: Path, data: bytes) -> str:
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """A temp path beside ``path`` that replaces ``path`` only if the block succeeds, so
-    readers never see a half-written file."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    readers never see a half-written file (and a failed write leaves no temp file behind)."""
+    with writing(path):
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Name ``path`` in an OSError the block raises without a file name.
+
+    A failed ``write()`` says only "No space left on device"; the CLI's one-line message needs
+    to say what was being written.
+    """
     try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
-    os.replace(tmp, path)
+
+
+def write_file(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically; return its sha256."""
+    return _write_atomic(Path(path), data)
 
 
 def check_regular(path: Path, name: str) -> None:
@@ -628,6 +758,122 @@ def is_safe_name(name: str) -> bool:
     """A relative POSIX path of plain parts: no absolute paths, '..', '.', hidden parts,
     backslashes or drive letters can get through the part pattern."""
     return len(name) <= 512 and all(_SAFE_NAME_PART.fullmatch(part) for part in name.split("/"))
+
+
+# --------------------------------------------------------------------------- work folders
+
+# A work folder without a lock file is one an older assay made, or one whose lock is not
+# taken yet: it is removed only once nothing has touched it for this long.
+STALE_UNLOCKED_S = 3600.0
+_LOCK_SUFFIX = ".lock"
+
+
+class WorkDir:
+    """A folder a process fills before publishing it (a version being written, a bundle being
+    imported), with a sibling ``<folder>.lock`` file on which it holds an exclusive flock for as
+    long as the folder is in use.
+
+    The kernel drops the lock when its process dies, however it dies, so ``remove_stale_workdirs``
+    can tell a folder that kill -9 left behind (lock free) from one another process is still
+    writing (lock held), on this machine or another one sharing the folder.
+    """
+
+    def __init__(self, parent: Path, prefix: str) -> None:
+        parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=_LOCK_SUFFIX, dir=parent)
+            lock = Path(name)
+            folder = lock.with_name(lock.name[: -len(_LOCK_SUFFIX)])
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # A clean-up may have taken the fresh file for an orphan and unlinked it before we
+            # locked it; then our lock guards nothing, so start again.
+            if _same_file(fd, lock):
+                try:
+                    folder.mkdir()
+                    break
+                except FileExistsError:  # an unlocked leftover of that name: take another
+                    lock.unlink(missing_ok=True)
+            os.close(fd)
+        self.path = folder
+        self._lock = lock
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Stop holding the folder (once it is published or removed); its lock file goes too."""
+        if self._fd is not None:
+            self._lock.unlink(missing_ok=True)
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
+
+    def discard(self) -> None:
+        """Remove the folder and release it."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.release()
+
+
+def remove_stale_workdirs(
+    parent: Path, prefix: str = "", *, unlocked_after_s: float = STALE_UNLOCKED_S
+) -> list[Path]:
+    """Remove the work folders under ``parent`` whose names start with ``prefix`` and that no
+    process holds any more: their lock is free (its process died), or they have no lock file
+    and nothing has touched them for ``unlocked_after_s``. Returns what was removed."""
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    now = time.time()
+    for entry in sorted(parent.iterdir()):
+        name = entry.name
+        if not name.startswith(prefix):
+            continue
+        try:
+            if name.endswith(_LOCK_SUFFIX):
+                # A lock whose folder is gone (published, or never made): drop it unless held.
+                if not entry.with_name(name[: -len(_LOCK_SUFFIX)]).exists():
+                    with _held_if_free(entry) as state:
+                        if state == "free":
+                            entry.unlink(missing_ok=True)
+                continue
+            lock = entry.with_name(name + _LOCK_SUFFIX)
+            with _held_if_free(lock) as state:
+                if state == "held" or (
+                    state == "missing" and now - entry.lstat().st_mtime < unlocked_after_s
+                ):
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                lock.unlink(missing_ok=True)
+                removed.append(entry)
+        except FileNotFoundError:  # published or removed by its owner meanwhile
+            continue
+    return removed
+
+
+@contextmanager
+def _held_if_free(lock: Path) -> Iterator[str]:
+    """Take ``lock`` if nobody holds it, for the block: yields "free" (now ours), "held" or "missing"."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        yield "missing"
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield "held"
+            return
+        yield "free"
+    finally:
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), path.stat())
+    except FileNotFoundError:
+        return False
 
 
 def library_versions() -> dict[str, str]:

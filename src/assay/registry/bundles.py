@@ -32,6 +32,7 @@ from assay.registry.artifacts import (
     json_bytes,
     parse_header,
     sha256_file,
+    writing,
 )
 
 BUNDLE_FORMAT = "assay-bundle"
@@ -120,7 +121,7 @@ def import_bundle(
                 target = staging / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 digest = hashlib.sha256()
-                with target.open("xb") as dst:
+                with writing(target), target.open("xb") as dst:
                     for chunk in _iter_entry(zf, entries[name]):
                         digest.update(chunk)
                         dst.write(chunk)

@@ -4,6 +4,13 @@ A version is a row in ``versions`` plus a folder of files under the artifact
 root whose hashes the row records; neither changes after it is written. An
 alias (``production``, ``candidate`` or any name) points at one version, and
 every move of an alias is recorded with who, when and why.
+
+Every record a version holds is checked against its contract (``records``)
+whenever it is read, and a version's files are written in a locked work folder
+(``artifacts.WorkDir``) that becomes the version in one rename, so a process
+killed half-way leaves nothing that looks published. Loaded versions are kept
+here, one copy per version however many callers hold it, the least recently
+used few strongly (``LOAD_CACHE_SIZE``).
 """
 
 from __future__ import annotations
@@ -12,8 +19,11 @@ import hashlib
 import json
 import math
 import shutil
-import tempfile
 import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,13 +34,37 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from assay.errors import ArtifactError, Conflict, GateFailed, InvalidInput, NotFound
-from assay.registry.artifacts import BUNDLE_JSON, Predictor, load_model, sha256_file
+from assay.registry.artifacts import (
+    BUNDLE_JSON,
+    Predictor,
+    WorkDir,
+    check_manifest,
+    check_model,
+    load_model,
+    probe_model,
+    remove_stale_workdirs,
+    sha256_file,
+)
 from assay.registry.bundles import export_bundle, import_bundle
 from assay.registry.gates import check_gates, summarize
+from assay.registry.records import (
+    CardRecord,
+    EvaluationRecord,
+    LineageRecord,
+    check_card,
+    check_evaluation,
+    check_gate_limits,
+    check_lineage,
+    check_summary,
+)
 from assay.registry.schema import FeatureSchema
 from assay.store import db
 
 DEFAULT_ALIAS = "production"
+# Loaded versions kept in memory after their last use, beyond those a caller still holds.
+LOAD_CACHE_SIZE = 4
+STAGING_PREFIX = ".staging-"
+IMPORT_DIR = ".import"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -52,8 +86,8 @@ class VersionRecord:
     spec: dict[str, Any]
     spec_hash: str
     data_fingerprint: str
-    summary: dict[str, Any]
-    lineage: dict[str, Any]
+    summary: dict[str, Any]  # a SummaryRecord (gates read it by statistic names they compute)
+    lineage: LineageRecord
     manifest: dict[str, str]
     directory: Path
 
@@ -84,8 +118,8 @@ class LoadedModel:
     schema: FeatureSchema
     classes: list[str]
     positive: str | None
-    evaluation: dict[str, Any]
-    card: dict[str, Any]
+    evaluation: EvaluationRecord
+    card: CardRecord
     # operating point name -> {"query": str, "class": str, "threshold": float | None}
     operating_points: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -94,7 +128,7 @@ class LoadedModel:
         return None if self.positive is None else self.classes.index(self.positive)
 
     def decision_threshold(self) -> float:
-        return float(self.card.get("decision_threshold", 0.5))
+        return float(self.card["decision_threshold"])
 
 
 @dataclass(frozen=True)
@@ -123,13 +157,22 @@ def version_number(which: str) -> int | None:
 
 
 class Registry:
-    """Reads and writes versions and aliases in the store; loads artifacts (cached per version)."""
+    """Reads and writes versions and aliases in the store; loads artifacts.
 
-    def __init__(self, engine: Engine, artifacts_path: Path) -> None:
+    The registry is the one owner of loaded versions in a process: ``load`` hands out the
+    copy any caller still holds (weakly tracked, so a version is never in memory twice) and
+    keeps the ``cache_size`` most recently loaded ones alive after their callers let go.
+    """
+
+    def __init__(self, engine: Engine, artifacts_path: Path, *, cache_size: int = LOAD_CACHE_SIZE) -> None:
         self.engine = engine
         self.artifacts_path = artifacts_path
-        self._loaded: dict[tuple[str, int], LoadedModel] = {}
+        self.cache_size = cache_size
+        self._recent: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
+        self._alive: weakref.WeakValueDictionary[tuple[str, int], LoadedModel] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
+        self._staging: dict[Path, WorkDir] = {}  # staging folders this registry holds the locks of
+        self._staging_lock = threading.Lock()
 
     # --- reading --------------------------------------------------------------
 
@@ -207,6 +250,18 @@ class Registry:
         ]
 
     def _record(self, row: Any) -> VersionRecord:
+        """A store row as a VersionRecord, once its records pass their contracts (a row written
+        past the registry is refused here, by name, rather than wherever it is first read)."""
+        ref = f"{row.model}@{row.version}"
+        try:
+            if not isinstance(row.spec, dict):
+                raise ArtifactError("spec must be an object")
+            check_gate_limits(row.spec.get("gates", {}), "spec: gates")
+            check_summary(row.summary)
+            lineage = check_lineage(row.lineage)
+            check_manifest(row.manifest)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{ref}: {exc.message}", field=exc.field) from exc
         return VersionRecord(
             model=row.model,
             version=row.version,
@@ -216,7 +271,7 @@ class Registry:
             spec_hash=row.spec_hash,
             data_fingerprint=row.data_fingerprint,
             summary=row.summary,
-            lineage=row.lineage,
+            lineage=lineage,
             manifest=row.manifest,
             directory=self.artifacts_path / row.model / str(row.version),
         )
@@ -239,41 +294,54 @@ class Registry:
         except orjson.JSONDecodeError as exc:  # the manifest vouches for the bytes, not that they are JSON
             raise ArtifactError(f"{record.ref}: {name} is not valid JSON: {exc}") from exc
 
+    def card(self, record: VersionRecord) -> CardRecord:
+        """A version's card.json, hash-checked and held to its contract."""
+        return _checked(record, check_card, self.read_json(record, "card.json"))
+
+    def evaluation(self, record: VersionRecord) -> EvaluationRecord:
+        """A version's evaluation.json, hash-checked and held to its contract."""
+        return _checked(record, check_evaluation, self.read_json(record, "evaluation.json"))
+
     def load(self, record: VersionRecord) -> LoadedModel:
-        """The version ready to score; loaded once per process and kept (versions never change)."""
+        """The version ready to score: one copy per process while anyone holds it (versions never
+        change), the few most recently used kept after that."""
         key = (record.model, record.version)
-        loaded = self._loaded.get(key)
-        if loaded is not None:
-            return loaded
         with self._lock:
-            loaded = self._loaded.get(key)
+            loaded = self._alive.get(key)
             if loaded is None:
                 loaded = self._assemble(record)
-                self._loaded[key] = loaded
+                self._alive[key] = loaded
+            self._recent[key] = loaded
+            self._recent.move_to_end(key)
+            while len(self._recent) > self.cache_size:
+                self._recent.popitem(last=False)
         return loaded
 
+    def loaded_versions(self) -> list[tuple[str, int]]:
+        """The versions in memory now: (name, version) of every loaded model someone still holds."""
+        with self._lock:
+            return sorted(self._alive.keys())
+
     def _assemble(self, record: VersionRecord) -> LoadedModel:
-        """Read a version's files (hash-checked; the model without running its code) and check that
-        they agree with each other: the card's and evaluation's classes, the model's width and the
-        schema. ``import_`` runs this on a bundle's files before it registers them."""
-        card = self.read_json(record, "card.json")
-        evaluation = self.read_json(record, "evaluation.json")
-        model_files = {k: v for k, v in record.manifest.items() if k.startswith("model.")}
-        predictor = load_model(record.directory, model_files)
+        """Read a version's files (hash-checked; the model without running its code), hold each
+        record to its contract and check that they agree with each other: the card's and
+        evaluation's classes and statistics, the model's width and classes, the schema and the
+        card's features. ``import_`` runs this on a bundle's files before it registers them."""
+        card = self.card(record)
+        evaluation = self.evaluation(record)
+        schema_record = self.read_json(record, "schema.json")
         try:
-            schema = FeatureSchema.from_dict(self.read_json(record, "schema.json"))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ArtifactError(f"{record.ref}: schema.json is not a feature schema ({exc!r})") from exc
-        if not isinstance(card, dict) or not isinstance(evaluation, dict):
-            raise ArtifactError(f"{record.ref}: card.json and evaluation.json must be JSON objects")
-        classes, positive = card.get("classes"), card.get("positive")
-        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-            raise ArtifactError(f"{record.ref}: card.json classes must be a list of class names")
-        if (evaluation.get("classes"), evaluation.get("positive")) != (classes, positive):
-            raise ArtifactError(
-                f"{record.ref}: evaluation.json is about classes {evaluation.get('classes')!r} "
-                f"(positive {evaluation.get('positive')!r}), card.json about {classes!r} (positive {positive!r})"
+            schema = FeatureSchema.from_dict(schema_record)
+            predictor = load_model(
+                record.directory, {k: v for k, v in record.manifest.items() if k.startswith("model.")}
             )
+        except ArtifactError as exc:
+            raise ArtifactError(f"{record.ref}: {exc.message}", field=exc.field) from exc
+        classes, positive = card["classes"], card["positive"]
+        if card["model"] != record.model:
+            raise ArtifactError(f"{record.ref}: card.json is the card of model {card['model']!r}")
+        if card["evaluation"] != evaluation:
+            raise ArtifactError(f"{record.ref}: card.json and evaluation.json give different statistics")
         if predictor.n_classes != len(classes):
             raise ArtifactError(
                 f"{record.ref}: the model predicts {predictor.n_classes} classes, card.json names {len(classes)}"
@@ -283,11 +351,8 @@ class Registry:
                 f"{record.ref}: the model takes {predictor.n_features} features, "
                 f"schema.json describes {len(schema.features)}"
             )
-        points = card.get("operating_points") or {}
-        if not isinstance(points, dict) or not all(
-            isinstance(op, dict) and isinstance(op.get("query"), str) for op in points.values()
-        ):
-            raise ArtifactError(f"{record.ref}: card.json operating_points must map names to {{query, ...}}")
+        if [(f["name"], f["kind"]) for f in card["features"]] != [(f.name, f.kind) for f in schema.features]:
+            raise ArtifactError(f"{record.ref}: card.json and schema.json describe different features")
         return LoadedModel(
             record=record,
             predictor=predictor,
@@ -299,10 +364,10 @@ class Registry:
             operating_points={
                 name: {
                     "query": op["query"],
-                    "class": op.get("class"),
-                    "threshold": (op.get("answer") or {}).get("threshold"),
+                    "class": op["class"],
+                    "threshold": None if op["answer"] is None else op["answer"]["threshold"],
                 }
-                for name, op in points.items()
+                for name, op in card["operating_points"].items()
             },
         )
 
@@ -316,10 +381,44 @@ class Registry:
         return int(current or 0) + 1
 
     def staging_dir(self, name: str) -> Path:
-        """A fresh folder to write a version's files into before ``add`` publishes it."""
-        root = self.artifacts_path / check_name(name)
-        root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+        """A fresh folder to write a version's files into before ``add`` publishes it.
+
+        The folder is locked for as long as this registry holds it (until ``add`` publishes it or
+        ``discard_staging`` removes it), so that opening the workspace elsewhere meanwhile leaves it
+        alone, while one left by a killed process is removed then.
+        """
+        work = WorkDir(self.artifacts_path / check_name(name), STAGING_PREFIX)
+        with self._staging_lock:
+            self._staging[work.path] = work
+        return work.path
+
+    def discard_staging(self, staging: Path) -> None:
+        """Remove an unpublished staging folder."""
+        with self._staging_lock:
+            work = self._staging.pop(staging, None)
+        if work is not None:
+            work.discard()
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @contextmanager
+    def staging(self, name: str) -> Iterator[Path]:
+        """``staging_dir`` for a block: the folder is removed unless ``add`` published it."""
+        staging = self.staging_dir(name)
+        try:
+            yield staging
+        finally:
+            self.discard_staging(staging)
+
+    def remove_stale_work(self) -> list[Path]:
+        """Remove the staging and import folders that processes killed before they finished
+        left behind (their locks are free); folders other processes are still writing stay."""
+        removed = remove_stale_workdirs(self.artifacts_path / IMPORT_DIR)
+        if self.artifacts_path.is_dir():
+            for model_dir in sorted(self.artifacts_path.iterdir()):
+                if model_dir.is_dir() and not model_dir.name.startswith("."):
+                    removed += remove_stale_workdirs(model_dir, STAGING_PREFIX)
+        return removed
 
     def add(
         self,
@@ -333,10 +432,18 @@ class Registry:
         data_fingerprint: str,
         summary: dict[str, Any],
         lineage: dict[str, Any],
+        render: Callable[[int, Path], None] | None = None,
     ) -> VersionRecord:
-        """Publish the files in ``staging`` as the model's next version (one transaction, one rename)."""
+        """Publish the files in ``staging`` as the model's next version (one transaction, one rename).
+
+        ``render(version, staging)`` writes the files that name the version (the model card).
+        It runs once the version's row has claimed its number in the store, inside that
+        transaction, so the number it is given is the one published, however many processes
+        add versions of the model at once.
+        """
         check_name(name)
-        manifest = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        check_summary(summary)
+        check_lineage(lineage)
         for _attempt in range(5):
             version = self.next_version(name)
             target = self.artifacts_path / name / str(version)
@@ -345,6 +452,8 @@ class Registry:
                     exists = conn.execute(sa.select(db.models.c.name).where(db.models.c.name == name)).first()
                     if exists is None:
                         conn.execute(sa.insert(db.models).values(name=name, task=task, created_at=db.now()))
+                    # The row claims the number (the store keeps (model, version) unique); its
+                    # manifest is filled in once the files that name the number exist.
                     conn.execute(
                         sa.insert(db.versions).values(
                             model=name,
@@ -356,8 +465,16 @@ class Registry:
                             data_fingerprint=data_fingerprint,
                             summary=summary,
                             lineage=lineage,
-                            manifest=manifest,
+                            manifest={},
                         )
+                    )
+                    if render is not None:
+                        render(version, staging)
+                    manifest = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
+                    conn.execute(
+                        sa.update(db.versions)
+                        .where(db.versions.c.model == name, db.versions.c.version == version)
+                        .values(manifest=manifest)
                     )
                     target.parent.mkdir(parents=True, exist_ok=True)
                     if target.exists():  # left by a crash between rename and commit: it was never published
@@ -365,6 +482,10 @@ class Registry:
                     staging.rename(target)
             except sa.exc.IntegrityError:
                 continue  # another process took this version number: try the next
+            with self._staging_lock:
+                work = self._staging.pop(staging, None)
+            if work is not None:
+                work.release()
             return self.get(name, version)
         raise Conflict(f"could not allocate a version number for {name!r}")
 
@@ -444,23 +565,30 @@ class Registry:
         """Add a bundle's version as the next version of its model in this workspace.
 
         A bundle is untrusted, and promotion gates read the summary, so before anything is added:
-        the record must have a version's shape, the version's files must load and agree (the model
-        through the safe loader), and the summary stored is the one its evaluation gives; a header
-        that claims other numbers is refused. Only ``expected_sha256`` (the hash the exporter
-        published) catches a forger who rewrote the evaluation and its manifest hash together.
+        the record must have a version's shape and every record inside it must pass its contract,
+        the model must load and score its reference row in a throwaway process (a model file that
+        crashes the loader kills that process, not this one), the version's files must load here
+        and agree, and the summary stored is the one its evaluation gives; a header that claims
+        other numbers is refused. Only ``expected_sha256`` (the hash the exporter published) catches
+        a forger who rewrote the evaluation and its manifest hash together.
         """
         path = Path(path)
-        staging_root = self.artifacts_path / ".import"
-        staging_root.mkdir(parents=True, exist_ok=True)
-        dest = Path(tempfile.mkdtemp(dir=staging_root))
+        work = WorkDir(self.artifacts_path / IMPORT_DIR, "")
+        dest = work.path / "version"
         try:
             try:
                 record, manifest = import_bundle(path, dest, expected_sha256=expected_sha256)
                 staged = _staged_record(record, manifest, dest)
+                # The checks that name what is wrong first, then the probe, then the load here.
+                self.card(staged)
+                self.evaluation(staged)
+                model_files = {k: v for k, v in manifest.items() if k.startswith("model.")}
+                check_model(dest, model_files)
+                probe_model(dest, model_files)
                 loaded = self._assemble(staged)
                 summary = _bundle_summary(record["summary"], loaded.evaluation)
             except ArtifactError as exc:
-                raise ArtifactError(f"bundle {path.name}: {exc.message}") from exc
+                raise ArtifactError(f"bundle {path.name}: {exc.message}", field=exc.field) from exc
             lineage = dict(record["lineage"])
             lineage["imported_from"] = {
                 "model": record["model"],
@@ -481,8 +609,15 @@ class Registry:
                 lineage=lineage,
             )
         finally:
-            if dest.exists():
-                shutil.rmtree(dest, ignore_errors=True)
+            work.discard()
+
+
+def _checked(record: VersionRecord, check: Callable[[Any, str], Any], value: Any) -> Any:
+    """``check(value)``, with the version named in its error."""
+    try:
+        return check(value, check.__name__.removeprefix("check_") + ".json")
+    except ArtifactError as exc:
+        raise ArtifactError(f"{record.ref}: {exc.message}", field=exc.field) from exc
 
 
 # What a bundle's record must hold (VersionRecord.to_dict): each field's type, and its JSON name.
@@ -497,11 +632,11 @@ _RECORD_FIELDS: dict[str, tuple[type, str]] = {
     "summary": (dict, "an object"),
     "lineage": (dict, "an object"),
 }
-_GATE_KINDS = ("minimum", "max_regression", "fairness")
 
 
 def _staged_record(record: dict[str, Any], manifest: dict[str, str], directory: Path) -> VersionRecord:
-    """A bundle's record as a VersionRecord over its unpacked files, once its shape is checked."""
+    """A bundle's record as a VersionRecord over its unpacked files, once its shape and its
+    records (summary, lineage, the spec's gates) pass their contracts."""
     where = f"{BUNDLE_JSON} record"
     for key, (kind, json_name) in _RECORD_FIELDS.items():
         if key not in record:
@@ -511,16 +646,15 @@ def _staged_record(record: dict[str, Any], manifest: dict[str, str], directory: 
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ArtifactError(f"{where}: {key} must be {json_name}, got {json.dumps(value)[:60]}")
     check_name(record["model"])
+    if record["version"] < 1:
+        raise ArtifactError(f"{where}: version must be at least 1, got {record['version']}")
     try:
         created_at = datetime.fromisoformat(record["created_at"])
     except ValueError:
         raise ArtifactError(f"{where}: created_at {record['created_at']!r} is not an ISO timestamp") from None
     # Promotion reads the spec's gates: under each kind, stat names to numbers.
-    gates = record["spec"].get("gates", {})
-    for kind in _GATE_KINDS:
-        limits = gates.get(kind, {}) if isinstance(gates, dict) else None
-        if not isinstance(limits, dict) or not all(_is_number(v) for v in limits.values()):
-            raise ArtifactError(f"{where}: spec.gates.{kind} must map stat names to numbers")
+    check_gate_limits(record["spec"].get("gates", {}), f"{where}: spec.gates")
+    check_summary(record["summary"], f"{where}: summary")
     return VersionRecord(
         model=record["model"],
         version=record["version"],
@@ -530,18 +664,16 @@ def _staged_record(record: dict[str, Any], manifest: dict[str, str], directory: 
         spec_hash=record["spec_hash"],
         data_fingerprint=record["data_fingerprint"],
         summary=record["summary"],
-        lineage=record["lineage"],
+        lineage=check_lineage(record["lineage"], f"{where}: lineage"),
         manifest=manifest,
         directory=directory,
     )
 
 
-def _bundle_summary(claimed: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+def _bundle_summary(claimed: dict[str, Any], evaluation: EvaluationRecord) -> dict[str, Any]:
     """The summary ``evaluation`` gives, after refusing a header that claims other numbers."""
-    try:
-        summary = summarize(evaluation, evaluation.get("positive"))
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ArtifactError(f"evaluation.json lacks what its summary is made of ({exc!r})") from exc
+    summary = summarize(dict(evaluation), evaluation["positive"])
+    check_summary(summary)
     differences = _differences(claimed, summary, "summary")
     if differences:
         raise ArtifactError(

@@ -7,7 +7,13 @@ call a ``Scorer``. It owns:
   means, read from the registry by ``refresh()`` (the server calls it every
   ``alias_refresh_s`` from a background task, so requests never wait on the
   store) — a version an alias moves to is loaded *before* the table switches,
-  so a promotion never fails a request;
+  so a promotion never fails a request, and a version that cannot be loaded
+  (a damaged artifact, a record that breaks its contract) is logged and
+  skipped: the alias keeps its previous version, every other model is still
+  followed, and requests naming that version get its error on that model only;
+* which versions it serves: those an alias points at, plus any named by number
+  until the next alias move (the registry, which owns loaded models, keeps no
+  more than a few others);
 * validation of items and their features (per item: one bad item is an error
   on that item, the others are still scored);
 * feature lookup by item id (``features.FeatureTable``), with supplied
@@ -57,7 +63,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from assay.errors import AssayError, InvalidInput, NotFound
+from assay.errors import ArtifactError, AssayError, InvalidInput, NotFound
 from assay.registry.artifacts import Predictor
 from assay.registry.versions import DEFAULT_ALIAS, LoadedModel, ModelInfo, Registry, parse_ref, version_number
 from assay.serving.cache import ScoreCache, score_key
@@ -74,6 +80,8 @@ _COLUMNAR_MIN_ITEMS = 8
 _PARALLEL_MIN_ROWS = 256
 _MAX_CHUNK_ROWS = 65_536
 _ITEM_KEYS = frozenset({"id", "features"})
+# A version that failed to load is tried again after this long (a file restored, a disk back).
+_RETRY_FAILED_S = 60.0
 
 
 class ScoringObserver(Protocol):
@@ -222,7 +230,8 @@ class Scorer:
         self._resolved: dict[str, ServedModel] = {}  # ref -> model, valid for the current table
         self._refresh_lock = threading.Lock()
         self._load_lock = threading.Lock()
-        self._failed_loads: set[tuple[str, int]] = set()
+        # (name, version) -> (its load error, when) for versions that cannot be loaded
+        self._failed: dict[tuple[str, int], tuple[AssayError, float]] = {}
 
     # --- the model table ---------------------------------------------------------
 
@@ -234,8 +243,9 @@ class Scorer:
     def refresh(self) -> None:
         """Re-read models, versions and aliases; load every alias's version, then switch.
 
-        A version that fails to load (a damaged artifact) is logged and the alias keeps
-        serving the version it served before, so a bad promotion degrades nothing.
+        A version that fails to load (a damaged artifact, a record that breaks its contract)
+        is logged once and the alias keeps serving the version it served before, so a bad
+        promotion degrades nothing and every other alias is still followed.
         """
         with self._refresh_lock:
             infos = {info.name: info for info in self.registry.models()}
@@ -243,14 +253,15 @@ class Scorer:
             for info in infos.values():
                 kept = old.get(info.name)
                 for alias, version in list(info.aliases.items()):
-                    if (info.name, version) in self._served:
+                    key = (info.name, version)
+                    if key in self._served:
                         continue
+                    known = key in self._failed
                     try:
-                        self._load(info.name, version)
+                        self._load(*key)
                     except AssayError as exc:
                         previous = kept.aliases.get(alias) if kept is not None else None
-                        if (info.name, version) not in self._failed_loads:
-                            self._failed_loads.add((info.name, version))
+                        if not known:
                             log.error(
                                 "cannot load %s@%s for alias %r (%s); still serving %s",
                                 info.name,
@@ -285,11 +296,22 @@ class Scorer:
 
     def model(self, ref: str) -> ServedModel:
         """The version ``ref`` means now: ``name`` (its production alias), ``name@3`` or ``name@alias``."""
+        served = self._model_or_error(ref)
+        if isinstance(served, AssayError):
+            raise served
+        return served
+
+    def _model_or_error(self, ref: str) -> ServedModel | AssayError:
+        """``model(ref)``, or the load error of the version it means: a reference to nothing known
+        fails the request (raised), a known version that cannot be loaded fails only its own scores."""
         served = self._resolved.get(ref)
         if served is not None:
             return served
         key = self._version_of(ref)
-        served = self._served.get(key) or self._load(*key)
+        try:
+            served = self._served.get(key) or self._load(*key)
+        except AssayError as exc:
+            return exc
         self._resolved[ref] = served
         return served
 
@@ -340,13 +362,33 @@ class Scorer:
         return self._table
 
     def _load(self, name: str, version: int) -> ServedModel:
+        """The served form of a version, loading it if needed.
+
+        Whatever goes wrong is this version's error alone: it is raised as an ``AssayError``
+        (anything unexpected becomes an ``ArtifactError``), remembered for ``_RETRY_FAILED_S``
+        so that requests naming the version do not retry a failing load each time, and never
+        escapes as something that would stop the refresh loop or the server.
+        """
+        key = (name, version)
         with self._load_lock:
-            served = self._served.get((name, version))
-            if served is None:
+            served = self._served.get(key)
+            if served is not None:
+                return served
+            failed = self._failed.get(key)
+            if failed is not None and time.monotonic() - failed[1] < _RETRY_FAILED_S:
+                raise failed[0]
+            try:
                 served = ServedModel.of(self.registry.load(self.registry.get(name, version)))
-                self._served[(name, version)] = served
-                if self.observer is not None:
-                    self.observer.model_loaded(name, version)
+            except Exception as exc:
+                error = exc if isinstance(exc, AssayError) else ArtifactError(f"{name}@{version}: {exc!r}")
+                if not isinstance(exc, AssayError):
+                    log.exception("loading %s@%s failed", name, version)
+                self._failed[key] = (error, time.monotonic())
+                raise error from None
+            self._failed.pop(key, None)
+            self._served[key] = served
+            if self.observer is not None:
+                self.observer.model_loaded(name, version)
         return served
 
     def close(self) -> None:
@@ -381,11 +423,16 @@ class Scorer:
         """
         if not refs:
             raise InvalidInput("name at least one model", field="models")
-        models = {ref: self.model(ref) for ref in refs}
+        models = {ref: self._model_or_error(ref) for ref in refs}
         parsed = parse_items(items)
         explain = check_explain(explain)
         out: dict[str, dict[str, Any]] = {item_id: {} for item_id, _ in parsed}
         for ref, served in models.items():
+            if isinstance(served, AssayError):
+                failure = {"error": served.to_dict()}
+                for item_id, _ in parsed:
+                    out[item_id][ref] = failure
+                continue
             results = self._score_model(served, parsed, features=features, explain=explain)
             for (item_id, _), result in zip(parsed, results, strict=True):
                 out[item_id][ref] = result if isinstance(result, dict) else {"error": result.to_dict()}
@@ -422,13 +469,16 @@ class Scorer:
 
         Returns how many were scored now, how many were cached already, and failures by code.
         """
-        models = [self.model(ref) for ref in refs] if refs else []
+        models = [self._model_or_error(ref) for ref in refs] if refs else []
         if not models:
             raise InvalidInput("name at least one model", field="models")
         parsed = [(item_id_of(v, f"ids[{i}]"), None) for i, v in enumerate(ids)]
         parsed = list(dict.fromkeys(parsed))
         counts: dict[str, Any] = {"scored": 0, "cached": 0, "failed": {}}
         for served in models:
+            if isinstance(served, AssayError):
+                counts["failed"][served.code] = counts["failed"].get(served.code, 0) + len(parsed)
+                continue
             keys = [score_key(served.name, served.version, item_id) for item_id, _ in parsed]
             present = self.cache.get_many(keys)
             todo = [p for p, hit in zip(parsed, present, strict=True) if hit is None]
