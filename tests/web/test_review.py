@@ -698,12 +698,13 @@ async def test_the_campaign_form_is_confined_to_the_data_folder(review_home, tmp
         assert "is not a data file in the campaign data folder" in messages.pop()
 
 
-async def test_a_new_campaign_defaults_to_the_candidate_version(app):
+async def test_a_new_campaign_defaults_to_the_production_version(app):
     async with _client(app) as c:
         await _login(c, "root")
         form = (await c.get("/review/campaigns/new")).text
+        assert '<option value="damaging@candidate"' in form  # offered, but not chosen for the admin
         chosen = re.findall(r'<option value="([^"]+)" selected>', form)
-        assert chosen == ["damaging@candidate"]
+        assert chosen == ["damaging@production"]
 
 
 # --- blind campaigns stay blind ----------------------------------------------------------------

@@ -351,8 +351,9 @@ async def _new_context(request: Request) -> dict[str, Any]:
     def classes() -> dict[str, list[str]]:
         return {m.name: scorer.model(f"{m.name}@{m.versions[-1]}").loaded.classes for m in models}
 
-    # A new campaign reviews the newly trained version unless the admin picks another.
-    default_model = next((f"{m.name}@candidate" for m in models if "candidate" in m.aliases), "")
+    # A new campaign reviews the decisions the product acts on (production's), unless the admin
+    # picks another; training moves `candidate` first, so the aliases' order would choose it.
+    default_model = next((f"{m.name}@production" for m in models if "production" in m.aliases), "")
     return {
         "models": models,
         "classes": await run_in_threadpool(classes),  # a first look loads the version's artifacts
