@@ -108,6 +108,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self._lock = threading.Lock()
         self._in_flight = 0
         self._per_client: dict[str, int] = {}
+        self._series: dict[tuple[str, str], tuple[Any, Any]] = {}  # (method, status) -> (counter, histogram)
 
     # --- the calls ---------------------------------------------------------------------
 
@@ -197,9 +198,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             context.abort(status, error.message)
             raise AssertionError("context.abort returns only by raising")  # pragma: no cover
         finally:
-            route = f"/{SERVICE}/{method}"
-            self.metrics.requests.labels("GRPC", route, status.name).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            series = self._series.get((method, status.name))
+            if series is None:  # prometheus_client's label lookup takes a lock: once per series
+                route = f"/{SERVICE}/{method}"
+                series = (self.metrics.requests.labels("GRPC", route, status.name), self.metrics.latency.labels(route))
+                self._series[(method, status.name)] = series
+            series[0].inc()
+            series[1].observe(time.perf_counter() - started)
 
     def _score(self, context: grpc.ServicerContext, ref: str, rows: int, fn: Callable[[], T]) -> T:
         """Run ``fn`` here when it is small, local and warm (as HTTP runs it on the event loop);
