@@ -144,11 +144,7 @@ class FeatureSchema:
         if strict and len(record) != len(self.features):
             unknown = [k for k in record if k not in self._index]
             if unknown:
-                raise InvalidInput(
-                    f"unknown feature {unknown[0]!r}; this model takes: {', '.join(self.names)}",
-                    field=f"features.{unknown[0]}",
-                    code="unknown_feature",
-                )
+                raise self.unknown_feature(unknown[0])
         row = np.empty(len(self.features), dtype=np.float64)
         for j, feature in enumerate(self.features):
             try:
@@ -161,6 +157,14 @@ class FeatureSchema:
                 ) from None
             row[j] = self.encode_value(j, value)
         return row
+
+    def unknown_feature(self, name: str) -> InvalidInput:
+        """The error for a feature this model does not take (a typo would otherwise go unnoticed)."""
+        return InvalidInput(
+            f"unknown feature {name!r}; this model takes: {', '.join(self.names)}",
+            field=f"features.{name}",
+            code="unknown_feature",
+        )
 
     def encode_value(self, j: int, value: Any) -> float:
         feature = self.features[j]

@@ -48,13 +48,10 @@ failure is ``{"error": {"code", "message", "field"}}``. Binary models answer
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import math
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,17 +61,17 @@ import numpy as np
 import pandas as pd
 
 from assay.errors import ArtifactError, AssayError, InvalidInput, NotFound
-from assay.registry.artifacts import Predictor
 from assay.registry.versions import DEFAULT_ALIAS, LoadedModel, ModelInfo, Registry, parse_ref, version_number
 from assay.serving.cache import ScoreCache, score_key
+from assay.serving.encoding import Encoder
 from assay.serving.explain import explain as explain_rows
 from assay.serving.features import MAX_ID_LENGTH, FeatureTable, item_id_of
+from assay.serving.predictor import fast_predict
 
 log = logging.getLogger(__name__)
 
 MAX_EXPLAIN = 50
 # Below this many items a row-by-row encode beats setting up column arrays.
-_COLUMNAR_MIN_ITEMS = 8
 # Big batches are split over a thread pool (LightGBM and numpy release the GIL while they work),
 # so one request or file uses every core as the model's own batch predict would.
 _PARALLEL_MIN_ROWS = 256
@@ -109,10 +106,7 @@ class ServedModel:
     positive_index: int | None
     threshold: float
     operating_points: list[tuple[str, int, float | None]]  # (name, class index, threshold)
-    names: list[str]
-    name_set: frozenset[str]
-    codes: list[dict[str, int] | None]  # categorical vocabularies by column
-    plan: tuple[tuple[str, str, dict[str, int] | None], ...]  # (name, kind, vocabulary) per column
+    encoder: Encoder  # the request encoding of the version's schema
     predict: Callable[[np.ndarray], np.ndarray]  # the predictor's predict_proba, single rows made fast
 
     @classmethod
@@ -128,11 +122,6 @@ class ServedModel:
             cls_name = op.get("class") or loaded.positive or classes[-1]
             if cls_name in classes:
                 points.append((op_name, classes.index(cls_name), op.get("threshold")))
-        schema = loaded.schema
-        codes = [
-            {c: i for i, c in enumerate(f.categories)} if f.kind == "categorical" else None
-            for f in schema.features
-        ]
         return cls(
             loaded=loaded,
             name=loaded.record.model,
@@ -145,12 +134,17 @@ class ServedModel:
             positive_index=positive if len(classes) == 2 else None,
             threshold=loaded.decision_threshold(),
             operating_points=points,
-            names=schema.names,
-            name_set=frozenset(schema.names),
-            codes=codes,
-            plan=tuple((f.name, f.kind, c) for f, c in zip(schema.features, codes, strict=True)),
+            encoder=Encoder.of(loaded.schema),
             predict=fast_predict(loaded.predictor),
         )
+
+    @property
+    def names(self) -> list[str]:
+        return self.encoder.names
+
+    @property
+    def name_set(self) -> frozenset[str]:
+        return self.encoder.name_set
 
     def predictions(self, proba: np.ndarray) -> np.ndarray:
         """Each row's prediction: positive-or-not for binary models, the likeliest class otherwise."""
@@ -455,7 +449,7 @@ class Scorer:
         All or nothing: the first bad record raises its error with ``row <k>:`` in the message.
         """
         served = self.model(ref)
-        X, errors = encode_records(served, records)
+        X, errors = served.encoder.encode(records)
         for k, error in enumerate(errors):
             if error is not None:
                 raise InvalidInput(f"row {k}: {error.message}", field=error.field, code=error.code)
@@ -548,7 +542,7 @@ class Scorer:
             except AssayError as exc:
                 results[i] = exc
         if records:
-            X, errors = encode_records(served, records)
+            X, errors = served.encoder.encode(records)
             good = [k for k in range(len(records)) if errors[k] is None]
             for k in range(len(records)):
                 if errors[k] is not None:
@@ -657,91 +651,6 @@ def check_explain(explain: Any) -> int:
     raise InvalidInput(f"explain must be true, false or a count from 0 to {MAX_EXPLAIN}", field="explain")
 
 
-def encode_records(
-    served: ServedModel, records: Sequence[Mapping[str, Any]]
-) -> tuple[np.ndarray, list[AssayError | None]]:
-    """The model matrix of ``records`` and each record's error (its row is then garbage).
-
-    Batches take a column-at-a-time path when every value already has its
-    feature's plain JSON type; anything else (a missing feature, a string for a
-    number, null, NaN) goes row by row through the schema, which names the problem.
-    """
-    if len(records) >= _COLUMNAR_MIN_ITEMS:
-        X = _encode_columns(served, records)
-        if X is not None:
-            return X, [None] * len(records)
-    schema = served.loaded.schema
-    X = np.empty((len(records), len(served.names)), dtype=np.float64)
-    errors: list[AssayError | None] = [None] * len(records)
-    for k, record in enumerate(records):
-        row = _encode_plain_row(served, record)
-        if row is not None:
-            X[k] = row
-            continue
-        try:
-            X[k] = schema.encode_record(record)
-        except AssayError as exc:
-            errors[k] = exc
-    return X, errors
-
-
-def _encode_plain_row(served: ServedModel, record: Mapping[str, Any]) -> list[float] | None:
-    """One row when every value has its feature's plain JSON type, else None (the schema then decides)."""
-    if len(record) != len(served.plan):
-        return None
-    row = []
-    for name, kind, codes in served.plan:
-        value = record.get(name)
-        kind_of = type(value)
-        if kind == "numeric":
-            if (kind_of is not int and kind_of is not float) or not math.isfinite(value):
-                return None
-            row.append(float(value))
-        elif kind == "boolean":
-            if kind_of is not bool:
-                return None
-            row.append(1.0 if value else 0.0)
-        else:
-            code = codes.get(value) if kind_of is str else None  # type: ignore[union-attr]
-            if code is None:
-                return None
-            row.append(float(code))
-    return row
-
-
-def _encode_columns(served: ServedModel, records: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
-    """Column-wise encoding, or None when any value needs the row path's checks or messages."""
-    d = len(served.names)
-    if any(len(r) != d for r in records):
-        return None  # a missing or unknown feature somewhere
-    X = np.empty((len(records), d), dtype=np.float64)
-    features = served.loaded.schema.features
-    try:
-        for j, name in enumerate(served.names):
-            column = [r[name] for r in records]
-            kinds = set(map(type, column))
-            kind = features[j].kind
-            if kind == "numeric":
-                if not kinds <= {int, float}:
-                    return None
-                X[:, j] = column
-                if not np.isfinite(X[:, j]).all():
-                    return None
-            elif kind == "boolean":
-                if kinds != {bool}:
-                    return None
-                X[:, j] = column
-            else:
-                if kinds != {str}:
-                    return None
-                codes = served.codes[j]
-                assert codes is not None
-                X[:, j] = [codes[v] for v in column]  # an unknown category: the row path names it
-    except KeyError:
-        return None
-    return X
-
-
 def _features_of(
     served: ServedModel, item_id: str, supplied: Mapping[str, Any] | None, stored: dict[str, Any] | None
 ) -> Mapping[str, Any]:
@@ -759,11 +668,7 @@ def _features_of(
         return {name: stored[name] for name in served.names if name in stored}
     unknown = [k for k in supplied if k not in served.name_set]
     if unknown:
-        raise InvalidInput(
-            f"unknown feature {unknown[0]!r}; this model takes: {', '.join(served.names)}",
-            field=f"features.{unknown[0]}",
-            code="unknown_feature",
-        )
+        raise served.loaded.schema.unknown_feature(unknown[0])
     if stored is None or served.name_set <= supplied.keys():
         return supplied
     return {**{name: stored[name] for name in served.names if name in stored}, **supplied}
@@ -789,81 +694,3 @@ def _add_explanations(served: ServedModel, X: np.ndarray, scores: list[dict[str,
             for entry in explanation["contributions"]:
                 entry["value"] = values[entry["feature"]]
             scores[k]["explanation"] = {"class": loaded.classes[class_index], **explanation}
-
-
-def fast_predict(predictor: Predictor) -> Callable[[np.ndarray], np.ndarray]:
-    """``predictor.predict_proba``, with single rows of LightGBM models through LightGBM's fast path.
-
-    ``Booster.predict`` sets up a predictor on every call, which costs several times
-    the prediction itself for one row; LightGBM's FastConfig API configures once.
-    It runs the same trees, so the probabilities are identical (the tests check it).
-    Any other model, or a LightGBM without that API, keeps ``predict_proba``.
-    """
-    booster = getattr(predictor, "booster", None)
-    if predictor.kind != "lightgbm" or booster is None:
-        return predictor.predict_proba
-    try:
-        from lightgbm.basic import _LIB, _c_str, _safe_call
-    except ImportError:  # pragma: no cover - a LightGBM that moved its internals
-        return predictor.predict_proba
-    if not hasattr(_LIB, "LGBM_BoosterPredictForMatSingleRowFast"):  # pragma: no cover
-        return predictor.predict_proba
-    return _FastRows(predictor, booster, _LIB, _c_str, _safe_call)
-
-
-class _FastRows:
-    """Callable predict_proba: one FastConfig per thread (a FastConfig must not be shared by threads)."""
-
-    _PREDICT_NORMAL = 0
-    _FLOAT64 = 1
-
-    def __init__(self, predictor: Predictor, booster: Any, lib: Any, c_str: Any, safe_call: Any) -> None:
-        self.predictor = predictor
-        self.booster = booster
-        self.n_classes = predictor.n_classes
-        self.n_features = predictor.n_features
-        # Booster.predict's default: the best iteration when training recorded one, else all.
-        self.num_iteration = booster.best_iteration if booster.best_iteration > 0 else -1
-        self._lib, self._c_str, self._safe_call = lib, c_str, safe_call
-        self._local = threading.local()
-
-    def _state(self) -> tuple[Any, Any, np.ndarray, Any, Any]:
-        state = getattr(self._local, "state", None)
-        if state is None:
-            config = ctypes.c_void_p()
-            self._safe_call(
-                self._lib.LGBM_BoosterPredictForMatSingleRowFastInit(
-                    self.booster._handle,
-                    ctypes.c_int(self._PREDICT_NORMAL),
-                    ctypes.c_int(0),
-                    ctypes.c_int(self.num_iteration),
-                    ctypes.c_int(self._FLOAT64),
-                    ctypes.c_int32(self.n_features),
-                    self._c_str("num_threads=1"),
-                    ctypes.byref(config),
-                )
-            )
-            weakref.finalize(self, self._lib.LGBM_FastConfigFree, config)
-            out = np.empty(1 if self.n_classes == 2 else self.n_classes, dtype=np.float64)
-            out_len = ctypes.c_int64()
-            state = (
-                self._lib.LGBM_BoosterPredictForMatSingleRowFast,
-                config,
-                out,
-                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
-                ctypes.byref(out_len),
-            )
-            self._local.state = state
-        return state  # type: ignore[no-any-return]
-
-    def __call__(self, X: np.ndarray) -> np.ndarray:
-        if X.shape != (1, self.n_features):
-            return self.predictor.predict_proba(X)
-        predict, config, out, out_ptr, out_len = self._state()
-        row = np.ascontiguousarray(X[0], dtype=np.float64)
-        if predict(config, ctypes.c_void_p(row.ctypes.data), out_len, out_ptr) != 0:
-            self._safe_call(-1)  # raises LightGBM's own error message
-        if self.n_classes == 2:
-            p = float(out[0])
-            return np.array([[1.0 - p, p]])
-        return out.reshape(1, -1).copy()
