@@ -53,6 +53,7 @@ from assay.registry.versions import Registry, VersionRecord
 
 Progress = Callable[[str], None]
 
+
 def metric_score(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
     """The spec's selection metric, larger is better (log loss is negated)."""
     k = proba.shape[1]
@@ -174,7 +175,9 @@ def search(
     t = spec.training
     started = time.monotonic()
     deadline = started + t.search_budget_s
-    sampler = ParameterSampler(CANDIDATES[best.candidate].search_space, n_iter=t.search_trials, random_state=spec.seed)
+    sampler = ParameterSampler(
+        CANDIDATES[best.candidate].search_space, n_iter=t.search_trials, random_state=spec.seed
+    )
     fixed = t.params.get(best.candidate, {})
     history: list[dict[str, Any]] = []
     cut_short = False
@@ -220,6 +223,31 @@ CampaignLabels = Callable[[str], pd.DataFrame]
 """Reads a review campaign's resolved labels (``id`` and ``label`` columns) by campaign name."""
 
 
+@dataclass
+class Prepared:
+    """The data one training run works on: read, checked and encoded once."""
+
+    schema: FeatureSchema
+    classes: list[str]
+    positive: str | None
+    X: np.ndarray
+    y: np.ndarray  # class indices
+    X_test: np.ndarray
+    y_test: np.ndarray  # class names
+    test_frame: pd.DataFrame
+    fingerprint: str
+
+
+@dataclass
+class Assessment:
+    """What held-out data says of the refitted winner."""
+
+    proba: np.ndarray
+    evaluation: dict[str, Any]
+    importance: dict[str, Any]
+    operating_points: dict[str, dict[str, Any]]
+
+
 def train(
     spec: ModelSpec,
     registry: Registry,
@@ -236,6 +264,25 @@ def train(
     say = progress or (lambda _m: None)
     started = time.perf_counter()
     check_params(spec.source, spec.training.params, spec.seed)
+    data = prepare(spec, campaign_labels, say)
+    comparison, winner, search_info = compare(spec, data, say)
+    say(f"refitting {winner.candidate} on all {len(data.X)} training rows")
+    refit_started = time.perf_counter()
+    candidate = CANDIDATES[winner.candidate]
+    estimator = candidate.fit(
+        candidate.estimator(winner.params, data.schema, spec.seed), data.X, data.y, data.schema
+    )
+    refit_s = time.perf_counter() - refit_started
+    assessment = assess(spec, data, estimator, say)
+    lineage = _lineage(spec, data, winner, search_info, refit_s=refit_s, started=started)
+    facts = _facts(spec, data, winner, comparison, search_info, assessment, lineage)
+    record = publish(spec, registry, data, estimator, assessment, facts, say)
+    promoted = _promote_first(spec, registry, record, actor, say)
+    return TrainResult(record, comparison, winner, assessment.evaluation, promoted, search_info)
+
+
+def prepare(spec: ModelSpec, campaign_labels: CampaignLabels | None, say: Progress) -> Prepared:
+    """Read the training and held-out data (or split it), check the labels, learn and apply the schema."""
     d = spec.data
     say(f"reading {', '.join(d.train)}")
     labels = None
@@ -259,85 +306,113 @@ def train(
             )
     else:
         train_data, test_data = _split(train_data, spec)
-    data_fp = fingerprint(d.train + d.test, labels)
 
     schema = FeatureSchema.learn(train_data.frame, kinds, source=train_data.source)
-    X = schema.encode_frame(train_data.frame, source=train_data.source)
-    X_test = schema.encode_frame(test_data.frame, source=test_data.source)
     index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index[v] for v in train_data.labels])
-    y_test_names = test_data.labels
-    counts = np.bincount(y, minlength=len(classes))
+    data = Prepared(
+        schema=schema,
+        classes=classes,
+        positive=positive,
+        X=schema.encode_frame(train_data.frame, source=train_data.source),
+        y=np.array([index[v] for v in train_data.labels]),
+        X_test=schema.encode_frame(test_data.frame, source=test_data.source),
+        y_test=test_data.labels,
+        test_frame=test_data.frame,
+        fingerprint=fingerprint(d.train + d.test, labels),
+    )
+    counts = np.bincount(data.y, minlength=len(classes))
     if counts.min() < spec.training.folds:
         rare = classes[int(counts.argmin())]
         raise DataError(
             f"{train_data.source}: class {rare!r} has {counts.min()} rows, fewer than training.folds={spec.training.folds}"
         )
     say(
-        f"{len(X)} training rows, {len(X_test)} held-out rows, {len(schema.features)} features, classes {classes}"
+        f"{len(data.X)} training rows, {len(data.X_test)} held-out rows, {len(schema.features)} features, "
+        f"classes {classes}"
     )
+    return data
 
+
+def compare(
+    spec: ModelSpec, data: Prepared, say: Progress
+) -> tuple[list[CandidateResult], CandidateResult, dict[str, Any] | None]:
+    """Cross-validate every candidate, keep the best, and search around it when the spec asks."""
+    t = spec.training
     comparison = []
-    for name in spec.training.candidates:
-        say(f"cross-validating {name} ({spec.training.folds} folds)")
+    for name in t.candidates:
+        say(f"cross-validating {name} ({t.folds} folds)")
         comparison.append(
             cross_validate(
                 name,
-                spec.training.params.get(name, {}),
-                schema,
-                X,
-                y,
-                folds=spec.training.folds,
-                metric=spec.training.metric,
+                t.params.get(name, {}),
+                data.schema,
+                data.X,
+                data.y,
+                folds=t.folds,
+                metric=t.metric,
                 seed=spec.seed,
                 progress=say,
             )
         )
     winner = max(comparison, key=lambda r: r.mean_score)
-    say(f"best candidate: {winner.candidate} ({spec.training.metric}={winner.mean_score:.4f})")
+    say(f"best candidate: {winner.candidate} ({t.metric}={winner.mean_score:.4f})")
     search_info = None
-    if spec.training.search_budget_s > 0:
+    if t.search_budget_s > 0:
         say(
-            f"searching {winner.candidate} hyperparameters: {spec.training.search_trials} trials, "
-            f"at most {spec.training.search_budget_s:g}s"
+            f"searching {winner.candidate} hyperparameters: {t.search_trials} trials, "
+            f"at most {t.search_budget_s:g}s"
         )
-        winner, search_info = search(winner, schema, X, y, spec=spec, progress=say)
+        winner, search_info = search(winner, data.schema, data.X, data.y, spec=spec, progress=say)
+    return comparison, winner, search_info
 
-    say(f"refitting {winner.candidate} on all {len(X)} training rows")
-    refit_started = time.perf_counter()
-    candidate = CANDIDATES[winner.candidate]
-    estimator = candidate.fit(candidate.estimator(winner.params, schema, spec.seed), X, y, schema)
-    refit_s = time.perf_counter() - refit_started
-    proba = _full_proba(estimator, X_test, len(classes))
+
+def assess(spec: ModelSpec, data: Prepared, estimator: Any, say: Progress) -> Assessment:
+    """Held-out statistics, fairness, permutation importance and the spec's operating points."""
+    k = len(data.classes)
+    proba = _full_proba(estimator, data.X_test, k)
+    frame = data.test_frame
     sensitive = {
-        a: test_data.frame[a].astype(str).where(test_data.frame[a].notna(), "(missing)").to_numpy()
+        a: frame[a].astype(str).where(frame[a].notna(), "(missing)").to_numpy()
         for a in spec.features.sensitive
     }
     say("evaluating on held-out data")
-    ev = evaluation.evaluate(y_test_names, proba, classes, positive=positive, sensitive=sensitive or None)
+    ev = evaluation.evaluate(
+        data.y_test, proba, data.classes, positive=data.positive, sensitive=sensitive or None
+    )
     importance = evaluation.permutation_importance(
-        lambda m: _full_proba(estimator, m, len(classes)),
-        X_test,
-        y_test_names,
-        classes,
-        schema.names,
-        positive=positive,
+        lambda m: _full_proba(estimator, m, k),
+        data.X_test,
+        data.y_test,
+        data.classes,
+        data.schema.names,
+        positive=data.positive,
         seed=spec.seed,
     )
     operating_points = {}
     for op_name, query in spec.operating_points.items():
-        cls = positive or classes[-1]
+        cls = data.positive or data.classes[-1]
         answer = evaluation.answer_threshold_query(ev["thresholds"][cls], query)
         operating_points[op_name] = {"query": query, "class": cls, "answer": answer}
+    return Assessment(proba, ev, importance, operating_points)
 
+
+def _lineage(
+    spec: ModelSpec,
+    data: Prepared,
+    winner: CandidateResult,
+    search_info: dict[str, Any] | None,
+    *,
+    refit_s: float,
+    started: float,
+) -> dict[str, Any]:
     lineage = {
-        "data_fingerprint": data_fp,
+        "data_fingerprint": data.fingerprint,
         "spec_hash": spec.hash,
         "seed": spec.seed,
-        "sources": {"train": d.train, "test": d.test},
-        "train_rows": len(X),
-        "test_rows": len(X_test),
-        "task": "binary" if positive is not None else "multiclass",
+        "sources": {"train": spec.data.train, "test": spec.data.test},
+        "train_rows": len(data.X),
+        "test_rows": len(data.X_test),
+        "task": "binary" if data.positive is not None else "multiclass",
         "params": _jsonable(winner.params),
         "refit_s": round(refit_s, 3),
         "libraries": library_versions(),
@@ -347,33 +422,58 @@ def train(
     }
     if search_info:
         lineage["search"] = {k: search_info[k] for k in ("trials", "max_trials", "cut_short", "budget_s")}
-    summary = summarize(ev, positive)
-    facts = {
+    return lineage
+
+
+def _facts(
+    spec: ModelSpec,
+    data: Prepared,
+    winner: CandidateResult,
+    comparison: list[CandidateResult],
+    search_info: dict[str, Any] | None,
+    assessment: Assessment,
+    lineage: dict[str, Any],
+) -> dict[str, Any]:
+    """What the model card says (``card.json``), less the version and time the registry adds."""
+    return {
         "model": spec.name,
         "description": spec.description,
         "task": lineage["task"],
-        "classes": classes,
-        "positive": positive,
+        "classes": data.classes,
+        "positive": data.positive,
         "candidate": winner.candidate,
         "params": _jsonable(winner.params),
         "metric": spec.training.metric,
-        "evaluation": ev,
-        "importance": importance,
+        "evaluation": assessment.evaluation,
+        "importance": assessment.importance,
         "comparison": [c.to_dict() for c in comparison],
         "search": search_info,
-        "operating_points": operating_points,
+        "operating_points": assessment.operating_points,
         "lineage": lineage,
-        "features": [{"name": f.name, "kind": f.kind} for f in schema.features],
+        "features": [{"name": f.name, "kind": f.kind} for f in data.schema.features],
         "sensitive": spec.features.sensitive,
         "decision_threshold": 0.5,
         "gates": spec.to_dict()["gates"],
     }
 
-    # Every record is held to the contract the registry loads it by before a byte is written.
+
+def publish(
+    spec: ModelSpec,
+    registry: Registry,
+    data: Prepared,
+    estimator: Any,
+    assessment: Assessment,
+    facts: dict[str, Any],
+    say: Progress,
+) -> VersionRecord:
+    """Write the version's files and register it; every record is checked before a byte is written."""
+    ev, lineage = assessment.evaluation, facts["lineage"]
+    summary = summarize(ev, data.positive)
+    # Every record is held to the contract the registry loads it by.
     check_evaluation(ev)
     check_summary(summary)
     check_lineage(lineage)
-    schema_record = check_schema(schema.to_dict())
+    schema_record = check_schema(data.schema.to_dict())
 
     def render_card(version: int, staging: Path) -> None:
         # Called once the store has given the version its number, so the card names that number.
@@ -382,34 +482,41 @@ def train(
         write_file(staging / "card.html", model_card(facts).encode("utf-8"))
 
     with registry.staging(spec.name) as staging:
-        save_model(estimator, staging, _reference_row(X, schema))
+        save_model(estimator, staging, _reference_row(data.X, data.schema))
         write_json(staging / "schema.json", schema_record)
         write_json(staging / "evaluation.json", ev)
         record = registry.add(
             name=spec.name,
             task=lineage["task"],
             staging=staging,
-            candidate=winner.candidate,
+            candidate=facts["candidate"],
             spec=spec.to_dict(),
             spec_hash=spec.hash,
-            data_fingerprint=data_fp,
+            data_fingerprint=data.fingerprint,
             summary=summary,
             lineage=lineage,
             render=render_card,
         )
     say(f"registered {record.ref}")
+    return record
+
+
+def _promote_first(
+    spec: ModelSpec, registry: Registry, record: VersionRecord, actor: str, say: Progress
+) -> bool:
+    """Alias the new version ``candidate``; the first version of a model also becomes production."""
     registry.set_alias(
         spec.name, "candidate", record.version, actor=actor, reason="newly trained", forced=False, gates=[]
     )
-    promoted = False
-    if "production" not in registry.aliases(spec.name):
-        try:
-            registry.promote(spec.name, record.version, actor=actor, reason="first version of the model")
-            promoted = True
-            say(f"{record.ref} is the first version: promoted to production")
-        except GateFailed as exc:
-            say(f"not promoted to production: {exc.message}")
-    return TrainResult(record, comparison, winner, ev, promoted, search_info)
+    if "production" in registry.aliases(spec.name):
+        return False
+    try:
+        registry.promote(spec.name, record.version, actor=actor, reason="first version of the model")
+    except GateFailed as exc:
+        say(f"not promoted to production: {exc.message}")
+        return False
+    say(f"{record.ref} is the first version: promoted to production")
+    return True
 
 
 def _split(data: LabelledData, spec: ModelSpec) -> tuple[LabelledData, LabelledData]:
