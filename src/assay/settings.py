@@ -127,7 +127,7 @@ class Settings:
 
 
 def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
-    kind = type(f.default)
+    kind: Any = type(f.default)
     try:
         if kind is bool and isinstance(value, str):
             lowered = value.strip().lower()

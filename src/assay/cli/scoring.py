@@ -302,7 +302,7 @@ def _post_precache(url: str, token: str, model: str, ids: list[str]) -> dict[str
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return orjson.loads(response.read())  # type: ignore[no-any-return]
+            return orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:
             message = orjson.loads(exc.read())["error"]["message"]

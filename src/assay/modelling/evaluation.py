@@ -450,7 +450,7 @@ def evaluate(
     }
 
     # Binary tasks are about the positive class; multiclass tasks about every class.
-    focus = [positive] if binary else classes
+    focus = [positive] if positive is not None else classes
     columns = {c: classes.index(c) for c in focus}
     roc, pr = {}, {}
     for c, i in columns.items():
@@ -528,7 +528,7 @@ def permutation_importance(
     frame = isinstance(X, pd.DataFrame)
     # Work on one private copy and put each column back after shuffling it,
     # rather than copying the whole matrix for every (feature, repeat).
-    work = X.iloc[rows].reset_index(drop=True) if frame else np.array(X[rows], copy=True)
+    work: Any = X.iloc[rows].reset_index(drop=True) if isinstance(X, pd.DataFrame) else np.array(X[rows], copy=True)
     y = y[rows]
     baseline = _auc_score(y, np.asarray(predict_proba(work)), classes, positive)
     if baseline is None:

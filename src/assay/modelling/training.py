@@ -244,7 +244,7 @@ class Assessment:
 
     proba: np.ndarray
     evaluation: dict[str, Any]
-    importance: dict[str, Any]
+    importance: list[dict[str, Any]]
     operating_points: dict[str, dict[str, Any]]
 
 

@@ -139,7 +139,7 @@ class LightGBMPredictor:
         X = _as_matrix(X, self.n_features)
         # One thread: this runs per request, and OpenMP fan-out on a single row costs
         # more than it saves and fights with the server's own workers.
-        proba = self.booster.predict(X, num_threads=1)
+        proba = np.asarray(self.booster.predict(X, num_threads=1))
         if self.n_classes == 2:
             # Filling a preallocated array is ~3 µs cheaper per call than np.column_stack.
             out = np.empty((proba.shape[0], 2))
@@ -150,7 +150,7 @@ class LightGBMPredictor:
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         X = _as_matrix(X, self.n_features)
-        contrib = self.booster.predict(X, pred_contrib=True, num_threads=1)
+        contrib = np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=1))
         if self.n_classes == 2:
             # The booster has one score, the log-odds of class 1; class 0's is its negation.
             return np.stack((-contrib, contrib), axis=1)

@@ -193,6 +193,7 @@ def _parse_bundle_json(data: bytes) -> tuple[dict, dict[str, str]]:
     if not isinstance(record, dict):
         raise ArtifactError(f"{BUNDLE_JSON} has no record object")
     check_manifest(manifest)
+    assert isinstance(manifest, dict)  # check_manifest refused anything else
     return record, manifest
 
 

@@ -112,8 +112,8 @@ def disagreements(engine: Engine, campaign: Campaign, *, limit: int = 50, offset
             .order_by(items_t.c.id, labels_t.c.id)
         ).all()
     found = []
-    for _pk, group in itertools.groupby(rows, key=lambda r: r.id):
-        group = list(group)
+    for _pk, grouped in itertools.groupby(rows, key=lambda r: r.id):
+        group = list(grouped)
         first = group[0]
         votes = Counter(r.label for r in group)
         label, status = resolve(votes)
@@ -172,8 +172,8 @@ def model_vs_labels(
     )
     with engine.connect() as conn:
         rows = conn.execution_options(yield_per=5000).execute(query)
-        for _pk, group in itertools.groupby(rows, key=lambda r: r.id):
-            group = list(group)
+        for _pk, grouped in itertools.groupby(rows, key=lambda r: r.id):
+            group = list(grouped)
             if len(group) < campaign.labels_per_item:
                 continue
             truth, _status = resolve(Counter(r.label for r in group))

@@ -510,7 +510,7 @@ def progress(engine: Engine, campaign: Campaign) -> Progress:
             .where(labels_t.c.campaign_id == campaign.id)
             .group_by(labels_t.c.user_id)
         ).all()
-        skip_counts = dict(
+        skip_counts: dict[int, int] = dict(
             conn.execute(
                 sa.select(asg_t.c.user_id, sa.func.count())
                 .where(asg_t.c.campaign_id == campaign.id, asg_t.c.state == "skipped")

@@ -81,7 +81,7 @@ class _FastRows:
                 ctypes.byref(out_len),
             )
             self._local.state = state
-        return state  # type: ignore[no-any-return]
+        return state
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         if X.shape != (1, self.n_features):

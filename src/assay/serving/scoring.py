@@ -178,7 +178,7 @@ class ServedModel:
                 out.append(score)
             return out
         for row, prediction in zip(proba.tolist(), self.predictions(proba).tolist(), strict=True):
-            score: dict[str, Any] = {
+            score = {
                 "version": version,
                 "prediction": prediction,
                 "probability": {keys[j]: row[j] for j in order},

@@ -61,7 +61,7 @@ class Services:
 
 
 def services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 def json_response(data: Any, status: int = 200) -> Response:

@@ -52,7 +52,7 @@ def secret(request: Request) -> bytes:
     if cached is None:
         cached = accounts.session_secret(services(request).settings)
         state.review_secret = cached
-    return cached  # type: ignore[no-any-return]
+    return cached
 
 
 def _session_token(request: Request) -> str | None:
@@ -63,7 +63,7 @@ def _session_token(request: Request) -> str | None:
 async def current_user(request: Request) -> User | None:
     """The logged-in user of this request, or None; looked up once per request."""
     if "review_user" in request.scope:
-        return request.scope["review_user"]  # type: ignore[no-any-return]
+        return request.scope["review_user"]
     token = _session_token(request)
     user = None
     if token is not None:
@@ -136,7 +136,7 @@ def login_throttle(request: Request) -> LoginThrottle:
             per_address=settings.login_failures_per_address,
             window_s=settings.login_window_s,
         )
-    return throttle  # type: ignore[no-any-return]
+    return throttle
 
 
 @asynccontextmanager
