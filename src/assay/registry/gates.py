@@ -8,16 +8,27 @@ forced promotion) records exactly why.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from assay.registry.versions import VersionRecord
+
+class Gated(Protocol):
+    """What the gates read of a version (``versions.VersionRecord`` is one)."""
+
+    @property
+    def ref(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def spec(self) -> dict[str, Any]: ...
+    @property
+    def summary(self) -> dict[str, Any]: ...
+
 
 # Brier is a loss: lower is better, so its gates run the other way.
 _LOWER_IS_BETTER = frozenset({"brier"})
 
 
-def check_gates(record: VersionRecord, holder: VersionRecord | None) -> list[dict[str, Any]]:
+def check_gates(record: Gated, holder: Gated | None) -> list[dict[str, Any]]:
     """Every gate of ``record``'s spec, evaluated; ``holder`` is the version the alias points at now."""
     gates = record.spec.get("gates", {})
     summary = record.summary
