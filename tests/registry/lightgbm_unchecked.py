@@ -18,6 +18,6 @@ def load_unchecked(path: Path, rows: int = 500) -> None:
 
 
 def probe_unchecked(answer: Connection, directory: str, manifest: dict[str, str]) -> None:
-    """A stand-in for ``artifacts._probe`` that loads without the strict reader."""
+    """A stand-in for ``probe._probe`` that loads without the strict reader."""
     load_unchecked(Path(directory) / "model.lgb.txt")
     answer.send(None)

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from assay.cli import main
 from assay.errors import ArtifactError
-from assay.registry import artifacts
+from assay.registry import artifacts, probe
 from assay.registry.artifacts import load_model, save_model
 from assay.registry.lightgbm_text import LightGBMShape, check_lightgbm_text
 from assay.settings import Settings
@@ -406,7 +406,7 @@ def test_a_model_that_still_crashes_the_loader_is_refused_not_fatal(
     """Belt and braces: were the strict reader to miss a file that crashes LightGBM, import
     loads it in a throwaway process first, so the crash is a refusal, not the end of `assay import`."""
     monkeypatch.setattr(artifacts, "check_lightgbm_text", lambda data: LightGBMShape("binary", 1, 1, 9, 20))
-    monkeypatch.setattr(artifacts, "_probe", probe_unchecked)
+    monkeypatch.setattr(probe, "_probe", probe_unchecked)
     forged = craft_bundle(lightgbm_bundle, tmp_path / "forged.assay", craft)
     code, out = run(tmp_path / "other", "import", str(forged))
     assert code == 1 and out.count("\n") == 1, out

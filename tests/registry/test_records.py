@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from assay.cli import main
 from assay.errors import ArtifactError
-from assay.registry.artifacts import sha256_file
+from assay.registry.files import sha256_file
 from assay.registry.gates import summarize
 from assay.registry.records import check_card, check_evaluation, check_lineage, check_schema, check_summary
 from assay.registry.schema import FeatureSchema

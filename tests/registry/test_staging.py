@@ -18,7 +18,7 @@ import pytest
 
 from assay.modelling.spec import load_spec
 from assay.modelling.training import train
-from assay.registry.artifacts import WorkDir
+from assay.registry.files import WorkDir
 from assay.registry.versions import Registry
 from assay.settings import Settings
 from assay.workspace import Workspace

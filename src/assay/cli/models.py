@@ -15,7 +15,7 @@ from assay.errors import InvalidInput
 from assay.modelling.evaluation import answer_threshold_query
 from assay.modelling.spec import load_spec
 from assay.modelling.training import train
-from assay.registry.artifacts import sha256_file
+from assay.registry.files import sha256_file
 from assay.review.reviews import resolved_labels
 from assay.settings import Settings
 from assay.workspace import Workspace

@@ -45,7 +45,8 @@ from assay.modelling.datasets import (
 )
 from assay.modelling.reports import model_card
 from assay.modelling.spec import ModelSpec
-from assay.registry.artifacts import library_versions, save_model, write_file, write_json
+from assay.registry.artifacts import library_versions, save_model
+from assay.registry.files import write_file, write_json
 from assay.registry.gates import summarize
 from assay.registry.records import check_card, check_evaluation, check_lineage, check_schema, check_summary
 from assay.registry.schema import FeatureSchema

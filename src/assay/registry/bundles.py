@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from assay.errors import ArtifactError, Conflict
-from assay.registry.artifacts import (
+from assay.registry.files import (
     BUNDLE_JSON,
     atomic_output,
     check_hash,

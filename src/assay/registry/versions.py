@@ -34,19 +34,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from assay.errors import ArtifactError, Conflict, GateFailed, InvalidInput, NotFound
-from assay.registry.artifacts import (
-    BUNDLE_JSON,
-    Predictor,
-    WorkDir,
-    check_manifest,
-    check_model,
-    load_model,
-    probe_model,
-    remove_stale_workdirs,
-    sha256_file,
-)
+from assay.registry.artifacts import Predictor, check_model, load_model
 from assay.registry.bundles import export_bundle, import_bundle
+from assay.registry.files import BUNDLE_JSON, WorkDir, check_manifest, remove_stale_workdirs, sha256_file
 from assay.registry.gates import check_gates, summarize
+from assay.registry.probe import probe_model
 from assay.registry.records import (
     CardRecord,
     EvaluationRecord,
