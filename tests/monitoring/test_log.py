@@ -37,6 +37,9 @@ def test_rows_round_trip_in_time_order(store: Engine) -> None:
     assert np.array_equal(frame.X, X[order], equal_nan=True) and np.array_equal(frame.proba, proba[order])
     assert frame.ids == [ids[k] for k in order]
     assert len(read_log(store, "m", 1, width=(3, 2), since=1100, until=1200)) == 100
+    # Positions follow the writes (here newest first), whatever the rows' times.
+    assert len(read_log(store, "m", 1, width=(3, 2), after=int(frame.positions.max()))) == 0
+    assert len(read_log(store, "m", 1, width=(3, 2), after=int(frame.positions.min()))) == 499
     assert logged_versions(store, "m") == {1: 500, 2: 7}
     assert read_log(store, "m", 2, width=(3, 2), with_ids=True).ids == [None] * 7
 
@@ -108,15 +111,20 @@ def test_a_store_that_refuses_writes_drops_rows_and_the_caller_never_sees_it(tmp
 
 def test_storage_is_bounded_by_age_and_count(store: Engine) -> None:
     X, proba = _rows(300)
-    write_rows(store, "m", 1, np.arange(300, dtype=float), None, X, proba)
-    write_rows(store, "other", 1, np.arange(300, dtype=float), None, X, proba)
-    # Retention: rows older than 100 s before "now" (= 350) go.
-    prune(store, max_rows=0, retention_s=100.0, now=350.0)
+    for lo in range(0, 300, 10):  # as the writer writes: a chunk at a time
+        at = np.arange(lo, lo + 10, dtype=float)
+        ids = [f"i{k}" for k in range(lo, lo + 10)]
+        write_rows(store, "m", 1, at, ids, X[lo : lo + 10], proba[lo : lo + 10])
+        write_rows(store, "other", 1, at, None, X[lo : lo + 10], proba[lo : lo + 10])
+    # Retention: chunks whose rows are all older than 100 s before "now" (= 350) go.
+    assert prune(store, max_rows=0, retention_s=100.0, now=350.0) == 2 * 250
     assert logged_versions(store, "m") == {1: 50}
     prune(store, max_rows=20, retention_s=0, now=350.0)
-    kept = read_log(store, "m", 1, width=(3, 2))
-    assert len(kept) == 20 and kept.at.min() == 280.0  # the newest 20
+    kept = read_log(store, "m", 1, width=(3, 2), with_ids=True)
+    assert len(kept) == 20 and kept.at.min() == 280.0 and kept.ids == [f"i{k}" for k in range(280, 300)]
     assert logged_versions(store, "other") == {1: 20}
+    with store.connect() as conn:  # the items of deleted chunks went with them
+        assert conn.execute(sa.select(sa.func.count()).select_from(db.prediction_items)).scalar() == 20
 
 
 def test_export_writes_every_format(tmp_path: Path) -> None:

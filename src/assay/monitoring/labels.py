@@ -104,7 +104,7 @@ def add_labels(
     ids = list(wanted)
     versions: dict[str, int] = {}
     existing: set[str] = set()
-    log, labels = db.prediction_log, db.monitor_labels
+    log, labels = db.prediction_items, db.monitor_labels
     with engine.connect() as conn:
         for lo in range(0, len(ids), _CHUNK):
             chunk = ids[lo : lo + _CHUNK]

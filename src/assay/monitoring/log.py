@@ -8,12 +8,13 @@ database down) drops rows, counted by reason (``dropped``, and the ``on_drop`` c
 server turns into a Prometheus counter). Storage is bounded too: rows older than the retention
 and the oldest rows beyond ``max_rows`` per model are deleted as the writer goes.
 
-A row is (model, version, item id, time, features and probabilities): the encoded feature row
-the model saw and every class's probability, packed as float64 in one binary column (the
-version's schema says how many of each). Reading a million of them back is one query and one
-``numpy.frombuffer`` (``read_log``), which is what lets a drift check over a million logged rows
-stay within seconds. ``export_log`` writes rows out decoded (feature values as clients send
-them), and ``write_rows`` is the synchronous writer ``assay log import`` and tests use.
+Rows are kept in chunks, as the writer wrote them (at most ``CHUNK_ROWS``): each chunk packs its
+rows' times, encoded feature rows and class probabilities as float64 in one blob (the version's
+schema says how many of each), and its item ids as a JSON list; ``prediction_items`` says which
+chunk holds each item's score, for labels. Reading a million rows back is a few dozen blobs, one
+join and one ``numpy.frombuffer`` (``read_log``): a row each would have the driver build millions
+of Python objects, and that, not the statistics, is what a drift check would spend its time on.
+``export_log`` writes rows out decoded (feature values as clients send them), and ``write_rows`` is the synchronous writer ``assay log import`` and tests use.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -40,8 +42,7 @@ from assay.store import db
 
 log = logging.getLogger(__name__)
 
-_WRITE_CHUNK = 5000
-_READ_CHUNK = 50_000
+CHUNK_ROWS = 65_536  # rows per chunk at most (positions are chunk id * CHUNK_ROWS + index)
 _PRUNE_EVERY_S = 60.0
 _DTYPE = np.dtype("<f8")
 DropCallback = Callable[[str, int], None]
@@ -54,7 +55,7 @@ class LogFrame:
 
     model: str
     version: int
-    row_ids: np.ndarray  # the log's own ids (int64), for count windows and cursors
+    positions: np.ndarray  # each row's place in the log: chunk id * CHUNK_ROWS + index in its chunk
     at: np.ndarray  # UNIX seconds
     X: np.ndarray  # encoded features (n, d)
     proba: np.ndarray  # class probabilities (n, k), in the version's class order
@@ -68,14 +69,6 @@ class LogFrame:
         return cls(model, version, np.empty(0, np.int64), np.empty(0), np.empty((0, d)), np.empty((0, k)), [])
 
 
-def pack_rows(X: np.ndarray, proba: np.ndarray) -> list[bytes]:
-    """Each row's features then probabilities as little-endian float64 bytes."""
-    packed = np.ascontiguousarray(np.hstack([X, proba]), dtype=_DTYPE)
-    width = packed.shape[1] * 8
-    data = packed.tobytes()
-    return [data[i : i + width] for i in range(0, len(data), width)]
-
-
 def write_rows(
     engine: Engine,
     model: str,
@@ -85,23 +78,46 @@ def write_rows(
     X: np.ndarray,
     proba: np.ndarray,
 ) -> int:
-    """Insert rows now (in one transaction per chunk); returns how many."""
+    """Insert rows now, as chunks of at most ``CHUNK_ROWS`` (one transaction); returns how many."""
     n = len(X)
     if not n:
         return 0
-    times = np.broadcast_to(np.asarray(at, dtype=np.float64), (n,)).tolist()
-    blobs = pack_rows(X, proba)
-    item_ids = list(ids) if ids is not None else [None] * n
-    table = db.prediction_log
+    times = np.broadcast_to(np.asarray(at, dtype=np.float64), (n,))
+    packed = np.ascontiguousarray(np.column_stack([times, X, proba]), dtype=_DTYPE)
+    item_ids = list(ids) if ids is not None else None
+    marks = ", ".join(["?"] * 5) if engine.dialect.paramstyle == "qmark" else ", ".join(["%s"] * 5)
+    add_items = f"INSERT INTO prediction_items (model, item_id, version, chunk_id, at) VALUES ({marks})"
     with engine.begin() as conn:
-        for lo in range(0, n, _WRITE_CHUNK):
-            conn.execute(
-                table.insert(),
-                [
-                    {"model": model, "version": version, "item_id": item_ids[i], "at": times[i], "row": blobs[i]}
-                    for i in range(lo, min(lo + _WRITE_CHUNK, n))
-                ],
-            )
+        for lo in range(0, n, CHUNK_ROWS):
+            hi = min(lo + CHUNK_ROWS, n)
+            chunk_ids = item_ids[lo:hi] if item_ids is not None else None
+            if chunk_ids is not None and all(i is None for i in chunk_ids):
+                chunk_ids = None
+            key = conn.execute(
+                sa.insert(db.prediction_log).values(
+                    model=model,
+                    version=version,
+                    at_min=float(times[lo:hi].min()),
+                    at_max=float(times[lo:hi].max()),
+                    n=hi - lo,
+                    data=packed[lo:hi].tobytes(),
+                    ids=orjson.dumps(chunk_ids).decode() if chunk_ids is not None else None,
+                )
+            ).inserted_primary_key
+            assert key is not None
+            chunk = key[0]
+            if chunk_ids is not None:
+                # The driver's own executemany with plain tuples: a SQLAlchemy parameter dict per
+                # row would cost several times the insert itself.
+                chunk_times = times[lo:hi].tolist()
+                conn.exec_driver_sql(
+                    add_items,
+                    [
+                        (model, item_id, version, chunk, when)
+                        for item_id, when in zip(chunk_ids, chunk_times, strict=True)
+                        if item_id is not None
+                    ],
+                )
     return n
 
 
@@ -210,17 +226,30 @@ class PredictionLog:
             self._queue.clear()
             self._writing = bool(batches)
         try:
-            # One transaction per (model, version) run keeps a failure to the rows it concerns.
+            # One transaction per model version for everything queued since the last round:
+            # a store that fails drops the rows of that version only.
+            groups: dict[tuple[str, int], list[tuple[Any, np.ndarray, np.ndarray, float]]] = {}
             for model, version, ids, X, proba, at in batches:
+                groups.setdefault((model, version), []).append((ids, X, proba, at))
+            for (model, version), parts in groups.items():
+                n = sum(len(p[1]) for p in parts)
                 try:
-                    write_rows(self.engine, model, version, at, ids, X, proba)
+                    write_rows(
+                        self.engine,
+                        model,
+                        version,
+                        np.concatenate([np.full(len(X), at) for _ids, X, _p, at in parts]),
+                        [i for ids, X, _p, _at in parts for i in (ids if ids is not None else [None] * len(X))],
+                        np.vstack([X for _ids, X, _p, _at in parts]),
+                        np.vstack([p for _ids, _X, p, _at in parts]),
+                    )
                 except Exception as exc:
-                    log.warning("the prediction log dropped %d row(s) of %s@%s: %r", len(X), model, version, exc)
-                    self._drop("store_error", len(X))
+                    log.warning("the prediction log dropped %d row(s) of %s@%s: %r", n, model, version, exc)
+                    self._drop("store_error", n)
                 else:
-                    self.written += len(X)
+                    self.written += n
                     if self.on_write is not None:
-                        self.on_write(len(X))
+                        self.on_write(n)
         finally:
             with self._lock:
                 self._queued -= sum(len(b[3]) for b in batches)
@@ -270,28 +299,35 @@ def open_log(
 
 
 def prune(engine: Engine, *, max_rows: int, retention_s: float, now: float | None = None) -> int:
-    """Delete rows past the retention, then each model's oldest rows beyond ``max_rows``."""
-    table = db.prediction_log
+    """Delete chunks past the retention, then each model's oldest chunks beyond ``max_rows`` rows;
+    returns the rows deleted. Whole chunks go: a model keeps at most one chunk more than the cap."""
+    chunks, items = db.prediction_log, db.prediction_items
     now = time.time() if now is None else now
-    deleted = 0
-    with engine.begin() as conn:
+    doomed: list[tuple[int, int]] = []  # (chunk id, rows)
+    with engine.connect() as conn:
         if retention_s > 0:
-            deleted += conn.execute(sa.delete(table).where(table.c.at < now - retention_s)).rowcount or 0
+            doomed += conn.execute(sa.select(chunks.c.id, chunks.c.n).where(chunks.c.at_max < now - retention_s)).all()
         if max_rows > 0:
-            for (model,) in conn.execute(sa.select(table.c.model).distinct()).all():
-                cut = conn.execute(
-                    sa.select(table.c.id)
-                    .where(table.c.model == model)
-                    .order_by(table.c.id.desc())
-                    .offset(max_rows)
-                    .limit(1)
-                ).scalar()
-                if cut is not None:
-                    deleted += (
-                        conn.execute(sa.delete(table).where(table.c.model == model, table.c.id <= cut)).rowcount
-                        or 0
-                    )
-    return deleted
+            gone = {c for c, _ in doomed}
+            for (model,) in conn.execute(sa.select(chunks.c.model).distinct()).all():
+                kept = 0
+                for chunk, n in conn.execute(
+                    sa.select(chunks.c.id, chunks.c.n).where(chunks.c.model == model).order_by(chunks.c.id.desc())
+                ):
+                    if chunk in gone:
+                        continue
+                    if kept >= max_rows:
+                        doomed.append((chunk, n))
+                    kept += n
+    if not doomed:
+        return 0
+    ids = [c for c, _ in doomed]
+    with engine.begin() as conn:
+        for lo in range(0, len(ids), 900):
+            part = ids[lo : lo + 900]
+            conn.execute(sa.delete(items).where(items.c.chunk_id.in_(part)))
+            conn.execute(sa.delete(chunks).where(chunks.c.id.in_(part)))
+    return sum(n for _, n in doomed)
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -302,9 +338,23 @@ def logged_versions(engine: Engine, model: str) -> dict[int, int]:
     table = db.prediction_log
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(table.c.version, sa.func.count()).where(table.c.model == model).group_by(table.c.version)
+            sa.select(table.c.version, sa.func.sum(table.c.n)).where(table.c.model == model).group_by(table.c.version)
         ).all()
     return {int(v): int(n) for v, n in rows}
+
+
+def log_span(engine: Engine, model: str, version: int, *, after: int | None = None) -> tuple[float, float, int] | None:
+    """(first time, last time, rows) of ``model@version``'s log, or None if empty; ``after`` (a
+    position) leaves out the chunks before it (the rows are then an upper bound)."""
+    table = db.prediction_log
+    query = sa.select(sa.func.min(table.c.at_min), sa.func.max(table.c.at_max), sa.func.sum(table.c.n)).where(
+        table.c.model == model, table.c.version == version
+    )
+    if after is not None:
+        query = query.where(table.c.id >= after // CHUNK_ROWS)
+    with engine.connect() as conn:
+        first, last, n = conn.execute(query).one()
+    return None if not n else (float(first), float(last), int(n))
 
 
 def read_log(
@@ -315,39 +365,51 @@ def read_log(
     width: tuple[int, int],
     since: float | None = None,
     until: float | None = None,
-    after_id: int | None = None,
+    after: int | None = None,
     with_ids: bool = False,
 ) -> LogFrame:
-    """The rows of ``model@version`` logged in [since, until) (and after log row ``after_id``),
+    """The rows of ``model@version`` logged in [since, until) (and after position ``after``),
     sorted by time; ``width`` is (features, classes) of the version."""
     table = db.prediction_log
-    columns = [table.c.id, table.c.at, table.c.row] + ([table.c.item_id] if with_ids else [])
+    d, k = width
+    columns = [table.c.id, table.c.n, table.c.data] + ([table.c.ids] if with_ids else [])
     query = sa.select(*columns).where(table.c.model == model, table.c.version == version)
     if since is not None:
-        query = query.where(table.c.at >= since)
+        query = query.where(table.c.at_max >= since)
     if until is not None:
-        query = query.where(table.c.at < until)
-    if after_id is not None:
-        query = query.where(table.c.id > after_id)
-    query = query.order_by(table.c.at, table.c.id)
-    d, k = width
+        query = query.where(table.c.at_min < until)
+    if after is not None:
+        query = query.where(table.c.id >= after // CHUNK_ROWS)
     with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    if not rows:
+        chunks = conn.execute(query.order_by(table.c.id)).all()
+    if not chunks:
         return LogFrame.empty(model, version, d, k)
-    columns_ = list(zip(*rows, strict=True))
-    row_ids = np.fromiter(columns_[0], dtype=np.int64, count=len(rows))
-    at = np.fromiter(columns_[1], dtype=np.float64, count=len(rows))
-    blob = b"".join(columns_[2])
-    matrix = np.frombuffer(blob, dtype=_DTYPE)
-    if matrix.size != len(rows) * (d + k):
+    matrix = np.frombuffer(b"".join(c.data for c in chunks), dtype=_DTYPE)
+    total = sum(c.n for c in chunks)
+    if matrix.size != total * (1 + d + k):
         raise InvalidInput(
             f"logged rows of {model}@{version} do not have {d} features and {k} probabilities each",
             field="version",
         )
-    matrix = matrix.reshape(len(rows), d + k)
-    ids = list(columns_[3]) if with_ids else None
-    return LogFrame(model, version, row_ids, at, matrix[:, :d], matrix[:, d:], ids)
+    matrix = matrix.reshape(total, 1 + d + k)
+    positions = np.concatenate([c.id * CHUNK_ROWS + np.arange(c.n, dtype=np.int64) for c in chunks])
+    at = matrix[:, 0]
+    keep = np.ones(total, dtype=bool)
+    if since is not None:
+        keep &= at >= since
+    if until is not None:
+        keep &= at < until
+    if after is not None:
+        keep &= positions > after
+    order = np.flatnonzero(keep)
+    order = order[np.argsort(at[order], kind="stable")]
+    ids = None
+    if with_ids:
+        every: list[str | None] = []
+        for c in chunks:
+            every.extend(orjson.loads(c.ids) if c.ids is not None else [None] * c.n)
+        ids = [every[i] for i in order.tolist()]
+    return LogFrame(model, version, positions[order], at[order], matrix[order, 1 : 1 + d], matrix[order, 1 + d :], ids)
 
 
 def frame_of(loaded: LoadedModel, engine: Engine, **kwargs: Any) -> LogFrame:

@@ -342,19 +342,36 @@ endorsements = sa.Table(
 # Log times are UNIX seconds (a float), not DateTime: a drift check reads a million of them,
 # and parsing a million timestamps would cost more than the statistics.
 
+# The log keeps rows in chunks, as the writer wrote them (up to 65,536 rows): the rows' times,
+# encoded features and class probabilities packed as little-endian float64 in one blob, their
+# item ids as a JSON list. A window of a million rows is then a few dozen blobs to read, where a
+# row each would have the driver build millions of objects.
 prediction_log = sa.Table(
     "prediction_log",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("model", sa.String(200), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("item_id", sa.String(200), nullable=True),  # NULL for rows scored without an id (OIP)
+    sa.Column("at_min", sa.Float, nullable=False),
+    sa.Column("at_max", sa.Float, nullable=False),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("ids", sa.Text, nullable=True),  # JSON list of item ids (null entries for rows without)
+    sa.Index("ix_prediction_log_model_at", "model", "version", "at_min"),
+)
+
+# Which logged chunk holds an item's score: labels are checked against it and join through it.
+prediction_items = sa.Table(
+    "prediction_items",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("item_id", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("chunk_id", sa.BigInteger, nullable=False),
     sa.Column("at", sa.Float, nullable=False),
-    # The encoded feature row then each class's probability, as little-endian float64: the
-    # version's schema says how many of each, so a window is one frombuffer away from a matrix.
-    sa.Column("row", sa.LargeBinary, nullable=False),
-    sa.Index("ix_prediction_log_model_at", "model", "version", "at"),
-    sa.Index("ix_prediction_log_item", "model", "item_id"),
+    sa.Index("ix_prediction_items_item", "model", "item_id"),
+    sa.Index("ix_prediction_items_chunk", "chunk_id"),
 )
 
 monitor_labels = sa.Table(

@@ -1,4 +1,4 @@
-"""monitoring tables: prediction log, ground-truth labels, monitor states, cursors and events
+"""monitoring tables: prediction log (chunks and items), ground-truth labels, monitor states, cursors and events
 
 Revision ID: 0003
 Revises: 0002
@@ -21,13 +21,28 @@ def upgrade() -> None:
         ),
         sa.Column("model", sa.String(length=200), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("item_id", sa.String(length=200), nullable=True),
-        sa.Column("at", sa.Float(), nullable=False),
-        sa.Column("row", sa.LargeBinary(), nullable=False),
+        sa.Column("at_min", sa.Float(), nullable=False),
+        sa.Column("at_max", sa.Float(), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.Column("ids", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_prediction_log_model_at", "prediction_log", ["model", "version", "at"], unique=False)
-    op.create_index("ix_prediction_log_item", "prediction_log", ["model", "item_id"], unique=False)
+    op.create_index("ix_prediction_log_model_at", "prediction_log", ["model", "version", "at_min"], unique=False)
+    op.create_table(
+        "prediction_items",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("model", sa.String(length=200), nullable=False),
+        sa.Column("item_id", sa.String(length=200), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("chunk_id", sa.BigInteger(), nullable=False),
+        sa.Column("at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_prediction_items_item", "prediction_items", ["model", "item_id"], unique=False)
+    op.create_index("ix_prediction_items_chunk", "prediction_items", ["chunk_id"], unique=False)
     op.create_table(
         "monitor_labels",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -86,6 +101,8 @@ def downgrade() -> None:
     op.drop_table("monitor_cursors")
     op.drop_table("monitor_states")
     op.drop_table("monitor_labels")
-    op.drop_index("ix_prediction_log_item", table_name="prediction_log")
+    op.drop_index("ix_prediction_items_chunk", table_name="prediction_items")
+    op.drop_index("ix_prediction_items_item", table_name="prediction_items")
+    op.drop_table("prediction_items")
     op.drop_index("ix_prediction_log_model_at", table_name="prediction_log")
     op.drop_table("prediction_log")
