@@ -105,9 +105,12 @@ class Multivariate:
     def errors(self, X: np.ndarray) -> np.ndarray:
         """Each row's reconstruction error (Euclidean, in standardised units)."""
         Z = _encode_for_pca(X, self.frequency, self.fill)
-        Z = (Z - self.center) / self.scale
-        recon = (Z @ self.components.T) @ self.components
-        return np.asarray(np.linalg.norm(Z - recon, axis=1))
+        Z -= self.center
+        Z /= self.scale
+        # The components are orthonormal: |z - recon|^2 = |z|^2 - |projection|^2, one product.
+        T = Z @ self.components.T
+        squared = np.einsum("ij,ij->i", Z, Z) - np.einsum("ij,ij->i", T, T)
+        return np.sqrt(np.maximum(squared, 0.0))
 
     def to_dict(self) -> dict[str, Any]:
         return {
