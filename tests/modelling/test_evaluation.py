@@ -37,16 +37,18 @@ from sklearn.preprocessing import label_binarize
 
 from assay.errors import DataError, InvalidInput, MalformedRequest
 from assay.modelling.evaluation import (
-    MAX_QUERY_CHARS,
     QUERYABLE_STATS,
     RATES,
-    ThresholdQuery,
-    answer_threshold_query,
     evaluate,
     fairness,
-    parse_threshold_query,
     permutation_importance,
     threshold_table,
+)
+from assay.modelling.queries import (
+    MAX_QUERY_CHARS,
+    ThresholdQuery,
+    answer_threshold_query,
+    parse_threshold_query,
 )
 
 

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assay.modelling.evaluation import answer_threshold_query, evaluate
+from assay.modelling.evaluation import evaluate
+from assay.modelling.queries import answer_threshold_query
 from assay.modelling.reports import model_card
 from assay.workspace import Workspace
 

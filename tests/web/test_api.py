@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from assay.cli import main
-from assay.modelling.evaluation import answer_threshold_query
+from assay.modelling.queries import answer_threshold_query
 from assay.modelling.spec import load_spec
 from assay.modelling.training import train
 from assay.registry.artifacts import LIGHTGBM_FILE

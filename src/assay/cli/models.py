@@ -12,7 +12,7 @@ import orjson
 
 from assay.cli import main, pass_workspace
 from assay.errors import InvalidInput
-from assay.modelling.evaluation import answer_threshold_query
+from assay.modelling.queries import answer_threshold_query
 from assay.modelling.spec import load_spec
 from assay.modelling.training import train
 from assay.registry.files import sha256_file

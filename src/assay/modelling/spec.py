@@ -238,7 +238,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
     )
 
     ops = r.table(raw, "operating_points")
-    from assay.modelling.evaluation import parse_threshold_query
+    from assay.modelling.queries import parse_threshold_query
 
     for op_name, query in ops.items():
         if not isinstance(query, str):

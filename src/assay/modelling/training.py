@@ -43,6 +43,7 @@ from assay.modelling.datasets import (
     fingerprint,
     read_labelled,
 )
+from assay.modelling.queries import answer_threshold_query
 from assay.modelling.reports import model_card
 from assay.modelling.spec import ModelSpec
 from assay.registry.artifacts import library_versions, save_model
@@ -392,7 +393,7 @@ def assess(spec: ModelSpec, data: Prepared, estimator: Any, say: Progress) -> As
     operating_points = {}
     for op_name, query in spec.operating_points.items():
         cls = data.positive or data.classes[-1]
-        answer = evaluation.answer_threshold_query(ev["thresholds"][cls], query)
+        answer = answer_threshold_query(ev["thresholds"][cls], query)
         operating_points[op_name] = {"query": query, "class": cls, "answer": answer}
     return Assessment(proba, ev, importance, operating_points)
 

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from assay.errors import Conflict, DataError, InvalidInput
 from assay.modelling.datasets import read_table
-from assay.modelling.evaluation import answer_threshold_query
+from assay.modelling.queries import answer_threshold_query
 from assay.registry.versions import check_name
 from assay.review.judgments import RULES
 from assay.review.reviews import Campaign, get_campaign

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from assay.errors import InvalidInput, MalformedRequest, PayloadTooLarge, Unavailable
-from assay.modelling.evaluation import ThresholdQuery, answer_threshold_query, parse_threshold_query
+from assay.modelling.queries import ThresholdQuery, answer_threshold_query, parse_threshold_query
 from assay.serving import tokens
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer, check_explain
