@@ -134,7 +134,7 @@ def wrk_script(name: str, body: bytes, headers: dict[str, str]) -> Path:
     path = OUT / f"{name}.body"
     path.write_bytes(body)
     lines = ['wrk.method = "POST"', *(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())]
-    lines += [f'local f = io.open("{path}", "rb")', "wrk.body = f:read(\"*a\")", "f:close()"]
+    lines += [f'local f = io.open("{path}", "rb")', 'wrk.body = f:read("*a")', "f:close()"]
     script = OUT / f"{name}.lua"
     script.write_text("\n".join(lines) + "\n")
     return script
@@ -152,7 +152,11 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[st
 def check_answers(url: str, stub: Any, model: str, frame: pd.DataFrame) -> None:
     """Every path gives /v1's probabilities for the same rows (or the benchmark would measure nonsense)."""
     items = items_of(frame)
-    body, _ = post(url + "/v1/scores", orjson.dumps({"models": [model], "items": items}), {"Content-Type": "application/json"})
+    body, _ = post(
+        url + "/v1/scores",
+        orjson.dumps({"models": [model], "items": items}),
+        {"Content-Type": "application/json"},
+    )
     scores = orjson.loads(body)["scores"]
     expected = np.array([scores[item["id"]][model]["probability"]["true"] for item in items])
     infer = f"{url}/v2/models/{model}/infer"
@@ -177,7 +181,9 @@ def grpc_calls(url: str) -> dict[str, float]:
     """The server's count of ModelInfer calls by gRPC status."""
     with urllib.request.urlopen(url + "/metrics", timeout=30) as response:
         text = response.read().decode()
-    pattern = rf'^assay_requests_total\{{method="GRPC",route="{re.escape(GRPC_PATH)}",status="(\w+)"\}} (\S+)$'
+    pattern = (
+        rf'^assay_requests_total\{{method="GRPC",route="{re.escape(GRPC_PATH)}",status="(\w+)"\}} (\S+)$'
+    )
     return {m[1]: float(m[2]) for m in re.finditer(pattern, text, re.M)}
 
 
@@ -187,8 +193,19 @@ def h2load(url: str, grpc_port: int, body: Path, duration: int, connections: int
     before = grpc_calls(url)
     result = subprocess.run(
         [
-            "h2load", "-t1", f"-c{connections}", "-m1", f"-D{duration}", "-d", str(body),
-            "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", str(log),
+            "h2load",
+            "-t1",
+            f"-c{connections}",
+            "-m1",
+            f"-D{duration}",
+            "-d",
+            str(body),
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "--log-file",
+            str(log),
             f"http://127.0.0.1:{grpc_port}{GRPC_PATH}",
         ],
         capture_output=True,
@@ -197,7 +214,9 @@ def h2load(url: str, grpc_port: int, body: Path, duration: int, connections: int
     )
     after = grpc_calls(url)
     rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", result.stdout)[1])  # type: ignore[index]
-    durations = sorted(int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines() if line.strip())
+    durations = sorted(
+        int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines() if line.strip()
+    )
     failed = sum(after.get(k, 0) - before.get(k, 0) for k in after if k != "OK")
     return {
         "rps": rps,
@@ -212,7 +231,18 @@ def h2load(url: str, grpc_port: int, body: Path, duration: int, connections: int
 def assay_serve(home: Path, grpc_port: int) -> Iterator[str]:
     port = free_port()
     log = OUT / "assay.log"
-    command = ["assay", "--home", str(home), "serve", "--port", str(port), "--workers", "1", "--grpc-port", str(grpc_port)]
+    command = [
+        "assay",
+        "--home",
+        str(home),
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--grpc-port",
+        str(grpc_port),
+    ]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -282,7 +312,9 @@ def main() -> int:
             runs[f"{model}/v2-json"] = lambda s=as_json, u=infer: wrk(u, s, d, c)
             runs[f"{model}/v2-binary"] = lambda s=binary, u=infer: wrk(u, s, d, c)
             runs[f"{model}/grpc"] = lambda f=framed: h2load(url, grpc_port, f, d, c)
-        one = wrk_script("single-v1", orjson.dumps({"models": ["reverted"], "items": items_of(single)}), json_headers)
+        one = wrk_script(
+            "single-v1", orjson.dumps({"models": ["reverted"], "items": items_of(single)}), json_headers
+        )
         body, size = v2_binary(single)
         one_binary = wrk_script("single-v2-binary", body, {"Inference-Header-Content-Length": str(size)})
         one_grpc = OUT / "single-grpc.bin"
@@ -320,7 +352,9 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"connections, {args.duration}s a run; {len(rounds)} rounds, every path measured in turns "
         "(medians over the rounds; each ratio taken within a round)\n"
     )
-    print("| 1,000-row requests, rows/s | reverted (LightGBM, 500 trees) | reverted_linear (logistic regression) |")
+    print(
+        "| 1,000-row requests, rows/s | reverted (LightGBM, 500 trees) | reverted_linear (logistic regression) |"
+    )
     print("|---|---|---|")
     labels = {
         "v1": "POST /v1/scores, JSON items",
@@ -333,10 +367,14 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(f"| the model's own predict, 1,000 rows (best of 20) | {rows('predict'):,.0f} | |")
     print()
     for model in MODELS:
-        print(f"- {model}: binary HTTP vs JSON /v2 {ratio(f'{model}/v2-binary', f'{model}/v2-json')}; "
-              f"vs /v1 {ratio(f'{model}/v2-binary', f'{model}/v1')} (goal >= 2x)")
-        print(f"- {model}: gRPC vs JSON /v2 {ratio(f'{model}/grpc', f'{model}/v2-json')}; "
-              f"vs /v1 {ratio(f'{model}/grpc', f'{model}/v1')} (goal >= 2x)")
+        print(
+            f"- {model}: binary HTTP vs JSON /v2 {ratio(f'{model}/v2-binary', f'{model}/v2-json')}; "
+            f"vs /v1 {ratio(f'{model}/v2-binary', f'{model}/v1')} (goal >= 2x)"
+        )
+        print(
+            f"- {model}: gRPC vs JSON /v2 {ratio(f'{model}/grpc', f'{model}/v2-json')}; "
+            f"vs /v1 {ratio(f'{model}/grpc', f'{model}/v1')} (goal >= 2x)"
+        )
     print()
     print("| single row, reverted | req/s | p50 ms | p99 ms |")
     print("|---|---|---|---|")

@@ -34,7 +34,9 @@ EDITQUALITY_FEATURES = [c for c in EDITQUALITY_COLUMNS if c not in ("rev_id", "r
 
 # Tests that start servers or processes, drive a browser, fuzz, or train on real data: the
 # fast developer loop (`pytest -m "not slow"`) leaves them out; CI runs everything.
-SLOW_MODULES = frozenset({"test_review_durability", "test_openapi_fuzz", "test_review_browser", "test_readme"})
+SLOW_MODULES = frozenset(
+    {"test_review_durability", "test_openapi_fuzz", "test_review_browser", "test_readme"}
+)
 SLOW_TESTS = frozenset(
     {
         "test_editquality_default_candidates_meet_the_bar",
@@ -149,7 +151,8 @@ def write_binary_spec(folder: Path, n_train: int = 1200, n_test: int = 500) -> P
     spec = folder / "damaging.toml"
     spec.write_text(
         BINARY_SPEC.format(
-            columns=repr(EDITQUALITY_COLUMNS).replace("'", '"'), features=repr(EDITQUALITY_FEATURES).replace("'", '"')
+            columns=repr(EDITQUALITY_COLUMNS).replace("'", '"'),
+            features=repr(EDITQUALITY_FEATURES).replace("'", '"'),
         )
     )
     return spec

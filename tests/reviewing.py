@@ -82,7 +82,10 @@ class Server:
         ]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [*command, "--port", str(self.port), *self.args], stdout=out, stderr=subprocess.STDOUT, env=self.env
+                [*command, "--port", str(self.port), *self.args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -87,18 +87,29 @@ class Settings:
         1.0, "Share of served scores written to the prediction log for monitoring (0 turns logging off)."
     )
     log_queue_rows: int = _setting(
-        100_000, "Scored rows a worker holds for the prediction log; more are dropped and counted, never waited for."
+        100_000,
+        "Scored rows a worker holds for the prediction log; more are dropped and counted, never waited for.",
     )
-    log_max_rows: int = _setting(10_000_000, "Rows the prediction log keeps per model, the oldest going first (0: no cap).")
-    log_retention_days: float = _setting(90.0, "Days a logged score is kept (0: until the row cap removes it).")
+    log_max_rows: int = _setting(
+        10_000_000, "Rows the prediction log keeps per model, the oldest going first (0: no cap)."
+    )
+    log_retention_days: float = _setting(
+        90.0, "Days a logged score is kept (0: until the row cap removes it)."
+    )
     monitor_interval_s: float = _setting(
-        60.0, "Seconds between the server's checks of closed monitoring windows (0: the server does not check)."
+        60.0,
+        "Seconds between the server's checks of closed monitoring windows (0: the server does not check).",
     )
-    alert_webhooks: str = _setting("", "Comma-separated URLs that receive monitor alerts as signed JSON POSTs.")
+    alert_webhooks: str = _setting(
+        "", "Comma-separated URLs that receive monitor alerts as signed JSON POSTs."
+    )
     alert_secret: str = _setting(
-        "", "Secret that signs webhook bodies (HMAC-SHA256 in X-Assay-Signature); empty means one kept in the home."
+        "",
+        "Secret that signs webhook bodies (HMAC-SHA256 in X-Assay-Signature); empty means one kept in the home.",
     )
-    alert_retries: int = _setting(5, "Attempts to deliver an alert to each webhook before it is marked failed.")
+    alert_retries: int = _setting(
+        5, "Attempts to deliver an alert to each webhook before it is marked failed."
+    )
 
     @property
     def store_url(self) -> str:

@@ -24,7 +24,11 @@ T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An empty, migrated store: SQLite always, PostgreSQL when ASSAY_TEST_POSTGRES_URL is set."""
-    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    url = (
+        f"sqlite:///{tmp_path / 'store.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
     engine = db.connect(url)
     yield engine
     engine.dispose()

@@ -31,7 +31,14 @@ def _run(verdicts: list[bool | None], k: int = 3) -> list[str]:
 
 
 def test_an_alert_needs_k_drifting_windows_in_a_row_and_as_many_clean_ones_to_clear() -> None:
-    assert _run([True, True, False, True, True, True]) == ["warning", "warning", "ok", "warning", "warning", "alert"]
+    assert _run([True, True, False, True, True, True]) == [
+        "warning",
+        "warning",
+        "ok",
+        "warning",
+        "warning",
+        "alert",
+    ]
     assert _run([True] * 3 + [True, False, True, False, False, False]) == [
         "warning",
         "warning",
@@ -129,7 +136,9 @@ def _event(store: Engine, to: str = "alert") -> None:
         )
 
 
-def test_an_alert_is_posted_signed_after_retries_and_only_once(store: Engine, receiver: tuple[str, type]) -> None:
+def test_an_alert_is_posted_signed_after_retries_and_only_once(
+    store: Engine, receiver: tuple[str, type]
+) -> None:
     url, handler = receiver
     handler.fail_first = 2
     _event(store)
@@ -141,10 +150,16 @@ def test_an_alert_is_posted_signed_after_retries_and_only_once(store: Engine, re
     assert sender.deliver_pending() == 0  # already sent
     assert len(handler.received) == 1 and sleeps == [0.5, 1.0] and results == ["retried", "retried", "sent"]
     headers, body = handler.received[0]
-    expected = hmac.new(b"s3cret", headers["x-assay-timestamp"].encode() + b"." + body, hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        b"s3cret", headers["x-assay-timestamp"].encode() + b"." + body, hashlib.sha256
+    ).hexdigest()
     assert headers["x-assay-signature"] == f"sha256={expected}"
     event = json.loads(body)
-    assert event["to"] == "alert" and event["monitor"] == "data_drift" and headers["x-assay-event"] == str(event["id"])
+    assert (
+        event["to"] == "alert"
+        and event["monitor"] == "data_drift"
+        and headers["x-assay-event"] == str(event["id"])
+    )
     assert [e["delivery"] for e in alerts.events(store)] == ["none", "sent"]
 
 
@@ -161,7 +176,9 @@ def test_a_receiver_that_never_answers_marks_the_event_failed(store: Engine) -> 
 
 
 def test_webhook_settings_are_checked_and_the_secret_is_kept_in_the_home(tmp_path: Path) -> None:
-    settings = Settings.load(home=tmp_path, environ={"ASSAY_ALERT_WEBHOOKS": "https://a.example/x, http://b:8/y"})
+    settings = Settings.load(
+        home=tmp_path, environ={"ASSAY_ALERT_WEBHOOKS": "https://a.example/x, http://b:8/y"}
+    )
     assert alerts.webhook_urls(settings) == ["https://a.example/x", "http://b:8/y"]
     secret = alerts.alert_secret(settings)
     assert secret == alerts.alert_secret(settings) and len(secret) == 64

@@ -55,13 +55,18 @@ def test_profiles_are_checked_when_read() -> None:
     y = np.where(rng().random(100) < p, "yes", "no")
     profile = build_profile(schema, X, proba, y, ["no", "yes"], "yes", decision_threshold=0.5)
     assert Profile.from_dict(profile).features[1].labels == ["x", "y"]
-    broken = {**profile, "features": [{**profile["features"][0], "counts": [-1] * len(profile["features"][0]["values"])}]}
+    broken = {
+        **profile,
+        "features": [{**profile["features"][0], "counts": [-1] * len(profile["features"][0]["values"])}],
+    }
     with pytest.raises(ArtifactError, match=r"features\[0\]"):
         check_profile(broken)
     with pytest.raises(ArtifactError, match="format"):
         check_profile({**profile, "format": 99})
     with pytest.raises(SpecError, match=r"monitoring\.features\.nope"):
-        build_profile(schema, X, proba, y, ["no", "yes"], "yes", decision_threshold=0.5, monitored={"nope": {}})
+        build_profile(
+            schema, X, proba, y, ["no", "yes"], "yes", decision_threshold=0.5, monitored={"nope": {}}
+        )
 
 
 # --- tests against scipy on raw data ------------------------------------------------------------
@@ -72,7 +77,9 @@ def test_statistics_equal_scipy_on_the_raw_columns() -> None:
     cur_raw = rng(4).normal(0.2, 1, 400)
     ref = column_profile("x", "numeric", ref_raw)
     cur = drift.Current.of(cur_raw)
-    assert drift.statistic("ks", ref, cur) == pytest.approx(stats.ks_2samp(ref_raw, cur_raw).pvalue, rel=1e-12)
+    assert drift.statistic("ks", ref, cur) == pytest.approx(
+        stats.ks_2samp(ref_raw, cur_raw).pvalue, rel=1e-12
+    )
     assert drift.statistic("wasserstein", ref, cur) == pytest.approx(
         stats.wasserstein_distance(ref_raw, cur_raw) / ref_raw.std(), rel=1e-12
     )
@@ -80,7 +87,9 @@ def test_statistics_equal_scipy_on_the_raw_columns() -> None:
     edges = np.histogram_bin_edges(np.r_[ref_raw, cur_raw], bins="sturges")
     r = np.histogram(ref_raw, edges)[0] / len(ref_raw)
     c = np.histogram(cur_raw, edges)[0] / len(cur_raw)
-    assert drift.statistic("jensenshannon", ref, cur) == pytest.approx(distance.jensenshannon(r, c), rel=1e-12)
+    assert drift.statistic("jensenshannon", ref, cur) == pytest.approx(
+        distance.jensenshannon(r, c), rel=1e-12
+    )
 
     cats_ref = rng(5).choice([0.0, 1.0, 2.0], 600, p=[0.5, 0.3, 0.2])
     cats_cur = rng(6).choice([0.0, 1.0, 2.0], 300, p=[0.4, 0.3, 0.3])
@@ -95,9 +104,9 @@ def test_statistics_equal_scipy_on_the_raw_columns() -> None:
     p1, p2 = b_ref.mean(), b_cur.mean()
     pooled = (b_ref.sum() + b_cur.sum()) / 1200
     z = (p1 - p2) / np.sqrt(pooled * (1 - pooled) * (1 / 700 + 1 / 500))
-    assert drift.statistic("z", column_profile("b", "categorical", b_ref), drift.Current.of(b_cur)) == pytest.approx(
-        2 * stats.norm.sf(abs(z)), rel=1e-9
-    )
+    assert drift.statistic(
+        "z", column_profile("b", "categorical", b_ref), drift.Current.of(b_cur)
+    ) == pytest.approx(2 * stats.norm.sf(abs(z)), rel=1e-9)
 
 
 def test_psi_of_identical_columns_is_zero_and_grows_with_a_shift() -> None:
@@ -145,7 +154,12 @@ def test_drift_is_flagged_in_shifted_columns_only() -> None:
     def sample(n: int, seed: int, shift_a: float = 0.0, flip_c: float = 0.0) -> np.ndarray:
         g = rng(seed)
         return np.column_stack(
-            [g.normal(shift_a, 1, n), g.exponential(1, n), (g.random(n) < 0.2 + flip_c).astype(float), g.poisson(5, n)]
+            [
+                g.normal(shift_a, 1, n),
+                g.exponential(1, n),
+                (g.random(n) < 0.2 + flip_c).astype(float),
+                g.poisson(5, n),
+            ]
         ).astype(float)
 
     X = sample(n, 20)

@@ -53,9 +53,13 @@ def test_bad_labels_are_refused_one_by_one(store: Engine) -> None:
     assert "False, True" in (outcomes[3].message or "")
     assert read_labels(store, "m") == {"a": "True", "b": "False", "7": "True"}
     # A label is written once: the same item again is a duplicate, another model is unknown.
-    again = add_labels(store, "m", [{"id": "a", "label": "False"}], source="t", classes_of=CLASSES.__getitem__)
+    again = add_labels(
+        store, "m", [{"id": "a", "label": "False"}], source="t", classes_of=CLASSES.__getitem__
+    )
     assert again[0].code == "duplicate_label"
-    other = add_labels(store, "other", [{"id": "a", "label": "True"}], source="t", classes_of=CLASSES.__getitem__)
+    other = add_labels(
+        store, "other", [{"id": "a", "label": "True"}], source="t", classes_of=CLASSES.__getitem__
+    )
     assert other[0].code == "unknown_item"
     assert read_labels(store, "m")["a"] == "True"
 

@@ -78,7 +78,9 @@ def test_a_full_queue_drops_and_counts_without_waiting(tmp_path: Path) -> None:
         gate.wait(10)  # the writer is stuck on a store that does not answer
         return real_begin()
 
-    sink = PredictionLog(engine, queue_rows=50, flush_interval_s=0.01, on_drop=lambda r, n: drops.append((r, n)))
+    sink = PredictionLog(
+        engine, queue_rows=50, flush_interval_s=0.01, on_drop=lambda r, n: drops.append((r, n))
+    )
     engine.begin = stuck_begin  # type: ignore[method-assign]
     try:
         X, proba = _rows(10)
@@ -128,7 +130,9 @@ def test_storage_is_bounded_by_age_and_count(store: Engine) -> None:
 
 
 def test_export_writes_every_format(tmp_path: Path) -> None:
-    frame = pd.DataFrame({"at": pd.to_datetime([0, 1], unit="s", utc=True), "id": ["a", None], "x": [1.5, np.nan]})
+    frame = pd.DataFrame(
+        {"at": pd.to_datetime([0, 1], unit="s", utc=True), "id": ["a", None], "x": [1.5, np.nan]}
+    )
     for suffix in (".csv", ".parquet", ".jsonl"):
         assert export_log([frame], tmp_path / f"out{suffix}") == 2
     back = pd.read_parquet(tmp_path / "out.parquet")

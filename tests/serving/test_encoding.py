@@ -26,7 +26,11 @@ def schemas(draw: st.DrawFn) -> FeatureSchema:
     kinds = draw(st.lists(st.sampled_from(["numeric", "boolean", "categorical"]), min_size=1, max_size=4))
     features = []
     for j, kind in enumerate(kinds):
-        categories = draw(st.lists(st.sampled_from(CATEGORIES), min_size=1, unique=True)) if kind == "categorical" else []
+        categories = (
+            draw(st.lists(st.sampled_from(CATEGORIES), min_size=1, unique=True))
+            if kind == "categorical"
+            else []
+        )
         features.append(Feature(name=f"f{j}", kind=kind, categories=categories, nullable=draw(st.booleans())))
     return FeatureSchema(features)
 

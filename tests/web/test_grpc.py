@@ -68,7 +68,11 @@ def test_the_per_client_limit_counts_calls_in_flight(trained_home: Path) -> None
 
     services = Services(settings, None, None, None, Metrics(), True)  # type: ignore[arg-type]
     service = InferenceService(services, None)  # type: ignore[arg-type]
-    first, second, other = Context("ipv4:10.0.0.1:5000"), Context("ipv4:10.0.0.1:5001"), Context("ipv6:[::1]:7")
+    first, second, other = (
+        Context("ipv4:10.0.0.1:5000"),
+        Context("ipv4:10.0.0.1:5001"),
+        Context("ipv6:[::1]:7"),
+    )
 
     def nested() -> str:
         with pytest.raises(Aborted):
@@ -129,7 +133,9 @@ def served(trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "ASSAY_MAX_BODY_BYTES": str(MAX_BODY),
         "ASSAY_ALIAS_REFRESH_S": "0.2",
     }
-    server = Server(home, root / "server.log", env=env, args=["--grpc-port", str(grpc_port)]).start(timeout_s=180)
+    server = Server(home, root / "server.log", env=env, args=["--grpc-port", str(grpc_port)]).start(
+        timeout_s=180
+    )
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     try:
         yield Served(server.url, pb_grpc.GRPCInferenceServiceStub(channel), home)
@@ -157,7 +163,9 @@ def typed_request(items: list[dict[str, Any]], numeric: str = "FP64") -> tuple[A
     for name in FEATURES:
         values = [item["features"][name] for item in items]
         if name in BOOLEANS:
-            request.inputs.add(name=name, datatype="BOOL", shape=[len(values)]).contents.bool_contents.extend(values)
+            request.inputs.add(name=name, datatype="BOOL", shape=[len(values)]).contents.bool_contents.extend(
+                values
+            )
         else:
             if numeric != "FP64" and numeric != "FP32":
                 values = [max(0, round(v)) for v in values]
@@ -202,7 +210,9 @@ def test_typed_contents_score_like_raw_contents(served: Served, numeric: str) ->
     typed, sent = typed_request(edit_items(5, seed=4), numeric)
     response = served.stub.ModelInfer(typed)
     raw = served.stub.ModelInfer(raw_request(sent))  # the same values, sent raw as FP64
-    assert probabilities(response).ravel().tolist() == pytest.approx(probabilities(raw).ravel().tolist(), abs=1e-12)
+    assert probabilities(response).ravel().tolist() == pytest.approx(
+        probabilities(raw).ravel().tolist(), abs=1e-12
+    )
     assert response.model_name == "damaging" and response.model_version == "1"
     assert json.loads(response.outputs[0].parameters["classes"].string_param) == ["true", "false"]
 
@@ -210,9 +220,13 @@ def test_typed_contents_score_like_raw_contents(served: Served, numeric: str) ->
 @pytest.mark.slow
 def test_bytes_contents_and_multiclass(served: Served) -> None:
     request = _request("quality", "1")
-    request.inputs.add(name="length", datatype="FP64", shape=[2]).contents.fp64_contents.extend([900.0, 30000.0])
+    request.inputs.add(name="length", datatype="FP64", shape=[2]).contents.fp64_contents.extend(
+        [900.0, 30000.0]
+    )
     request.inputs.add(name="refs", datatype="INT32", shape=[2, 1]).contents.int_contents.extend([1, 70])
-    request.inputs.add(name="topic", datatype="BYTES", shape=[2]).contents.bytes_contents.extend([b"science", b"art"])
+    request.inputs.add(name="topic", datatype="BYTES", shape=[2]).contents.bytes_contents.extend(
+        [b"science", b"art"]
+    )
     request.outputs.add(name="prediction")
     response = served.stub.ModelInfer(request)
     assert [o.name for o in response.outputs] == ["prediction"] and response.outputs[0].datatype == "BYTES"
@@ -229,7 +243,9 @@ def test_bytes_contents_and_multiclass(served: Served) -> None:
     v1 = httpx.post(served.url + "/v1/scores", json={"models": ["quality"], "items": items}).json()["scores"]
     assert predictions == [v1["a"]["quality"]["prediction"], v1["b"]["quality"]["prediction"]]
     request.inputs[2].contents.bytes_contents[1] = b"\xff\xfe"
-    refused(lambda: served.stub.ModelInfer(request), grpc.StatusCode.INVALID_ARGUMENT, "input 'topic'", "UTF-8")
+    refused(
+        lambda: served.stub.ModelInfer(request), grpc.StatusCode.INVALID_ARGUMENT, "input 'topic'", "UTF-8"
+    )
 
 
 def _mutated(change: Any) -> Any:
@@ -248,27 +264,99 @@ def _typed(change: Any) -> Any:
 @pytest.mark.parametrize(
     ("request_of", "code", "names"),
     [
-        (lambda: _mutated(lambda r: r.raw_input_contents.pop()), "INVALID_ARGUMENT", ["raw_input_contents has 8 entries for 9 inputs"]),
-        (lambda: _mutated(lambda r: r.raw_input_contents.__setitem__(0, r.raw_input_contents[0][:-1])), "INVALID_ARGUMENT", ["input 'longest_repeated_char_added'", "23 bytes", "24"]),
-        (lambda: _mutated(lambda r: r.raw_input_contents.__setitem__(6, b"\x01\x07\x00")), "INVALID_ARGUMENT", ["input 'user_is_anon'", "0 or 1"]),
-        (lambda: _mutated(lambda r: r.raw_input_contents.__setitem__(3, np.array([0.1, np.inf, 0.2]).tobytes())), "INVALID_ARGUMENT", ["input 'badwords_prop_delta_sum'", "element 1 is inf"]),
-        (lambda: _mutated(lambda r: r.inputs[0].contents.fp64_contents.append(1.0)), "INVALID_ARGUMENT", ["input 'longest_repeated_char_added' has contents"]),
-        (lambda: _mutated(lambda r: setattr(r.inputs[1], "datatype", "BF16")), "INVALID_ARGUMENT", ["input 'words_added'", "BF16"]),
-        (lambda: _mutated(lambda r: setattr(r.inputs[1], "datatype", "DOUBLE")), "INVALID_ARGUMENT", ["input 'words_added'", "DOUBLE"]),
-        (lambda: _mutated(lambda r: r.inputs[2].shape.append(2)), "INVALID_ARGUMENT", ["input 'words_removed'", "shape"]),
-        (lambda: _mutated(lambda r: r.inputs[2].parameters["shared_memory_region"].MergeFrom(pb.InferParameter(string_param="r"))), "INVALID_ARGUMENT", ["shared memory"]),
+        (
+            lambda: _mutated(lambda r: r.raw_input_contents.pop()),
+            "INVALID_ARGUMENT",
+            ["raw_input_contents has 8 entries for 9 inputs"],
+        ),
+        (
+            lambda: _mutated(lambda r: r.raw_input_contents.__setitem__(0, r.raw_input_contents[0][:-1])),
+            "INVALID_ARGUMENT",
+            ["input 'longest_repeated_char_added'", "23 bytes", "24"],
+        ),
+        (
+            lambda: _mutated(lambda r: r.raw_input_contents.__setitem__(6, b"\x01\x07\x00")),
+            "INVALID_ARGUMENT",
+            ["input 'user_is_anon'", "0 or 1"],
+        ),
+        (
+            lambda: _mutated(
+                lambda r: r.raw_input_contents.__setitem__(3, np.array([0.1, np.inf, 0.2]).tobytes())
+            ),
+            "INVALID_ARGUMENT",
+            ["input 'badwords_prop_delta_sum'", "element 1 is inf"],
+        ),
+        (
+            lambda: _mutated(lambda r: r.inputs[0].contents.fp64_contents.append(1.0)),
+            "INVALID_ARGUMENT",
+            ["input 'longest_repeated_char_added' has contents"],
+        ),
+        (
+            lambda: _mutated(lambda r: setattr(r.inputs[1], "datatype", "BF16")),
+            "INVALID_ARGUMENT",
+            ["input 'words_added'", "BF16"],
+        ),
+        (
+            lambda: _mutated(lambda r: setattr(r.inputs[1], "datatype", "DOUBLE")),
+            "INVALID_ARGUMENT",
+            ["input 'words_added'", "DOUBLE"],
+        ),
+        (
+            lambda: _mutated(lambda r: r.inputs[2].shape.append(2)),
+            "INVALID_ARGUMENT",
+            ["input 'words_removed'", "shape"],
+        ),
+        (
+            lambda: _mutated(
+                lambda r: (
+                    r.inputs[2]
+                    .parameters["shared_memory_region"]
+                    .MergeFrom(pb.InferParameter(string_param="r"))
+                )
+            ),
+            "INVALID_ARGUMENT",
+            ["shared memory"],
+        ),
         (lambda: _mutated(lambda r: setattr(r, "model_name", "nope")), "NOT_FOUND", ["unknown model 'nope'"]),
         (lambda: _mutated(lambda r: setattr(r, "model_version", "8")), "NOT_FOUND", ["no version 8"]),
         (lambda: _mutated(lambda r: r.outputs.add(name="colour")), "INVALID_ARGUMENT", ["output 'colour'"]),
-        (lambda: _typed(lambda r: r.inputs[0].contents.fp64_contents.pop()), "INVALID_ARGUMENT", ["input 'longest_repeated_char_added'", "2 values"]),
-        (lambda: _typed(lambda r: r.inputs[0].contents.fp64_contents.__setitem__(1, float("nan"))), "INVALID_ARGUMENT", ["input 'longest_repeated_char_added'", "nan"]),
-        (lambda: _typed(lambda r: setattr(r.inputs[0], "datatype", "FP16")), "INVALID_ARGUMENT", ["input 'longest_repeated_char_added'", "FP16 has no typed contents"]),
-        (lambda: _typed(lambda r: (setattr(r.inputs[1], "datatype", "INT8"), r.inputs[1].contents.ClearField("fp64_contents"), r.inputs[1].contents.int_contents.extend([1, 300, 2]))), "INVALID_ARGUMENT", ["input 'words_added'", "300 does not fit in INT8"]),
-        (lambda: _typed(lambda r: r.inputs.pop()), "INVALID_ARGUMENT", ["input 'user_seconds_since_registration' is missing"]),
+        (
+            lambda: _typed(lambda r: r.inputs[0].contents.fp64_contents.pop()),
+            "INVALID_ARGUMENT",
+            ["input 'longest_repeated_char_added'", "2 values"],
+        ),
+        (
+            lambda: _typed(lambda r: r.inputs[0].contents.fp64_contents.__setitem__(1, float("nan"))),
+            "INVALID_ARGUMENT",
+            ["input 'longest_repeated_char_added'", "nan"],
+        ),
+        (
+            lambda: _typed(lambda r: setattr(r.inputs[0], "datatype", "FP16")),
+            "INVALID_ARGUMENT",
+            ["input 'longest_repeated_char_added'", "FP16 has no typed contents"],
+        ),
+        (
+            lambda: _typed(
+                lambda r: (
+                    setattr(r.inputs[1], "datatype", "INT8"),
+                    r.inputs[1].contents.ClearField("fp64_contents"),
+                    r.inputs[1].contents.int_contents.extend([1, 300, 2]),
+                )
+            ),
+            "INVALID_ARGUMENT",
+            ["input 'words_added'", "300 does not fit in INT8"],
+        ),
+        (
+            lambda: _typed(lambda r: r.inputs.pop()),
+            "INVALID_ARGUMENT",
+            ["input 'user_seconds_since_registration' is missing"],
+        ),
         (lambda: _request(), "INVALID_ARGUMENT", ["inputs must be a non-empty list"]),
     ],
 )
-def test_bad_requests_are_refused_naming_the_input(served: Served, request_of: Any, code: str, names: list[str]) -> None:
+def test_bad_requests_are_refused_naming_the_input(
+    served: Served, request_of: Any, code: str, names: list[str]
+) -> None:
     refused(lambda: served.stub.ModelInfer(request_of()), getattr(grpc.StatusCode, code), *names)
 
 
@@ -297,10 +385,17 @@ def test_health_metadata_and_metrics(served: Served) -> None:
     ]
     meta = served.stub.ModelMetadata(pb.ModelMetadataRequest(name="damaging"))
     assert [i.name for i in meta.inputs] == FEATURES and list(meta.outputs[0].shape) == [-1, 2]
-    refused(lambda: served.stub.ModelMetadata(pb.ModelMetadataRequest(name="nope")), grpc.StatusCode.NOT_FOUND, "nope")
+    refused(
+        lambda: served.stub.ModelMetadata(pb.ModelMetadataRequest(name="nope")),
+        grpc.StatusCode.NOT_FOUND,
+        "nope",
+    )
     served.stub.ModelInfer(raw_request(edit_items(2)))
     text = httpx.get(served.url + "/metrics").text
-    assert 'assay_requests_total{method="GRPC",route="/inference.GRPCInferenceService/ModelInfer",status="OK"}' in text
+    assert (
+        'assay_requests_total{method="GRPC",route="/inference.GRPCInferenceService/ModelInfer",status="OK"}'
+        in text
+    )
     assert 'route="/inference.GRPCInferenceService/ModelMetadata",status="NOT_FOUND"' in text
     assert 'assay_errors_total{code="unknown_model"}' in text
 

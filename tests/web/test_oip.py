@@ -56,17 +56,26 @@ def columns(items: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
 
 def json_inputs(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
-        {"name": name, "datatype": "BOOL" if name in BOOLEANS else "FP64", "shape": [len(values)], "data": values}
+        {
+            "name": name,
+            "datatype": "BOOL" if name in BOOLEANS else "FP64",
+            "shape": [len(values)],
+            "data": values,
+        }
         for name, values in columns(items).items()
     ]
 
 
-def raw_tensors(items: Sequence[dict[str, Any]], numeric: str = "FP32") -> list[tuple[str, str, list[int], bytes]]:
+def raw_tensors(
+    items: Sequence[dict[str, Any]], numeric: str = "FP32"
+) -> list[tuple[str, str, list[int], bytes]]:
     """(name, datatype, shape, raw bytes) of each feature, booleans as BOOL, the rest as ``numeric``."""
     out = []
     for name, values in columns(items).items():
         datatype = "BOOL" if name in BOOLEANS else numeric
-        dtype = {"BOOL": "?", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8"}[datatype]
+        dtype = {"BOOL": "?", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8"}[
+            datatype
+        ]
         column = np.asarray(values, dtype=np.float64)
         if datatype == "FP16":
             column = np.clip(column, -65504, 65504)  # FP16's range: a larger value would be infinity
@@ -81,14 +90,22 @@ def binary_request(
     header = orjson.dumps(
         {
             "inputs": [
-                {"name": name, "datatype": datatype, "shape": shape, "parameters": {"binary_data_size": len(raw)}}
+                {
+                    "name": name,
+                    "datatype": datatype,
+                    "shape": shape,
+                    "parameters": {"binary_data_size": len(raw)},
+                }
                 for name, datatype, shape, raw in tensors
             ],
             **extra,
         }
     )
     body = header + b"".join(raw for *_, raw in tensors)
-    return body, {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+    return body, {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 def read_binary(response: httpx.Response) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -117,7 +134,9 @@ def read_binary(response: httpx.Response) -> tuple[dict[str, Any], dict[str, np.
     return header, arrays
 
 
-def v1_scores(client: AppClient, items: Sequence[dict[str, Any]], model: str = "damaging") -> list[dict[str, Any]]:
+def v1_scores(
+    client: AppClient, items: Sequence[dict[str, Any]], model: str = "damaging"
+) -> list[dict[str, Any]]:
     scores = client.post("/v1/scores", json={"models": [model], "items": list(items)}).json()["scores"]
     return [scores[item["id"]][model] for item in items]
 
@@ -166,7 +185,9 @@ def test_routing_errors_and_bugs_take_the_protocol_shape_on_v2_only(client: AppC
 
 def test_json_inference_matches_v1(client: AppClient) -> None:
     items = edit_items(3)
-    response = client.post("/v2/models/damaging/versions/1/infer", json={"id": "r1", "inputs": json_inputs(items)})
+    response = client.post(
+        "/v2/models/damaging/versions/1/infer", json={"id": "r1", "inputs": json_inputs(items)}
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
@@ -182,7 +203,10 @@ def test_json_inference_matches_v1(client: AppClient) -> None:
 
 
 def test_multiclass_and_categories_as_bytes(client: AppClient) -> None:
-    rows = [{"length": 1200.0, "refs": 3, "topic": "science"}, {"length": 90000.5, "refs": 200, "topic": "art"}]
+    rows = [
+        {"length": 1200.0, "refs": 3, "topic": "science"},
+        {"length": 90000.5, "refs": 200, "topic": "art"},
+    ]
     inputs = [
         {"name": "length", "datatype": "FP32", "shape": [2], "data": [r["length"] for r in rows]},
         {"name": "refs", "datatype": "INT64", "shape": [2], "data": [r["refs"] for r in rows]},
@@ -193,12 +217,18 @@ def test_multiclass_and_categories_as_bytes(client: AppClient) -> None:
     classes = probability["parameters"]["classes"]
     items = [{"id": str(k), "features": r} for k, r in enumerate(rows)]
     for k, score in enumerate(v1_scores(client, items, "quality")):
-        assert probability["data"][k * 3 : k * 3 + 3] == pytest.approx([score["probability"][c] for c in classes])
+        assert probability["data"][k * 3 : k * 3 + 3] == pytest.approx(
+            [score["probability"][c] for c in classes]
+        )
         assert prediction["data"][k] == score["prediction"]
     unknown = [*inputs[:2], {**inputs[2], "data": ["science", "chess"]}]
-    oip_error(client.post("/v2/models/quality/infer", json={"inputs": unknown}), 422, "input 'topic'", "chess")
+    oip_error(
+        client.post("/v2/models/quality/infer", json={"inputs": unknown}), 422, "input 'topic'", "chess"
+    )
     numeric_topic = [*inputs[:2], {**inputs[2], "datatype": "FP32", "data": [1.0, 2.0]}]
-    oip_error(client.post("/v2/models/quality/infer", json={"inputs": numeric_topic}), 422, "input 'topic'", "BYTES")
+    oip_error(
+        client.post("/v2/models/quality/infer", json={"inputs": numeric_topic}), 422, "input 'topic'", "BYTES"
+    )
 
 
 def test_empty_requests_have_empty_answers(client: AppClient) -> None:
@@ -218,21 +248,89 @@ def test_empty_requests_have_empty_answers(client: AppClient) -> None:
         (lambda inputs: inputs[1:], 422, ["input 'longest_repeated_char_added'", "missing"]),
         (lambda inputs: [*inputs, {**inputs[0], "name": "colour"}], 422, ["input 'colour'", "not a feature"]),
         (lambda inputs: [*inputs, inputs[0]], 422, ["input 'longest_repeated_char_added'", "twice"]),
-        (lambda inputs: [{**inputs[0], "shape": [2]}, *inputs[1:]], 422, ["input 'longest_repeated_char_added'", "3 values"]),
-        (lambda inputs: [{**inputs[0], "shape": [3, 2]}, *inputs[1:]], 422, ["input 'longest_repeated_char_added'", "shape"]),
-        (lambda inputs: [{**inputs[0], "shape": [-3]}, *inputs[1:]], 422, ["input 'longest_repeated_char_added'", "shape"]),
-        (lambda inputs: [{**inputs[0], "datatype": "FLOAT"}, *inputs[1:]], 422, ["input 'longest_repeated_char_added'", "FLOAT"]),
-        (lambda inputs: [{**inputs[0], "datatype": "BF16"}, *inputs[1:]], 422, ["input 'longest_repeated_char_added'", "BF16"]),
-        (lambda inputs: [{**inputs[0], "data": ["a", 1, 2]}, *inputs[1:]], 422, ["input 'longest_repeated_char_added'", "numbers"]),
-        (lambda inputs: [{**inputs[0], "data": [True, 1, 2]}, *inputs[1:]], 422, ["input 'longest_repeated_char_added'", "bool"]),
-        (lambda inputs: [{**inputs[0], "datatype": "INT8", "data": [1, 300, 2]}, *inputs[1:]], 422, ["input 'longest_repeated_char_added'", "INT8"]),
-        (lambda inputs: [{**inputs[0], "datatype": "UINT8", "data": [1, -1, 2]}, *inputs[1:]], 422, ["input 'longest_repeated_char_added'", "UINT8"]),
-        (lambda inputs: [*inputs[:6], {**inputs[6], "datatype": "FP64", "data": [0.5, 1.0, 0.0]}, *inputs[7:]], 422, ["input 'user_is_anon'"]),
-        (lambda inputs: [*inputs[:6], {**inputs[6], "datatype": "BYTES", "data": ["a", "b", "c"]}, *inputs[7:]], 422, ["input 'user_is_anon'", "BOOL"]),
-        (lambda inputs: [*inputs[:6], {**inputs[6], "datatype": "INT8", "data": [0, 2, 1]}, *inputs[7:]], 422, ["input 'user_is_anon'"]),
-        (lambda inputs: [{**inputs[0], "data": None}, *inputs[1:]], 422, ["input 'longest_repeated_char_added'"]),
-        (lambda inputs: [{k: v for k, v in inputs[0].items() if k != "data"}, *inputs[1:]], 422, ["input 'longest_repeated_char_added'", "no data"]),
-        (lambda inputs: [{**inputs[0], "parameters": {"shared_memory_region": "r"}}, *inputs[1:]], 422, ["shared memory"]),
+        (
+            lambda inputs: [{**inputs[0], "shape": [2]}, *inputs[1:]],
+            422,
+            ["input 'longest_repeated_char_added'", "3 values"],
+        ),
+        (
+            lambda inputs: [{**inputs[0], "shape": [3, 2]}, *inputs[1:]],
+            422,
+            ["input 'longest_repeated_char_added'", "shape"],
+        ),
+        (
+            lambda inputs: [{**inputs[0], "shape": [-3]}, *inputs[1:]],
+            422,
+            ["input 'longest_repeated_char_added'", "shape"],
+        ),
+        (
+            lambda inputs: [{**inputs[0], "datatype": "FLOAT"}, *inputs[1:]],
+            422,
+            ["input 'longest_repeated_char_added'", "FLOAT"],
+        ),
+        (
+            lambda inputs: [{**inputs[0], "datatype": "BF16"}, *inputs[1:]],
+            422,
+            ["input 'longest_repeated_char_added'", "BF16"],
+        ),
+        (
+            lambda inputs: [{**inputs[0], "data": ["a", 1, 2]}, *inputs[1:]],
+            422,
+            ["input 'longest_repeated_char_added'", "numbers"],
+        ),
+        (
+            lambda inputs: [{**inputs[0], "data": [True, 1, 2]}, *inputs[1:]],
+            422,
+            ["input 'longest_repeated_char_added'", "bool"],
+        ),
+        (
+            lambda inputs: [{**inputs[0], "datatype": "INT8", "data": [1, 300, 2]}, *inputs[1:]],
+            422,
+            ["input 'longest_repeated_char_added'", "INT8"],
+        ),
+        (
+            lambda inputs: [{**inputs[0], "datatype": "UINT8", "data": [1, -1, 2]}, *inputs[1:]],
+            422,
+            ["input 'longest_repeated_char_added'", "UINT8"],
+        ),
+        (
+            lambda inputs: [
+                *inputs[:6],
+                {**inputs[6], "datatype": "FP64", "data": [0.5, 1.0, 0.0]},
+                *inputs[7:],
+            ],
+            422,
+            ["input 'user_is_anon'"],
+        ),
+        (
+            lambda inputs: [
+                *inputs[:6],
+                {**inputs[6], "datatype": "BYTES", "data": ["a", "b", "c"]},
+                *inputs[7:],
+            ],
+            422,
+            ["input 'user_is_anon'", "BOOL"],
+        ),
+        (
+            lambda inputs: [*inputs[:6], {**inputs[6], "datatype": "INT8", "data": [0, 2, 1]}, *inputs[7:]],
+            422,
+            ["input 'user_is_anon'"],
+        ),
+        (
+            lambda inputs: [{**inputs[0], "data": None}, *inputs[1:]],
+            422,
+            ["input 'longest_repeated_char_added'"],
+        ),
+        (
+            lambda inputs: [{k: v for k, v in inputs[0].items() if k != "data"}, *inputs[1:]],
+            422,
+            ["input 'longest_repeated_char_added'", "no data"],
+        ),
+        (
+            lambda inputs: [{**inputs[0], "parameters": {"shared_memory_region": "r"}}, *inputs[1:]],
+            422,
+            ["shared memory"],
+        ),
     ],
 )
 def test_bad_json_tensors_are_refused_naming_the_input(
@@ -251,7 +349,9 @@ def test_bad_json_requests_are_refused(client: AppClient) -> None:
     oip_error(client.post(INFER, json={"inputs": inputs, "extra": 1}), 422, "extra")
     oip_error(client.post(INFER, json={"inputs": inputs, "id": 5}), 422, "id")
     oip_error(client.post(INFER, json={"inputs": inputs, "outputs": [{"name": "colour"}]}), 422, "colour")
-    oip_error(client.post(INFER, json={"inputs": inputs, "outputs": [{"name": "prediction"}] * 2}), 422, "twice")
+    oip_error(
+        client.post(INFER, json={"inputs": inputs, "outputs": [{"name": "prediction"}] * 2}), 422, "twice"
+    )
     bad_flag = {"inputs": inputs, "parameters": {"binary_data_output": "yes"}}
     oip_error(client.post(INFER, json=bad_flag), 422, "binary_data_output")
     oip_error(client.post("/v2/models/nope/infer", json={"inputs": inputs}), 404, "nope")
@@ -275,7 +375,14 @@ def test_binary_inputs_score_what_their_bytes_hold(client: AppClient, numeric: s
     for k, item in enumerate(items):
         features = {}
         for name, datatype, _shape, raw in tensors:
-            dtype = {"BOOL": "?", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8"}[datatype]
+            dtype = {
+                "BOOL": "?",
+                "FP16": "<f2",
+                "FP32": "<f4",
+                "FP64": "<f8",
+                "INT32": "<i4",
+                "INT64": "<i8",
+            }[datatype]
             features[name] = np.frombuffer(raw, dtype=dtype)[k].item()
         decoded.append({"id": item["id"], "features": features})
     for k, score in enumerate(v1_scores(client, decoded)):
@@ -306,7 +413,9 @@ def test_binary_outputs_when_asked(client: AppClient) -> None:
     _, arrays = read_binary(client.post(INFER, json={"inputs": json_inputs(items), "outputs": outputs}))
     for k, score in enumerate(scores):
         value, index, label = arrays["probability"][k, 0].split(":")
-        assert label == ("true" if score["prediction"] else "false") and index == ("0" if label == "true" else "1")
+        assert label == ("true" if score["prediction"] else "false") and index == (
+            "0" if label == "true" else "1"
+        )
         assert float(value) == pytest.approx(score["probability"][label], abs=1e-6)
 
 
@@ -322,7 +431,9 @@ def test_multiclass_binary_bytes_in_and_out(client: AppClient) -> None:
     header, arrays = read_binary(client.post("/v2/models/quality/infer", content=body, headers=headers))
     items = [
         {"id": str(k), "features": {"length": length, "refs": refs, "topic": topic}}
-        for k, (length, refs, topic) in enumerate(zip([900.0, 20000.0, 4000.0], [1, 40, 8], topics, strict=True))
+        for k, (length, refs, topic) in enumerate(
+            zip([900.0, 20000.0, 4000.0], [1, 40, 8], topics, strict=True)
+        )
     ]
     assert arrays["prediction"].tolist() == [s["prediction"] for s in v1_scores(client, items, "quality")]
     assert header["outputs"][1]["datatype"] == "BYTES"
@@ -334,7 +445,12 @@ def _tensors(items: int = 3) -> list[tuple[str, str, list[int], bytes]]:
 
 def _with(tensors: list[tuple[str, str, list[int], bytes]], k: int, **change: Any) -> list[Any]:
     name, datatype, shape, raw = tensors[k]
-    replaced = (change.get("name", name), change.get("datatype", datatype), change.get("shape", shape), change.get("raw", raw))
+    replaced = (
+        change.get("name", name),
+        change.get("datatype", datatype),
+        change.get("shape", shape),
+        change.get("raw", raw),
+    )
     return [*tensors[:k], replaced, *tensors[k + 1 :]]
 
 
@@ -347,8 +463,16 @@ INF16 = np.array([1.0, np.inf, 2.0], dtype="<f2").tobytes()
     ("tensors", "status", "names"),
     [
         # sizes that disagree with shape x datatype
-        (lambda t: _with(t, 0, raw=t[0][3][:-1]), 422, ["input 'longest_repeated_char_added'", "11 bytes", "12"]),
-        (lambda t: _with(t, 0, raw=t[0][3] + b"\0\0\0\0"), 422, ["input 'longest_repeated_char_added'", "16 bytes"]),
+        (
+            lambda t: _with(t, 0, raw=t[0][3][:-1]),
+            422,
+            ["input 'longest_repeated_char_added'", "11 bytes", "12"],
+        ),
+        (
+            lambda t: _with(t, 0, raw=t[0][3] + b"\0\0\0\0"),
+            422,
+            ["input 'longest_repeated_char_added'", "16 bytes"],
+        ),
         (lambda t: _with(t, 1, datatype="FP64"), 422, ["input 'words_added'", "FP64"]),
         (lambda t: _with(t, 1, shape=[4]), 422, ["input 'words_added'"]),
         # unknown datatypes
@@ -356,8 +480,16 @@ INF16 = np.array([1.0, np.inf, 2.0], dtype="<f2").tobytes()
         (lambda t: _with(t, 2, datatype="BF16", raw=t[2][3][:6]), 422, ["input 'words_removed'", "BF16"]),
         # NaN and infinity in floats
         (lambda t: _with(t, 3, raw=NAN32), 422, ["input 'badwords_prop_delta_sum'", "element 1", "nan"]),
-        (lambda t: _with(t, 3, datatype="FP64", raw=INF64), 422, ["input 'badwords_prop_delta_sum'", "element 2", "inf"]),
-        (lambda t: _with(t, 3, datatype="FP16", raw=INF16), 422, ["input 'badwords_prop_delta_sum'", "element 1"]),
+        (
+            lambda t: _with(t, 3, datatype="FP64", raw=INF64),
+            422,
+            ["input 'badwords_prop_delta_sum'", "element 2", "inf"],
+        ),
+        (
+            lambda t: _with(t, 3, datatype="FP16", raw=INF16),
+            422,
+            ["input 'badwords_prop_delta_sum'", "element 1"],
+        ),
         # BOOL bytes that are not 0 or 1
         (lambda t: _with(t, 6, raw=b"\x00\x02\x01"), 422, ["input 'user_is_anon'", "element 1", "0 or 1"]),
         # rows that disagree between inputs
@@ -379,15 +511,23 @@ def test_bad_binary_framing_is_refused(client: AppClient) -> None:
     oip_error(post(body[:-1]), 400, "input 'user_seconds_since_registration'", "past the end")
     oip_error(post(body[: size + 5]), 400, "past the end")
     # a header length past the body, or not a number, or cutting the JSON
-    oip_error(post(body, **{"Inference-Header-Content-Length": str(len(body) + 1)}), 400, "Inference-Header-Content-Length")
+    oip_error(
+        post(body, **{"Inference-Header-Content-Length": str(len(body) + 1)}),
+        400,
+        "Inference-Header-Content-Length",
+    )
     oip_error(post(body, **{"Inference-Header-Content-Length": "-3"}), 400, "Inference-Header-Content-Length")
-    oip_error(post(body, **{"Inference-Header-Content-Length": "1e3"}), 400, "Inference-Header-Content-Length")
+    oip_error(
+        post(body, **{"Inference-Header-Content-Length": "1e3"}), 400, "Inference-Header-Content-Length"
+    )
     oip_error(post(body, **{"Inference-Header-Content-Length": str(size - 1)}), 400, "JSON")
     # bytes nobody claimed
     oip_error(post(body + b"\0"), 400, "1 bytes after")
     # binary_data_size without the header, or with data, or not a count
     no_header = {k: v for k, v in headers.items() if k != "Inference-Header-Content-Length"}
-    oip_error(client.post(INFER, content=body[:size], headers=no_header), 400, "Inference-Header-Content-Length")
+    oip_error(
+        client.post(INFER, content=body[:size], headers=no_header), 400, "Inference-Header-Content-Length"
+    )
     header = orjson.loads(body[:size])
     header["inputs"][0]["data"] = [1, 2, 3]
     oip_error(client.post(INFER, json=header), 422, "input 'longest_repeated_char_added'", "both")
@@ -395,7 +535,9 @@ def test_bad_binary_framing_is_refused(client: AppClient) -> None:
     header["inputs"][0]["parameters"]["binary_data_size"] = -12
     again = orjson.dumps(header)
     oip_error(
-        client.post(INFER, content=again + body[size:], headers={"Inference-Header-Content-Length": str(len(again))}),
+        client.post(
+            INFER, content=again + body[size:], headers={"Inference-Header-Content-Length": str(len(again))}
+        ),
         422,
         "input 'longest_repeated_char_added'",
         "binary_data_size",
@@ -413,7 +555,10 @@ def _bytes_tensor(elements: list[bytes]) -> bytes:
         (_bytes_tensor([b"science", b"art"])[:13], ["input 'topic'", "length of element 1"]),
         (_bytes_tensor([b"science", b"art", b"x"]), ["input 'topic'", "5 bytes left after"]),
         (_bytes_tensor([b"science", b"\xff\xfe"]), ["input 'topic'", "UTF-8"]),
-        ((2**31).to_bytes(4, "little") + b"abc" + _bytes_tensor([b"x"]), ["input 'topic'", "says 2147483648"]),
+        (
+            (2**31).to_bytes(4, "little") + b"abc" + _bytes_tensor([b"x"]),
+            ["input 'topic'", "says 2147483648"],
+        ),
     ],
 )
 def test_bad_bytes_tensors_are_refused(client: AppClient, raw: bytes, names: list[str]) -> None:
@@ -427,7 +572,11 @@ def test_bad_bytes_tensors_are_refused(client: AppClient, raw: bytes, names: lis
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cut=st.integers(min_value=1, max_value=200), extra=st.binary(min_size=0, max_size=16), length_delta=st.integers(-40, 40))
+@given(
+    cut=st.integers(min_value=1, max_value=200),
+    extra=st.binary(min_size=0, max_size=16),
+    length_delta=st.integers(-40, 40),
+)
 def test_mangled_binary_bodies_never_score_or_fail_the_server(
     client: AppClient, cut: int, extra: bytes, length_delta: int
 ) -> None:
@@ -438,7 +587,9 @@ def test_mangled_binary_bodies_never_score_or_fail_the_server(
     length = max(0, size + length_delta)
     if len(mangled) == len(body) and length == size:
         return  # the same sizes: other values, not misread bytes (covered above)
-    response = client.post(INFER, content=mangled, headers={**headers, "Inference-Header-Content-Length": str(length)})
+    response = client.post(
+        INFER, content=mangled, headers={**headers, "Inference-Header-Content-Length": str(length)}
+    )
     assert 400 <= response.status_code < 500, response.text
     assert isinstance(response.json()["error"], str)
 
@@ -473,5 +624,11 @@ def test_compressed_bodies_are_inflated_within_the_body_limit(trained_home: Path
         bomb = gzip.compress(b"{" + b" " * 100_000)
         assert len(bomb) < 4096
         oip_error(client.post(INFER, content=bomb, headers={"Content-Encoding": "gzip"}), 413, "inflated")
-        oip_error(client.post(INFER, content=gzip.compress(body)[:-9], headers={**headers, "Content-Encoding": "gzip"}), 400, "truncated")
+        oip_error(
+            client.post(
+                INFER, content=gzip.compress(body)[:-9], headers={**headers, "Content-Encoding": "gzip"}
+            ),
+            400,
+            "truncated",
+        )
         oip_error(client.post(INFER, content=body, headers={**headers, "Content-Encoding": "br"}), 400, "br")

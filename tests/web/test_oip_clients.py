@@ -29,7 +29,19 @@ from tests.servers import FEATURES, edit_items
 pytestmark = pytest.mark.slow
 
 BOOLEANS = ("user_is_anon", "user_is_bot_or_sysop")
-NUMERIC_TYPES = ["FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"]
+NUMERIC_TYPES = [
+    "FP16",
+    "FP32",
+    "FP64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+]
 NUMPY = {
     "BOOL": np.bool_,
     "FP16": np.float16,
@@ -150,8 +162,14 @@ def test_health_and_metadata(served: Served, transport: Transport, client: Any) 
     assert not client.is_model_ready("nope") and not client.is_model_ready("damaging", "7")
     server = client.get_server_metadata(**({"as_json": True} if transport.module is triton_grpc else {}))
     assert server["name"] == "assay" and "binary_tensor_data" in server["extensions"]
-    meta = client.get_model_metadata("quality", **({"as_json": True} if transport.module is triton_grpc else {}))
-    assert {i["name"]: i["datatype"] for i in meta["inputs"]} == {"length": "FP64", "refs": "FP64", "topic": "BYTES"}
+    meta = client.get_model_metadata(
+        "quality", **({"as_json": True} if transport.module is triton_grpc else {})
+    )
+    assert {i["name"]: i["datatype"] for i in meta["inputs"]} == {
+        "length": "FP64",
+        "refs": "FP64",
+        "topic": "BYTES",
+    }
     assert [o["name"] for o in meta["outputs"]] == ["probability", "prediction"]
     assert meta["versions"] == ["1"]
     error = refused(lambda: client.get_model_metadata("nope"))
@@ -166,11 +184,15 @@ def test_every_numeric_datatype(served: Served, transport: Transport, client: An
     probability, prediction = result.as_numpy("probability"), result.as_numpy("prediction")
     assert probability.shape == (6, 2) and prediction.dtype == np.bool_
     expected = v1(served, "damaging", [{n: cols[n][k].item() for n in FEATURES} for k in range(6)])
-    assert probability[:, 0].tolist() == pytest.approx([s["probability"]["true"] for s in expected], abs=1e-12)
+    assert probability[:, 0].tolist() == pytest.approx(
+        [s["probability"]["true"] for s in expected], abs=1e-12
+    )
     assert prediction.tolist() == [s["prediction"] for s in expected]
 
 
-def test_categories_as_bytes_and_multiclass_outputs(served: Served, transport: Transport, client: Any) -> None:
+def test_categories_as_bytes_and_multiclass_outputs(
+    served: Served, transport: Transport, client: Any
+) -> None:
     rows = [
         {"length": 900.0, "refs": 1, "topic": "science"},
         {"length": 25000.0, "refs": 60, "topic": "art"},
@@ -203,27 +225,42 @@ def _classes(result: Any, transport: Transport) -> list[str]:
     return list(output["parameters"]["classes"])
 
 
-def test_shape_errors_and_bad_values_name_the_input(served: Served, transport: Transport, client: Any) -> None:
+def test_shape_errors_and_bad_values_name_the_input(
+    served: Served, transport: Transport, client: Any
+) -> None:
     cols = columns_as(edit_items(4), "FP32")
     inputs = [transport.tensor(name, cols[name]) for name in FEATURES]
     short = [transport.tensor("words_added", cols["words_added"][:3]), *inputs[:1], *inputs[2:]]
     error = refused(lambda: client.infer("damaging", short))
     assert "input 'words_added' has 3 rows" in error.message() or "has 3" in error.message()
-    wide = [transport.tensor("words_added", np.stack([cols["words_added"]] * 2, axis=1)), *inputs[:1], *inputs[2:]]
-    assert "input 'words_added': shape must be [n] or [n, 1]" in refused(lambda: client.infer("damaging", wide)).message()
+    wide = [
+        transport.tensor("words_added", np.stack([cols["words_added"]] * 2, axis=1)),
+        *inputs[:1],
+        *inputs[2:],
+    ]
+    assert (
+        "input 'words_added': shape must be [n] or [n, 1]"
+        in refused(lambda: client.infer("damaging", wide)).message()
+    )
     # [n, 1] is a column too.
     column = [transport.tensor("words_added", cols["words_added"].reshape(4, 1)), *inputs[:1], *inputs[2:]]
     assert client.infer("damaging", column).as_numpy("prediction").shape == (4,)
     nan = cols["badwords_prop_delta_sum"].copy()
     nan[2] = np.nan
-    with_nan = [transport.tensor("badwords_prop_delta_sum", nan), *[t for t in inputs if t.name() != "badwords_prop_delta_sum"]]
+    with_nan = [
+        transport.tensor("badwords_prop_delta_sum", nan),
+        *[t for t in inputs if t.name() != "badwords_prop_delta_sum"],
+    ]
     error = refused(lambda: client.infer("damaging", with_nan))
     if transport.name == "http-json":  # the client writes NaN into JSON, which JSON does not have
         assert error.status() == "400" and "not valid JSON" in error.message()
     else:
         assert "input 'badwords_prop_delta_sum': element 2 is nan" in error.message()
     missing = inputs[1:]
-    assert "input 'longest_repeated_char_added' is missing" in refused(lambda: client.infer("damaging", missing)).message()
+    assert (
+        "input 'longest_repeated_char_added' is missing"
+        in refused(lambda: client.infer("damaging", missing)).message()
+    )
     status = refused(lambda: client.infer("damaging", missing)).status()
     assert status in ("422", "StatusCode.INVALID_ARGUMENT")
 
@@ -249,7 +286,9 @@ def test_requested_outputs_and_classification(served: Served, transport: Transpo
     only = client.infer("damaging", inputs, outputs=[module.InferRequestedOutput("prediction")])
     assert only.as_numpy("probability") is None and only.as_numpy("prediction").shape == (3,)
     full = client.infer("damaging", inputs).as_numpy("probability")
-    top = client.infer("damaging", inputs, outputs=[module.InferRequestedOutput("probability", class_count=2)])
+    top = client.infer(
+        "damaging", inputs, outputs=[module.InferRequestedOutput("probability", class_count=2)]
+    )
     labels = top.as_numpy("probability")
     assert labels.shape == (3, 2)
     for k in range(3):

@@ -57,7 +57,9 @@ class Candidate:
     # names the estimator accepts beyond its get_params() (LightGBM takes any library parameter)
     extra_params: Callable[[], set[str]] = set
 
-    def model(self, params: dict[str, Any], seed: int, categorical: list[int] | None = None) -> ClassifierMixin:
+    def model(
+        self, params: dict[str, Any], seed: int, categorical: list[int] | None = None
+    ) -> ClassifierMixin:
         """The bare estimator with ``params`` over assay's settings (no defaults merged)."""
         return self.factory(params, seed, categorical or [])
 
@@ -217,7 +219,9 @@ def check_params(source: str, params_by_candidate: dict[str, dict[str, Any]], se
             if key not in known:
                 close = get_close_matches(key, known, n=3)
                 hint = f"; did you mean {' or '.join(close)}?" if close else ""
-                raise SpecError(f"{source}: {key_field}: unknown hyperparameter of {name}{hint}", field=key_field)
+                raise SpecError(
+                    f"{source}: {key_field}: unknown hyperparameter of {name}{hint}", field=key_field
+                )
             # LightGBM declares no constraints up front: it checks its values when fitting.
             problem = candidate.refusal({key: value}, seed, fit=name == "lightgbm")
             if problem:

@@ -410,7 +410,9 @@ def permutation_importance(
     frame = isinstance(X, pd.DataFrame)
     # Work on one private copy and put each column back after shuffling it,
     # rather than copying the whole matrix for every (feature, repeat).
-    work: Any = X.iloc[rows].reset_index(drop=True) if isinstance(X, pd.DataFrame) else np.array(X[rows], copy=True)
+    work: Any = (
+        X.iloc[rows].reset_index(drop=True) if isinstance(X, pd.DataFrame) else np.array(X[rows], copy=True)
+    )
     y = y[rows]
     baseline = _auc_score(y, np.asarray(predict_proba(work)), classes, positive)
     if baseline is None:

@@ -146,7 +146,19 @@ def load_spec(path: str | Path) -> ModelSpec:
 def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | None = None) -> ModelSpec:
     r = _Reader(source)
     r.keys(
-        raw, "", {"name", "description", "seed", "data", "features", "training", "gates", "operating_points", "monitoring"}
+        raw,
+        "",
+        {
+            "name",
+            "description",
+            "seed",
+            "data",
+            "features",
+            "training",
+            "gates",
+            "operating_points",
+            "monitoring",
+        },
     )
     name = r.get(raw, "name", str, required=True)
     try:
@@ -273,7 +285,9 @@ def parse_duration(text: str) -> float:
     try:
         seconds = float(value) * _DURATION_UNITS[unit]
     except (KeyError, ValueError):
-        raise ValueError(f"{text!r} is not a duration like 30m, 6h, 1d or 2w (or give a number of rows)") from None
+        raise ValueError(
+            f"{text!r} is not a duration like 30m, 6h, 1d or 2w (or give a number of rows)"
+        ) from None
     if not seconds > 0 or seconds == float("inf"):
         raise ValueError(f"{text!r}: a duration must be positive")
     return seconds
@@ -284,7 +298,15 @@ def _monitoring(r: _Reader, m: Mapping[str, Any]) -> MonitoringSpec:
     r.keys(
         m,
         "monitoring.",
-        {"window", "min_rows", "drift_share", "alert_after", "performance_metric", "performance_drop", "features"},
+        {
+            "window",
+            "min_rows",
+            "drift_share",
+            "alert_after",
+            "performance_metric",
+            "performance_drop",
+            "features",
+        },
     )
     window = r.get(m, "monitoring.window", (str, int), default="1d")
     if isinstance(window, int) and window < 1:
@@ -315,7 +337,7 @@ def _monitoring(r: _Reader, m: Mapping[str, Any]) -> MonitoringSpec:
     for name, t in r.table(m, "monitoring.features").items():
         key = f"monitoring.features.{name}"
         if not isinstance(t, dict):
-            raise r.fail(key, f"must be a table like {{ test = \"psi\", threshold = 0.2 }}; got {t!r}")
+            raise r.fail(key, f'must be a table like {{ test = "psi", threshold = 0.2 }}; got {t!r}')
         r.keys(t, f"{key}.", {"test", "threshold"})
         test = r.get(t, f"{key}.test", str, default="auto")
         if test not in DRIFT_TESTS:

@@ -90,7 +90,9 @@ def load_states(conn: Connection, model: str) -> dict[str, MonitorState]:
     return {r.monitor: MonitorState(r.state, r.drifting, r.clean, r.value, r.window_end) for r in rows}
 
 
-def save_states(conn: Connection, model: str, states: Mapping[str, MonitorState], before: Mapping[str, MonitorState]) -> None:
+def save_states(
+    conn: Connection, model: str, states: Mapping[str, MonitorState], before: Mapping[str, MonitorState]
+) -> None:
     table = db.monitor_states
     now = db.now()
     for monitor, s in states.items():
@@ -103,7 +105,9 @@ def save_states(conn: Connection, model: str, states: Mapping[str, MonitorState]
             "updated_at": now,
         }
         if monitor in before:
-            conn.execute(sa.update(table).where(table.c.model == model, table.c.monitor == monitor).values(**values))
+            conn.execute(
+                sa.update(table).where(table.c.model == model, table.c.monitor == monitor).values(**values)
+            )
         else:
             conn.execute(sa.insert(table).values(model=model, monitor=monitor, **values))
 
@@ -178,7 +182,9 @@ def _event(r: Any) -> dict[str, Any]:
         "kind": r.kind,
         "from": r.from_state,
         "to": r.to_state,
-        "window": None if r.window_start is None else {"start": _iso(r.window_start), "end": _iso(r.window_end)},
+        "window": None
+        if r.window_start is None
+        else {"start": _iso(r.window_start), "end": _iso(r.window_end)},
         "detail": r.detail,
         "delivery": r.delivery,
         "attempts": r.attempts,
@@ -248,16 +254,22 @@ class WebhookSender:
             return 0
         table = db.monitor_events
         with self.engine.connect() as conn:
-            ids = conn.execute(
-                sa.select(table.c.id).where(table.c.delivery == "pending").order_by(table.c.id)
-            ).scalars().all()
+            ids = (
+                conn.execute(sa.select(table.c.id).where(table.c.delivery == "pending").order_by(table.c.id))
+                .scalars()
+                .all()
+            )
         sent = 0
         for event_id in ids:
             with self.engine.begin() as conn:
                 claimed = conn.execute(
-                    sa.update(table).where(table.c.id == event_id, table.c.delivery == "pending").values(delivery="sending")
+                    sa.update(table)
+                    .where(table.c.id == event_id, table.c.delivery == "pending")
+                    .values(delivery="sending")
                 ).rowcount
-                row = conn.execute(sa.select(table).where(table.c.id == event_id)).first() if claimed else None
+                row = (
+                    conn.execute(sa.select(table).where(table.c.id == event_id)).first() if claimed else None
+                )
             if row is None:
                 continue  # another worker has it
             attempts, ok = self._send(_event(row))
@@ -294,7 +306,9 @@ class WebhookSender:
                     self._count("sent")
                     break
                 self._count("retried" if attempt + 1 < self.retries else "failed")
-                log.warning("webhook %s for event %s failed (attempt %d): %s", url, event["id"], attempt + 1, error)
+                log.warning(
+                    "webhook %s for event %s failed (attempt %d): %s", url, event["id"], attempt + 1, error
+                )
                 if attempt + 1 < self.retries:
                     self.sleep(min(_BACKOFF_S * 2**attempt, _MAX_BACKOFF_S))
             else:

@@ -29,7 +29,9 @@ ADWIN_MERGE = 512
 
 
 class ADWIN:
-    def __init__(self, delta: float = 0.002, *, max_buckets: int = 5, min_window: int = 5, clock: int = 32) -> None:
+    def __init__(
+        self, delta: float = 0.002, *, max_buckets: int = 5, min_window: int = 5, clock: int = 32
+    ) -> None:
         self.delta = delta
         self.max_buckets = max_buckets
         self.min_window = min_window
@@ -115,7 +117,9 @@ class ADWIN:
 
 
 class DDM:
-    def __init__(self, *, min_instances: int = 30, warning_level: float = 2.0, drift_level: float = 3.0) -> None:
+    def __init__(
+        self, *, min_instances: int = 30, warning_level: float = 2.0, drift_level: float = 3.0
+    ) -> None:
         self.min_instances = min_instances
         self.warning_level = warning_level
         self.drift_level = drift_level
@@ -147,7 +151,9 @@ class DDM:
         return None
 
 
-def error_stream_events(at: Sequence[float], errors: Sequence[float], *, delta: float = 0.002) -> list[dict[str, Any]]:
+def error_stream_events(
+    at: Sequence[float], errors: Sequence[float], *, delta: float = 0.002
+) -> list[dict[str, Any]]:
     """Run ADWIN and DDM over ``errors`` (in time order, dated ``at``): one event per detection.
 
     ADWIN drops the old part of its window a bucket at a time, so one change shows as several
@@ -179,13 +185,27 @@ def error_stream_events(at: Sequence[float], errors: Sequence[float], *, delta: 
         level = ddm.update(float(error))
         if level == "drift":
             events.append(
-                {"detector": "ddm", "level": "drift", "at": float(when), "index": i, "error_rate": ddm.p, "error_rate_min": ddm.p_min}
+                {
+                    "detector": "ddm",
+                    "level": "drift",
+                    "at": float(when),
+                    "index": i,
+                    "error_rate": ddm.p,
+                    "error_rate_min": ddm.p_min,
+                }
             )
             ddm.reset()
             warned = False
         elif level == "warning" and not warned:
             events.append(
-                {"detector": "ddm", "level": "warning", "at": float(when), "index": i, "error_rate": ddm.p, "error_rate_min": ddm.p_min}
+                {
+                    "detector": "ddm",
+                    "level": "warning",
+                    "at": float(when),
+                    "index": i,
+                    "error_rate": ddm.p,
+                    "error_rate_min": ddm.p_min,
+                }
             )
             warned = True
     return events

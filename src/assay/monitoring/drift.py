@@ -39,7 +39,14 @@ from scipy.special import rel_entr
 from assay.modelling.spec import P_VALUE_TESTS, FeatureMonitorSpec
 from assay.monitoring.profile import ColumnProfile, Profile
 
-DEFAULT_THRESHOLDS = {"ks": 0.05, "chisquare": 0.05, "z": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1, "psi": 0.1}
+DEFAULT_THRESHOLDS = {
+    "ks": 0.05,
+    "chisquare": 0.05,
+    "z": 0.05,
+    "wasserstein": 0.1,
+    "jensenshannon": 0.1,
+    "psi": 0.1,
+}
 SMALL_REFERENCE = 1000  # Evidently's boundary between p-value tests and distances
 MULTIVARIATE_SIGMAS = 3.0
 MULTIVARIATE_MAX_ROWS = 100_000
@@ -304,7 +311,8 @@ def window_drift(
         for j, ref in enumerate(profile.features)
     ]
     outs = [
-        column_drift(ref, outputs[:, j], judge=judge, with_psi=with_psi) for j, ref in enumerate(profile.outputs)
+        column_drift(ref, outputs[:, j], judge=judge, with_psi=with_psi)
+        for j, ref in enumerate(profile.outputs)
     ]
     decided = [c for c in feats if c.drift is not None]
     drifted = sum(1 for c in decided if c.drift)

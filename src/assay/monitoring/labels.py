@@ -83,12 +83,18 @@ def add_labels(
     wanted: dict[str, tuple[int, Any]] = {}
     for i, item in enumerate(items):
         if not isinstance(item, Mapping) or set(item) - {"id", "label"}:
-            outcomes[i] = Outcome(i, None, False, "invalid_item", "each label is an object with 'id' and 'label'")
+            outcomes[i] = Outcome(
+                i, None, False, "invalid_item", "each label is an object with 'id' and 'label'"
+            )
             continue
         item_id = _text(item.get("id"), MAX_ID_LENGTH)
         if item_id is None:
             outcomes[i] = Outcome(
-                i, None, False, "invalid_id", f"id must be a string or whole number of 1-{MAX_ID_LENGTH} characters"
+                i,
+                None,
+                False,
+                "invalid_id",
+                f"id must be a string or whole number of 1-{MAX_ID_LENGTH} characters",
             )
             continue
         if "label" not in item or item["label"] is None:
@@ -136,7 +142,9 @@ def add_labels(
             )
             continue
         if item_id in existing:
-            outcomes[i] = Outcome(i, item_id, False, "duplicate_label", f"item {item_id!r} already has a label")
+            outcomes[i] = Outcome(
+                i, item_id, False, "duplicate_label", f"item {item_id!r} already has a label"
+            )
             continue
         if version not in class_cache:
             class_cache[version] = list(classes_of(version))
@@ -160,7 +168,10 @@ def add_labels(
 
 
 def _insert_new(
-    engine: Engine, rows: list[dict[str, Any]], outcomes: dict[int, Outcome], wanted: dict[str, tuple[int, Any]]
+    engine: Engine,
+    rows: list[dict[str, Any]],
+    outcomes: dict[int, Outcome],
+    wanted: dict[str, tuple[int, Any]],
 ) -> None:
     """Insert, skipping items someone labelled since the check; those are refused as duplicates."""
     table = db.monitor_labels
@@ -189,7 +200,9 @@ def _insert_new(
             for item_id, source, label, at in stored:
                 if (item_id, source, label) not in ours or _naive(at) != _naive(created):
                     i = wanted[item_id][0]
-                    outcomes[i] = Outcome(i, item_id, False, "duplicate_label", f"item {item_id!r} already has a label")
+                    outcomes[i] = Outcome(
+                        i, item_id, False, "duplicate_label", f"item {item_id!r} already has a label"
+                    )
 
 
 def _naive(at: Any) -> Any:
@@ -204,7 +217,9 @@ def read_labels(engine: Engine, model: str) -> dict[str, str]:
     """Item id -> label of every stored label of ``model``."""
     table = db.monitor_labels
     with engine.connect() as conn:
-        return dict(conn.execute(sa.select(table.c.item_id, table.c.label).where(table.c.model == model)).all())
+        return dict(
+            conn.execute(sa.select(table.c.item_id, table.c.label).where(table.c.model == model)).all()
+        )
 
 
 def check_source(source: str) -> str:

@@ -67,7 +67,9 @@ class Target:
         return {k: v for k, v in self.loaded.record.summary.items() if k != "fairness"}
 
     def outputs(self, proba: np.ndarray) -> np.ndarray:
-        return output_matrix(proba, self.profile.classes, self.profile.positive_index, self.profile.decision_threshold)
+        return output_matrix(
+            proba, self.profile.classes, self.profile.positive_index, self.profile.decision_threshold
+        )
 
 
 def target(registry: Registry, ref: str) -> Target:
@@ -195,9 +197,15 @@ def judge(
             rows, y = performance.labelled_rows(frame.ids[sl], labels)
             if len(rows):
                 rows = rows + w.lo
-                realized = performance.realized(t.loaded, frame.X[rows], frame.proba[rows], y, sensitive=sensitive)
+                realized = performance.realized(
+                    t.loaded, frame.X[rows], frame.proba[rows], y, sensitive=sensitive
+                )
         estimated = performance.estimated(t.profile, frame.proba[sl]) if w.n else None
-        concept = [e for e in (detections or []) if w.start <= e["at"] < w.end or (not w.closed and e["at"] >= w.start)]
+        concept = [
+            e
+            for e in (detections or [])
+            if w.start <= e["at"] < w.end or (not w.closed and e["at"] >= w.start)
+        ]
         result = WindowResult(w, drift, realized, estimated, concept)
         result.judgements = _judgements(t, result, held_out, metric, drop, labelled=bool(labels))
         results.append(result)
@@ -214,7 +222,10 @@ def _judgements(
     for c in d.features:
         out[f"feature:{c.column}"] = (c.drift, c.statistic)
     probability = d.outputs[0] if d.outputs else None
-    out["prediction_drift"] = (d.output_drift if d.judged else None, probability.statistic if probability else None)
+    out["prediction_drift"] = (
+        d.output_drift if d.judged else None,
+        probability.statistic if probability else None,
+    )
     mv = d.multivariate
     out["multivariate"] = (mv["drift"] if mv else None, mv["error"] if mv else None)
     enough = t.config.min_rows
@@ -227,7 +238,11 @@ def _judgements(
     e_judged = e_value is not None and held_out is not None and d.judged
     out["estimated_performance"] = (e_value < held_out - drop if e_judged else None, e_value)  # type: ignore[operator]
     if labelled:
-        rises = [e for e in r.concept if e["detector"] == "adwin" and e["error_rate_after"] > e["error_rate_before"]]
+        rises = [
+            e
+            for e in r.concept
+            if e["detector"] == "adwin" and e["error_rate_after"] > e["error_rate_before"]
+        ]
         has_labels = realized is not None
         out["concept_drift"] = (bool(rises) if has_labels or rises else None, float(len(rises)))
     return out
@@ -365,7 +380,9 @@ def check(
         cursor = conn.execute(sa.select(cursors).where(cursors.c.model == model)).first()
     position = cursor.position if cursor is not None and cursor.kind == spec.kind else None
     # Whether a window has closed is known from the log's bounds: rows are only read when one has.
-    span = log_span(engine, model, t.version, after=int(position) if position is not None and spec.rows else None)
+    span = log_span(
+        engine, model, t.version, after=int(position) if position is not None and spec.rows else None
+    )
     if span is None:
         return CheckResult(model, t.version, 0, [], skipped="nothing logged yet")
     if spec.seconds is not None:
@@ -378,10 +395,14 @@ def check(
     labels = {**(extra_labels or {}), **read_labels(engine, model)}
     if spec.seconds is not None:
         frame = frame_of(t.loaded, engine, since=start, until=closed_until, with_ids=bool(labels))
-        windows = [w for w in time_windows(frame.at, spec.seconds, since=start, until=closed_until) if w.closed]
+        windows = [
+            w for w in time_windows(frame.at, spec.seconds, since=start, until=closed_until) if w.closed
+        ]
         new_position = windows[-1].end if windows else position
     else:
-        frame = frame_of(t.loaded, engine, after=int(position) if position is not None else None, with_ids=bool(labels))
+        frame = frame_of(
+            t.loaded, engine, after=int(position) if position is not None else None, with_ids=bool(labels)
+        )
         windows = [w for w in count_windows(frame.at, spec.rows or 1) if w.closed]
         new_position = float(frame.positions[: windows[-1].hi].max()) if windows else position
     if not windows:
@@ -394,14 +415,20 @@ def check(
         if cursor is None:
             try:
                 conn.execute(
-                    sa.insert(cursors).values(model=model, kind=spec.kind, position=new_position, updated_at=db.now())
+                    sa.insert(cursors).values(
+                        model=model, kind=spec.kind, position=new_position, updated_at=db.now()
+                    )
                 )
             except sa.exc.IntegrityError:
                 return CheckResult(model, t.version, 0, [], skipped="another process judged these windows")
         else:
             moved = conn.execute(
                 sa.update(cursors)
-                .where(cursors.c.model == model, cursors.c.kind == cursor.kind, cursors.c.position == cursor.position)
+                .where(
+                    cursors.c.model == model,
+                    cursors.c.kind == cursor.kind,
+                    cursors.c.position == cursor.position,
+                )
                 .values(kind=spec.kind, position=new_position, updated_at=db.now())
             ).rowcount
             if not moved:
@@ -446,14 +473,23 @@ def check(
 
 
 def _concept_history(
-    engine: Engine, t: Target, frame: LogFrame, labels: Mapping[str, str], spec: WindowSpec, position: float | None
+    engine: Engine,
+    t: Target,
+    frame: LogFrame,
+    labels: Mapping[str, str],
+    spec: WindowSpec,
+    position: float | None,
 ) -> list[dict[str, Any]]:
     """Detector events over the new windows' labelled rows and a few windows before them."""
     if not labels:
         return []
     if spec.seconds is not None and position is not None:
         history = frame_of(
-            t.loaded, engine, since=position - CONCEPT_HISTORY_WINDOWS * spec.seconds, until=position, with_ids=True
+            t.loaded,
+            engine,
+            since=position - CONCEPT_HISTORY_WINDOWS * spec.seconds,
+            until=position,
+            with_ids=True,
         )
         joined = LogFrame(
             frame.model,
@@ -488,7 +524,9 @@ def _detail(t: Target, r: WindowResult, monitor: str, value: float | None) -> di
         column = next(c for c in d.features if c.column == monitor.split(":", 1)[1])
         detail.update(test=column.test, threshold=column.threshold)
     elif monitor in ("performance", "estimated_performance"):
-        detail.update(metric=t.config.performance_metric, held_out=t.reference.get(t.config.performance_metric))
+        detail.update(
+            metric=t.config.performance_metric, held_out=t.reference.get(t.config.performance_metric)
+        )
         if monitor == "estimated_performance":
             detail["assumption"] = performance.ASSUMPTION
     return detail

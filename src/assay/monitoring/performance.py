@@ -62,7 +62,12 @@ def realized(
             groups[name] = np.array(_decoded_column(loaded, X, j), dtype=object)
     thresholds = {positive: loaded.decision_threshold()} if positive is not None else None
     ev = evaluation.evaluate(
-        np.asarray(y_true), proba, classes, positive=positive, sensitive=groups or None, decision_thresholds=thresholds
+        np.asarray(y_true),
+        proba,
+        classes,
+        positive=positive,
+        sensitive=groups or None,
+        decision_thresholds=thresholds,
     )
     summary = summarize(ev, positive)
     points: dict[str, dict[str, Any]] = {}
@@ -74,9 +79,17 @@ def realized(
             continue
         row = int(np.searchsorted(np.asarray(table["threshold"], dtype=float), t, side="left"))
         if row < len(table["threshold"]):
-            points[name] = {"threshold": t, "precision": table["precision"][row], "recall": table["recall"][row]}
+            points[name] = {
+                "threshold": t,
+                "precision": table["precision"][row],
+                "recall": table["recall"][row],
+            }
         else:  # nothing scores that high: nothing flagged
-            points[name] = {"threshold": t, "precision": None, "recall": 0.0 if ev["counts"][op["class"]] else None}
+            points[name] = {
+                "threshold": t,
+                "precision": None,
+                "recall": 0.0 if ev["counts"][op["class"]] else None,
+            }
     return {
         "n": ev["n"],
         "counts": ev["counts"],

@@ -164,9 +164,7 @@ class Profile:
             if mv is None
             else Multivariate(
                 fill=np.asarray(mv["fill"], dtype=float),
-                frequency=[
-                    None if f is None else {int(k): float(v) for k, v in f} for f in mv["frequency"]
-                ],
+                frequency=[None if f is None else {int(k): float(v) for k, v in f} for f in mv["frequency"]],
                 center=np.asarray(mv["center"], dtype=float),
                 scale=np.asarray(mv["scale"], dtype=float),
                 components=np.asarray(mv["components"], dtype=float).reshape(-1, len(mv["center"])),
@@ -200,7 +198,9 @@ def _column(c: Mapping[str, Any]) -> ColumnProfile:
 # --------------------------------------------------------------------------- building
 
 
-def column_profile(name: str, kind: str, column: np.ndarray, labels: list[str] | None = None) -> ColumnProfile:
+def column_profile(
+    name: str, kind: str, column: np.ndarray, labels: list[str] | None = None
+) -> ColumnProfile:
     """The profile of one encoded column (NaN is missing)."""
     column = np.asarray(column, dtype=np.float64)
     present = column[np.isfinite(column)]
@@ -251,7 +251,9 @@ def output_columns(classes: Sequence[str], positive_index: int | None) -> list[s
     return [f"probability_{classes[j]}" for j in shown] + ["prediction"]
 
 
-def output_matrix(proba: np.ndarray, classes: Sequence[str], positive_index: int | None, threshold: float | None) -> np.ndarray:
+def output_matrix(
+    proba: np.ndarray, classes: Sequence[str], positive_index: int | None, threshold: float | None
+) -> np.ndarray:
     """The output columns of ``output_columns`` for rows of probabilities (prediction as a class index)."""
     proba = np.asarray(proba, dtype=np.float64)
     if positive_index is not None:
@@ -326,7 +328,9 @@ def profile_bytes(profile: Mapping[str, Any]) -> bytes:
     return json.dumps(profile, allow_nan=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
-def _encode_for_pca(X: np.ndarray, frequency: Sequence[Mapping[int, float] | None], fill: np.ndarray) -> np.ndarray:
+def _encode_for_pca(
+    X: np.ndarray, frequency: Sequence[Mapping[int, float] | None], fill: np.ndarray
+) -> np.ndarray:
     """Categorical codes replaced by their reference share (a code never seen there: 0), then
     missing values by ``fill``."""
     Z = np.array(X, dtype=np.float64, copy=True)
@@ -356,12 +360,16 @@ def _multivariate(schema: FeatureSchema, X: np.ndarray, seed: int) -> dict[str, 
         if f.kind == "categorical":
             col = rows[:, j][np.isfinite(rows[:, j])]
             codes, counts = np.unique(col.astype(np.int64), return_counts=True)
-            frequency.append({int(c): float(n / max(len(col), 1)) for c, n in zip(codes, counts, strict=True)})
+            frequency.append(
+                {int(c): float(n / max(len(col), 1)) for c, n in zip(codes, counts, strict=True)}
+            )
         else:
             frequency.append(None)
     encoded = _encode_for_pca(rows, frequency, np.full(X.shape[1], np.nan))  # missing stays NaN
     with np.errstate(all="ignore"):
-        fill = np.array([col[np.isfinite(col)].mean() if np.isfinite(col).any() else 0.0 for col in encoded.T])
+        fill = np.array(
+            [col[np.isfinite(col)].mean() if np.isfinite(col).any() else 0.0 for col in encoded.T]
+        )
     Z = _encode_for_pca(rows, frequency, fill)
     center = Z.mean(axis=0)
     scale = Z.std(axis=0)
@@ -429,13 +437,16 @@ def check_profile(data: Any, name: str = PROFILE_JSON) -> dict[str, Any]:
                 if c.get(key) is not None and not _finite(c.get(key)):
                     raise fail(f"{where}.{key}", "must be a number or null")
             labels = c.get("labels")
-            if labels is not None and (not isinstance(labels, list) or not all(isinstance(s, str) for s in labels)):
+            if labels is not None and (
+                not isinstance(labels, list) or not all(isinstance(s, str) for s in labels)
+            ):
                 raise fail(f"{where}.labels", "must be a list of names or null")
     mv = data.get("multivariate")
     if mv is not None:
         d = len(data["features"])
         if not isinstance(mv, dict) or any(
-            not isinstance(mv.get(k), list) or len(mv[k]) != d for k in ("fill", "center", "scale", "frequency")
+            not isinstance(mv.get(k), list) or len(mv[k]) != d
+            for k in ("fill", "center", "scale", "frequency")
         ):
             raise fail("multivariate", f"must hold fill, center, scale and frequency for {d} columns")
         comps = mv.get("components")

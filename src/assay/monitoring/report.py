@@ -94,7 +94,9 @@ def summary_text(a: Analysis, html_path: Path | None = None) -> str:
     )
     if flagged:
         top = sorted(flagged.items(), key=lambda kv: -kv[1])
-        lines.append("features flagged: " + ", ".join(f"{k} ({v} window{'s' if v > 1 else ''})" for k, v in top))
+        lines.append(
+            "features flagged: " + ", ".join(f"{k} ({v} window{'s' if v > 1 else ''})" for k, v in top)
+        )
     else:
         lines.append("features flagged: none")
     out_drift = [w for w in judged if w.drift.output_drift]
@@ -106,7 +108,9 @@ def summary_text(a: Analysis, html_path: Path | None = None) -> str:
         for c in d.features + d.outputs:
             mark = "DRIFT" if c.drift else "ok"
             psi = f", psi {_num(c.psi)}" if c.psi is not None else ""
-            lines.append(f"  {c.column:<34} {c.test:<13} {_num(c.statistic):>9} (threshold {c.threshold:g}) {mark}{psi}")
+            lines.append(
+                f"  {c.column:<34} {c.test:<13} {_num(c.statistic):>9} (threshold {c.threshold:g}) {mark}{psi}"
+            )
         if d.multivariate:
             mv = d.multivariate
             lines.append(
@@ -185,7 +189,12 @@ def _drift_heatmap(a: Analysis) -> Markup | None:
     ax.scatter(xs, ys, marker="x", color="black", s=14, linewidths=1)
     ax.set_yticks(range(len(names)), names)
     step = max(1, len(windows) // 12)
-    ax.set_xticks(range(0, len(windows), step), [_when(w.window.start) for w in windows][::step], rotation=30, ha="right")
+    ax.set_xticks(
+        range(0, len(windows), step),
+        [_when(w.window.start) for w in windows][::step],
+        rotation=30,
+        ha="right",
+    )
     fig.colorbar(image, ax=ax, label="statistic / threshold (x: drift)")
     return _svg(fig)
 
@@ -203,9 +212,15 @@ def _share_plot(a: Analysis) -> Markup | None:
     ax.set_ylabel("share")
     if mv:
         ax2 = ax.twinx()
-        ax2.plot([p[0] for p in mv], [p[1]["error"] for p in mv], color="gray", lw=1, label="reconstruction error")
+        ax2.plot(
+            [p[0] for p in mv], [p[1]["error"] for p in mv], color="gray", lw=1, label="reconstruction error"
+        )
         ax2.fill_between(
-            [p[0] for p in mv], [p[1]["lower"] for p in mv], [p[1]["upper"] for p in mv], color="gray", alpha=0.15
+            [p[0] for p in mv],
+            [p[1]["lower"] for p in mv],
+            [p[1]["upper"] for p in mv],
+            color="gray",
+            alpha=0.15,
         )
         ax2.set_ylabel("PCA reconstruction error")
     ax.legend(loc="upper left", fontsize=8)
@@ -244,7 +259,11 @@ def _performance_plot(a: Analysis) -> Markup | None:
     metric = a.target.config.performance_metric
     held_out = a.target.reference.get(metric)
     real = [(w.window.start, w.performance["metrics"].get(metric)) for w in a.windows if w.performance]
-    est = [(w.window.start, w.estimated["metrics"].get(metric)) for w in a.windows if w.estimated and w.drift.judged]
+    est = [
+        (w.window.start, w.estimated["metrics"].get(metric))
+        for w in a.windows
+        if w.estimated and w.drift.judged
+    ]
     real = [(t, v) for t, v in real if v is not None]
     est = [(t, v) for t, v in est if v is not None]
     if not real and not est:
@@ -258,7 +277,9 @@ def _performance_plot(a: Analysis) -> Markup | None:
                 label=f"{metric} estimated (CBPE)")  # fmt: skip
     if held_out is not None:
         ax.axhline(held_out, color="black", lw=1, label="held-out (training)")
-        ax.axhline(held_out - a.target.config.performance_drop, color="crimson", ls=":", lw=1, label="alert below")
+        ax.axhline(
+            held_out - a.target.config.performance_drop, color="crimson", ls=":", lw=1, label="alert below"
+        )
     ax.set_ylabel(metric)
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
@@ -282,7 +303,9 @@ def _window_rows(a: Analysis) -> list[list[str]]:
                 _num(d.dataset_drift) if d.judged else "—",
                 _num(d.output_drift) if d.judged else "—",
                 _num(d.multivariate["error"]) if d.multivariate else "—",
-                _num(w.performance["metrics"].get(metric)) + f" (n={w.performance['n']})" if w.performance else "—",
+                _num(w.performance["metrics"].get(metric)) + f" (n={w.performance['n']})"
+                if w.performance
+                else "—",
                 _num(w.estimated["metrics"].get(metric)) if w.estimated and d.judged else "—",
             ]
         )
@@ -335,9 +358,7 @@ def render_html(a: Analysis, *, back: str | None = None) -> str:
         "latest_when": _when(latest.window.start) if latest else None,
         "latest_columns": _latest_columns(latest),
         "windows": _window_rows(a),
-        "detections": [
-            {**e, "when": _when(e["at"])} for e in a.detections
-        ],
+        "detections": [{**e, "when": _when(e["at"])} for e in a.detections],
         "transitions": a.transitions,
         "assumption": a.windows[0].estimated["assumption"] if a.windows and a.windows[0].estimated else None,
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

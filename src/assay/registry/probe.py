@@ -101,5 +101,3 @@ def _exit_reason(exitcode: int | None) -> str:
         except ValueError:
             return f"signal {-exitcode}"
     return f"exit status {exitcode}"
-
-

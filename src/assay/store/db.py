@@ -349,7 +349,9 @@ endorsements = sa.Table(
 prediction_log = sa.Table(
     "prediction_log",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
     sa.Column("model", sa.String(200), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("at_min", sa.Float, nullable=False),
@@ -364,7 +366,9 @@ prediction_log = sa.Table(
 prediction_items = sa.Table(
     "prediction_items",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
     sa.Column("model", sa.String(200), nullable=False),
     sa.Column("item_id", sa.String(200), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),

@@ -120,7 +120,8 @@ def model_metadata(scorer: Scorer, ref: str) -> dict[str, Any]:
         "versions": [str(v) for v in versions],
         "platform": served.loaded.predictor.kind,
         "inputs": [
-            {"name": f.name, "datatype": _DECLARED[f.kind], "shape": [-1]} for f in served.loaded.schema.features
+            {"name": f.name, "datatype": _DECLARED[f.kind], "shape": [-1]}
+            for f in served.loaded.schema.features
         ],
         "outputs": [
             {"name": "probability", "datatype": "FP64", "shape": [-1, len(served.keys)]},
@@ -147,7 +148,11 @@ def infer(scorer: Scorer, ref: str, call: InferCall) -> InferResult:
         served, proba = scorer.score_records(ref, records)
     except InvalidInput as exc:
         raise _named(exc) from None
-    wanted = call.outputs if call.outputs is not None else [RequestedOutput(n, call.binary_outputs) for n in OUTPUTS]
+    wanted = (
+        call.outputs
+        if call.outputs is not None
+        else [RequestedOutput(n, call.binary_outputs) for n in OUTPUTS]
+    )
     outputs = [_output(served, proba, out) for out in wanted]
     return InferResult(served.name, served.version_label, outputs, call.id)
 
@@ -196,12 +201,8 @@ def _output(served: ServedModel, proba: np.ndarray, wanted: RequestedOutput) -> 
         if wanted.classification:
             top = min(wanted.classification, len(classes))
             ranks = np.argsort(-ordered, axis=1, kind="stable")[:, :top]
-            labels = [
-                f"{ordered[r, j]:f}:{j}:{classes[j]}" for r in range(n) for j in ranks[r].tolist()
-            ]
-            return OutputTensor(
-                "probability", "BYTES", [n, top], labels, {"classes": classes}, wanted.binary
-            )
+            labels = [f"{ordered[r, j]:f}:{j}:{classes[j]}" for r in range(n) for j in ranks[r].tolist()]
+            return OutputTensor("probability", "BYTES", [n, top], labels, {"classes": classes}, wanted.binary)
         return OutputTensor(
             "probability", "FP64", [n, len(classes)], ordered, {"classes": classes}, wanted.binary
         )
@@ -244,9 +245,7 @@ def combine_columns(columns: dict[str, list[Any]], rows: dict[str, int]) -> int:
 # --- HTTP: parsing ------------------------------------------------------------------------
 
 
-def parse_infer(
-    body: bytes, header_length: str | None, *, max_rows: int
-) -> InferCall:
+def parse_infer(body: bytes, header_length: str | None, *, max_rows: int) -> InferCall:
     """An HTTP infer request: a JSON body, or a JSON header then the inputs' raw bytes."""
     if header_length is None:
         header, binary = body, memoryview(b"")
@@ -277,7 +276,9 @@ def parse_infer(
     offset = 0
     for i, tensor in enumerate(inputs):
         if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str) or not tensor["name"]:
-            raise InvalidInput(f"inputs[{i}] must be an object with a name, shape, datatype and data", field="inputs")
+            raise InvalidInput(
+                f"inputs[{i}] must be an object with a name, shape, datatype and data", field="inputs"
+            )
         name = tensor["name"]
         if name in columns:
             raise InvalidInput(f"{where(name)} is given twice", field=name)
@@ -320,7 +321,9 @@ def parse_infer(
         )
     outputs = payload.get("outputs")
     requested = None if outputs is None else _requested_outputs(outputs, binary_outputs)
-    return InferCall(columns, datatypes, combine_columns(columns, rows), request_id, requested, binary_outputs)
+    return InferCall(
+        columns, datatypes, combine_columns(columns, rows), request_id, requested, binary_outputs
+    )
 
 
 def _header_size(raw: str, body: int) -> int:
@@ -367,7 +370,11 @@ def _requested_outputs(outputs: Any, binary_default: bool) -> list[RequestedOutp
         raise InvalidInput("outputs must be a list of {name, parameters}", field="outputs")
     requested = []
     for i, out in enumerate(outputs):
-        if not isinstance(out, dict) or not isinstance(out.get("name"), str) or not out.keys() <= _OUTPUT_KEYS:
+        if (
+            not isinstance(out, dict)
+            or not isinstance(out.get("name"), str)
+            or not out.keys() <= _OUTPUT_KEYS
+        ):
             raise InvalidInput(f"outputs[{i}] must be an object with a name and parameters", field="outputs")
         owner = f"output {out['name'][:100]!r}"
         params = _parameters(out.get("parameters"), owner)
@@ -484,4 +491,3 @@ def routes() -> list[BaseRoute]:
         Route("/v2/models/{model}/versions/{version}/ready", oip_model_ready, methods=["GET"]),
         Route("/v2/models/{model}/versions/{version}/infer", oip_infer, methods=["POST"]),
     ]
-

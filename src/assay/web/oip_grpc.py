@@ -201,7 +201,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             series = self._series.get((method, status.name))
             if series is None:  # prometheus_client's label lookup takes a lock: once per series
                 route = f"/{SERVICE}/{method}"
-                series = (self.metrics.requests.labels("GRPC", route, status.name), self.metrics.latency.labels(route))
+                series = (
+                    self.metrics.requests.labels("GRPC", route, status.name),
+                    self.metrics.latency.labels(route),
+                )
                 self._series[(method, status.name)] = series
             series[0].inc()
             series[1].observe(time.perf_counter() - started)
@@ -261,15 +264,21 @@ def infer_call(request: Any, max_rows: int) -> InferCall:
         n = rows_of(name, list(tensor.shape), max_rows)
         if raw:
             if tensor.HasField("contents"):
-                raise InvalidInput(f"{where(name)} has contents, but the request sends raw contents", field=name)
+                raise InvalidInput(
+                    f"{where(name)} has contents, but the request sends raw contents", field=name
+                )
             columns[name] = from_raw(name, datatype, n, raw[i])
         else:
             kind = _CONTENTS.get(datatype)
             if kind is None:
-                raise InvalidInput(f"{where(name)}: {datatype} has no typed contents; send it raw", field=name)
+                raise InvalidInput(
+                    f"{where(name)}: {datatype} has no typed contents; send it raw", field=name
+                )
             values = list(getattr(tensor.contents, kind))
             if len(values) != n:
-                raise InvalidInput(f"{where(name)}: {len(values)} values for shape {list(tensor.shape)}", field=name)
+                raise InvalidInput(
+                    f"{where(name)}: {len(values)} values for shape {list(tensor.shape)}", field=name
+                )
             columns[name] = check_values(name, datatype, values, nulls=False)
         datatypes[name], rows[name] = datatype, n
     outputs = None
@@ -319,7 +328,9 @@ class GrpcEndpoint:
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_total,
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(services, self.executor), self.server)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceService(services, self.executor), self.server
+        )
         try:
             self.server.add_insecure_port(self.address)
         except RuntimeError as exc:

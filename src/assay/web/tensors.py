@@ -114,7 +114,9 @@ def from_raw(name: str, datatype: str, n: int, raw: bytes | memoryview) -> list[
         octets = bytes(raw)
         if octets.translate(None, b"\x00\x01"):  # anything left is neither 0 nor 1
             k = next(k for k, b in enumerate(octets) if b > 1)
-            raise InvalidInput(f"{where(name)}: element {k} is byte {octets[k]}; BOOL elements are 0 or 1", field=name)
+            raise InvalidInput(
+                f"{where(name)}: element {k} is byte {octets[k]}; BOOL elements are 0 or 1", field=name
+            )
         return [b == 1 for b in octets]
     values = np.frombuffer(raw, dtype=dtype)
     out = values.tolist()
@@ -149,7 +151,8 @@ def split_bytes(name: str, n: int, raw: bytes | memoryview) -> list[bytes]:
         offset += size
     if offset != end:
         raise InvalidInput(
-            f"{where(name)}: {end - offset} bytes left after the {n} BYTES elements of shape [{n}]", field=name
+            f"{where(name)}: {end - offset} bytes left after the {n} BYTES elements of shape [{n}]",
+            field=name,
         )
     return out
 
@@ -170,7 +173,9 @@ def flat_values(name: str, data: Any, shape: Sequence[int]) -> list[Any]:
         raise InvalidInput(f"{where(name)}: data must be a list", field=name)
     if len(shape) == 2 and any(type(v) is list for v in data):
         if not all(type(v) is list and len(v) == 1 for v in data):
-            raise InvalidInput(f"{where(name)}: data for shape {list(shape)} must be [[v], ...] or [v, ...]", field=name)
+            raise InvalidInput(
+                f"{where(name)}: data for shape {list(shape)} must be [[v], ...] or [v, ...]", field=name
+            )
         data = [v[0] for v in data]
     if len(data) != shape[0]:
         raise InvalidInput(f"{where(name)}: {len(data)} values for shape {list(shape)}", field=name)
@@ -190,10 +195,14 @@ def check_values(name: str, datatype: str, values: list[Any], *, nulls: bool) ->
     present = [v for v in values if v is not None] if nulls and _NONE in set(map(type, values)) else values
     if datatype == "BOOL":
         if not kinds <= {bool}:
-            raise InvalidInput(f"{where(name)}: BOOL data must be true or false; got {_odd(values, {bool})}", field=name)
+            raise InvalidInput(
+                f"{where(name)}: BOOL data must be true or false; got {_odd(values, {bool})}", field=name
+            )
     elif datatype in INTEGERS:
         if not kinds <= {int}:
-            raise InvalidInput(f"{where(name)}: {datatype} data must be integers; got {_odd(values, {int})}", field=name)
+            raise InvalidInput(
+                f"{where(name)}: {datatype} data must be integers; got {_odd(values, {int})}", field=name
+            )
         if present:
             low, high = _RANGES[datatype]
             if min(present) < low or max(present) > high:
@@ -201,25 +210,34 @@ def check_values(name: str, datatype: str, values: list[Any], *, nulls: bool) ->
                 raise InvalidInput(f"{where(name)}: {bad} does not fit in {datatype}", field=name)
     elif datatype in FLOATS:
         if not kinds <= {int, float}:
-            raise InvalidInput(f"{where(name)}: {datatype} data must be numbers; got {_odd(values, {int, float})}", field=name)
+            raise InvalidInput(
+                f"{where(name)}: {datatype} data must be numbers; got {_odd(values, {int, float})}",
+                field=name,
+            )
         if float in kinds:
             column = np.asarray(present, dtype=np.float64)
             if not np.isfinite(column).all():
                 k = int(np.argmin(np.isfinite(column)))
-                raise InvalidInput(f"{where(name)}: {present[k]} is not finite; values must be finite", field=name)
+                raise InvalidInput(
+                    f"{where(name)}: {present[k]} is not finite; values must be finite", field=name
+                )
     elif kinds <= {str}:  # BYTES as JSON text
         pass
     elif kinds <= {bytes, str}:  # BYTES as gRPC bytes_contents
         return [v if type(v) is not bytes else _utf8(name, k, v) for k, v in enumerate(values)]
     else:
-        raise InvalidInput(f"{where(name)}: BYTES data must be strings; got {_odd(values, {str, bytes})}", field=name)
+        raise InvalidInput(
+            f"{where(name)}: BYTES data must be strings; got {_odd(values, {str, bytes})}", field=name
+        )
     return values
 
 
 def _odd(values: list[Any], allowed: set[type]) -> str:
     """The first value of a type outside ``allowed``, for a message."""
     bad = next(v for v in values if type(v) not in allowed and v is not None)
-    return f"{type(bad).__name__} {str(bad)[:40]!r}" if not isinstance(bad, list | dict) else type(bad).__name__
+    return (
+        f"{type(bad).__name__} {str(bad)[:40]!r}" if not isinstance(bad, list | dict) else type(bad).__name__
+    )
 
 
 # --- outputs --------------------------------------------------------------------------

@@ -28,7 +28,9 @@ def upgrade() -> None:
         sa.Column("ids", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_prediction_log_model_at", "prediction_log", ["model", "version", "at_min"], unique=False)
+    op.create_index(
+        "ix_prediction_log_model_at", "prediction_log", ["model", "version", "at_min"], unique=False
+    )
     op.create_table(
         "prediction_items",
         sa.Column(
