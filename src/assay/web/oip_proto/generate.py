@@ -48,7 +48,9 @@ def generate(out: Path) -> list[Path]:
     if text.count(_DEFAULT_POOL) != 1:
         raise RuntimeError(f"{messages}: protoc's output changed shape; update generate.py")
     messages.write_text(text.replace(_DEFAULT_POOL, _PRIVATE_POOL))
-    return [folder / name for name in ("grpc_service_pb2.py", "grpc_service_pb2.pyi", "grpc_service_pb2_grpc.py")]
+    return [
+        folder / name for name in ("grpc_service_pb2.py", "grpc_service_pb2.pyi", "grpc_service_pb2_grpc.py")
+    ]
 
 
 if __name__ == "__main__":
