@@ -110,21 +110,31 @@ def add_labels(
     ids = list(wanted)
     versions: dict[str, int] = {}
     existing: set[str] = set()
-    log, labels = db.prediction_items, db.monitor_labels
+    chunks, logged, labels = db.prediction_log, db.prediction_items, db.monitor_labels
     with engine.connect() as conn:
+        # Item rows of pruned chunks may linger until purged: only chunks still kept count.
+        oldest = conn.execute(sa.select(sa.func.min(chunks.c.id)).where(chunks.c.model == model)).scalar()
         for lo in range(0, len(ids), _CHUNK):
             chunk = ids[lo : lo + _CHUNK]
-            # The version that scored the item last decides its classes.
-            latest = (
-                sa.select(log.c.item_id, sa.func.max(log.c.id).label("last"))
-                .where(log.c.model == model, log.c.item_id.in_(chunk))
-                .group_by(log.c.item_id)
-                .subquery()
-            )
-            for item_id, version in conn.execute(
-                sa.select(log.c.item_id, log.c.version).join(latest, log.c.id == latest.c.last)
-            ):
-                versions[item_id] = int(version)
+            if oldest is not None:
+                # The version that scored the item last decides its classes.
+                latest = (
+                    sa.select(logged.c.item_id, sa.func.max(logged.c.chunk_id).label("last"))
+                    .where(logged.c.model == model, logged.c.item_id.in_(chunk), logged.c.chunk_id >= oldest)
+                    .group_by(logged.c.item_id)
+                    .subquery()
+                )
+                for item_id, version in conn.execute(
+                    sa.select(logged.c.item_id, logged.c.version).join(
+                        latest,
+                        sa.and_(
+                            logged.c.model == model,
+                            logged.c.item_id == latest.c.item_id,
+                            logged.c.chunk_id == latest.c.last,
+                        ),
+                    )
+                ):
+                    versions[item_id] = int(version)
             existing.update(
                 conn.execute(
                     sa.select(labels.c.item_id).where(labels.c.model == model, labels.c.item_id.in_(chunk))

@@ -23,9 +23,9 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from assay.store import db
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 65_536  # rows per chunk at most (positions are chunk id * CHUNK_ROWS + index)
+_ITEMS_PER_CALL = 1024
 _PRUNE_EVERY_S = 60.0
 _DTYPE = np.dtype("<f8")
 DropCallback = Callable[[str, int], None]
@@ -85,8 +86,14 @@ def write_rows(
     times = np.broadcast_to(np.asarray(at, dtype=np.float64), (n,))
     packed = np.ascontiguousarray(np.column_stack([times, X, proba]), dtype=_DTYPE)
     item_ids = list(ids) if ids is not None else None
-    marks = ", ".join(["?"] * 5) if engine.dialect.paramstyle == "qmark" else ", ".join(["%s"] * 5)
-    add_items = f"INSERT INTO prediction_items (model, item_id, version, chunk_id, at) VALUES ({marks})"
+    # An item scored twice in one chunk has one row: the chunk is what a label joins through.
+    if engine.dialect.paramstyle == "qmark":
+        add_items = "INSERT OR IGNORE INTO prediction_items (model, item_id, chunk_id, version) VALUES (?, ?, ?, ?)"
+    else:
+        add_items = (
+            "INSERT INTO prediction_items (model, item_id, chunk_id, version) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING"
+        )
     with engine.begin() as conn:
         for lo in range(0, n, CHUNK_ROWS):
             hi = min(lo + CHUNK_ROWS, n)
@@ -109,16 +116,28 @@ def write_rows(
             if chunk_ids is not None:
                 # The driver's own executemany with plain tuples: a SQLAlchemy parameter dict per
                 # row would cost several times the insert itself.
-                chunk_times = times[lo:hi].tolist()
-                conn.exec_driver_sql(
-                    add_items,
-                    [
-                        (model, item_id, version, chunk, when)
-                        for item_id, when in zip(chunk_ids, chunk_times, strict=True)
-                        if item_id is not None
-                    ],
-                )
+                # One row per item and chunk: an item scored again and again (a product polling
+                # one id) costs one insert, not one per score.
+                present = [i for i in dict.fromkeys(chunk_ids) if i is not None]
+                for start in range(0, len(present), _ITEMS_PER_CALL):
+                    part = present[start : start + _ITEMS_PER_CALL]
+                    conn.exec_driver_sql(add_items, list(zip(repeat(model), part, repeat(chunk), repeat(version))))
+                    # Hand the interpreter back between slices: beside a server, a long run of
+                    # binding parameters would hold its event loop up.
+                    time.sleep(0)
     return n
+
+
+@dataclass
+class _Queue:
+    """Scored batches waiting for the writer, field by field (see ``PredictionLog.__init__``)."""
+
+    models: list[str] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    X: list[np.ndarray] = field(default_factory=list)
+    proba: list[np.ndarray] = field(default_factory=list)
+    ids: list[str | None] = field(default_factory=list)  # one per row, all batches end to end
 
 
 class PredictionLog:
@@ -132,7 +151,7 @@ class PredictionLog:
         queue_rows: int = 100_000,
         max_rows: int = 10_000_000,
         retention_s: float = 90 * 86400.0,
-        flush_interval_s: float = 0.25,
+        flush_interval_s: float = 1.0,
         on_drop: DropCallback | None = None,
         on_write: Callable[[int], None] | None = None,
     ) -> None:
@@ -148,7 +167,10 @@ class PredictionLog:
         self.on_write = on_write
         self.written = 0
         self.dropped: dict[str, int] = {}
-        self._queue: deque[tuple[str, int, Sequence[str | None] | None, np.ndarray, np.ndarray, float]] = deque()
+        # The queue is parallel lists of untracked objects (strings, numbers, arrays): a queued
+        # batch made of a tuple and a list each would survive to the collector's older
+        # generations, and their collections showed as pauses of milliseconds under load.
+        self._queue = _Queue()
         self._queued = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -191,7 +213,13 @@ class PredictionLog:
             else:
                 full = False
                 self._queued += n
-                self._queue.append((model, version, ids, X, proba, time.time() if at is None else at))
+                q = self._queue
+                q.models.append(model)
+                q.versions.append(version)
+                q.times.append(time.time() if at is None else at)
+                q.X.append(X)
+                q.proba.append(proba)
+                q.ids.extend(repeat(None, n) if ids is None else ids)
         if full:
             self._drop("queue_full", n)
 
@@ -211,7 +239,7 @@ class PredictionLog:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             self._drain()
-            if self._closed and not self._queue:
+            if self._closed and not self._queue.models:
                 return
             if time.monotonic() - self._last_prune >= _PRUNE_EVERY_S:
                 self._last_prune = time.monotonic()
@@ -222,26 +250,32 @@ class PredictionLog:
 
     def _drain(self) -> None:
         with self._lock:
-            batches = list(self._queue)
-            self._queue.clear()
-            self._writing = bool(batches)
+            q, self._queue = self._queue, _Queue()
+            self._writing = bool(q.models)
+        rows = len(q.ids)
         try:
             # One transaction per model version for everything queued since the last round:
             # a store that fails drops the rows of that version only.
-            groups: dict[tuple[str, int], list[tuple[Any, np.ndarray, np.ndarray, float]]] = {}
-            for model, version, ids, X, proba, at in batches:
-                groups.setdefault((model, version), []).append((ids, X, proba, at))
-            for (model, version), parts in groups.items():
-                n = sum(len(p[1]) for p in parts)
+            sizes = [len(X) for X in q.X]
+            starts = np.cumsum([0, *sizes])
+            groups: dict[tuple[str, int], list[int]] = {}
+            if len(set(q.models)) == 1 and len(set(q.versions)) == 1:  # the usual case: one model version
+                groups[(q.models[0], q.versions[0])] = list(range(len(sizes)))
+            else:
+                for k, key in enumerate(zip(q.models, q.versions, strict=True)):
+                    groups.setdefault(key, []).append(k)
+            for (model, version), batches in groups.items():
+                n = sum(sizes[k] for k in batches)
+                whole = len(batches) == len(sizes)
                 try:
                     write_rows(
                         self.engine,
                         model,
                         version,
-                        np.concatenate([np.full(len(X), at) for _ids, X, _p, at in parts]),
-                        [i for ids, X, _p, _at in parts for i in (ids if ids is not None else [None] * len(X))],
-                        np.vstack([X for _ids, X, _p, _at in parts]),
-                        np.vstack([p for _ids, _X, p, _at in parts]),
+                        np.repeat(np.asarray([q.times[k] for k in batches], dtype=np.float64), [sizes[k] for k in batches]),
+                        q.ids if whole else [i for k in batches for i in q.ids[starts[k] : starts[k + 1]]],
+                        np.concatenate([q.X[k] for k in batches]),
+                        np.concatenate([q.proba[k] for k in batches]),
                     )
                 except Exception as exc:
                     log.warning("the prediction log dropped %d row(s) of %s@%s: %r", n, model, version, exc)
@@ -252,7 +286,7 @@ class PredictionLog:
                         self.on_write(n)
         finally:
             with self._lock:
-                self._queued -= sum(len(b[3]) for b in batches)
+                self._queued -= rows
                 self._writing = False
                 self._idle.notify_all()
 
@@ -261,7 +295,7 @@ class PredictionLog:
         deadline = time.monotonic() + timeout_s
         self._wake.set()
         with self._lock:
-            while self._queue or self._writing:
+            while self._queue.models or self._writing:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -299,9 +333,10 @@ def open_log(
 
 
 def prune(engine: Engine, *, max_rows: int, retention_s: float, now: float | None = None) -> int:
-    """Delete chunks past the retention, then each model's oldest chunks beyond ``max_rows`` rows;
-    returns the rows deleted. Whole chunks go: a model keeps at most one chunk more than the cap."""
-    chunks, items = db.prediction_log, db.prediction_items
+    """Delete chunks past the retention, then each model's oldest chunks beyond ``max_rows`` rows,
+    and the item rows of the chunks gone; returns the rows deleted. Whole chunks go: a model keeps
+    at most one chunk more than the cap."""
+    chunks = db.prediction_log
     now = time.time() if now is None else now
     doomed: list[tuple[int, int]] = []  # (chunk id, rows)
     with engine.connect() as conn:
@@ -324,10 +359,24 @@ def prune(engine: Engine, *, max_rows: int, retention_s: float, now: float | Non
     ids = [c for c, _ in doomed]
     with engine.begin() as conn:
         for lo in range(0, len(ids), 900):
-            part = ids[lo : lo + 900]
-            conn.execute(sa.delete(items).where(items.c.chunk_id.in_(part)))
-            conn.execute(sa.delete(chunks).where(chunks.c.id.in_(part)))
+            conn.execute(sa.delete(chunks).where(chunks.c.id.in_(ids[lo : lo + 900])))
+    purge_items(engine)
     return sum(n for _, n in doomed)
+
+
+def purge_items(engine: Engine) -> int:
+    """Delete the item rows whose chunks are gone (chunks go oldest first: those below a model's
+    oldest chunk); returns how many."""
+    chunks, items = db.prediction_log, db.prediction_items
+    deleted = 0
+    with engine.begin() as conn:
+        oldest = dict(conn.execute(sa.select(chunks.c.model, sa.func.min(chunks.c.id)).group_by(chunks.c.model)).all())
+        for (model,) in conn.execute(sa.select(items.c.model).distinct()).all():
+            stale = sa.delete(items).where(items.c.model == model)
+            if model in oldest:
+                stale = stale.where(items.c.chunk_id < oldest[model])
+            deleted += conn.execute(stale).rowcount or 0
+    return deleted
 
 
 # --- reading -----------------------------------------------------------------------------

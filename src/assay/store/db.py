@@ -362,20 +362,17 @@ prediction_log = sa.Table(
     sa.Index("ix_prediction_log_model_at", "model", "version", "at_min"),
 )
 
-# Which logged chunk holds an item's score: labels are checked against it and join through it.
+# Which logged chunks hold an item's scores: labels are checked against it and join through it.
+# One B-tree (no rowid on SQLite): the writer adds a row here for every score it logs, and each
+# index more would cost it a B-tree insert more. Rows of deleted chunks are purged now and then.
 prediction_items = sa.Table(
     "prediction_items",
     metadata,
-    sa.Column(
-        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
-    ),
-    sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("item_id", sa.String(200), nullable=False),
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("item_id", sa.String(200), primary_key=True),
+    sa.Column("chunk_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("chunk_id", sa.BigInteger, nullable=False),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Index("ix_prediction_items_item", "model", "item_id"),
-    sa.Index("ix_prediction_items_chunk", "chunk_id"),
+    sqlite_with_rowid=False,
 )
 
 monitor_labels = sa.Table(

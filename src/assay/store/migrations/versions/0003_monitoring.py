@@ -33,18 +33,13 @@ def upgrade() -> None:
     )
     op.create_table(
         "prediction_items",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
         sa.Column("model", sa.String(length=200), nullable=False),
         sa.Column("item_id", sa.String(length=200), nullable=False),
+        sa.Column("chunk_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("chunk_id", sa.BigInteger(), nullable=False),
-        sa.Column("at", sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
+        sa.PrimaryKeyConstraint("model", "item_id", "chunk_id"),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_prediction_items_item", "prediction_items", ["model", "item_id"], unique=False)
-    op.create_index("ix_prediction_items_chunk", "prediction_items", ["chunk_id"], unique=False)
     op.create_table(
         "monitor_labels",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -103,8 +98,6 @@ def downgrade() -> None:
     op.drop_table("monitor_cursors")
     op.drop_table("monitor_states")
     op.drop_table("monitor_labels")
-    op.drop_index("ix_prediction_items_chunk", table_name="prediction_items")
-    op.drop_index("ix_prediction_items_item", table_name="prediction_items")
     op.drop_table("prediction_items")
     op.drop_index("ix_prediction_log_model_at", table_name="prediction_log")
     op.drop_table("prediction_log")
