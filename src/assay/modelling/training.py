@@ -46,6 +46,7 @@ from assay.modelling.datasets import (
 from assay.modelling.queries import answer_threshold_query
 from assay.modelling.reports import model_card
 from assay.modelling.spec import ModelSpec
+from assay.monitoring.profile import PROFILE_JSON, build_profile, profile_bytes
 from assay.registry.artifacts import library_versions, save_model
 from assay.registry.files import write_file, write_json
 from assay.registry.gates import summarize
@@ -487,6 +488,12 @@ def publish(
         save_model(estimator, staging, _reference_row(data.X, data.schema))
         write_json(staging / "schema.json", schema_record)
         write_json(staging / "evaluation.json", ev)
+        # The reference monitoring compares served traffic with (training rows, held-out scores).
+        profile = build_profile(
+            data.schema, data.X, assessment.proba, data.y_test, data.classes, data.positive,
+            decision_threshold=facts["decision_threshold"], monitored=spec.monitoring.features, seed=spec.seed,
+        )  # fmt: skip
+        write_file(staging / PROFILE_JSON, profile_bytes(profile))
         record = registry.add(
             name=spec.name,
             task=lineage["task"],
