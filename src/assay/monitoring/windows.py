@@ -113,9 +113,13 @@ def parse_time(text: str, *, now: float, field: str = "since") -> float:
     back from ``now`` (``7d``: a week ago) or a number of seconds since the epoch."""
     text = text.strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise InvalidInput(f"{text!r} is not a time", field=field)
+        return seconds
     try:
         return now - parse_duration(text)
     except ValueError:

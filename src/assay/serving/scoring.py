@@ -22,12 +22,15 @@ call a ``Scorer``. It owns:
   the prediction and the operating points each score passes;
 * the score cache (``cache.py``) for id-only items, keyed by (model, version, id);
 * feature values and explanations on request;
+* the prediction log: every computed batch (its ids, encoded rows and
+  probabilities) is handed to ``prediction_log``, whose ``record`` only queues
+  it (``assay.monitoring.log`` writes it on its own thread and never fails a score);
 * speed: single LightGBM rows through LightGBM's fast single-row API, big
   batches split over a thread pool (``threads``, default all cores).
 
 Public calls::
 
-    scorer = Scorer(registry, FeatureTable(engine), cache, observer=None, threads=None)
+    scorer = Scorer(registry, FeatureTable(engine), cache, observer=None, threads=None, prediction_log=None)
     scorer.score(refs, items, *, features=False, explain=0) -> {"scores": {item_id: {ref: score}}}
     scorer.score_one(ref, item_id, *, features=False, explain=0) -> score      # raises the item's error
     scorer.score_records(ref, records) -> (ServedModel, probabilities)        # bare rows, all or nothing
@@ -91,6 +94,17 @@ class ScoringObserver(Protocol):
     def model_loaded(self, model: str, version: int) -> None: ...
 
     def model_unloaded(self, model: str, version: int) -> None: ...
+
+
+class PredictionSink(Protocol):
+    """Where computed scores go for monitoring (``assay.monitoring.log.PredictionLog``).
+
+    ``record`` must return at once and must not change the arrays it is given.
+    """
+
+    def record(
+        self, model: str, version: int, ids: Sequence[str | None] | None, X: np.ndarray, proba: np.ndarray
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -212,11 +226,13 @@ class Scorer:
         *,
         observer: ScoringObserver | None = None,
         threads: int | None = None,
+        prediction_log: PredictionSink | None = None,
     ) -> None:
         self.registry = registry
         self.features = features
         self.cache = cache
         self.observer = observer
+        self.prediction_log = prediction_log
         self.threads = threads or os.cpu_count() or 1
         self._pool: ThreadPoolExecutor | None = None
         self._table: _Table | None = None
@@ -385,6 +401,13 @@ class Scorer:
                 self.observer.model_loaded(name, version)
         return served
 
+    def _log(self, served: ServedModel, ids: Sequence[str] | None, X: np.ndarray, proba: np.ndarray) -> None:
+        """Hand a computed batch to the prediction log; nothing it does may fail the score."""
+        try:
+            self.prediction_log.record(served.name, served.version, ids, X, proba)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("the prediction log refused a batch of %s@%s", served.name, served.version)
+
     def close(self) -> None:
         """Stop the prediction threads (the cache and store belong to the caller)."""
         if self._pool is not None:
@@ -456,6 +479,8 @@ class Scorer:
         proba = self._predict(served, X)
         if self.observer is not None:
             self.observer.items_scored(served.name, served.version, len(records), 0)
+        if self.prediction_log is not None:
+            self._log(served, None, X, proba)
         return served, proba
 
     def precache(self, refs: Sequence[str], ids: Sequence[Any]) -> dict[str, Any]:
@@ -549,7 +574,10 @@ class Scorer:
                     results[where[k]] = errors[k]
             if good:
                 Xg = X if len(good) == len(records) else X[good]
-                scores = served.scores(self._predict(served, Xg))
+                proba = self._predict(served, Xg)
+                scores = served.scores(proba)
+                if self.prediction_log is not None:
+                    self._log(served, [items[where[k]][0] for k in good], Xg, proba)
                 if features:
                     for score, row in zip(scores, Xg, strict=True):
                         score["features"] = served.loaded.schema.decode_row(row)

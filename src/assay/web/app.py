@@ -57,6 +57,8 @@ from assay.web.limits import (
     RequestTimeout,
 )
 from assay.web.metrics import Metrics, Timing
+from assay.web.monitoring import Watch
+from assay.web.monitoring import routes as monitoring_routes
 from assay.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,8 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
         workspace = await anyio.to_thread.run_sync(Workspace.open, settings)
         cache = open_cache(settings)
         features = FeatureTable(workspace.engine)
-        scorer = Scorer(workspace.registry, features, cache, observer=metrics)
+        watch = Watch(workspace, settings, metrics)  # the prediction log, monitor checks and alerts
+        scorer = Scorer(workspace.registry, features, cache, observer=metrics, prediction_log=watch.log)
         grpc_endpoint: Any = None  # oip_grpc.GrpcEndpoint, when ASSAY_GRPC_PORT is set
         try:
             await anyio.to_thread.run_sync(scorer.refresh)
@@ -90,6 +93,7 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
             )
             app.state.workspace = workspace
             app.state.scorer = scorer
+            app.state.watch = watch
             if settings.grpc_port:  # the Open Inference Protocol over gRPC, on the same services
                 from assay.web import oip_grpc  # grpcio is the optional extra assay[grpc]
 
@@ -101,6 +105,7 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
             gc.freeze()
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_keep_fresh, scorer, settings.alias_refresh_s)
+                tasks.start_soon(watch.run)
                 # Lifespan state: what the HTTP protocol of ``assay serve`` reads (assay.web.server).
                 yield {SERVER_SETTINGS: settings, SERVER_METRICS: metrics}
                 tasks.cancel_scope.cancel()
@@ -109,11 +114,12 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
                 await anyio.to_thread.run_sync(grpc_endpoint.stop)
             gc.unfreeze()  # what this server held may be collected again once it stops
             scorer.close()
+            watch.close()  # writes the log rows still queued
             cache.close()
             workspace.close()
 
     app = Starlette(
-        routes=[*api.routes(), *oip.routes(), *openapi.routes(), *review.routes()],
+        routes=[*api.routes(), *oip.routes(), *openapi.routes(), *monitoring_routes(), *review.routes()],
         middleware=[
             Middleware(Timing, metrics=metrics),
             Middleware(

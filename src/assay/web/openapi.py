@@ -19,6 +19,8 @@ from starlette.routing import BaseRoute, Route
 
 from assay import __version__
 from assay.serving.scoring import MAX_EXPLAIN
+from assay.web.monitoring import TAG as MONITORING_TAG
+from assay.web.monitoring import monitoring_paths, monitoring_schemas
 from assay.web.oip import OIP_NUMERIC
 from assay.web.openapi_schema import (
     AUTH_WORDS,
@@ -47,6 +49,7 @@ _TAGS = [
         "name": "review",
         "description": "Reviewers' sessions, campaigns, worksets, labels and skips; judgments of scores.",
     },
+    MONITORING_TAG,
 ]
 
 
@@ -533,6 +536,7 @@ def document() -> dict[str, Any]:
         **_tagged("operations", _operations_paths()),
         **_tagged("inference", _oip_paths()),
         **_tagged("review", review_paths()),
+        **_tagged("monitoring", monitoring_paths()),
     }
     return {
         "openapi": "3.0.3",
@@ -547,7 +551,7 @@ def document() -> dict[str, Any]:
         "tags": _TAGS,
         "paths": paths,
         "components": {
-            "schemas": {**_schemas(), **review_schemas()},
+            "schemas": {**_schemas(), **review_schemas(), **monitoring_schemas()},
             "securitySchemes": SECURITY_SCHEMES,
         },
     }
