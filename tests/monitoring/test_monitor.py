@@ -179,3 +179,27 @@ def test_concept_drift_is_dated_where_estimates_cannot_see_it(ws: Workspace) -> 
     est = [w.estimated["metrics"]["roc_auc"] for w in a.windows if w.estimated]
     assert all(r < held_out - 0.1 for r in real[3:]) and all(abs(e - held_out) < 0.1 for e in est)
     assert [w.judgements["concept_drift"][0] for w in a.windows] == [False, False, False, True, False, False]
+
+
+def test_review_campaign_labels_count_as_ground_truth(ws: Workspace, tmp_path: Path) -> None:
+    from assay.monitoring.labels import campaign_labels
+    from assay.review import reviews
+    from tests.reviewing import campaign, users
+
+    frame = traffic(1, seed=15)
+    log_frame(ws, frame, frame["at"].to_numpy())
+    source = tmp_path / "items.csv"
+    frame.drop(columns=["reverted", "at"]).iloc[:40].to_csv(source, index=False)
+    made = campaign(ws, source, name="gold", size=40)
+    (ana,) = users(ws, "ana")
+    workset = reviews.take_workset(ws.engine, made, ana, size=40, ttl_s=3600)
+    assert workset is not None
+    truth = dict(zip(frame["rev_id"].astype(str), frame["reverted"].astype(str), strict=True))
+    for item in workset.items:
+        reviews.submit_label(ws.engine, made, ana, item.item_id, truth[item.item_id], ttl_s=3600)
+    gold = campaign_labels(ws.engine, "damaging")
+    assert len(gold) == 40 and all(truth[i] == label for i, label in gold.items())
+    a = monitor.analyse(
+        ws.engine, ws.registry, "damaging", since=T0, until=T0 + DAY, window="1d", extra_labels=gold
+    )
+    assert a.labelled == 40 and a.windows[0].performance is not None and a.windows[0].performance["n"] == 40

@@ -10,6 +10,7 @@ monitors' states; ``labels load`` adds ground truth from a file.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,7 @@ def monitor_check_command(ws: Workspace, model: str | None) -> None:
     """Judge the windows closed since the last check (every production model, or MODEL) and send alerts."""
     names = [model] if model else monitor.watched_models(ws.registry)
     for name in names:
-        result = monitor.check(ws.engine, ws.registry, name, extra_labels=labels.campaign_labels(ws.engine, name))
+        result = monitor.check(ws.engine, ws.registry, name, extra_labels=partial(labels.campaign_labels, ws.engine, name))
         if result.skipped:
             click.echo(f"{name}: {result.skipped}")
             continue

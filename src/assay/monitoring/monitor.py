@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -366,9 +366,13 @@ def check(
     *,
     now: float | None = None,
     deliver: bool = True,
-    extra_labels: Mapping[str, str] | None = None,
+    extra_labels: Callable[[], Mapping[str, str]] | None = None,
 ) -> CheckResult:
-    """Judge the production version's windows closed since the cursor; record state changes."""
+    """Judge the production version's windows closed since the cursor; record state changes.
+
+    ``extra_labels`` reads labels from elsewhere (review campaigns); it is only called when a
+    window has closed, as reading them can take a while and most checks find nothing to do.
+    """
     now = time.time() if now is None else now
     try:
         t = target(registry, f"{model}@{DEFAULT_ALIAS}")
@@ -392,7 +396,7 @@ def check(
             return CheckResult(model, t.version, 0, [], skipped="no window has closed since the last check")
     elif span[2] < (spec.rows or 1):
         return CheckResult(model, t.version, 0, [], skipped="no window has closed since the last check")
-    labels = {**(extra_labels or {}), **read_labels(engine, model)}
+    labels = {**(extra_labels() if extra_labels is not None else {}), **read_labels(engine, model)}
     if spec.seconds is not None:
         frame = frame_of(t.loaded, engine, since=start, until=closed_until, with_ids=bool(labels))
         windows = [

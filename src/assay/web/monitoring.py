@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import anyio
@@ -113,7 +114,7 @@ class Watch:
             try:
                 results.append(
                     monitor.check(
-                        ws.engine, ws.registry, name, now=now, extra_labels=labels.campaign_labels(ws.engine, name)
+                        ws.engine, ws.registry, name, now=now, extra_labels=partial(labels.campaign_labels, ws.engine, name)
                     )
                 )
             except Exception:
