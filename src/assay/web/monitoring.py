@@ -16,13 +16,16 @@ admin pages ``/review/monitoring`` and ``/review/monitoring/{model}`` show the s
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import weakref
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -66,25 +69,61 @@ _LABEL_KEYS = frozenset({"model", "labels"})
 MAX_EVENTS = 50
 
 
+@dataclass(frozen=True)
+class _Series:
+    """Monitoring's Prometheus series of one app's metrics registry."""
+
+    dropped: Counter
+    written: Counter
+    state: Gauge
+    webhooks: Counter
+
+
+# One set per registry: an app's lifespan may run more than once (tests), and a registry
+# refuses a series it already has.
+_SERIES: weakref.WeakKeyDictionary[CollectorRegistry, _Series] = weakref.WeakKeyDictionary()
+_SERIES_LOCK = threading.Lock()
+
+
+def _series(metrics: Metrics) -> _Series:
+    r = metrics.registry
+    with _SERIES_LOCK:
+        series = _SERIES.get(r)
+        if series is None:
+            series = _Series(
+                dropped=Counter(
+                    "assay_prediction_log_dropped",
+                    "Scored rows the prediction log dropped, by reason.",
+                    ["reason"],
+                    registry=r,
+                ),
+                written=Counter("assay_prediction_log_written", "Scored rows written to the prediction log.", registry=r),
+                state=Gauge(
+                    "assay_monitor_state",
+                    "State of each monitor: 0 ok, 1 warning, 2 alert.",
+                    ["model", "monitor"],
+                    registry=r,
+                    multiprocess_mode="max",
+                ),
+                webhooks=Counter("assay_alert_webhooks", "Webhook delivery attempts, by result.", ["result"], registry=r),
+            )
+            _SERIES[r] = series
+        return series
+
+
 class Watch:
     """Monitoring's share of the server (see the module docstring); one per app."""
 
     def __init__(self, workspace: Workspace, settings: Settings, metrics: Metrics) -> None:
         self.workspace = workspace
         self.settings = settings
-        r = metrics.registry
-        self.dropped = Counter(
-            "assay_prediction_log_dropped", "Scored rows the prediction log dropped, by reason.", ["reason"], registry=r
+        series = _series(metrics)
+        self.dropped, self.written, self.state, self.webhooks = (
+            series.dropped,
+            series.written,
+            series.state,
+            series.webhooks,
         )
-        self.written = Counter("assay_prediction_log_written", "Scored rows written to the prediction log.", registry=r)
-        self.state = Gauge(
-            "assay_monitor_state",
-            "State of each monitor: 0 ok, 1 warning, 2 alert.",
-            ["model", "monitor"],
-            registry=r,
-            multiprocess_mode="max",
-        )
-        self.webhooks = Counter("assay_alert_webhooks", "Webhook delivery attempts, by result.", ["result"], registry=r)
         self.log: PredictionLog | None = open_log(
             workspace.engine,
             settings,
