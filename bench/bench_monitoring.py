@@ -76,7 +76,9 @@ def logged_traffic(test: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame
     return frame
 
 
-def evidently(python: str, reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, str]) -> dict[str, Any]:
+def evidently(
+    python: str, reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, str]
+) -> dict[str, Any]:
     reference.to_parquet(OUT / "reference.parquet")
     current.to_parquet(OUT / "current.parquet")
     numeric = ",".join(c for c, k in kinds.items() if k == "numeric")
@@ -118,12 +120,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "editquality")
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--evidently-python", default=os.environ.get("EVIDENTLY_PYTHON", "/tmp/evidently-venv/bin/python"))
+    parser.add_argument(
+        "--evidently-python", default=os.environ.get("EVIDENTLY_PYTHON", "/tmp/evidently-venv/bin/python")
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-serving", action="store_true")
-    parser.add_argument("--serving-only", action="store_true", help="reuse the last run's trained home; serving only")
+    parser.add_argument(
+        "--serving-only", action="store_true", help="reuse the last run's trained home; serving only"
+    )
     args = parser.parse_args()
     test_file = args.data / "enwiki.features_reverted.testing.20k_2015.tsv.bz2"
     if not test_file.is_file():
@@ -155,7 +161,15 @@ def main() -> int:
         scored = scorer.score_frame(serving.MODEL, traffic, id_column="rev_id")
         proba = scored[[f"probability_{c}" for c in loaded.classes]].to_numpy(dtype=float)
         started = time.perf_counter()
-        write_rows(ws.engine, served.name, served.version, traffic["at"].to_numpy(), traffic["rev_id"].astype(str).tolist(), X, proba)
+        write_rows(
+            ws.engine,
+            served.name,
+            served.version,
+            traffic["at"].to_numpy(),
+            traffic["rev_id"].astype(str).tolist(),
+            X,
+            proba,
+        )
         results["write_s"] = time.perf_counter() - started
 
         target = monitor.target(ws.registry, serving.MODEL)
@@ -171,13 +185,17 @@ def main() -> int:
         (frame, whole), _ = assay_drift()  # warm: the first read also pages the store in
         assert len(frame) == args.rows
         t0 = time.perf_counter()
-        daily = monitor.analyse(ws.engine, ws.registry, serving.MODEL, since=T0, until=T0 + DAYS * 86400.0, window="1d")
+        daily = monitor.analyse(
+            ws.engine, ws.registry, serving.MODEL, since=T0, until=T0 + DAYS * 86400.0, window="1d"
+        )
         results["analyse_daily_s"] = time.perf_counter() - t0
 
         kinds = {f.name: f.kind for f in loaded.schema.features}
         train_file = args.data / "enwiki.features_reverted.training.20k_2015.tsv.bz2"
         training = read_table(train_file, header=False, columns=serving.COLUMNS)
-        reference = pd.DataFrame(loaded.schema.encode_frame(training, source="training"), columns=loaded.schema.names)
+        reference = pd.DataFrame(
+            loaded.schema.encode_frame(training, source="training"), columns=loaded.schema.names
+        )
         current = pd.DataFrame(frame.X, columns=loaded.schema.names)
         drift_rounds = []
         have_evidently = Path(args.evidently_python).is_file()
@@ -202,7 +220,9 @@ def main() -> int:
                 agree += a
                 total += len(w.drift.features)
                 drifted += sum(bool(c["drift"]) for c in ev_day["columns"].values())
-                lines += [f"{time.strftime('%Y-%m-%d', time.gmtime(w.window.start))} {line}" for line in day_lines]
+                lines += [
+                    f"{time.strftime('%Y-%m-%d', time.gmtime(w.window.start))} {line}" for line in day_lines
+                ]
             results["daily_agreement"] = (agree, total, drifted, lines)
         else:
             results["evidently"] = None
@@ -224,13 +244,20 @@ def serve(home: Path, test_file: Path, args: argparse.Namespace, results: dict[s
         items = serving.items_of(pd.read_csv(test_file, sep="\t", header=None, names=serving.COLUMNS))
         single = serving.lua(
             "single.lua",
-            serving.POST_LUA.format(body=serving._write(OUT / "single.json", {"models": [serving.MODEL], "items": items[:1]})),
+            serving.POST_LUA.format(
+                body=serving._write(OUT / "single.json", {"models": [serving.MODEL], "items": items[:1]})
+            ),
         )
         rounds = []
-        with serving.assay_server(home, "log-on") as on, serving.assay_server(home, "log-off", ASSAY_LOG_SAMPLE="0") as off:
+        with (
+            serving.assay_server(home, "log-on") as on,
+            serving.assay_server(home, "log-off", ASSAY_LOG_SAMPLE="0") as off,
+        ):
             for url in (on, off):
                 request = urllib.request.Request(
-                    url + "/v1/scores", data=(OUT / "single.json").read_bytes(), headers={"content-type": "application/json"}
+                    url + "/v1/scores",
+                    data=(OUT / "single.json").read_bytes(),
+                    headers={"content-type": "application/json"},
                 )
                 with urllib.request.urlopen(request) as answer:
                     assert b'"error"' not in answer.read(), "the benchmark's item is refused"
@@ -255,7 +282,9 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
         report_serving(r, args)
         return
     print(f"\nlogged: {r['rows']:,} rows over {DAYS} days into the SQLite store in {r['write_s']:.1f}s")
-    print(f"\ndrift of all {r['rows']:,} rows as one window against the stored reference profile ({args.rounds} rounds):")
+    print(
+        f"\ndrift of all {r['rows']:,} rows as one window against the stored reference profile ({args.rounds} rounds):"
+    )
     for k, x in enumerate(r["drift_rounds"], start=1):
         a, e = x["assay"], x["evidently"]
         line = f"  round {k}: assay {a['total']:.2f}s (reading the log {a['read']:.2f}s, statistics {a['drift']:.2f}s)"
@@ -271,8 +300,13 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
             f"  Evidently median {statistics.median(x['evidently']['seconds'] for x in r['drift_rounds']):.2f}s "
             f"(its DataDriftPreset run alone); ratio Evidently/assay median {statistics.median(ratios):.1f}x"
         )
-    print(f"\nper-feature decisions, the million rows (data set drift: {r['whole'].dataset_drift}, share {r['whole'].share:.3f}):")
-    print(f"  {'feature':<34}{'test':<14}{'assay':>12}{'drift':>7}" + (f"{'Evidently':>12}{'drift':>7}" if ev else ""))
+    print(
+        f"\nper-feature decisions, the million rows (data set drift: {r['whole'].dataset_drift}, share {r['whole'].share:.3f}):"
+    )
+    print(
+        f"  {'feature':<34}{'test':<14}{'assay':>12}{'drift':>7}"
+        + (f"{'Evidently':>12}{'drift':>7}" if ev else "")
+    )
     for c in r["whole"].features:
         e = ev["columns"][c.column] if ev else None
         line = f"  {c.column:<34}{c.test:<14}{c.statistic:>12.5g}{c.drift!s:>7}"
@@ -281,7 +315,10 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
         print(line)
     if ev:
         agree, lines = r["agreement"]
-        print(f"  same decision on {agree} of {len(r['whole'].features)} features" + ("".join("\n  " + x for x in lines)))
+        print(
+            f"  same decision on {agree} of {len(r['whole'].features)} features"
+            + ("".join("\n  " + x for x in lines))
+        )
         agree, total, drifted, lines = r["daily_agreement"]
         print(
             f"\ndaily windows ({len(r['daily'].windows)}, about {r['rows'] // DAYS:,} rows each): same decision on "
@@ -290,10 +327,13 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
         for line in lines:
             print(f"  differs: {line}")
     flagged = [
-        (time.strftime("%m-%d", time.gmtime(w.window.start)), w.drift.drifted_features) for w in r["daily"].windows
+        (time.strftime("%m-%d", time.gmtime(w.window.start)), w.drift.drifted_features)
+        for w in r["daily"].windows
     ]
     first = next((d for d, f in flagged if f), None)
-    print(f"  first daily window with a drifted feature: {first}; monitor.analyse over 30 daily windows: {r['analyse_daily_s']:.2f}s")
+    print(
+        f"  first daily window with a drifted feature: {first}; monitor.analyse over 30 daily windows: {r['analyse_daily_s']:.2f}s"
+    )
     report_serving(r, args)
 
 
@@ -302,10 +342,18 @@ def report_serving(r: dict[str, Any], args: argparse.Namespace) -> None:
         on = [x["on"]["rps"] for x in r["rounds"]]
         off = [x["off"]["rps"] for x in r["rounds"]]
         ratios = [x["on"]["rps"] / x["off"]["rps"] for x in r["rounds"]]
-        print(f"\nsingle-item POST /v1/scores, 1 worker, wrk -t1 -c{args.connections}, {args.duration}s x {args.rounds} rounds:")
-        print(f"  log on   {statistics.median(on):>8.0f} req/s  p99 {statistics.median(x['on']['p99_ms'] for x in r['rounds']):.2f} ms")
-        print(f"  log off  {statistics.median(off):>8.0f} req/s  p99 {statistics.median(x['off']['p99_ms'] for x in r['rounds']):.2f} ms")
-        print(f"  on/off per round: {', '.join(f'{x:.3f}' for x in ratios)}; median {statistics.median(ratios):.3f}")
+        print(
+            f"\nsingle-item POST /v1/scores, 1 worker, wrk -t1 -c{args.connections}, {args.duration}s x {args.rounds} rounds:"
+        )
+        print(
+            f"  log on   {statistics.median(on):>8.0f} req/s  p99 {statistics.median(x['on']['p99_ms'] for x in r['rounds']):.2f} ms"
+        )
+        print(
+            f"  log off  {statistics.median(off):>8.0f} req/s  p99 {statistics.median(x['off']['p99_ms'] for x in r['rounds']):.2f} ms"
+        )
+        print(
+            f"  on/off per round: {', '.join(f'{x:.3f}' for x in ratios)}; median {statistics.median(ratios):.3f}"
+        )
         print(f"  rows logged by the 'on' server: {r['logged']:.0f}, dropped: {r['dropped']:.0f}")
 
 

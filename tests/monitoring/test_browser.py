@@ -63,7 +63,9 @@ def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
 def test_an_admin_reads_the_monitoring_pages(server: Server, browser) -> None:  # type: ignore[no-untyped-def]
     page = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
     problems: list[str] = []  # anything refused or missing, the browser's own favicon request aside
-    page.on("response", lambda r: problems.append(r.url) if r.status >= 400 and "favicon" not in r.url else None)
+    page.on(
+        "response", lambda r: problems.append(r.url) if r.status >= 400 and "favicon" not in r.url else None
+    )
     page.goto(server.url + "/review/monitoring")
     assert "/review/login" in page.url  # not logged in: the login page, then back here
     page.fill("input[name=username]", "root")

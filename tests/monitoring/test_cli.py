@@ -72,7 +72,9 @@ def test_log_import_report_check_status_export(trained_home: Path, traffic: Path
     assert frame["words_added"].tolist() == source["words_added"].tolist()
     assert frame["user_is_anon"].tolist() == source["user_is_anon"].tolist()
     assert set(frame["prediction"]) <= {"True", "False"}
-    since = run(trained_home, "log", "export", "damaging", "-o", str(tmp_path / "x.csv"), "--since", "2026-01-04")
+    since = run(
+        trained_home, "log", "export", "damaging", "-o", str(tmp_path / "x.csv"), "--since", "2026-01-04"
+    )
     assert "wrote 1440 logged scores" in since
 
 
@@ -80,19 +82,37 @@ def test_labels_load_reports_what_it_refused(trained_home: Path, traffic: Path, 
     run(trained_home, "log", "import", "damaging", str(traffic), "--time-column", "at")
     source = pd.read_csv(traffic)
     labels = pd.DataFrame({"id": source["rev_id"].astype(str), "label": source["reverted"].astype(str)})
-    extra = pd.DataFrame({"id": ["nope", str(source["rev_id"][0]), str(source["rev_id"][1])], "label": ["True", "True", "maybe"]})
+    extra = pd.DataFrame(
+        {
+            "id": ["nope", str(source["rev_id"][0]), str(source["rev_id"][1])],
+            "label": ["True", "True", "maybe"],
+        }
+    )
     path = tmp_path / "labels.csv"
     pd.concat([labels.iloc[:100], extra]).to_csv(path, index=False)
     out = run(trained_home, "labels", "load", str(path), "--model", "damaging")
     assert "100 label(s) stored, 3 refused (duplicate_label: 2, unknown_item: 1)" in out
     assert "row 101" in out  # the refused rows are named by their line in the file
     by_column = tmp_path / "by_model.csv"
-    pd.DataFrame({"model": ["nope", "damaging"], "id": ["1", str(source["rev_id"][500])], "label": ["True", "False"]}).to_csv(
-        by_column, index=False
+    pd.DataFrame(
+        {"model": ["nope", "damaging"], "id": ["1", str(source["rev_id"][500])], "label": ["True", "False"]}
+    ).to_csv(by_column, index=False)
+    assert "1 label(s) stored, 1 refused (unknown_model: 1)" in run(
+        trained_home, "labels", "load", str(by_column)
     )
-    assert "1 label(s) stored, 1 refused (unknown_model: 1)" in run(trained_home, "labels", "load", str(by_column))
     assert "--model" in fail(trained_home, "labels", "load", str(path))
-    out = run(trained_home, "monitor", "report", "damaging", "--since", "2026-01-01", "--until", "2026-01-05", "-o", str(tmp_path / "r.html"))
+    out = run(
+        trained_home,
+        "monitor",
+        "report",
+        "damaging",
+        "--since",
+        "2026-01-01",
+        "--until",
+        "2026-01-05",
+        "-o",
+        str(tmp_path / "r.html"),
+    )
     assert "performance from 101 labelled rows" in out
 
 

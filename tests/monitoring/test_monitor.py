@@ -34,7 +34,11 @@ def monitored_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (distances for references over 1,000 rows) is not judging its own sampling noise."""
     root = tmp_path_factory.mktemp("monitored")
     spec = write_binary_spec(root / "data", n_train=8000, n_test=2000)
-    spec.write_text(spec.read_text().replace('candidates = ["logistic_regression", "lightgbm"]', 'candidates = ["lightgbm"]'))
+    spec.write_text(
+        spec.read_text().replace(
+            'candidates = ["logistic_regression", "lightgbm"]', 'candidates = ["lightgbm"]'
+        )
+    )
     ws = Workspace.open(Settings.load(home=root / "home", environ={}))
     try:
         train(load_spec(spec), ws.registry)
@@ -72,13 +76,17 @@ def test_the_drifted_features_are_flagged_in_the_drifted_windows_only(ws: Worksp
     assert flagged[:4] == [[]] * 4
     assert flagged[4:] == [["words_added", "user_is_anon"]] * 4
     assert [w.drift.dataset_drift for w in a.windows] == [False] * 8  # 2 of 9 features is under half
-    assert all(w.drift.output_drift for w in a.windows[4:]) and not any(w.drift.output_drift for w in a.windows[:4])
+    assert all(w.drift.output_drift for w in a.windows[4:]) and not any(
+        w.drift.output_drift for w in a.windows[:4]
+    )
     tests = {c.column: c.test for c in a.windows[0].drift.features}
     assert tests["words_added"] == "wasserstein" and tests["user_is_anon"] == "jensenshannon"
     # Replayed alerts: after 3 drifting windows in a row, on the drifted features only.
     alerted = {c["monitor"] for c in a.transitions if c["to"] == "alert"}
     assert {"feature:words_added", "feature:user_is_anon", "prediction_drift"} <= alerted
-    assert not any(m.startswith("feature:") and m not in ("feature:words_added", "feature:user_is_anon") for m in alerted)
+    assert not any(
+        m.startswith("feature:") and m not in ("feature:words_added", "feature:user_is_anon") for m in alerted
+    )
     assert all(c["window_start"].startswith("2026-01-07") for c in a.transitions if c["to"] == "alert")
     # Windows by count cut the same rows.
     b = monitor.analyse(ws.engine, ws.registry, "damaging", window=PER_DAY)
@@ -106,7 +114,11 @@ def test_an_alert_fires_once_and_clears_once(ws: Workspace) -> None:
     log_frame(ws, clean, clean["at"].to_numpy())
 
     def alert_events() -> list[dict]:
-        return [e for e in alerts.events(ws.engine, "damaging", limit=1000) if e["monitor"] == "feature:words_added"]
+        return [
+            e
+            for e in alerts.events(ws.engine, "damaging", limit=1000)
+            if e["monitor"] == "feature:words_added"
+        ]
 
     # Checked every hour for 13 days: each window is judged once, when it closes.
     for hour in range(1, 13 * 24 + 1):
@@ -139,8 +151,12 @@ def test_labels_give_the_training_statistics_per_window(ws: Workspace) -> None:
     frame = traffic(3, seed=13)
     log_frame(ws, frame, frame["at"].to_numpy())
     labelled = frame.iloc[::2]
-    items = [{"id": str(i), "label": str(v)} for i, v in zip(labelled["rev_id"], labelled["reverted"], strict=True)]
-    assert all(o.accepted for o in add_labels(ws.engine, "damaging", items, source="t", classes_of=_classes_of(ws)))
+    items = [
+        {"id": str(i), "label": str(v)} for i, v in zip(labelled["rev_id"], labelled["reverted"], strict=True)
+    ]
+    assert all(
+        o.accepted for o in add_labels(ws.engine, "damaging", items, source="t", classes_of=_classes_of(ws))
+    )
     a = monitor.analyse(ws.engine, ws.registry, "damaging", since=T0, until=T0 + 3 * DAY, window="1d")
     first = a.windows[0].performance
     assert first is not None and first["n"] == PER_DAY // 2
@@ -149,7 +165,9 @@ def test_labels_give_the_training_statistics_per_window(ws: Workspace) -> None:
     day0 = labelled[labelled["at"] < T0 + DAY]
     X = loaded.schema.encode_frame(day0, source="t")
     proba = loaded.predictor.predict_proba(X)
-    ev = evaluation.evaluate(day0["reverted"].astype(str).to_numpy(), proba, loaded.classes, positive=loaded.positive)
+    ev = evaluation.evaluate(
+        day0["reverted"].astype(str).to_numpy(), proba, loaded.classes, positive=loaded.positive
+    )
     expected = summarize(ev, loaded.positive)
     assert first["metrics"]["roc_auc"] == pytest.approx(expected["roc_auc"])
     assert first["metrics"]["brier"] == pytest.approx(expected["brier"])

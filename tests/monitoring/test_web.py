@@ -146,4 +146,6 @@ def test_the_admin_pages_need_an_admin(client: AppClient) -> None:
     assert page.status_code == 200 and "damaging" in page.text and "script" not in page.text.lower()
     assert "default-src 'none'" in page.headers["content-security-policy"]
     report = client.get("/review/monitoring/damaging?window=600")
-    assert report.status_code == 200 and "<svg" in report.text and "Drift per feature over time" in report.text
+    assert (
+        report.status_code == 200 and "<svg" in report.text and "Drift per feature over time" in report.text
+    )

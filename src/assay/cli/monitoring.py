@@ -49,8 +49,12 @@ def log_group() -> None:
 
 @log_group.command("export")
 @click.argument("model")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help=".csv, .parquet or .jsonl")
-@click.option("--since", default=None, help="From this time: ISO date/time, a duration back (7d) or UNIX seconds.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), required=True, help=".csv, .parquet or .jsonl"
+)
+@click.option(
+    "--since", default=None, help="From this time: ISO date/time, a duration back (7d) or UNIX seconds."
+)
 @click.option("--until", default=None, help="Before this time (same forms).")
 @pass_workspace
 def log_export_command(ws: Workspace, model: str, output: str, since: str | None, until: str | None) -> None:
@@ -68,15 +72,23 @@ def log_export_command(ws: Workspace, model: str, output: str, since: str | None
         frame = log.frame_of(loaded, ws.engine, since=start, until=end, with_ids=True)
         frames.append(log.decoded(loaded, frame))
     n = log.export_log(frames, Path(output))
-    click.echo(f"wrote {n} logged scores of {name} ({', '.join(map(str, versions)) or 'no versions'}) to {output}")
+    click.echo(
+        f"wrote {n} logged scores of {name} ({', '.join(map(str, versions)) or 'no versions'}) to {output}"
+    )
 
 
 @log_group.command("import")
 @click.argument("model")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--time-column", default=None, help="Column with each row's time (ISO or UNIX seconds); default now.")
-@click.option("--id-column", default=None, help="Column with item ids (default: the spec's data.id if present).")
-@click.option("--header/--no-header", default=True, help="Without a header, the spec's data.columns name them.")
+@click.option(
+    "--time-column", default=None, help="Column with each row's time (ISO or UNIX seconds); default now."
+)
+@click.option(
+    "--id-column", default=None, help="Column with item ids (default: the spec's data.id if present)."
+)
+@click.option(
+    "--header/--no-header", default=True, help="Without a header, the spec's data.columns name them."
+)
 @pass_workspace
 def log_import_command(
     ws: Workspace, model: str, path: str, time_column: str | None, id_column: str | None, header: bool
@@ -87,7 +99,9 @@ def log_import_command(
     data_spec = dict(served.loaded.record.spec.get("data") or {})
     columns = None if header else (data_spec.get("columns") or None)
     if not header and columns is None:
-        raise InvalidInput("--no-header needs a spec that names its columns (data.columns)", field="--no-header")
+        raise InvalidInput(
+            "--no-header needs a spec that names its columns (data.columns)", field="--no-header"
+        )
     frame = read_table(path, header=header, columns=columns)
     id_column = id_column or (data_spec.get("id") if data_spec.get("id") in frame.columns else None)
     if id_column is not None and id_column not in frame.columns:
@@ -141,12 +155,28 @@ def monitor_group() -> None:
 
 @monitor_group.command("report")
 @click.argument("model")
-@click.option("--since", default=None, help="From this time: ISO date/time, a duration back (7d) or UNIX seconds.")
+@click.option(
+    "--since", default=None, help="From this time: ISO date/time, a duration back (7d) or UNIX seconds."
+)
 @click.option("--until", default=None, help="Before this time (same forms); default now.")
-@click.option("--window", default=None, help="Window: a duration (1h, 1d) or a number of rows; default the spec's.")
+@click.option(
+    "--window", default=None, help="Window: a duration (1h, 1d) or a number of rows; default the spec's."
+)
 @click.option("--psi", is_flag=True, help="Add each column's population stability index.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="The HTML report (default MODEL-monitoring.html).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the analysis as JSON.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The HTML report (default MODEL-monitoring.html).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the analysis as JSON.",
+)
 @pass_workspace
 def monitor_report_command(
     ws: Workspace,
@@ -186,7 +216,9 @@ def monitor_check_command(ws: Workspace, model: str | None) -> None:
     """Judge the windows closed since the last check (every production model, or MODEL) and send alerts."""
     names = [model] if model else monitor.watched_models(ws.registry)
     for name in names:
-        result = monitor.check(ws.engine, ws.registry, name, extra_labels=partial(labels.campaign_labels, ws.engine, name))
+        result = monitor.check(
+            ws.engine, ws.registry, name, extra_labels=partial(labels.campaign_labels, ws.engine, name)
+        )
         if result.skipped:
             click.echo(f"{name}: {result.skipped}")
             continue
@@ -241,7 +273,9 @@ def monitor_secret_command(ws: Workspace) -> None:
 @click.option("--id-column", default="id", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @pass_workspace
-def labels_load_command(ws: Workspace, path: str, model: str | None, id_column: str, label_column: str) -> None:
+def labels_load_command(
+    ws: Workspace, path: str, model: str | None, id_column: str, label_column: str
+) -> None:
     """Add ground-truth labels of served items from a CSV/TSV/Parquet file (id, label[, model])."""
     frame = read_table(path)
     for column in (id_column, label_column):
@@ -262,7 +296,9 @@ def labels_load_command(ws: Workspace, path: str, model: str | None, id_column: 
             reasons["unknown_model"] = reasons.get("unknown_model", 0) + len(items)
             examples.append(f"model {name!r}: unknown model")
             continue
-        outcomes = labels.add_labels(ws.engine, str(name), items, source=source, classes_of=_classes_of(ws, str(name)))
+        outcomes = labels.add_labels(
+            ws.engine, str(name), items, source=source, classes_of=_classes_of(ws, str(name))
+        )
         for o in outcomes:
             if o.accepted:
                 accepted += 1
@@ -271,7 +307,9 @@ def labels_load_command(ws: Workspace, path: str, model: str | None, id_column: 
                 reasons[o.code or "refused"] = reasons.get(o.code or "refused", 0) + 1
                 if len(examples) < 5:
                     examples.append(f"row {rows.index[o.index] + 1}: {o.message}")
-    click.echo(f"{accepted} label(s) stored, {refused} refused" + (f" ({_counts(reasons)})" if reasons else ""))
+    click.echo(
+        f"{accepted} label(s) stored, {refused} refused" + (f" ({_counts(reasons)})" if reasons else "")
+    )
     for line in examples:
         click.echo(f"  {line}")
 

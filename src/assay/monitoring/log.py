@@ -88,7 +88,9 @@ def write_rows(
     item_ids = list(ids) if ids is not None else None
     # An item scored twice in one chunk has one row: the chunk is what a label joins through.
     if engine.dialect.paramstyle == "qmark":
-        add_items = "INSERT OR IGNORE INTO prediction_items (model, item_id, chunk_id, version) VALUES (?, ?, ?, ?)"
+        add_items = (
+            "INSERT OR IGNORE INTO prediction_items (model, item_id, chunk_id, version) VALUES (?, ?, ?, ?)"
+        )
     else:
         add_items = (
             "INSERT INTO prediction_items (model, item_id, chunk_id, version) VALUES (%s, %s, %s, %s) "
@@ -121,7 +123,9 @@ def write_rows(
                 present = [i for i in dict.fromkeys(chunk_ids) if i is not None]
                 for start in range(0, len(present), _ITEMS_PER_CALL):
                     part = present[start : start + _ITEMS_PER_CALL]
-                    conn.exec_driver_sql(add_items, list(zip(repeat(model), part, repeat(chunk), repeat(version))))
+                    conn.exec_driver_sql(
+                        add_items, list(zip(repeat(model), part, repeat(chunk), repeat(version)))
+                    )
                     # Hand the interpreter back between slices: beside a server, a long run of
                     # binding parameters would hold its event loop up.
                     time.sleep(0)
@@ -272,7 +276,10 @@ class PredictionLog:
                         self.engine,
                         model,
                         version,
-                        np.repeat(np.asarray([q.times[k] for k in batches], dtype=np.float64), [sizes[k] for k in batches]),
+                        np.repeat(
+                            np.asarray([q.times[k] for k in batches], dtype=np.float64),
+                            [sizes[k] for k in batches],
+                        ),
                         q.ids if whole else [i for k in batches for i in q.ids[starts[k] : starts[k + 1]]],
                         np.concatenate([q.X[k] for k in batches]),
                         np.concatenate([q.proba[k] for k in batches]),
@@ -341,13 +348,17 @@ def prune(engine: Engine, *, max_rows: int, retention_s: float, now: float | Non
     doomed: list[tuple[int, int]] = []  # (chunk id, rows)
     with engine.connect() as conn:
         if retention_s > 0:
-            doomed += conn.execute(sa.select(chunks.c.id, chunks.c.n).where(chunks.c.at_max < now - retention_s)).all()
+            doomed += conn.execute(
+                sa.select(chunks.c.id, chunks.c.n).where(chunks.c.at_max < now - retention_s)
+            ).all()
         if max_rows > 0:
             gone = {c for c, _ in doomed}
             for (model,) in conn.execute(sa.select(chunks.c.model).distinct()).all():
                 kept = 0
                 for chunk, n in conn.execute(
-                    sa.select(chunks.c.id, chunks.c.n).where(chunks.c.model == model).order_by(chunks.c.id.desc())
+                    sa.select(chunks.c.id, chunks.c.n)
+                    .where(chunks.c.model == model)
+                    .order_by(chunks.c.id.desc())
                 ):
                     if chunk in gone:
                         continue
@@ -370,7 +381,9 @@ def purge_items(engine: Engine) -> int:
     chunks, items = db.prediction_log, db.prediction_items
     deleted = 0
     with engine.begin() as conn:
-        oldest = dict(conn.execute(sa.select(chunks.c.model, sa.func.min(chunks.c.id)).group_by(chunks.c.model)).all())
+        oldest = dict(
+            conn.execute(sa.select(chunks.c.model, sa.func.min(chunks.c.id)).group_by(chunks.c.model)).all()
+        )
         for (model,) in conn.execute(sa.select(items.c.model).distinct()).all():
             stale = sa.delete(items).where(items.c.model == model)
             if model in oldest:
@@ -387,12 +400,16 @@ def logged_versions(engine: Engine, model: str) -> dict[int, int]:
     table = db.prediction_log
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(table.c.version, sa.func.sum(table.c.n)).where(table.c.model == model).group_by(table.c.version)
+            sa.select(table.c.version, sa.func.sum(table.c.n))
+            .where(table.c.model == model)
+            .group_by(table.c.version)
         ).all()
     return {int(v): int(n) for v, n in rows}
 
 
-def log_span(engine: Engine, model: str, version: int, *, after: int | None = None) -> tuple[float, float, int] | None:
+def log_span(
+    engine: Engine, model: str, version: int, *, after: int | None = None
+) -> tuple[float, float, int] | None:
     """(first time, last time, rows) of ``model@version``'s log, or None if empty; ``after`` (a
     position) leaves out the chunks before it (the rows are then an upper bound)."""
     table = db.prediction_log
@@ -458,7 +475,9 @@ def read_log(
         for c in chunks:
             every.extend(orjson.loads(c.ids) if c.ids is not None else [None] * c.n)
         ids = [every[i] for i in order.tolist()]
-    return LogFrame(model, version, positions[order], at[order], matrix[order, 1 : 1 + d], matrix[order, 1 + d :], ids)
+    return LogFrame(
+        model, version, positions[order], at[order], matrix[order, 1 : 1 + d], matrix[order, 1 + d :], ids
+    )
 
 
 def frame_of(loaded: LoadedModel, engine: Engine, **kwargs: Any) -> LogFrame:
@@ -504,7 +523,9 @@ def decoded(loaded: LoadedModel, frame: LogFrame) -> pd.DataFrame:
         flagged = frame.proba[:, pi] >= loaded.decision_threshold()
         out["prediction"] = np.where(flagged, classes[pi], classes[1 - pi])
     else:
-        out["prediction"] = np.asarray(classes, dtype=object)[frame.proba.argmax(axis=1)] if len(frame) else []
+        out["prediction"] = (
+            np.asarray(classes, dtype=object)[frame.proba.argmax(axis=1)] if len(frame) else []
+        )
     return out
 
 

@@ -89,7 +89,9 @@ def time_windows(at: np.ndarray, seconds: float, *, since: float | None, until: 
     edges = start + seconds * np.arange(count + 1)
     cuts = np.searchsorted(at, edges, side="left")
     return [
-        Window(float(edges[i]), float(edges[i + 1]), int(cuts[i]), int(cuts[i + 1]), bool(edges[i + 1] <= until))
+        Window(
+            float(edges[i]), float(edges[i + 1]), int(cuts[i]), int(cuts[i + 1]), bool(edges[i + 1] <= until)
+        )
         for i in range(count)
     ]
 

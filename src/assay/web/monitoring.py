@@ -97,7 +97,9 @@ def _series(metrics: Metrics) -> _Series:
                     ["reason"],
                     registry=r,
                 ),
-                written=Counter("assay_prediction_log_written", "Scored rows written to the prediction log.", registry=r),
+                written=Counter(
+                    "assay_prediction_log_written", "Scored rows written to the prediction log.", registry=r
+                ),
                 state=Gauge(
                     "assay_monitor_state",
                     "State of each monitor: 0 ok, 1 warning, 2 alert.",
@@ -105,7 +107,9 @@ def _series(metrics: Metrics) -> _Series:
                     registry=r,
                     multiprocess_mode="max",
                 ),
-                webhooks=Counter("assay_alert_webhooks", "Webhook delivery attempts, by result.", ["result"], registry=r),
+                webhooks=Counter(
+                    "assay_alert_webhooks", "Webhook delivery attempts, by result.", ["result"], registry=r
+                ),
             )
             _SERIES[r] = series
         return series
@@ -130,7 +134,9 @@ class Watch:
             on_drop=lambda reason, n: self.dropped.labels(reason).inc(n),
             on_write=self.written.inc,
         )
-        self.sender = alerts.sender_from(settings, workspace.engine, on_result=lambda result: self.webhooks.labels(result).inc())
+        self.sender = alerts.sender_from(
+            settings, workspace.engine, on_result=lambda result: self.webhooks.labels(result).inc()
+        )
         self.sender.start()
         self.update_gauges()
 
@@ -153,7 +159,11 @@ class Watch:
             try:
                 results.append(
                     monitor.check(
-                        ws.engine, ws.registry, name, now=now, extra_labels=partial(labels.campaign_labels, ws.engine, name)
+                        ws.engine,
+                        ws.registry,
+                        name,
+                        now=now,
+                        extra_labels=partial(labels.campaign_labels, ws.engine, name),
                     )
                 )
             except Exception:
@@ -213,7 +223,10 @@ async def get_monitors(request: Request) -> Response:
     model = request.query_params.get("model") or None
 
     def load() -> dict[str, Any]:
-        return {"monitors": alerts.states(engine, model), "events": alerts.events(engine, model, limit=MAX_EVENTS)}
+        return {
+            "monitors": alerts.states(engine, model),
+            "events": alerts.events(engine, model, limit=MAX_EVENTS),
+        }
 
     return json_response(await run_in_threadpool(load))
 
@@ -234,7 +247,11 @@ def _analyse(request: Request, ref: str) -> monitor.Analysis:
     ws = services(request).workspace
     name = ref.partition("@")[0]
     return monitor.analyse(
-        ws.engine, ws.registry, ref, extra_labels=labels.campaign_labels(ws.engine, name), **_analysis_args(request)
+        ws.engine,
+        ws.registry,
+        ref,
+        extra_labels=labels.campaign_labels(ws.engine, name),
+        **_analysis_args(request),
     )
 
 
@@ -262,7 +279,9 @@ async def monitoring_page(request: Request) -> Response:
             "models": [
                 {
                     "name": name,
-                    "worst": max((alerts.STATE_VALUES[s["state"]] for s in by_model.get(name, [])), default=0),
+                    "worst": max(
+                        (alerts.STATE_VALUES[s["state"]] for s in by_model.get(name, [])), default=0
+                    ),
                     "monitors": by_model.get(name, []),
                 }
                 for name in monitor.watched_models(ws.registry)
@@ -281,7 +300,11 @@ async def model_page(request: Request) -> Response:
 
 
 def _listing(context: dict[str, Any]) -> str:
-    return report.environment().get_template("monitoring.html").render(prefix=PAGE_PREFIX, names=["ok", "warning", "alert"], **context)
+    return (
+        report.environment()
+        .get_template("monitoring.html")
+        .render(prefix=PAGE_PREFIX, names=["ok", "warning", "alert"], **context)
+    )
 
 
 def routes() -> list[BaseRoute]:
@@ -318,7 +341,10 @@ def monitoring_schemas() -> dict[str, Any]:
     return {
         "LabelsRequest": closed_object(
             {
-                "model": {**NAME, "description": "A model name; labels are checked against the scores it logged."},
+                "model": {
+                    **NAME,
+                    "description": "A model name; labels are checked against the scores it logged.",
+                },
                 "labels": {
                     "type": "array",
                     "items": {
@@ -365,10 +391,30 @@ def monitoring_schemas() -> dict[str, Any]:
 def monitoring_paths() -> dict[str, Any]:
     text = {"type": "string"}
     period = [
-        {"name": "since", "in": "query", "schema": text, "description": "ISO time, a duration back (7d) or UNIX seconds."},
-        {"name": "until", "in": "query", "schema": text, "description": "The end of the period (same forms); default now."},
-        {"name": "window", "in": "query", "schema": text, "description": "A duration (1h, 1d) or a number of rows."},
-        {"name": "psi", "in": "query", "schema": {"type": "boolean"}, "description": "Add each column's PSI."},
+        {
+            "name": "since",
+            "in": "query",
+            "schema": text,
+            "description": "ISO time, a duration back (7d) or UNIX seconds.",
+        },
+        {
+            "name": "until",
+            "in": "query",
+            "schema": text,
+            "description": "The end of the period (same forms); default now.",
+        },
+        {
+            "name": "window",
+            "in": "query",
+            "schema": text,
+            "description": "A duration (1h, 1d) or a number of rows.",
+        },
+        {
+            "name": "psi",
+            "in": "query",
+            "schema": {"type": "boolean"},
+            "description": "Add each column's PSI.",
+        },
     ]
     return {
         "/v1/labels": {
@@ -384,7 +430,9 @@ def monitoring_paths() -> dict[str, Any]:
             "get": {
                 "summary": "Every monitor's state (ok, warning, alert) and the latest events",
                 "operationId": "get_monitors",
-                "parameters": [{"name": "model", "in": "query", "schema": text, "description": "One model only."}],
+                "parameters": [
+                    {"name": "model", "in": "query", "schema": text, "description": "One model only."}
+                ],
                 "responses": {"200": json_content(ref("Monitors")), **ERROR},
             }
         },
@@ -393,7 +441,10 @@ def monitoring_paths() -> dict[str, Any]:
                 "summary": "Drift, performance and alerts of a model over a period, window by window",
                 "operationId": "get_monitoring_report",
                 "security": TOKEN,
-                "parameters": [path_param("model", "A model: `name`, `name@3` or `name@alias`.", MODEL_REF), *period],
+                "parameters": [
+                    path_param("model", "A model: `name`, `name@3` or `name@alias`.", MODEL_REF),
+                    *period,
+                ],
                 "responses": {"200": json_content(ref("MonitoringReport")), **ERROR},
             }
         },
