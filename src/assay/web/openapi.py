@@ -99,7 +99,9 @@ def _schemas() -> dict[str, Any]:
         "OipError": {
             "type": "object",
             "required": ["error"],
-            "properties": {"error": {"type": "string", "description": "What is wrong, naming the input at fault."}},
+            "properties": {
+                "error": {"type": "string", "description": "What is wrong, naming the input at fault."}
+            },
             "additionalProperties": False,
             "description": "The Open Inference Protocol's error shape, which every /v2 error takes.",
         },
