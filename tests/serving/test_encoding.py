@@ -96,3 +96,38 @@ def test_fast_paths_agree_with_the_schema(data: st.DataObject) -> None:
         else:
             assert errors[k] is None
             assert same_row(X[k], want)
+
+
+def as_array(values: list[Any]) -> np.ndarray | list[Any]:
+    """A column as a typed protocol tensor would give it, when its values have one numpy type."""
+    kinds = set(map(type, values))
+    if kinds == {bool}:
+        return np.array(values, dtype=np.bool_)
+    if kinds <= {int} and all(-(2**63) <= v < 2**63 for v in values):
+        return np.array(values, dtype=np.int64)
+    if kinds <= {int, float} and float in kinds:
+        return np.array(values, dtype=np.float64)
+    return values
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_the_column_entry_agrees_with_the_schema(data: st.DataObject) -> None:
+    schema = data.draw(schemas())
+    encoder = Encoder.of(schema)
+    plain = {f.name: values(f) for f in schema.features}
+    n = data.draw(st.integers(0, 20))
+    lists = {name: [data.draw(strategy) for _ in range(n)] for name, strategy in plain.items()}
+    typed = data.draw(st.booleans())
+    columns = {name: as_array(v) if typed else v for name, v in lists.items()}
+    records = [{name: lists[name][k] for name in schema.names} for k in range(n)]
+
+    X, errors = encoder.encode_columns(columns, n)
+    assert X.shape == (n, len(schema.names))
+    for k, record in enumerate(records):
+        want = reference(schema, record)
+        if isinstance(want, AssayError):
+            assert errors[k] is not None and errors[k].code == want.code and errors[k].field == want.field
+        else:
+            assert errors[k] is None, f"{record!r}: {errors[k]}"
+            assert same_row(X[k], want)

@@ -337,14 +337,42 @@ def test_big_batches_are_split_over_threads_in_order(trained_workspace: Workspac
         parallel.close()
 
 
-def test_score_records_is_all_or_nothing(scorer: Scorer) -> None:
-    records = [item["features"] for item in edit_items(10)]
-    served, proba = scorer.score_records("damaging", records)
-    assert proba.shape == (10, 2) and served.version == 1
-    records[4] = {**records[4], "words_added": "x"}
+def test_score_columns_agrees_with_items_and_is_all_or_nothing(scorer: Scorer) -> None:
+    items = edit_items(40)
+    names = scorer.model("damaging").names
+    lists = {name: [item["features"][name] for item in items] for name in names}
+    # Typed columns, as raw protocol tensors arrive: numbers and booleans as numpy arrays.
+    typed = {
+        name: np.asarray(column) if type(column[0]) is not str else column for name, column in lists.items()
+    }
+    by_items = scorer.score(["damaging"], items)["scores"]
+    for columns in (lists, typed):
+        served, proba = scorer.score_columns("damaging", columns, len(items))
+        assert proba.shape == (40, 2) and served.version == 1
+        for k, item in enumerate(items):
+            score = by_items[item["id"]]["damaging"]
+            assert proba[k, served.positive_index] == pytest.approx(score["probability"]["true"], abs=1e-12)
+
+    bad = {**typed, "words_added": typed["words_added"].astype(np.float64)}
+    bad["words_added"][4] = np.nan
     with pytest.raises(InvalidInput) as exc:
-        scorer.score_records("damaging", records)
+        scorer.score_columns("damaging", bad, len(items))
     assert exc.value.message.startswith("row 4:") and exc.value.field == "features.words_added"
+
+    flag = next(f.name for f in scorer.model("damaging").loaded.schema.features if f.kind == "boolean")
+    odd = {**typed, flag: np.where(np.arange(40) == 7, 2, typed[flag].astype(np.int64))}
+    with pytest.raises(InvalidInput) as exc:
+        scorer.score_columns("damaging", odd, len(items))
+    assert exc.value.message.startswith("row 7:") and exc.value.field == f"features.{flag}"
+
+    with pytest.raises(InvalidInput) as exc:
+        scorer.score_columns("damaging", {k: v for k, v in lists.items() if k != names[0]}, len(items))
+    assert exc.value.code == "missing_feature" and exc.value.field == f"features.{names[0]}"
+    with pytest.raises(InvalidInput) as exc:
+        scorer.score_columns("damaging", {**lists, "typo": [1] * 40}, len(items))
+    assert exc.value.code == "unknown_feature"
+    with pytest.raises(InvalidInput):
+        scorer.score_columns("damaging", {**lists, names[0]: lists[names[0]][:3]}, len(items))
 
 
 def test_precache_fills_the_cache(scorer: Scorer, recorder: Recorder) -> None:

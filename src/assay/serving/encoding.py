@@ -7,6 +7,8 @@ and may only ever agree with it (a property test checks that they do):
 * a plain row: every value already has its feature's JSON type (a finite
   number, a boolean, a known category string) — encoded without checks;
 * a column at a time, for batches whose every value is plain;
+* columns in (``encode_columns``: one list or numpy array per feature, as
+  protocol tensors arrive), encoded whole with numpy when plain;
 * anything else (a missing or unknown feature, a string for a number, null,
   NaN) goes row by row through the schema, and a bad row becomes that row's
   error while the others are still encoded.
@@ -102,22 +104,69 @@ class Encoder:
         X = np.empty((len(records), d), dtype=np.float64)
         try:
             for j, (name, kind, codes) in enumerate(self.plan):
-                column = [r[name] for r in records]
-                kinds = set(map(type, column))
-                if kind == "numeric":
-                    if not kinds <= {int, float}:
-                        return None
-                    X[:, j] = column
-                    if not np.isfinite(X[:, j]).all():
-                        return None
-                elif kind == "boolean":
-                    if kinds != {bool}:
-                        return None
-                    X[:, j] = column
-                else:
-                    if kinds != {str} or codes is None:
-                        return None
-                    X[:, j] = [codes[v] for v in column]  # an unknown category: the row path names it
-        except (KeyError, OverflowError):
+                if not _fill(X[:, j], [r[name] for r in records], kind, codes):
+                    return None
+        except KeyError:
             return None
         return X
+
+    def encode_columns(
+        self, columns: Mapping[str, Sequence[Any] | np.ndarray], rows: int
+    ) -> tuple[np.ndarray, list[AssayError | None]]:
+        """The model matrix of one column per feature (``rows`` values each) and each row's error.
+
+        Plain columns (numbers as a numeric array or list, booleans, known category
+        strings) are encoded whole; when any value is not plain, the rows go through
+        ``encode``, so every problem is named exactly as for records. ``columns`` must
+        hold every feature of the schema and nothing else (the caller checks names).
+        """
+        if rows >= COLUMNAR_MIN_ITEMS:
+            X = np.empty((rows, len(self.names)), dtype=np.float64)
+            if all(
+                _fill(X[:, j], columns[name], kind, codes) for j, (name, kind, codes) in enumerate(self.plan)
+            ):
+                return X, [None] * rows
+        lists = [v.tolist() if isinstance(v, np.ndarray) else v for v in (columns[n] for n in self.names)]
+        return self.encode([dict(zip(self.names, row, strict=True)) for row in zip(*lists, strict=True)])
+
+
+def _fill(
+    out: np.ndarray, column: Sequence[Any] | np.ndarray, kind: str, codes: dict[str, int] | None
+) -> bool:
+    """Write a plain column into ``out`` (a column of the matrix); False when some value is not plain.
+
+    Plain means what the schema would encode without a question: finite numbers for numeric
+    features, booleans (or integers 0/1 from a typed array) for boolean ones, known category
+    strings for categorical ones.
+    """
+    if isinstance(column, np.ndarray):
+        dtype_kind = column.dtype.kind
+        if kind == "numeric" and dtype_kind in "iuf":
+            out[:] = column
+            return dtype_kind != "f" or bool(np.isfinite(out).all())
+        if kind == "boolean" and (
+            dtype_kind == "b" or (dtype_kind in "iu" and bool(((column == 0) | (column == 1)).all()))
+        ):
+            out[:] = column
+            return True
+        if dtype_kind not in "USO" or kind != "categorical":
+            return False
+        column = column.tolist()
+    kinds = set(map(type, column))
+    try:
+        if kind == "numeric":
+            if not kinds <= {int, float}:
+                return False
+            out[:] = column
+            return bool(np.isfinite(out).all())
+        if kind == "boolean":
+            if not kinds <= {bool}:
+                return False
+            out[:] = column
+            return True
+        if not kinds <= {str} or codes is None:
+            return False
+        out[:] = [codes[v] for v in column]  # an unknown category: the row path names it
+    except (KeyError, OverflowError):
+        return False
+    return True

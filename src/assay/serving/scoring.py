@@ -33,7 +33,7 @@ Public calls::
     scorer = Scorer(registry, FeatureTable(engine), cache, observer=None, threads=None, prediction_log=None)
     scorer.score(refs, items, *, features=False, explain=0) -> {"scores": {item_id: {ref: score}}}
     scorer.score_one(ref, item_id, *, features=False, explain=0) -> score      # raises the item's error
-    scorer.score_records(ref, records) -> (ServedModel, probabilities)        # bare rows, all or nothing
+    scorer.score_columns(ref, columns, rows) -> (ServedModel, probabilities)  # bare columns, all or nothing
     scorer.score_frame(ref, frame, *, id_column) -> DataFrame                   # batch files, vectorised
     scorer.precache(refs, ids) -> {"scored": n, "cached": n, "failed": {code: n}}
     scorer.model(ref) -> ServedModel;  scorer.models() -> [ModelInfo];  scorer.refresh();  scorer.close()
@@ -466,19 +466,35 @@ class Scorer:
             raise result
         return result
 
-    def score_records(self, ref: str, records: Sequence[Mapping[str, Any]]) -> tuple[ServedModel, np.ndarray]:
-        """Probabilities of bare feature records (no ids, no lookup, no cache), e.g. for OIP infer.
+    def score_columns(
+        self, ref: str, columns: Mapping[str, Sequence[Any] | np.ndarray], rows: int
+    ) -> tuple[ServedModel, np.ndarray]:
+        """Probabilities of bare feature columns (no ids, no lookup, no cache), e.g. for OIP infer.
 
-        All or nothing: the first bad record raises its error with ``row <k>:`` in the message.
+        ``columns`` holds one list or numpy array of ``rows`` values per feature of the
+        model, nothing else. All or nothing: the first bad row raises its error with
+        ``row <k>:`` in the message (the same checks as records: finite numbers, known
+        categories, booleans).
         """
         served = self.model(ref)
-        X, errors = served.encoder.encode(records)
+        names = columns.keys()
+        if names != served.name_set:
+            unknown = sorted(names - served.name_set)
+            if unknown:
+                raise served.loaded.schema.unknown_feature(unknown[0])
+            missing = next(n for n in served.names if n not in names)
+            raise InvalidInput(
+                f"missing feature {missing!r}", field=f"features.{missing}", code="missing_feature"
+            )
+        if any(len(column) != rows for column in columns.values()):
+            raise InvalidInput(f"every feature needs {rows} values, one per row", field="features")
+        X, errors = served.encoder.encode_columns(columns, rows)
         for k, error in enumerate(errors):
             if error is not None:
                 raise InvalidInput(f"row {k}: {error.message}", field=error.field, code=error.code)
         proba = self._predict(served, X)
         if self.observer is not None:
-            self.observer.items_scored(served.name, served.version, len(records), 0)
+            self.observer.items_scored(served.name, served.version, rows, 0)
         if self.prediction_log is not None:
             self._log(served, None, X, proba)
         return served, proba

@@ -18,7 +18,7 @@ classification extension). A gzip or deflate ``Content-Encoding`` is
 inflated, up to the body limit.
 
 ``parse_infer`` (HTTP) and ``web.oip_grpc`` (gRPC) turn a request into an
-``InferCall``; ``infer`` scores it through ``Scorer.score_records`` — the
+``InferCall``; ``infer`` scores its columns through ``Scorer.score_columns`` — the
 same scorer, checks and limits as ``/v1`` — and gives ``OutputTensor``s each
 transport writes out. Errors on ``/v2`` have the protocol's shape,
 ``{"error": "message"}`` (``web.errors``), so every message names the input
@@ -81,9 +81,10 @@ class RequestedOutput:
 
 @dataclass
 class InferCall:
-    """An inference request, transport aside: one column of checked values per input tensor."""
+    """An inference request, transport aside: one column of checked values per input tensor
+    (a numpy array for raw fixed-size tensors, a list otherwise)."""
 
-    columns: dict[str, list[Any]]
+    columns: dict[str, list[Any] | np.ndarray]
     datatypes: dict[str, str]
     rows: int
     id: str | None = None
@@ -141,11 +142,8 @@ def infer(scorer: Scorer, ref: str, call: InferCall) -> InferResult:
     """Score ``call`` with the model ``ref`` names; the outputs it asked for, in the order it asked."""
     served = scorer.model(ref)
     _check_inputs(served, call)
-    names = served.names
-    columns = [call.columns[name] for name in names]
-    records = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
     try:
-        served, proba = scorer.score_records(ref, records)
+        served, proba = scorer.score_columns(ref, call.columns, call.rows)
     except InvalidInput as exc:
         raise _named(exc) from None
     wanted = (
@@ -228,7 +226,7 @@ def check_outputs(requested: list[RequestedOutput]) -> list[RequestedOutput]:
     return requested
 
 
-def combine_columns(columns: dict[str, list[Any]], rows: dict[str, int]) -> int:
+def combine_columns(columns: Mapping[str, Any], rows: dict[str, int]) -> int:
     """The row count every input agrees on."""
     counts = set(rows.values())
     if len(counts) > 1:
@@ -270,7 +268,7 @@ def parse_infer(body: bytes, header_length: str | None, *, max_rows: int) -> Inf
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("inputs must be a non-empty list of tensors, one per feature", field="inputs")
-    columns: dict[str, list[Any]] = {}
+    columns: dict[str, list[Any] | np.ndarray] = {}
     datatypes: dict[str, str] = {}
     rows: dict[str, int] = {}
     offset = 0

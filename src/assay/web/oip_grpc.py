@@ -37,6 +37,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 import orjson
 
 from assay.errors import AssayError, InvalidInput, ScoringTimeout, TooManyRequests
@@ -249,7 +250,7 @@ def infer_call(request: Any, max_rows: int) -> InferCall:
         )
     if not request.inputs:
         raise InvalidInput("inputs must be a non-empty list of tensors, one per feature", field="inputs")
-    columns: dict[str, list[Any]] = {}
+    columns: dict[str, list[Any] | np.ndarray] = {}
     datatypes: dict[str, str] = {}
     rows: dict[str, int] = {}
     for i, tensor in enumerate(request.inputs):

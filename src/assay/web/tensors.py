@@ -1,9 +1,10 @@
 """Tensors of the Open Inference Protocol: datatypes, decoding inputs, encoding outputs.
 
 Both transports of the protocol (HTTP ``/v2`` in ``web.oip``, gRPC in
-``web.oip_grpc``) hand their input tensors here and get back one Python list
-of values per tensor, each value of the plain type the scorer's records take
-(``float``/``int``/``bool``/``str``, or ``None`` for JSON's null). A tensor
+``web.oip_grpc``) hand their input tensors here and get back one column of
+values per tensor, as the scorer's columns take them: a numpy array for a raw
+fixed-size tensor, else a list of plain values (``float``/``int``/``bool``/
+``str``, or ``None`` for JSON's null). A tensor
 arrives either as values (JSON ``data``, gRPC typed ``contents``) or as raw
 bytes (the binary tensor extension over HTTP, gRPC ``raw_input_contents``):
 row-major, little-endian, no padding; a ``BYTES`` element is a 4-byte length
@@ -18,7 +19,6 @@ tensor (the protocol's error body carries only a message).
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +51,6 @@ INTEGERS = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "I
 UNSUPPORTED = {"BF16": "send FP32 or FP64"}
 _RANGES = {name: (int(np.iinfo(DTYPES[name]).min), int(np.iinfo(DTYPES[name]).max)) for name in INTEGERS}
 _LENGTH = struct.Struct("<I")
-_SMALL = 64  # elements below which a Python pass beats numpy's per-call cost
 _NONE = type(None)
 
 
@@ -98,8 +97,9 @@ def rows_of(name: str, shape: Any, limit: int) -> int:
 # --- raw bytes ------------------------------------------------------------------------
 
 
-def from_raw(name: str, datatype: str, n: int, raw: bytes | memoryview) -> list[Any]:
-    """The ``n`` values of a raw tensor; exactly ``n`` elements' worth of bytes, all of them valid."""
+def from_raw(name: str, datatype: str, n: int, raw: bytes | memoryview) -> list[str] | np.ndarray:
+    """The ``n`` values of a raw tensor (a numpy array; text for BYTES); exactly ``n`` elements'
+    worth of bytes, all of them valid."""
     if datatype == "BYTES":
         return [_utf8(name, k, b) for k, b in enumerate(split_bytes(name, n, raw))]
     dtype = DTYPES[datatype]
@@ -111,24 +111,22 @@ def from_raw(name: str, datatype: str, n: int, raw: bytes | memoryview) -> list[
             field=name,
         )
     if datatype == "BOOL":
-        octets = bytes(raw)
-        if octets.translate(None, b"\x00\x01"):  # anything left is neither 0 nor 1
-            k = next(k for k, b in enumerate(octets) if b > 1)
+        octets = np.frombuffer(raw, dtype=np.uint8)
+        if n and octets.max() > 1:
+            k = int(np.argmax(octets > 1))
             raise InvalidInput(
                 f"{where(name)}: element {k} is byte {octets[k]}; BOOL elements are 0 or 1", field=name
             )
-        return [b == 1 for b in octets]
+        return octets.view(np.bool_)
     values = np.frombuffer(raw, dtype=dtype)
-    out = values.tolist()
-    # numpy's pass costs a few microseconds however short the tensor; a single row is cheaper in Python.
-    if (
-        datatype in FLOATS
-        and n
-        and not (all(map(math.isfinite, out)) if n <= _SMALL else np.isfinite(values).all())
-    ):
-        k = next(k for k, v in enumerate(out) if not math.isfinite(v))
-        raise InvalidInput(f"{where(name)}: element {k} is {out[k]}; values must be finite", field=name)
-    return out
+    if datatype in FLOATS and n:
+        finite = np.isfinite(values)
+        if not finite.all():
+            k = int(np.argmin(finite))
+            raise InvalidInput(
+                f"{where(name)}: element {k} is {values[k].item()}; values must be finite", field=name
+            )
+    return values
 
 
 def split_bytes(name: str, n: int, raw: bytes | memoryview) -> list[bytes]:
