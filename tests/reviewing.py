@@ -16,8 +16,7 @@ import httpx
 
 from assay.review import accounts
 from assay.review.accounts import User
-from assay.review.campaigns import CampaignOptions, create_campaign
-from assay.review.reviews import Campaign
+from assay.review.campaigns import Campaign, CampaignOptions, create_campaign
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer

@@ -16,7 +16,7 @@ from assay.modelling.candidates import CANDIDATES
 from assay.modelling.spec import load_spec
 from assay.modelling.training import train
 from assay.registry.schema import FeatureSchema
-from assay.review.reviews import resolved_labels
+from assay.review.resolution import resolved_labels
 from assay.workspace import Workspace
 from tests.conftest import write_binary_spec, write_multiclass_spec
 
@@ -256,7 +256,8 @@ def test_editquality_default_candidates_meet_the_bar(workspace: Workspace, editq
 
 def test_labels_from_a_review_campaign(trained_workspace: Workspace, trained_home: Path) -> None:
     """A spec naming a campaign trains on the reviewers' resolved labels, features from its files."""
-    from assay.review.reviews import submit_label, take_workset
+    from assay.review.labelling import submit_label
+    from assay.review.worksets import take_workset
     from tests.reviewing import campaign, items_file, users
 
     ws = trained_workspace

@@ -201,7 +201,7 @@ def test_concept_drift_is_dated_where_estimates_cannot_see_it(ws: Workspace) -> 
 
 def test_review_campaign_labels_count_as_ground_truth(ws: Workspace, tmp_path: Path) -> None:
     from assay.monitoring.labels import campaign_labels
-    from assay.review import reviews
+    from assay.review import labelling, worksets
     from tests.reviewing import campaign, users
 
     frame = traffic(1, seed=15)
@@ -210,11 +210,11 @@ def test_review_campaign_labels_count_as_ground_truth(ws: Workspace, tmp_path: P
     frame.drop(columns=["reverted", "at"]).iloc[:40].to_csv(source, index=False)
     made = campaign(ws, source, name="gold", size=40)
     (ana,) = users(ws, "ana")
-    workset = reviews.take_workset(ws.engine, made, ana, size=40, ttl_s=3600)
+    workset = worksets.take_workset(ws.engine, made, ana, size=40, ttl_s=3600)
     assert workset is not None
     truth = dict(zip(frame["rev_id"].astype(str), frame["reverted"].astype(str), strict=True))
     for item in workset.items:
-        reviews.submit_label(ws.engine, made, ana, item.item_id, truth[item.item_id], ttl_s=3600)
+        labelling.submit_label(ws.engine, made, ana, item.item_id, truth[item.item_id], ttl_s=3600)
     gold = campaign_labels(ws.engine, "damaging")
     assert len(gold) == 40 and all(truth[i] == label for i, label in gold.items())
     a = monitor.analyse(

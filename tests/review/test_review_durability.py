@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from assay.errors import Conflict
 from assay.modelling.spec import load_spec
 from assay.modelling.training import train
-from assay.review import judgments, reviews
+from assay.review import campaigns, judgments, labelling, worksets
 from assay.review.accounts import User, user_by_name
 from assay.settings import Settings
 from assay.store import db
@@ -140,14 +140,14 @@ def _claim_and_label(
     ws = Workspace.open(Settings.load(home=home, environ=env))
     done = 0
     try:
-        c = reviews.get_campaign(ws.engine, "c1")
+        c = campaigns.get_campaign(ws.engine, "c1")
         user = user_by_name(ws.engine, username)
         start.wait(timeout=120)  # all start together, however long each took to import
-        while (w := reviews.take_workset(ws.engine, c, user, size=3, ttl_s=ttl_s)) is not None:
+        while (w := worksets.take_workset(ws.engine, c, user, size=3, ttl_s=ttl_s)) is not None:
             for item in w.items:
                 if item.state == "open":
                     try:
-                        reviews.submit_label(
+                        labelling.submit_label(
                             ws.engine, c, user, item.item_id, _label_for(item.item_id), ttl_s=ttl_s
                         )
                     except Conflict as exc:
@@ -216,7 +216,7 @@ def _endorse_at(
 def test_concurrent_endorsements_leave_exactly_one_preferred_judgment(store):
     ws = Workspace.open(store.settings())
     try:
-        c = reviews.get_campaign(ws.engine, "c1")
+        c = campaigns.get_campaign(ws.engine, "c1")
         people = {name: user_by_name(ws.engine, name) for name in REVIEWERS}
         # r0, r1 and r2 judge the item; everyone endorses (or disputes) someone else's judgment at once.
         plan = [("r3", 0, "endorse"), ("r4", 1, "endorse"), ("r0", 2, "endorse"), ("r1", 2, "endorse")]

@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from sklearn.metrics import cohen_kappa_score
 
 from assay.errors import Conflict, DataError, Forbidden, InvalidInput
-from assay.review import agreement, judgments, reviews
-from assay.review.campaigns import CampaignOptions, create_campaign, parse_rule
+from assay.review import agreement, campaigns, judgments, labelling, progress, resolution, worksets
+from assay.review.autorules import parse_rule
+from assay.review.campaigns import CampaignOptions, create_campaign
 from assay.serving.features import FeatureTable
 from assay.settings import Settings
 from assay.store import db
@@ -42,10 +43,10 @@ def source(tmp_path):
 def _label_all(ws, c, user, choose=lambda item: item.prediction):
     """Take worksets until none is left, labelling every item with ``choose(item)``; returns item -> label."""
     given = {}
-    while (w := reviews.take_workset(ws.engine, c, user, size=7, ttl_s=TTL)) is not None:
+    while (w := worksets.take_workset(ws.engine, c, user, size=7, ttl_s=TTL)) is not None:
         for item in w.items:
             label = choose(item)
-            assert reviews.submit_label(ws.engine, c, user, item.item_id, label, ttl_s=TTL) == "saved"
+            assert labelling.submit_label(ws.engine, c, user, item.item_id, label, ttl_s=TTL) == "saved"
             given[item.item_id] = label
     return given
 
@@ -150,7 +151,7 @@ def test_auto_label_rules_settle_items_without_review(ws, source):
     (ana,) = users(ws, "ana")
     given = _label_all(ws, c, ana)
     assert not set(given) & {i.item_id for i in bots}
-    frame = reviews.resolved_labels(ws.engine, c)
+    frame = resolution.resolved_labels(ws.engine, c)
     auto = frame[frame["status"] == "auto"]
     assert set(auto["id"]) == {i.item_id for i in bots}
     assert set(auto["source"]) == {"auto: user_is_bot_or_sysop == true -> False"}
@@ -193,24 +194,24 @@ def test_no_reviewer_sees_an_item_twice_and_no_item_is_over_labelled(ws, source)
     active = list(people)
     while active:
         for user in list(active):
-            w = reviews.take_workset(ws.engine, c, user, size=4, ttl_s=TTL)
+            w = worksets.take_workset(ws.engine, c, user, size=4, ttl_s=TTL)
             if w is None:
                 active.remove(user)
                 continue
             for item in w.items:
-                reviews.submit_label(ws.engine, c, user, item.item_id, "True", ttl_s=TTL)
+                labelling.submit_label(ws.engine, c, user, item.item_id, "True", ttl_s=TTL)
                 seen.setdefault(item.item_id, []).append(user.username)
     assert len(seen) == 30
     assert all(len(who) == 2 and len(set(who)) == 2 for who in seen.values())
-    p = reviews.progress(ws.engine, c)
+    p = progress.measure(ws.engine, c)
     assert (p.labels, p.labels_needed, p.complete_items, p.fraction) == (60, 60, 30, 1.0)
 
 
 def test_asking_again_returns_the_live_workset(ws, source):
     c = campaign(ws, source, size=30)
     (ana,) = users(ws, "ana")
-    first = reviews.take_workset(ws.engine, c, ana, size=5, ttl_s=TTL)
-    again = reviews.take_workset(ws.engine, c, ana, size=5, ttl_s=TTL)
+    first = worksets.take_workset(ws.engine, c, ana, size=5, ttl_s=TTL)
+    again = worksets.take_workset(ws.engine, c, ana, size=5, ttl_s=TTL)
     assert first.id == again.id and [i.item_id for i in first.items] == [i.item_id for i in again.items]
     assert first.next_item.item_id == first.items[0].item_id and first.finished == 0
 
@@ -218,59 +219,59 @@ def test_asking_again_returns_the_live_workset(ws, source):
 def test_labels_are_idempotent_and_can_be_changed(ws, source):
     c = campaign(ws, source, size=10)
     (ana,) = users(ws, "ana")
-    item = reviews.take_workset(ws.engine, c, ana, size=2, ttl_s=TTL).items[0].item_id
-    assert reviews.submit_label(ws.engine, c, ana, item, "True", "looks bad", ttl_s=TTL) == "saved"
-    assert reviews.submit_label(ws.engine, c, ana, item, "True", "looks bad", ttl_s=TTL) == "updated"
-    assert reviews.submit_label(ws.engine, c, ana, item, "unsure", ttl_s=TTL) == "updated"
-    raw = reviews.raw_labels(ws.engine, c)
+    item = worksets.take_workset(ws.engine, c, ana, size=2, ttl_s=TTL).items[0].item_id
+    assert labelling.submit_label(ws.engine, c, ana, item, "True", "looks bad", ttl_s=TTL) == "saved"
+    assert labelling.submit_label(ws.engine, c, ana, item, "True", "looks bad", ttl_s=TTL) == "updated"
+    assert labelling.submit_label(ws.engine, c, ana, item, "unsure", ttl_s=TTL) == "updated"
+    raw = resolution.raw_labels(ws.engine, c)
     assert raw[["id", "label"]].values.tolist() == [[item, "unsure"]]
     with pytest.raises(InvalidInput, match="label must be"):
-        reviews.submit_label(ws.engine, c, ana, item, "maybe", ttl_s=TTL)
+        labelling.submit_label(ws.engine, c, ana, item, "maybe", ttl_s=TTL)
 
 
 def test_cannot_label_what_you_do_not_hold(ws, source):
     c = campaign(ws, source, size=10)
     ana, ben = users(ws, "ana", "ben")
-    item = reviews.take_workset(ws.engine, c, ana, size=1, ttl_s=TTL).items[0].item_id
+    item = worksets.take_workset(ws.engine, c, ana, size=1, ttl_s=TTL).items[0].item_id
     with pytest.raises(Conflict, match="not in your workset"):
-        reviews.submit_label(ws.engine, c, ben, item, "True", ttl_s=TTL)
+        labelling.submit_label(ws.engine, c, ben, item, "True", ttl_s=TTL)
 
 
 def test_skip_gives_the_slot_to_someone_else_never_back(ws, source):
     c = campaign(ws, source, selection="list", ids=["100001", "100002"])
     ana, ben = users(ws, "ana", "ben")
-    w = reviews.take_workset(ws.engine, c, ana, size=5, ttl_s=TTL)
+    w = worksets.take_workset(ws.engine, c, ana, size=5, ttl_s=TTL)
     assert [i.item_id for i in w.items] == ["100001", "100002"]
-    assert reviews.take_workset(ws.engine, c, ben, size=5, ttl_s=TTL) is None  # both slots held by ana
-    reviews.skip_item(ws.engine, c, ana, "100001")
-    reviews.skip_item(ws.engine, c, ana, "100001")  # a repeated skip is harmless
+    assert worksets.take_workset(ws.engine, c, ben, size=5, ttl_s=TTL) is None  # both slots held by ana
+    labelling.skip_item(ws.engine, c, ana, "100001")
+    labelling.skip_item(ws.engine, c, ana, "100001")  # a repeated skip is harmless
     with pytest.raises(Conflict):
-        reviews.submit_label(ws.engine, c, ana, "100001", "True", ttl_s=TTL)
-    reviews.submit_label(ws.engine, c, ana, "100002", "True", ttl_s=TTL)
-    assert reviews.take_workset(ws.engine, c, ana, size=5, ttl_s=TTL) is None
-    got = reviews.take_workset(ws.engine, c, ben, size=5, ttl_s=TTL)
+        labelling.submit_label(ws.engine, c, ana, "100001", "True", ttl_s=TTL)
+    labelling.submit_label(ws.engine, c, ana, "100002", "True", ttl_s=TTL)
+    assert worksets.take_workset(ws.engine, c, ana, size=5, ttl_s=TTL) is None
+    got = worksets.take_workset(ws.engine, c, ben, size=5, ttl_s=TTL)
     assert [i.item_id for i in got.items] == ["100001"]
-    counts = {r["username"]: (r["labels"], r["skipped"]) for r in reviews.progress(ws.engine, c).reviewers}
+    counts = {r["username"]: (r["labels"], r["skipped"]) for r in progress.measure(ws.engine, c).reviewers}
     assert counts == {"ana": (1, 1)}
 
 
 def test_expired_worksets_go_back_to_the_pool(ws, source):
     c = campaign(ws, source, selection="list", ids=["100001", "100002", "100003"])
     ana, ben = users(ws, "ana", "ben")
-    w = reviews.take_workset(ws.engine, c, ana, size=3, ttl_s=TTL)
-    reviews.submit_label(ws.engine, c, ana, "100001", "True", ttl_s=TTL)
-    assert reviews.take_workset(ws.engine, c, ben, size=3, ttl_s=TTL) is None
+    w = worksets.take_workset(ws.engine, c, ana, size=3, ttl_s=TTL)
+    labelling.submit_label(ws.engine, c, ana, "100001", "True", ttl_s=TTL)
+    assert worksets.take_workset(ws.engine, c, ben, size=3, ttl_s=TTL) is None
     with ws.engine.begin() as conn:  # ana walked away an hour ago
         conn.execute(
             sa.update(db.worksets)
             .where(db.worksets.c.id == w.id)
             .values(expires_at=db.now() - timedelta(seconds=1))
         )
-    got = reviews.take_workset(ws.engine, c, ben, size=3, ttl_s=TTL)
+    got = worksets.take_workset(ws.engine, c, ben, size=3, ttl_s=TTL)
     assert sorted(i.item_id for i in got.items) == ["100002", "100003"]
     with pytest.raises(Conflict):  # her stale page cannot label an item that is now ben's
-        reviews.submit_label(ws.engine, c, ana, "100002", "True", ttl_s=TTL)
-    assert reviews.resolved_labels(ws.engine, c, complete_only=False)["id"].tolist() == ["100001"]
+        labelling.submit_label(ws.engine, c, ana, "100002", "True", ttl_s=TTL)
+    assert resolution.resolved_labels(ws.engine, c, complete_only=False)["id"].tolist() == ["100001"]
     # Ben walks away too: the items go back to the pool, but never to ana, who had them first.
     with ws.engine.begin() as conn:
         conn.execute(
@@ -278,18 +279,18 @@ def test_expired_worksets_go_back_to_the_pool(ws, source):
             .where(db.worksets.c.id == got.id)
             .values(expires_at=db.now() - timedelta(seconds=1))
         )
-    assert reviews.take_workset(ws.engine, c, ana, size=3, ttl_s=TTL) is None
-    assert reviews.take_workset(ws.engine, c, ben, size=3, ttl_s=TTL) is None
+    assert worksets.take_workset(ws.engine, c, ana, size=3, ttl_s=TTL) is None
+    assert worksets.take_workset(ws.engine, c, ben, size=3, ttl_s=TTL) is None
     (cai,) = users(ws, "cai")
-    third = reviews.take_workset(ws.engine, c, cai, size=3, ttl_s=TTL)
+    third = worksets.take_workset(ws.engine, c, cai, size=3, ttl_s=TTL)
     assert sorted(i.item_id for i in third.items) == ["100002", "100003"]
     # What ana and ben hold now is only what they finished; nothing expired is theirs to label.
-    assert [(i.item_id, i.state) for i in reviews.get_workset(ws.engine, c, ana).items] == [
+    assert [(i.item_id, i.state) for i in worksets.get_workset(ws.engine, c, ana).items] == [
         ("100001", "done")
     ]
-    assert reviews.get_workset(ws.engine, c, ben).items == []
+    assert worksets.get_workset(ws.engine, c, ben).items == []
     with pytest.raises(Conflict, match="not in your workset"):
-        reviews.skip_item(ws.engine, c, ben, "100002")
+        labelling.skip_item(ws.engine, c, ben, "100002")
     with ws.engine.connect() as conn:
         claims = conn.execute(
             sa.select(db.campaign_items.c.item_id, db.campaign_items.c.claimed).order_by(
@@ -302,22 +303,22 @@ def test_expired_worksets_go_back_to_the_pool(ws, source):
 def test_who_may_label_and_closed_campaigns(ws, source):
     ana, ben = users(ws, "ana", "ben")
     c = campaign(ws, source, size=5, reviewers=["ana"])
-    assert reviews.take_workset(ws.engine, c, ana, size=2, ttl_s=TTL)
+    assert worksets.take_workset(ws.engine, c, ana, size=2, ttl_s=TTL)
     with pytest.raises(Forbidden):
-        reviews.take_workset(ws.engine, c, ben, size=2, ttl_s=TTL)
-    reviews.set_status(ws.engine, c, "closed")
-    closed = reviews.get_campaign(ws.engine, c.name)
+        worksets.take_workset(ws.engine, c, ben, size=2, ttl_s=TTL)
+    campaigns.set_status(ws.engine, c, "closed")
+    closed = campaigns.get_campaign(ws.engine, c.name)
     with pytest.raises(Conflict, match="closed"):
-        reviews.take_workset(ws.engine, closed, ana, size=2, ttl_s=TTL)
+        worksets.take_workset(ws.engine, closed, ana, size=2, ttl_s=TTL)
 
 
 def test_blind_campaign_records_that_no_score_was_shown(ws, source):
     c = campaign(ws, source, size=3, blind=True)
     (ana,) = users(ws, "ana")
     _label_all(ws, c, ana, lambda item: "True")
-    raw = reviews.raw_labels(ws.engine, c)
+    raw = resolution.raw_labels(ws.engine, c)
     assert raw["shown_prediction"].isna().all() and raw["shown_probability"].isna().all()
-    assert not reviews.resolved_labels(ws.engine, c)["score_shown"].any()
+    assert not resolution.resolved_labels(ws.engine, c)["score_shown"].any()
 
 
 # --- resolution, agreement, export ----------------------------------------------------------
@@ -337,7 +338,7 @@ def test_blind_campaign_records_that_no_score_was_shown(ws, source):
     ],
 )
 def test_resolution_rule(votes, expected):
-    assert reviews.resolve(Counter(votes)) == expected
+    assert resolution.resolve(Counter(votes)) == expected
 
 
 def test_agreement_matches_the_reference_implementations(ws, source):
@@ -413,7 +414,7 @@ def test_export_with_provenance_csv_and_parquet(ws, source, tmp_path):
     ana, ben = users(ws, "ana", "ben")
     _label_all(ws, c, ana, lambda item: "True")
     _label_all(ws, c, ben, lambda item: "True" if int(item.item_id) % 2 else "False")
-    n = reviews.export_labels(ws.engine, c, tmp_path / "out.csv")
+    n = resolution.export_labels(ws.engine, c, tmp_path / "out.csv")
     frame = pd.read_csv(tmp_path / "out.csv", dtype={"id": str, "label": str})
     assert n == len(frame) > 0
     assert set(frame["status"]) == {"unanimous"} and set(frame["label"]) == {"True"}
@@ -428,24 +429,24 @@ def test_export_with_provenance_csv_and_parquet(ws, source, tmp_path):
     } <= set(frame.columns)
     assert set(frame["reviewers"].str.split(";").sum()) == {ana.pseudonym, ben.pseudonym}
     assert "ana" not in frame.to_csv()  # pseudonyms, never usernames
-    everything = reviews.export_labels(ws.engine, c, tmp_path / "all.parquet", everything=True)
+    everything = resolution.export_labels(ws.engine, c, tmp_path / "all.parquet", everything=True)
     assert everything == 12
     full = pd.read_parquet(tmp_path / "all.parquet")
     assert set(full["status"]) <= {"unanimous", "tie"}
-    raw = reviews.export_labels(ws.engine, c, tmp_path / "raw.parquet", raw=True)
+    raw = resolution.export_labels(ws.engine, c, tmp_path / "raw.parquet", raw=True)
     assert raw == 24 and set(pd.read_parquet(tmp_path / "raw.parquet")["reviewer"]) == {
         ana.pseudonym,
         ben.pseudonym,
     }
     with pytest.raises(InvalidInput, match=r"csv or \.parquet"):
-        reviews.export_labels(ws.engine, c, tmp_path / "out.xlsx")
+        resolution.export_labels(ws.engine, c, tmp_path / "out.xlsx")
 
 
 def test_resolved_labels_as_a_label_source(ws, source):
     c = campaign(ws, source, size=8)
     (ana,) = users(ws, "ana")
     given = _label_all(ws, c, ana)
-    frame = reviews.resolved_labels(ws.engine, "c1")
+    frame = resolution.resolved_labels(ws.engine, "c1")
     assert dict(zip(frame["id"], frame["label"], strict=True)) == given
     assert list(frame.columns[:2]) == ["id", "label"]
 
@@ -543,20 +544,20 @@ def test_a_100000_item_campaign_stays_fast(ws, trained_home, tmp_path):
     ana, ben = users(ws, "ana", "ben")
     for user, choose in ((ana, lambda k: "True"), (ben, lambda k: "True" if k % 3 else "False")):
         start = time.perf_counter()
-        w = reviews.take_workset(ws.engine, c, user, size=20, ttl_s=TTL)
+        w = worksets.take_workset(ws.engine, c, user, size=20, ttl_s=TTL)
         timings["take"] = max(timings.get("take", 0), time.perf_counter() - start)
         assert w.total == 20
         start = time.perf_counter()
         for k, item in enumerate(w.items):
-            reviews.submit_label(ws.engine, c, user, item.item_id, choose(k), ttl_s=TTL)
+            labelling.submit_label(ws.engine, c, user, item.item_id, choose(k), ttl_s=TTL)
         timings["label"] = max(timings.get("label", 0), (time.perf_counter() - start) / 20)
     start = time.perf_counter()
-    assert reviews.take_workset(ws.engine, c, ana, size=20, ttl_s=TTL).total == 20  # what her page shows
+    assert worksets.take_workset(ws.engine, c, ana, size=20, ttl_s=TTL).total == 20  # what her page shows
     timings["take again"] = time.perf_counter() - start
     timings |= anyio.run(_timed_pages, trained_home, c.name)
     loaded = ws.registry.load(ws.registry.get(c.model, c.model_version))
     for name, fn in [
-        ("progress", lambda: reviews.progress(ws.engine, c)),
+        ("progress", lambda: progress.measure(ws.engine, c)),
         ("agreement", lambda: agreement.summary(ws.engine, c)),
         ("disagreements", lambda: agreement.disagreements(ws.engine, c)),
         ("versus", lambda: agreement.model_vs_labels(ws.engine, c, loaded.operating_points)),

@@ -18,7 +18,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from assay.review import judgments, reviews
+from assay.review import judgments, worksets
 from assay.serving import tokens
 from assay.settings import Settings
 from assay.web.app import create_app
@@ -84,7 +84,7 @@ def fuzzed(trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             labels_per_item=2,
             link_template="https://example.org/?diff={id}",
         )
-        reviews.take_workset(ws.engine, made, admin, size=3, ttl_s=home_settings.workset_ttl_s)
+        worksets.take_workset(ws.engine, made, admin, size=3, ttl_s=home_settings.workset_ttl_s)
         judgments.record_judgment(
             ws.engine,
             model="damaging",

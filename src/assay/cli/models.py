@@ -16,7 +16,7 @@ from assay.modelling.queries import answer_threshold_query
 from assay.modelling.spec import load_spec
 from assay.modelling.training import train
 from assay.registry.files import sha256_file
-from assay.review.reviews import resolved_labels
+from assay.review.resolution import resolved_labels
 from assay.settings import Settings
 from assay.workspace import Workspace
 

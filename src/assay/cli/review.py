@@ -11,8 +11,9 @@ import click
 import orjson
 
 from assay.cli import main, pass_workspace
-from assay.review import accounts, agreement, reviews
-from assay.review.campaigns import SELECTIONS, CampaignOptions, create_campaign, parse_list
+from assay.review import accounts, agreement, campaigns, progress, resolution
+from assay.review.campaigns import CampaignOptions, create_campaign, parse_list
+from assay.review.selection import SELECTIONS
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
@@ -121,7 +122,7 @@ def campaign_create(
     )
     scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(ws.settings.cache_size))
     campaign = create_campaign(ws, scorer, options, created_by=created_by or getpass.getuser())
-    auto = reviews.progress(ws.engine, campaign).auto_labelled
+    auto = progress.measure(ws.engine, campaign).auto_labelled
     click.echo(
         f"campaign {campaign.name}: {campaign.item_count} items ({auto} auto-labelled), "
         f"{campaign.labels_per_item} label(s) each, scored by {campaign.model}@{campaign.model_version}"
@@ -132,8 +133,8 @@ def campaign_create(
 @pass_workspace
 def campaign_list(ws: Workspace) -> None:
     """List campaigns with their progress."""
-    for c in reviews.list_campaigns(ws.engine):
-        p = reviews.progress(ws.engine, c)
+    for c in campaigns.list_campaigns(ws.engine):
+        p = progress.measure(ws.engine, c)
         click.echo(
             f"{c.name:<24} {c.status:<7} {c.model}@{c.model_version:<4} {c.item_count:>7} items  "
             f"{p.labels}/{p.labels_needed} labels ({p.fraction:.0%})"
@@ -146,8 +147,8 @@ def campaign_list(ws: Workspace) -> None:
 @pass_workspace
 def campaign_show(ws: Workspace, name: str, as_json: bool) -> None:
     """Progress, per-reviewer counts and agreement of a campaign."""
-    campaign = reviews.get_campaign(ws.engine, name)
-    p = reviews.progress(ws.engine, campaign)
+    campaign = campaigns.get_campaign(ws.engine, name)
+    p = progress.measure(ws.engine, campaign)
     agree = agreement.summary(ws.engine, campaign)
     if as_json:
         body = {"campaign": campaign.to_dict(), "progress": p.to_dict(), "agreement": agree}
@@ -178,7 +179,7 @@ def campaign_show(ws: Workspace, name: str, as_json: bool) -> None:
 @pass_workspace
 def campaign_close(ws: Workspace, name: str, reopen: bool) -> None:
     """Close a campaign (no more worksets or labels), or reopen it."""
-    reviews.set_status(ws.engine, reviews.get_campaign(ws.engine, name), "open" if reopen else "closed")
+    campaigns.set_status(ws.engine, campaigns.get_campaign(ws.engine, name), "open" if reopen else "closed")
     click.echo(f"{name} {'reopened' if reopen else 'closed'}")
 
 
@@ -195,7 +196,7 @@ def labels_group() -> None:
 @pass_workspace
 def labels_export(ws: Workspace, campaign: str, output: str, everything: bool, raw: bool) -> None:
     """Write a campaign's resolved labels with provenance, ready for a spec to train on."""
-    n = reviews.export_labels(
-        ws.engine, reviews.get_campaign(ws.engine, campaign), Path(output), everything=everything, raw=raw
+    n = resolution.export_labels(
+        ws.engine, campaigns.get_campaign(ws.engine, campaign), Path(output), everything=everything, raw=raw
     )
     click.echo(f"wrote {n} rows to {output}")

@@ -243,11 +243,11 @@ def campaign_labels(engine: Engine, model: str) -> dict[str, str]:
 
     Reviews produce ground truth; monitoring reads it here, as training does through its caller.
     """
-    from assay.review import reviews
+    from assay.review import campaigns, resolution
 
     out: dict[str, str] = {}
-    for campaign in sorted(reviews.list_campaigns(engine), key=lambda c: c.id):
+    for campaign in sorted(campaigns.list_campaigns(engine), key=lambda c: c.id):
         if campaign.model == model:
-            frame = reviews.resolved_labels(engine, campaign)
+            frame = resolution.resolved_labels(engine, campaign)
             out.update(zip(frame["id"].astype(str), frame["label"].astype(str), strict=True))
     return out

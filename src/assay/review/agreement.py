@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from sklearn.metrics import cohen_kappa_score
 from sqlalchemy.engine import Engine
 
-from assay.review.reviews import UNSURE, Campaign, resolve
+from assay.review.campaigns import UNSURE, Campaign
+from assay.review.resolution import resolve
 from assay.store import db
 
 labels_t = db.labels

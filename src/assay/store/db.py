@@ -171,8 +171,8 @@ def connect(url: str) -> Engine:
 
 
 # --- reviews ------------------------------------------------------------------
-# Accounts, labelling campaigns and JADE-style judgments (owned by reviews.py,
-# judgments.py and accounts.py). The unique constraints are the concurrency
+# Accounts, labelling campaigns and JADE-style judgments (owned by the review package:
+# accounts.py, campaigns.py, worksets.py, labelling.py, judgments.py). The unique constraints are the concurrency
 # guarantees: a reviewer holds at most one assignment per item, and an item's
 # occupied slots (1..labels_per_item) are unique, so no item is over-labelled.
 

@@ -25,17 +25,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from assay.errors import AssayError, InvalidInput, PayloadTooLarge
-from assay.review import accounts, agreement, judgments, reviews
-from assay.review.campaigns import (
-    SELECTIONS,
-    UPLOAD_SUFFIXES,
-    CampaignOptions,
-    create_campaign,
-    data_file,
-    parse_list,
-)
+from assay.review import accounts, agreement, campaigns, judgments, labelling, progress, worksets
+from assay.review.campaigns import Campaign, CampaignOptions, create_campaign, parse_list
 from assay.review.logins import LoginThrottled
-from assay.review.reviews import Campaign
+from assay.review.selection import SELECTIONS, UPLOAD_SUFFIXES, data_file
 from assay.web import sessions
 from assay.web.api import Services, services
 from assay.web.review_api import api_routes
@@ -156,10 +149,10 @@ async def home(request: Request) -> Response:
 
     def load() -> list[dict[str, Any]]:
         out = []
-        for c in reviews.list_campaigns(_engine(request)):
+        for c in campaigns.list_campaigns(_engine(request)):
             if not (user.is_admin or (c.is_open and c.may_label(user))):
                 continue
-            out.append({"campaign": c, "progress": reviews.progress(_engine(request), c)})
+            out.append({"campaign": c, "progress": progress.measure(_engine(request), c)})
         return out
 
     return await _render(request, "home.html", campaigns=await run_in_threadpool(load))
@@ -172,9 +165,9 @@ async def work_page(request: Request) -> Response:
 
     def load() -> dict[str, Any]:
         engine = _engine(request)
-        campaign = reviews.get_campaign(engine, name)
-        reviews.check_may_label(campaign, user)
-        workset = reviews.get_workset(engine, campaign, user)
+        campaign = campaigns.get_campaign(engine, name)
+        campaigns.check_may_label(campaign, user)
+        workset = worksets.get_workset(engine, campaign, user)
         saved = request.query_params.get("saved")
         saved_item = None
         if saved and workset is not None:
@@ -183,7 +176,7 @@ async def work_page(request: Request) -> Response:
             "campaign": campaign,
             "workset": workset,
             "item": workset.next_item if workset else None,
-            "progress": reviews.progress(engine, campaign),
+            "progress": progress.measure(engine, campaign),
             "saved_item": saved_item,
             "skipped": request.query_params.get("skipped"),
             "empty": request.query_params.get("empty"),
@@ -199,8 +192,8 @@ async def take_workset(request: Request) -> Response:
     settings = services(request).settings
 
     def take() -> bool:
-        campaign = reviews.get_campaign(_engine(request), name)
-        ws = reviews.take_workset(
+        campaign = campaigns.get_campaign(_engine(request), name)
+        ws = worksets.take_workset(
             _engine(request), campaign, user, size=settings.workset_size, ttl_s=settings.workset_ttl_s
         )
         return ws is not None
@@ -217,11 +210,11 @@ async def label_item(request: Request) -> Response:
     ttl = services(request).settings.workset_ttl_s
 
     def act() -> None:
-        campaign = reviews.get_campaign(_engine(request), name)
+        campaign = campaigns.get_campaign(_engine(request), name)
         if "skip" in form:
-            reviews.skip_item(_engine(request), campaign, user, item_id)
+            labelling.skip_item(_engine(request), campaign, user, item_id)
         else:
-            reviews.submit_label(
+            labelling.submit_label(
                 _engine(request),
                 campaign,
                 user,
@@ -249,14 +242,14 @@ async def judgments_page(request: Request) -> Response:
 
     def load() -> dict[str, Any]:
         engine = _engine(request)
-        campaign = reviews.get_campaign(engine, campaign_name) if campaign_name else None
+        campaign = campaigns.get_campaign(engine, campaign_name) if campaign_name else None
         context: dict[str, Any] = {"model": model, "item_id": item_id, "campaign": campaign, "classes": []}
         if model and item_id:
             found = judgments.judgments_for(engine, model, item_id)
             context["classes"] = scorer.model(model).loaded.classes
             # What the model predicted: never for a reviewer of a blind campaign.
             if campaign is not None and (user.is_admin or not campaign.blind):
-                context["item"] = reviews.get_item(engine, campaign, item_id)
+                context["item"] = worksets.get_item(engine, campaign, item_id)
         else:
             found = judgments.recent_judgments(engine, model=model or None)
         context["judgments"] = [j.seen_by(admin=user.is_admin) for j in found]
@@ -274,8 +267,8 @@ async def post_judgment(request: Request) -> Response:
     def act() -> None:
         engine = _engine(request)
         served = scorer.model(model)
-        campaign = reviews.get_campaign(engine, campaign_name) if campaign_name else None
-        prediction = reviews.get_item(engine, campaign, item_id).prediction if campaign else None
+        campaign = campaigns.get_campaign(engine, campaign_name) if campaign_name else None
+        prediction = worksets.get_item(engine, campaign, item_id).prediction if campaign else None
         judgments.record_judgment(
             engine,
             model=served.name,
@@ -321,11 +314,11 @@ async def campaign_admin(request: Request) -> Response:
 
     def load() -> dict[str, Any]:
         engine = _engine(request)
-        campaign = reviews.get_campaign(engine, name)
+        campaign = campaigns.get_campaign(engine, name)
         loaded = registry.load(registry.get(campaign.model, campaign.model_version))
         return {
             "campaign": campaign,
-            "progress": reviews.progress(engine, campaign),
+            "progress": progress.measure(engine, campaign),
             "agreement": agreement.summary(engine, campaign),
             "disagreements": agreement.disagreements(engine, campaign, limit=25, offset=offset),
             "versus": agreement.model_vs_labels(engine, campaign, loaded.operating_points),
@@ -338,8 +331,8 @@ async def campaign_status(request: Request) -> Response:
     await sessions.require_user(request, admin=True)
     form = await sessions.checked_form(request)
     name = request.path_params["name"]
-    campaign = await run_in_threadpool(reviews.get_campaign, _engine(request), name)
-    await run_in_threadpool(reviews.set_status, _engine(request), campaign, _text(form, "status"))
+    campaign = await run_in_threadpool(campaigns.get_campaign, _engine(request), name)
+    await run_in_threadpool(campaigns.set_status, _engine(request), campaign, _text(form, "status"))
     return _redirect(f"/campaigns/{quote(name)}")
 
 

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from assay.errors import InvalidInput, MalformedRequest
-from assay.review import accounts, agreement, judgments, reviews
+from assay.review import accounts, agreement, campaigns, judgments, labelling, progress, worksets
 from assay.review.logins import LoginThrottled
 from assay.web import sessions
 from assay.web.api import json_object, json_response, read_json, services
@@ -76,8 +76,8 @@ async def list_campaigns(request: Request) -> Response:
 
     def load() -> list[dict[str, Any]]:
         return [
-            {**c.to_dict(admin=user.is_admin), "progress": reviews.progress(engine, c).to_dict()}
-            for c in reviews.list_campaigns(engine)
+            {**c.to_dict(admin=user.is_admin), "progress": progress.measure(engine, c).to_dict()}
+            for c in campaigns.list_campaigns(engine)
             if user.is_admin or (c.is_open and c.may_label(user))
         ]
 
@@ -90,11 +90,11 @@ async def get_campaign(request: Request) -> Response:
     engine, registry = svc.workspace.engine, svc.workspace.registry
 
     def load() -> dict[str, Any]:
-        c = reviews.get_campaign(engine, request.path_params["name"])
+        c = campaigns.get_campaign(engine, request.path_params["name"])
         loaded = registry.load(registry.get(c.model, c.model_version))
         return {
             "campaign": c.to_dict(),
-            "progress": reviews.progress(engine, c).to_dict(),
+            "progress": progress.measure(engine, c).to_dict(),
             "agreement": agreement.summary(engine, c),
             "model_vs_labels": agreement.model_vs_labels(engine, c, loaded.operating_points),
         }
@@ -102,7 +102,7 @@ async def get_campaign(request: Request) -> Response:
     return json_response(await run_in_threadpool(load))
 
 
-def _workset_json(campaign: reviews.Campaign, workset: reviews.Workset | None) -> dict[str, Any]:
+def _workset_json(campaign: campaigns.Campaign, workset: worksets.Workset | None) -> dict[str, Any]:
     if workset is None:
         return {"workset": None}
     items = []
@@ -139,9 +139,9 @@ async def get_workset(request: Request) -> Response:
     engine = services(request).workspace.engine
 
     def load() -> dict[str, Any]:
-        c = reviews.get_campaign(engine, request.path_params["name"])
-        reviews.check_may_label(c, user)
-        return _workset_json(c, reviews.get_workset(engine, c, user))
+        c = campaigns.get_campaign(engine, request.path_params["name"])
+        campaigns.check_may_label(c, user)
+        return _workset_json(c, worksets.get_workset(engine, c, user))
 
     return json_response(await run_in_threadpool(load))
 
@@ -153,8 +153,8 @@ async def post_workset(request: Request) -> Response:
     engine, settings = svc.workspace.engine, svc.settings
 
     def take() -> dict[str, Any]:
-        c = reviews.get_campaign(engine, request.path_params["name"])
-        ws = reviews.take_workset(engine, c, user, size=settings.workset_size, ttl_s=settings.workset_ttl_s)
+        c = campaigns.get_campaign(engine, request.path_params["name"])
+        ws = worksets.take_workset(engine, c, user, size=settings.workset_size, ttl_s=settings.workset_ttl_s)
         return _workset_json(c, ws)
 
     return json_response(await run_in_threadpool(take))
@@ -169,8 +169,8 @@ async def post_label(request: Request) -> Response:
     item_id = _str(payload, "item_id")
 
     def save() -> str:
-        c = reviews.get_campaign(engine, request.path_params["name"])
-        return reviews.submit_label(
+        c = campaigns.get_campaign(engine, request.path_params["name"])
+        return labelling.submit_label(
             engine,
             c,
             user,
@@ -192,7 +192,9 @@ async def post_skip(request: Request) -> Response:
     item_id = _str(payload, "item_id")
 
     def skip() -> None:
-        reviews.skip_item(engine, reviews.get_campaign(engine, request.path_params["name"]), user, item_id)
+        labelling.skip_item(
+            engine, campaigns.get_campaign(engine, request.path_params["name"]), user, item_id
+        )
 
     await run_in_threadpool(skip)
     return json_response({"status": "skipped", "item_id": item_id})
@@ -231,9 +233,9 @@ async def post_judgment(request: Request) -> Response:
     def save() -> dict[str, Any]:
         served = svc.scorer.model(_str(payload, "model"))
         campaign_name = _str(payload, "campaign", required=False)
-        campaign = reviews.get_campaign(engine, campaign_name) if campaign_name else None
+        campaign = campaigns.get_campaign(engine, campaign_name) if campaign_name else None
         item_id = _str(payload, "item_id")
-        prediction = reviews.get_item(engine, campaign, item_id).prediction if campaign else None
+        prediction = worksets.get_item(engine, campaign, item_id).prediction if campaign else None
         j = judgments.record_judgment(
             engine,
             model=served.name,

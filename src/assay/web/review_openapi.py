@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from assay.review.accounts import ROLES
+from assay.review.campaigns import MAX_COMMENT
 from assay.review.judgments import MAX_RATIONALE, RULES, STANCES
-from assay.review.reviews import MAX_COMMENT
 from assay.web.openapi_schema import (
     ERROR,
     MODEL_REF,
