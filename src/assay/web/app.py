@@ -13,9 +13,9 @@ Handlers reach the shared objects through ``request.app.state``:
 ``services`` (``api.Services``), and for the review pages also ``workspace``
 and ``scorer`` — the review pages score through the same ``Scorer``.
 
-The review module (``assay.web.review``) contributes ``routes()`` and
-``error_page(request, error) -> Response``, the HTML rendering of errors on
-its pages.
+The review pages contribute ``routes()`` (``assay.web.review``) and
+``error_page(request, error) -> Response`` (``assay.web.pages``), the HTML
+rendering of errors on those pages.
 
 A client that hangs up before its body is read is no server error: it is
 answered (to nobody) 499, or 408 when the server cut it off for sending its
@@ -46,7 +46,7 @@ from assay.serving.cache import open_cache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
 from assay.settings import Settings
-from assay.web import api, errors, oip, openapi, review
+from assay.web import api, errors, oip, openapi, pages, review
 from assay.web.limits import (
     BODY_TIMED_OUT,
     SERVER_METRICS,
@@ -130,7 +130,7 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
             ),
         ],
         exception_handlers={
-            **errors.exception_handlers(review.error_page),
+            **errors.exception_handlers(pages.error_page),
             ClientDisconnect: _client_gone,
         },
         lifespan=lifespan,

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 API_PREFIXES = ("/v1/", "/v2/", "/v2", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
 
-# Renders an error as an HTML page for the review pages; given by assay.web.review.
+# Renders an error as an HTML page for the review pages; given by assay.web.pages.
 PageRenderer = Callable[[Request, AssayError], Response | Awaitable[Response]]
 
 
