@@ -112,33 +112,92 @@ def test_fairness_gate_fails_when_no_group_was_evaluated() -> None:
     assert failed["message"] == "fairness gate: equalized_odds_difference undefined must be <= 1"
 
 
-def test_max_regression_compares_with_the_alias_holder(strong: dict[str, Any], weak: dict[str, Any]) -> None:
+def _compared(holder: dict[str, Any], challenger: dict[str, Any], **rows: dict[str, Any]) -> dict[str, Any]:
+    """A paired comparison as ``modelling.comparison`` reports it, here of two summaries taken to be
+    measured on the same 500 rows; ``rows`` adds interval facts per statistic."""
+    stats = {
+        s: {"a": holder[s], "b": challenger[s], **rows.get(s, {})} for s in ("roc_auc", "pr_auc", "brier")
+    }
+    return {"a": "damaging@1", "b": "damaging@2", "n": 500, "source": "the same rows", "stats": stats}
+
+
+def test_max_regression_compares_with_the_alias_holder_on_the_same_rows(
+    strong: dict[str, Any], weak: dict[str, Any]
+) -> None:
     holder = _version(1, strong)
     drop = strong["roc_auc"] - weak["roc_auc"]
-    [failed] = check_gates(_version(2, weak, max_regression={"roc_auc": 0.01}), holder)
+    compared = _compared(strong, weak)
+    [failed] = check_gates(_version(2, weak, max_regression={"roc_auc": 0.01}), holder, compared)
     assert (
         not failed["passed"]
         and failed["baseline"] == strong["roc_auc"]
         and failed["value"] == weak["roc_auc"]
     )
     assert failed["message"] == (
-        f"max_regression gate: roc_auc {weak['roc_auc']:.4f} vs {strong['roc_auc']:.4f} in damaging@1: "
-        f"a regression of {drop:.4f} (at most 0.01 allowed)"
+        f"max_regression gate: roc_auc {weak['roc_auc']:.4f} vs {strong['roc_auc']:.4f} in damaging@1 "
+        f"on 500 rows of the same rows: a regression of {drop:.4f} (at most 0.01 allowed)"
     )
-    [passed] = check_gates(_version(2, weak, max_regression={"roc_auc": drop + 0.01}), holder)
+    [passed] = check_gates(_version(2, weak, max_regression={"roc_auc": drop + 0.01}), holder, compared)
     assert passed["passed"]
     # An improvement passes even a gate that allows no regression at all.
-    [improved] = check_gates(_version(2, strong, max_regression={"roc_auc": 0.0}), _version(1, weak))
+    [improved] = check_gates(
+        _version(2, strong, max_regression={"roc_auc": 0.0}), _version(1, weak), _compared(weak, strong)
+    )
     assert improved["passed"]
+
+
+def test_the_stored_summaries_are_not_what_a_regression_is_measured_on(
+    strong: dict[str, Any], weak: dict[str, Any]
+) -> None:
+    """The challenger's summary says it is better, but on the same rows it is worse: the rows win."""
+    [failed] = check_gates(
+        _version(2, strong, max_regression={"roc_auc": 0.01}), _version(1, weak), _compared(strong, weak)
+    )
+    assert not failed["passed"] and failed["value"] == weak["roc_auc"]
+    # Without a comparison on the same rows, no regression gate can pass.
+    [unmeasured] = check_gates(_version(2, strong, max_regression={"roc_auc": 1.0}), _version(1, weak))
+    assert (
+        not unmeasured["passed"] and "no comparison with damaging@1 on the same rows" in unmeasured["message"]
+    )
 
 
 def test_brier_regression_is_a_rise(strong: dict[str, Any], weak: dict[str, Any]) -> None:
     rise = weak["brier"] - strong["brier"]
-    [failed] = check_gates(_version(2, weak, max_regression={"brier": 0.0}), _version(1, strong))
+    [failed] = check_gates(
+        _version(2, weak, max_regression={"brier": 0.0}), _version(1, strong), _compared(strong, weak)
+    )
     assert not failed["passed"]
     assert f"a regression of {rise:.4f} (at most 0 allowed)" in failed["message"]
-    [passed] = check_gates(_version(2, strong, max_regression={"brier": 0.0}), _version(1, weak))
+    [passed] = check_gates(
+        _version(2, strong, max_regression={"brier": 0.0}), _version(1, weak), _compared(weak, strong)
+    )
     assert passed["passed"]
+
+
+def test_without_regression_gates_a_significantly_worse_challenger_is_refused(
+    strong: dict[str, Any], weak: dict[str, Any]
+) -> None:
+    def interval(low: float, high: float) -> dict[str, Any]:
+        return {
+            "difference": (low + high) / 2,
+            "ci": [low, high],
+            "confidence": 0.95,
+            "significant": low > 0 or high < 0,
+        }
+
+    worse = _compared(strong, weak, roc_auc=interval(-0.3, -0.2), pr_auc=interval(-0.02, 0.01))
+    results = check_gates(_version(2, weak), _version(1, strong), worse)
+    assert [(r["gate"], r["stat"], r["passed"]) for r in results] == [
+        ("blessing", "roc_auc", False),
+        ("blessing", "pr_auc", True),
+    ]
+    assert "significantly worse" in results[0]["message"] and "-0.3000 to -0.2000" in results[0]["message"]
+    # Noise is not a regression: an interval that straddles zero passes.
+    same = _compared(strong, weak, roc_auc=interval(-0.02, 0.01), pr_auc=interval(-0.02, 0.01))
+    assert all(r["passed"] for r in check_gates(_version(2, weak), _version(1, strong), same))
+    # Declared regression limits replace the default.
+    declared = check_gates(_version(2, weak, max_regression={"pr_auc": 1.0}), _version(1, strong), worse)
+    assert [r["gate"] for r in declared] == ["max_regression"]
 
 
 def test_max_regression_needs_another_version_holding_the_alias(strong: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""CLI commands of model development: train, list, show, thresholds, promote, export and import."""
+"""CLI commands of model development: train, list, show, thresholds, history, export and import."""
 
 from __future__ import annotations
 
@@ -208,23 +208,6 @@ def thresholds_command(ws: Workspace, ref: str, query: str, label: str | None) -
         raise SystemExit(2)
     click.echo(f'{record.ref} label {label}: "{query}"')
     click.echo(_table(["statistic", "value"], [[k, v] for k, v in answer.items()]))
-
-
-@main.command("promote")
-@click.argument("model")
-@click.argument("version", type=int)
-@click.option("--alias", default="production", show_default=True)
-@click.option("--force", is_flag=True, help="Move the alias even if gates fail (needs --reason).")
-@click.option("--reason", default="", help="Why; recorded with the move.")
-@pass_workspace
-def promote_command(ws: Workspace, model: str, version: int, alias: str, force: bool, reason: str) -> None:
-    """Point an alias at a version if the spec's promotion gates pass."""
-    results = ws.registry.promote(
-        model, version, alias=alias, actor=getpass.getuser(), reason=reason, force=force
-    )
-    for r in results:
-        click.echo(("pass  " if r["passed"] else "FAIL  ") + r["message"])
-    click.echo(f"{alias} -> {model}@{version}" + (" (forced)" if force else ""))
 
 
 @main.command("history")

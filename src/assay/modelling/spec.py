@@ -131,6 +131,24 @@ class ModelSpec:
         return hashlib.sha256(orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def spec_from_dict(raw: Mapping[str, Any], *, source: str) -> ModelSpec:
+    """The spec a version stores (``ModelSpec.to_dict``) as a ModelSpec again; keys an older
+    version did not record take their defaults."""
+    raw = dict(raw)
+    return ModelSpec(
+        name=raw["name"],
+        data=DataSpec(**raw["data"]),
+        features=FeatureSpec(**raw.get("features", {})),
+        training=TrainingSpec(**raw.get("training", {})),
+        gates=GateSpec(**raw.get("gates", {})),
+        operating_points=dict(raw.get("operating_points", {})),
+        monitoring=MonitoringSpec.from_dict(raw.get("monitoring")),
+        description=raw.get("description", ""),
+        seed=raw.get("seed", 0),
+        source=source,
+    )
+
+
 def load_spec(path: str | Path) -> ModelSpec:
     """Read and check a spec file; data paths are taken relative to the spec's folder."""
     path = Path(path)

@@ -525,15 +525,23 @@ class Registry:
         actor: str,
         reason: str = "",
         force: bool = False,
+        compared: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Move ``alias`` to ``version`` if the spec's gates pass; returns the gate results.
 
-        ``force`` moves it anyway but needs a reason, which is recorded with the gate results.
+        ``compared`` is the paired comparison of the alias's holder and ``version`` on the same
+        rows (``modelling.promotion`` makes it); regression gates need it. ``force`` moves the
+        alias anyway but needs a reason, which is recorded with the gate results.
         """
         record = self.get(name, version)
         holder_version = self.aliases(name).get(alias)
         holder = self.get(name, holder_version) if holder_version is not None else None
-        results = check_gates(record, holder)
+        if compared is not None and (compared["a"], compared["b"]) != (holder and holder.ref, record.ref):
+            raise Conflict(
+                f"the comparison is of {compared['a']} and {compared['b']}, but {alias!r} points at "
+                f"{holder and holder.ref}: compare again"
+            )
+        results = check_gates(record, holder, compared)
         failed = [r for r in results if not r["passed"]]
         if failed and not force:
             raise GateFailed(
