@@ -16,7 +16,7 @@ from assay.modelling.comparison import Comparison, Rows, file_rows
 from assay.modelling.comparison_report import write_report
 from assay.modelling.promotion import challenge, newer, promote
 from assay.modelling.significance import DEFAULT_RESAMPLES
-from assay.review.reviews import resolved_labels
+from assay.review.resolution import resolved_labels
 from assay.workspace import Workspace
 
 
