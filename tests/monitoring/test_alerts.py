@@ -1,11 +1,18 @@
-"""Alert states, concept drift detectors and webhook delivery (signed, retried, sent once)."""
+"""Alert states, concept drift detectors and webhook delivery (signed, retried, sent once, taken over
+from a sender killed mid-delivery)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -17,6 +24,7 @@ from sqlalchemy.engine import Engine
 from assay.monitoring import alerts
 from assay.monitoring.alerts import MonitorState, WebhookSender, step
 from assay.monitoring.detectors import ADWIN, DDM, error_stream_events
+from assay.monitoring.monitor import rising_detections
 from assay.settings import Settings
 
 # --- the state machine ---------------------------------------------------------------------
@@ -81,11 +89,38 @@ def test_ddm_detects_a_jump_soon_after_it_happens() -> None:
         if ddm.update(float(x)) == "drift":
             drifts.append(i)
             ddm.reset()
-    # DDM also cries wolf on low error rates now and then (which is why only ADWIN alerts).
-    assert any(2000 <= i < 2100 for i in drifts)
+    assert drifts and 2000 <= drifts[0] < 2200
     ddm = DDM()
-    assert [ddm.update(0.0) for _ in range(100)] == [None] * 100  # no error yet: nothing to compare
+    assert [ddm.update(0.0) for _ in range(600)] == [None] * 600  # no error yet: nothing to compare
     assert ddm.update(1.0) is None
+
+
+@pytest.mark.parametrize("rate", [0.02, 0.1, 0.3])
+def test_ddm_drifts_are_dated_after_a_known_change_and_absent_without_one(rate: float) -> None:
+    for seed in range(3):
+        g = np.random.default_rng(40 + seed)
+        at = 1_767_225_600.0 + np.arange(20_000) * 30.0
+        quiet = (g.random(20_000) < rate).astype(float)
+        assert [
+            e for e in error_stream_events(at, quiet) if e["detector"] == "ddm" and e["level"] == "drift"
+        ] == []
+        change = 12_000
+        errors = np.r_[g.random(change) < rate, g.random(20_000 - change) < rate * 2.5].astype(float)
+        drifts = [
+            e for e in error_stream_events(at, errors) if e["detector"] == "ddm" and e["level"] == "drift"
+        ]
+        assert drifts, f"no DDM drift after the error rate rose from {rate} (seed {seed})"
+        first = drifts[0]
+        assert at[change] <= first["at"] < at[change + 5000] and first["index"] >= change
+        assert first["error_rate"] > first["error_rate_min"]
+
+
+def test_rising_detections_feed_the_concept_monitor_from_either_detector() -> None:
+    ddm = {"detector": "ddm", "level": "drift", "error_rate": 0.3, "error_rate_min": 0.1}
+    warning = {**ddm, "level": "warning"}
+    up = {"detector": "adwin", "level": "drift", "error_rate_before": 0.1, "error_rate_after": 0.3}
+    down = {**up, "error_rate_before": 0.3, "error_rate_after": 0.1}
+    assert rising_detections([ddm, warning, up, down]) == [ddm, up]
 
 
 # --- webhooks ------------------------------------------------------------------------------
@@ -173,6 +208,53 @@ def test_a_receiver_that_never_answers_marks_the_event_failed(store: Engine) -> 
     assert sender.deliver_pending() == 0
     (event,) = alerts.events(store)
     assert event["delivery"] == "failed" and event["attempts"] == 3
+
+
+_SENDER = """
+import sys
+from assay.monitoring.alerts import WebhookSender
+from assay.store import db
+WebhookSender(db.connect(sys.argv[1]), [sys.argv[2]], b"k", retries=1, timeout_s=600).deliver_pending()
+"""
+
+
+def test_a_delivery_whose_sender_was_killed_is_taken_over_after_the_timeout(
+    store: Engine, receiver: tuple[str, type]
+) -> None:
+    _event(store)
+    # A receiver that takes the request and never answers: the sender hangs mid-delivery.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    hanging = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+    url = store.url.render_as_string(hide_password=False)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    sender = subprocess.Popen([sys.executable, "-c", _SENDER, url, hanging], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while alerts.events(store)[0]["delivery"] != "sending":
+            assert sender.poll() is None and time.monotonic() < deadline, "the sender never claimed the event"
+            time.sleep(0.05)
+        time.sleep(0.2)  # well inside its request
+        os.kill(sender.pid, signal.SIGKILL)
+        sender.wait(10)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+        silent.close()
+    (event,) = alerts.events(store)
+    assert event["delivery"] == "sending"  # stuck: nobody will finish it
+
+    target, handler = receiver
+    # A live sender's claim is respected until it cannot be alive any more...
+    assert WebhookSender(store, [target], b"k", retries=1).deliver_pending() == 0
+    assert alerts.events(store)[0]["delivery"] == "sending" and handler.received == []
+    # ...then the event is taken over and delivered, once.
+    late = WebhookSender(store, [target], b"k", retries=1, reclaim_after_s=0.1)
+    time.sleep(0.2)
+    assert late.deliver_pending() == 1 and late.deliver_pending() == 0
+    assert len(handler.received) == 1 and json.loads(handler.received[0][1])["id"] == event["id"]
+    assert alerts.events(store)[0]["delivery"] == "sent"
 
 
 def test_webhook_settings_are_checked_and_the_secret_is_kept_in_the_home(tmp_path: Path) -> None:

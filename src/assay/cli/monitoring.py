@@ -22,7 +22,7 @@ from assay.cli import main, pass_workspace
 from assay.cli.review import labels_group
 from assay.errors import DataError, InvalidInput
 from assay.modelling.datasets import read_table
-from assay.monitoring import alerts, labels, log, monitor, report
+from assay.monitoring import alerts, checks, labels, log, monitor, report
 from assay.monitoring.windows import parse_time
 from assay.registry.versions import parse_ref, version_number
 from assay.serving.cache import MemoryCache
@@ -214,9 +214,9 @@ def monitor_report_command(
 @pass_workspace
 def monitor_check_command(ws: Workspace, model: str | None) -> None:
     """Judge the windows closed since the last check (every production model, or MODEL) and send alerts."""
-    names = [model] if model else monitor.watched_models(ws.registry)
+    names = [model] if model else checks.watched_models(ws.registry)
     for name in names:
-        result = monitor.check(
+        result = checks.check(
             ws.engine, ws.registry, name, extra_labels=partial(labels.campaign_labels, ws.engine, name)
         )
         if result.skipped:

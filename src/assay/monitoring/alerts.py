@@ -13,7 +13,10 @@ configured webhooks (``WebhookSender``): a JSON POST signed with HMAC-SHA256 of
 ``<timestamp>.<body>`` under the alert secret (``X-Assay-Signature: sha256=<hex>``, the time in
 ``X-Assay-Timestamp``, the event id in ``X-Assay-Event`` for receivers to drop repeats), retried
 with exponential backoff, each event claimed by one sender so several server workers never send
-it twice. Delivery runs on its own thread: a slow or failing receiver never holds up a score.
+it twice. A claim that outlives any sender's retries (the process that held it was killed
+mid-delivery) is taken over by the next sender: an alert is delivered at least once, and the
+event id lets receivers drop the repeat. Delivery runs on its own thread: a slow or failing
+receiver never holds up a score.
 """
 
 from __future__ import annotations
@@ -235,12 +238,20 @@ class WebhookSender:
         post: Post | None = None,
         sleep: Callable[[float], None] = time.sleep,
         on_result: Callable[[str], None] | None = None,
+        reclaim_after_s: float | None = None,
     ) -> None:
         self.engine = engine
         self.urls = list(urls)
         self.secret = secret
         self.retries = max(1, retries)
         self.timeout_s = timeout_s
+        # A live sender finishes an event within every URL's retries, each a timeout and a backoff;
+        # a claim older than that belongs to a sender that died.
+        self.reclaim_after_s = (
+            reclaim_after_s
+            if reclaim_after_s is not None
+            else len(self.urls) * self.retries * (timeout_s + _MAX_BACKOFF_S) + 60.0
+        )
         self.post = post or _post
         self.sleep = sleep
         self.on_result = on_result
@@ -249,23 +260,29 @@ class WebhookSender:
         self._thread: threading.Thread | None = None
 
     def deliver_pending(self) -> int:
-        """Send every pending event now (in this thread); returns how many were sent."""
+        """Send every pending event (and every one whose sender died mid-delivery) now, in this
+        thread; returns how many were sent."""
         if not self.urls:
             return 0
         table = db.monitor_events
+        now = time.time()
+        claimable = sa.or_(
+            table.c.delivery == "pending",
+            sa.and_(
+                table.c.delivery == "sending",
+                # no claim time: claimed before claims were dated
+                sa.or_(table.c.claimed_at.is_(None), table.c.claimed_at < now - self.reclaim_after_s),
+            ),
+        )
         with self.engine.connect() as conn:
-            ids = (
-                conn.execute(sa.select(table.c.id).where(table.c.delivery == "pending").order_by(table.c.id))
-                .scalars()
-                .all()
-            )
+            ids = conn.execute(sa.select(table.c.id).where(claimable).order_by(table.c.id)).scalars().all()
         sent = 0
         for event_id in ids:
             with self.engine.begin() as conn:
                 claimed = conn.execute(
                     sa.update(table)
-                    .where(table.c.id == event_id, table.c.delivery == "pending")
-                    .values(delivery="sending")
+                    .where(table.c.id == event_id, claimable)
+                    .values(delivery="sending", claimed_at=time.time())
                 ).rowcount
                 row = (
                     conn.execute(sa.select(table).where(table.c.id == event_id)).first() if claimed else None

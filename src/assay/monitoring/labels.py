@@ -232,6 +232,14 @@ def read_labels(engine: Engine, model: str) -> dict[str, str]:
         )
 
 
+def latest_label(engine: Engine, model: str) -> int:
+    """The id of ``model``'s newest label (0 without any): labels past a mark arrived after it."""
+    table = db.monitor_labels
+    with engine.connect() as conn:
+        latest = conn.execute(sa.select(sa.func.max(table.c.id)).where(table.c.model == model)).scalar()
+    return int(latest or 0)
+
+
 def check_source(source: str) -> str:
     if not source or len(source) > 300:
         raise InvalidInput("a label source must be 1-300 characters", field="source")

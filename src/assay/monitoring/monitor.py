@@ -8,24 +8,20 @@ then runs the concept drift detectors over the labelled error stream (``detector
 the monitors' state machine from ``ok`` (``alerts.step``), so a report shows where alerts would
 have started and ended.
 
-``check`` is the live counterpart the server runs every ``monitor_interval_s`` (and ``assay
-monitor check`` on demand): it judges the windows of the production version that have closed
-since the model's cursor, moves the stored monitor states, and records every change of state as
-an event, in one transaction that also advances the cursor, so each window is judged once even
-with several workers checking at the same time.
+The live check (``checks.check``) judges closed windows with the same ``judge`` and moves the
+stored monitor states.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from assay.errors import ArtifactError, NotFound
@@ -33,16 +29,13 @@ from assay.modelling.spec import MonitoringSpec
 from assay.monitoring import alerts, detectors, performance
 from assay.monitoring.drift import WindowDrift, window_drift
 from assay.monitoring.labels import read_labels
-from assay.monitoring.log import LogFrame, frame_of, log_span
+from assay.monitoring.log import LogFrame, frame_of
 from assay.monitoring.profile import PROFILE_JSON, Profile, output_matrix
 from assay.monitoring.windows import Window, WindowSpec, count_windows, time_windows
-from assay.registry.versions import DEFAULT_ALIAS, LoadedModel, Registry
-from assay.store import db
+from assay.registry.versions import LoadedModel, Registry
 
 # Concept drift detectors carry their own confidence: one detection is enough to alert.
 CONCEPT_ALERT_AFTER = 1
-# Labelled windows before the new ones that the live check replays the error stream over.
-CONCEPT_HISTORY_WINDOWS = 10
 
 
 @dataclass(frozen=True)
@@ -173,8 +166,13 @@ def judge(
     *,
     with_psi: bool = False,
     detections: list[dict[str, Any]] | None = None,
+    drift_from: float | None = None,
 ) -> list[WindowResult]:
-    """Drift, performance and monitor verdicts of each window of ``frame``."""
+    """Drift, performance and monitor verdicts of each window of ``frame``.
+
+    ``drift_from``: windows that start before it are judged on labels only (performance and
+    concept drift), as when late labels make the live check judge earlier windows again.
+    """
     cfg = t.config
     outputs = t.outputs(frame.proba)
     metric, drop = cfg.performance_metric, cfg.performance_drop
@@ -183,10 +181,13 @@ def judge(
     results = []
     for w in windows:
         sl = slice(w.lo, w.hi)
+        seen = (
+            sl if drift_from is None or w.start >= drift_from else slice(w.lo, w.lo)
+        )  # rows judged for drift
         drift = window_drift(
             t.profile,
-            frame.X[sl],
-            outputs[sl],
+            frame.X[seen],
+            outputs[seen],
             features=cfg.features,
             drift_share=cfg.drift_share,
             min_rows=cfg.min_rows,
@@ -200,7 +201,7 @@ def judge(
                 realized = performance.realized(
                     t.loaded, frame.X[rows], frame.proba[rows], y, sensitive=sensitive
                 )
-        estimated = performance.estimated(t.profile, frame.proba[sl]) if w.n else None
+        estimated = performance.estimated(t.profile, frame.proba[seen]) if seen.stop > seen.start else None
         concept = [
             e
             for e in (detections or [])
@@ -228,24 +229,39 @@ def _judgements(
     )
     mv = d.multivariate
     out["multivariate"] = (mv["drift"] if mv else None, mv["error"] if mv else None)
-    enough = t.config.min_rows
-    realized = r.performance
-    value = realized["metrics"].get(metric) if realized else None
-    judged = value is not None and held_out is not None and realized is not None and realized["n"] >= enough
-    out["performance"] = (value < held_out - drop if judged else None, value)  # type: ignore[operator]
-    est = r.estimated
-    e_value = est["metrics"].get(metric) if est else None
-    e_judged = e_value is not None and held_out is not None and d.judged
-    out["estimated_performance"] = (e_value < held_out - drop if e_judged else None, e_value)  # type: ignore[operator]
+    out["performance"] = _below(r.performance, metric, held_out, drop, t.config.min_rows)
+    out["estimated_performance"] = _below(r.estimated, metric, held_out, drop, 0 if d.judged else None)
     if labelled:
-        rises = [
-            e
-            for e in r.concept
-            if e["detector"] == "adwin" and e["error_rate_after"] > e["error_rate_before"]
-        ]
-        has_labels = realized is not None
-        out["concept_drift"] = (bool(rises) if has_labels or rises else None, float(len(rises)))
+        rises = rising_detections(r.concept)
+        out["concept_drift"] = (
+            bool(rises) if r.performance is not None or rises else None,
+            float(len(rises)),
+        )
     return out
+
+
+def _below(
+    result: dict[str, Any] | None, metric: str, held_out: float | None, drop: float, min_rows: int | None
+) -> tuple[bool | None, float | None]:
+    """(whether ``metric`` fell more than ``drop`` below the held-out value, the value); not judged
+    (None) without a value, a reference, or ``min_rows`` rows (``min_rows`` None: never judged)."""
+    value = result["metrics"].get(metric) if result else None
+    if value is None or held_out is None or result is None or min_rows is None:
+        return None, value
+    if result.get("n", min_rows) < min_rows:
+        return None, value
+    return value < held_out - drop, value
+
+
+def rising_detections(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Detections of a rising error rate: ADWIN cuts after which errors are more frequent, and
+    DDM drifts (DDM only detects rises)."""
+    return [
+        e
+        for e in events
+        if e["level"] == "drift"
+        and (e["detector"] == "ddm" or e["error_rate_after"] > e["error_rate_before"])
+    ]
 
 
 def alert_after(t: Target, monitor: str) -> int:
@@ -277,7 +293,7 @@ def replay(t: Target, results: list[WindowResult]) -> list[dict[str, Any]]:
     return changes
 
 
-def _error_events(t: Target, frame: LogFrame, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+def error_events(t: Target, frame: LogFrame, labels: Mapping[str, str]) -> list[dict[str, Any]]:
     """Detector events over the labelled rows of ``frame``, in time order."""
     if not labels or frame.ids is None:
         return []
@@ -323,7 +339,7 @@ def analyse(
     labels = {**(extra_labels or {}), **read_labels(engine, t.model)}
     frame = frame_of(t.loaded, engine, since=since, until=until, with_ids=bool(labels))
     windows = _windows(spec, frame, since=since, until=until)
-    detections = _error_events(t, frame, labels)
+    detections = error_events(t, frame, labels)
     results = judge(t, frame, windows, labels, with_psi=with_psi, detections=detections)
     labelled = sum(r.performance["n"] for r in results if r.performance)
     judged = [r for r in results if r.drift.judged]
@@ -347,179 +363,18 @@ def analyse(
     )
 
 
-# --- the live check ----------------------------------------------------------------------------
-
-
-@dataclass
-class CheckResult:
-    model: str
-    version: int | None
-    windows: int  # closed windows judged now
-    transitions: list[dict[str, Any]]
-    skipped: str | None = None  # why nothing was judged
-
-
-def check(
-    engine: Engine,
-    registry: Registry,
-    model: str,
-    *,
-    now: float | None = None,
-    deliver: bool = True,
-    extra_labels: Callable[[], Mapping[str, str]] | None = None,
-) -> CheckResult:
-    """Judge the production version's windows closed since the cursor; record state changes.
-
-    ``extra_labels`` reads labels from elsewhere (review campaigns); it is only called when a
-    window has closed, as reading them can take a while and most checks find nothing to do.
-    """
-    now = time.time() if now is None else now
-    try:
-        t = target(registry, f"{model}@{DEFAULT_ALIAS}")
-    except NotFound as exc:
-        return CheckResult(model, None, 0, [], skipped=exc.message)
-    spec = WindowSpec.parse(t.config.window)
-    cursors = db.monitor_cursors
-    with engine.connect() as conn:
-        cursor = conn.execute(sa.select(cursors).where(cursors.c.model == model)).first()
-    position = cursor.position if cursor is not None and cursor.kind == spec.kind else None
-    # Whether a window has closed is known from the log's bounds: rows are only read when one has.
-    span = log_span(
-        engine, model, t.version, after=int(position) if position is not None and spec.rows else None
-    )
-    if span is None:
-        return CheckResult(model, t.version, 0, [], skipped="nothing logged yet")
-    if spec.seconds is not None:
-        start = position if position is not None else math.floor(span[0] / spec.seconds) * spec.seconds
-        closed_until = start + math.floor((now - start) / spec.seconds) * spec.seconds
-        if closed_until <= start:
-            return CheckResult(model, t.version, 0, [], skipped="no window has closed since the last check")
-    elif span[2] < (spec.rows or 1):
-        return CheckResult(model, t.version, 0, [], skipped="no window has closed since the last check")
-    labels = {**(extra_labels() if extra_labels is not None else {}), **read_labels(engine, model)}
-    if spec.seconds is not None:
-        frame = frame_of(t.loaded, engine, since=start, until=closed_until, with_ids=bool(labels))
-        windows = [
-            w for w in time_windows(frame.at, spec.seconds, since=start, until=closed_until) if w.closed
-        ]
-        new_position = windows[-1].end if windows else position
-    else:
-        frame = frame_of(
-            t.loaded, engine, after=int(position) if position is not None else None, with_ids=bool(labels)
-        )
-        windows = [w for w in count_windows(frame.at, spec.rows or 1) if w.closed]
-        new_position = float(frame.positions[: windows[-1].hi].max()) if windows else position
-    if not windows:
-        return CheckResult(model, t.version, 0, [], skipped="no window has closed since the last check")
-    detections = _concept_history(engine, t, frame, labels, spec, position)
-    results = judge(t, frame, windows, labels, detections=detections)
-    transitions: list[dict[str, Any]] = []
-    with engine.begin() as conn:
-        # Compare-and-set on the cursor: whoever moves it first judges these windows.
-        if cursor is None:
-            try:
-                conn.execute(
-                    sa.insert(cursors).values(
-                        model=model, kind=spec.kind, position=new_position, updated_at=db.now()
-                    )
-                )
-            except sa.exc.IntegrityError:
-                return CheckResult(model, t.version, 0, [], skipped="another process judged these windows")
-        else:
-            moved = conn.execute(
-                sa.update(cursors)
-                .where(
-                    cursors.c.model == model,
-                    cursors.c.kind == cursor.kind,
-                    cursors.c.position == cursor.position,
-                )
-                .values(kind=spec.kind, position=new_position, updated_at=db.now())
-            ).rowcount
-            if not moved:
-                return CheckResult(model, t.version, 0, [], skipped="another process judged these windows")
-        before = alerts.load_states(conn, model)
-        current = dict(before)
-        for r in results:
-            for monitor, (drifting, value) in r.judgements.items():
-                old = current.get(monitor, alerts.MonitorState())
-                new = alerts.step(old, drifting, alert_after(t, monitor))
-                if drifting is not None:
-                    new = replace(new, value=_finite(value), window_end=r.window.end)
-                current[monitor] = new
-                if new.state != old.state:
-                    detail = _detail(t, r, monitor, value)
-                    alerts.add_event(
-                        conn,
-                        model,
-                        monitor,
-                        kind="state",
-                        from_state=old.state,
-                        to_state=new.state,
-                        window=(r.window.start, r.window.end),
-                        detail=detail,
-                        deliver=deliver and alerts.delivers(old.state, new.state),
-                    )
-                    transitions.append({"monitor": monitor, "from": old.state, "to": new.state, **detail})
-            for e in r.concept:
-                alerts.add_event(
-                    conn,
-                    model,
-                    f"concept_drift:{e['detector']}",
-                    kind=e["detector"],
-                    from_state=None,
-                    to_state=e["level"],
-                    window=(r.window.start, r.window.end),
-                    detail={k: v for k, v in e.items() if isinstance(v, int | float | str)},
-                    deliver=False,
-                )
-        alerts.save_states(conn, model, current, before)
-    return CheckResult(model, t.version, len(windows), transitions)
-
-
-def _concept_history(
-    engine: Engine,
-    t: Target,
-    frame: LogFrame,
-    labels: Mapping[str, str],
-    spec: WindowSpec,
-    position: float | None,
-) -> list[dict[str, Any]]:
-    """Detector events over the new windows' labelled rows and a few windows before them."""
-    if not labels:
-        return []
-    if spec.seconds is not None and position is not None:
-        history = frame_of(
-            t.loaded,
-            engine,
-            since=position - CONCEPT_HISTORY_WINDOWS * spec.seconds,
-            until=position,
-            with_ids=True,
-        )
-        joined = LogFrame(
-            frame.model,
-            frame.version,
-            np.r_[history.positions, frame.positions],
-            np.r_[history.at, frame.at],
-            np.vstack([history.X, frame.X]),
-            np.vstack([history.proba, frame.proba]),
-            list(history.ids or []) + list(frame.ids or []),
-        )
-        return [e for e in _error_events(t, joined, labels) if e["at"] >= position]
-    return _error_events(t, frame, labels)
-
-
-def _finite(value: float | None) -> float | None:
+def finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _detail(t: Target, r: WindowResult, monitor: str, value: float | None) -> dict[str, Any]:
+def window_detail(t: Target, r: WindowResult, monitor: str, value: float | None) -> dict[str, Any]:
     d = r.drift
     detail: dict[str, Any] = {
         "version": t.version,
         "window_start": _iso(r.window.start),
         "window_end": _iso(r.window.end),
         "rows": r.window.n,
-        "value": _finite(value),
+        "value": finite(value),
     }
     if monitor == "data_drift":
         detail["drifted_features"] = d.drifted_features
@@ -533,9 +388,9 @@ def _detail(t: Target, r: WindowResult, monitor: str, value: float | None) -> di
         )
         if monitor == "estimated_performance":
             detail["assumption"] = performance.ASSUMPTION
+    elif monitor == "concept_drift":
+        detail["detections"] = [
+            {"detector": e["detector"], "time": e["time"], "index": e["index"]}
+            for e in rising_detections(r.concept)
+        ]
     return detail
-
-
-def watched_models(registry: Registry) -> list[str]:
-    """Models with a production version (the ones the live check watches)."""
-    return [info.name for info in registry.models() if DEFAULT_ALIAS in info.aliases]

@@ -407,6 +407,7 @@ monitor_cursors = sa.Table(
     sa.Column("model", sa.String(200), primary_key=True),
     sa.Column("kind", sa.String(10), nullable=False),  # time | count
     sa.Column("position", sa.Float, nullable=False),  # a window end (time) or the last log row id (count)
+    sa.Column("labels_seen", sa.Integer, nullable=True),  # the newest monitor_labels id judged with
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
@@ -422,8 +423,9 @@ monitor_events = sa.Table(
     sa.Column("window_start", sa.Float, nullable=True),
     sa.Column("window_end", sa.Float, nullable=True),
     sa.Column("detail", sa.JSON, nullable=False),
-    sa.Column("delivery", sa.String(10), nullable=False),  # none | pending | sent | failed
+    sa.Column("delivery", sa.String(10), nullable=False),  # none | pending | sending | sent | failed
     sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("claimed_at", sa.Float, nullable=True),  # UNIX seconds a sender took it ("sending")
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_monitor_events_model", "model", "id"),
     sa.Index("ix_monitor_events_delivery", "delivery"),

@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from assay.errors import InvalidInput
-from assay.monitoring import alerts, labels, monitor, report
+from assay.monitoring import alerts, checks, labels, monitor, report
 from assay.monitoring.log import PredictionLog, open_log
 from assay.monitoring.windows import parse_time
 from assay.settings import Settings
@@ -152,13 +152,13 @@ class Watch:
             except Exception:  # a store hiccup must not stop the loop; the next round retries
                 log.exception("checking the monitors failed; retrying next round")
 
-    def check_all(self, now: float | None = None) -> list[monitor.CheckResult]:
+    def check_all(self, now: float | None = None) -> list[checks.CheckResult]:
         ws = self.workspace
         results = []
-        for name in monitor.watched_models(ws.registry):
+        for name in checks.watched_models(ws.registry):
             try:
                 results.append(
-                    monitor.check(
+                    checks.check(
                         ws.engine,
                         ws.registry,
                         name,
@@ -284,7 +284,7 @@ async def monitoring_page(request: Request) -> Response:
                     ),
                     "monitors": by_model.get(name, []),
                 }
-                for name in monitor.watched_models(ws.registry)
+                for name in checks.watched_models(ws.registry)
             ],
             "events": alerts.events(ws.engine, limit=MAX_EVENTS),
         }
