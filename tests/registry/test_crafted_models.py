@@ -248,7 +248,7 @@ def test_a_crafted_model_never_reaches_lightgbm(models, tmp_path, monkeypatch, n
     def parser_must_not_run(*args, **kwargs):
         raise AssertionError("LightGBM's parser was handed a crafted model")
 
-    monkeypatch.setattr(artifacts.lightgbm, "Booster", parser_must_not_run)
+    monkeypatch.setattr(lightgbm, "Booster", parser_must_not_run)
     with pytest.raises(ArtifactError, match=r"^model\.lgb\.txt is not a LightGBM text model") as info:
         load_model(tmp_path, manifest)
     assert re.search(re.escape(message) if "(" in message else message, info.value.message), (

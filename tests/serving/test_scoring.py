@@ -22,7 +22,8 @@ from assay.registry.artifacts import load_model, save_model
 from assay.registry.versions import LOAD_CACHE_SIZE, LoadedModel
 from assay.serving.cache import MemoryCache, RedisCache, score_key
 from assay.serving.features import FeatureTable
-from assay.serving.scoring import Scorer, fast_predict
+from assay.serving.predictor import fast_predict
+from assay.serving.scoring import Scorer
 from assay.settings import Settings
 from assay.store import db
 from assay.web.app import create_app

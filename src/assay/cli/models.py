@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,7 @@ import orjson
 
 from assay.cli import main, pass_workspace
 from assay.errors import InvalidInput
-from assay.modelling.queries import answer_threshold_query
-from assay.modelling.spec import load_spec
-from assay.modelling.training import train
 from assay.registry.files import sha256_file
-from assay.review.resolution import resolved_labels
 from assay.settings import Settings
 from assay.workspace import Workspace
 
@@ -46,6 +43,11 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 @pass_workspace
 def train_command(ws: Workspace, spec_path: str) -> None:
     """Train the model a TOML spec describes and register a new version."""
+    # Modelling pulls in scikit-learn, LightGBM and matplotlib: imported by the commands that use them.
+    from assay.modelling.spec import load_spec
+    from assay.modelling.training import train
+    from assay.review.resolution import resolved_labels
+
     spec = load_spec(spec_path)
     result = train(
         spec,
@@ -120,11 +122,16 @@ def show_command(ws: Workspace, ref: str, as_json: bool) -> None:
         }
         click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return
-    ev = card["evaluation"]
     aliases = [a for a, v in ws.registry.aliases(record.model).items() if v == record.version]
     click.echo(
         f"{record.ref}  {card['candidate']}  created {record.created_at:%Y-%m-%d %H:%M}  aliases: {', '.join(aliases) or '-'}"
     )
+    for section in (_show_training, _show_statistics, _show_fairness, _show_decisions, _show_lineage):
+        section(card)
+    click.echo(f"model card: {record.directory / 'card.html'}")
+
+
+def _show_training(card: Mapping[str, Any]) -> None:
     if card["description"]:
         click.echo(card["description"])
     click.echo(f"hyperparameters: {_params(card['params'])}")
@@ -135,6 +142,10 @@ def show_command(ws: Workspace, ref: str, as_json: bool) -> None:
             f"search: {search['trials']} of {search.get('max_trials', '?')} trials"
             + (f", cut short by the {search['budget_s']:g}s budget" if search.get("cut_short") else "")
         )
+
+
+def _show_statistics(card: Mapping[str, Any]) -> None:
+    ev = card["evaluation"]
     click.echo(f"held-out rows: {ev['n']}  counts: " + ", ".join(f"{k}={v}" for k, v in ev["counts"].items()))
     stats = ["precision", "recall", "f1", "accuracy", "match_rate", "filter_rate", "fpr", "roc_auc", "pr_auc"]
     rows = [[cls, *[s[k] for k in stats]] for cls, s in ev["per_class"].items()]
@@ -149,7 +160,10 @@ def show_command(ws: Workspace, ref: str, as_json: bool) -> None:
         )
     )
     click.echo(f"\ncalibration: brier={_num(ev['calibration']['brier'], 4)}")
-    for attr, by_class in ev["fairness"].items():
+
+
+def _show_fairness(card: Mapping[str, Any]) -> None:
+    for attr, by_class in card["evaluation"]["fairness"].items():
         for cls, block in by_class.items():
             click.echo(
                 f"\nfairness by {attr} (class {cls}): demographic parity difference={_num(block['demographic_parity_difference'])}"
@@ -160,6 +174,9 @@ def show_command(ws: Workspace, ref: str, as_json: bool) -> None:
                 for g, s in block["groups"].items()
             ]
             click.echo(_table(["group", "count", "selection_rate", "tpr", "fpr", "precision"], group_rows))
+
+
+def _show_decisions(card: Mapping[str, Any]) -> None:
     for name, op in card["operating_points"].items():
         answer = op["answer"]
         click.echo(
@@ -174,12 +191,14 @@ def show_command(ws: Workspace, ref: str, as_json: bool) -> None:
                 [[i["feature"], i["importance"], i["std"]] for i in card["importance"]],
             )
         )
+
+
+def _show_lineage(card: Mapping[str, Any]) -> None:
     lin = card["lineage"]
     click.echo(
         f"\nlineage: data {lin['data_fingerprint'][:16]}  spec {lin['spec_hash'][:16]}  seed {lin['seed']}  "
         f"assay {lin['assay']}  " + " ".join(f"{k} {v}" for k, v in lin["libraries"].items())
     )
-    click.echo(f"model card: {record.directory / 'card.html'}")
 
 
 @main.command("thresholds")
@@ -202,6 +221,8 @@ def thresholds_command(ws: Workspace, ref: str, query: str, label: str | None) -
         raise InvalidInput(
             f"unknown label {label!r}; labels are {', '.join(ev['thresholds'])}", field="label"
         )
+    from assay.modelling.queries import answer_threshold_query
+
     answer = answer_threshold_query(ev["thresholds"][label], query)
     if answer is None:
         click.echo(f'no threshold satisfies "{query}" for {record.ref} (label {label})')

@@ -12,26 +12,31 @@ from __future__ import annotations
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-import pandas as pd
 
 from assay.cli import main, pass_workspace
 from assay.cli.review import labels_group
 from assay.errors import DataError, InvalidInput
-from assay.modelling.datasets import read_table
-from assay.monitoring import alerts, checks, labels, log, monitor, report
-from assay.monitoring.windows import parse_time
+from assay.monitoring import alerts, labels, log
 from assay.registry.versions import parse_ref, version_number
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
 from assay.workspace import Workspace
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Monitoring's statistics (scipy, scikit-learn, matplotlib) and file reading (pandas) are imported
+# by the commands that use them, so that every other command starts fast.
+
 
 def _period(since: str | None, until: str | None) -> tuple[float | None, float | None]:
+    from assay.monitoring.windows import parse_time
+
     now = time.time()
     return (
         parse_time(since, now=now, field="--since") if since else None,
@@ -102,6 +107,8 @@ def log_import_command(
         raise InvalidInput(
             "--no-header needs a spec that names its columns (data.columns)", field="--no-header"
         )
+    from assay.modelling.datasets import read_table
+
     frame = read_table(path, header=header, columns=columns)
     id_column = id_column or (data_spec.get("id") if data_spec.get("id") in frame.columns else None)
     if id_column is not None and id_column not in frame.columns:
@@ -122,6 +129,8 @@ def _times(frame: pd.DataFrame, column: str | None, path: str) -> Any:
     if column not in frame.columns:
         raise InvalidInput(f"{path}: no column {column!r}", field="--time-column")
     raw = frame[column]
+    import pandas as pd
+
     numeric = pd.to_numeric(raw, errors="coerce")
     if numeric.notna().all():
         return numeric.to_numpy(dtype=float)
@@ -189,6 +198,8 @@ def monitor_report_command(
     json_path: str | None,
 ) -> None:
     """Print MODEL's drift, performance and alerts over a period and write the HTML report."""
+    from assay.monitoring import monitor, report
+
     start, end = _period(since, until)
     name, _ = parse_ref(model)
     analysis = monitor.analyse(
@@ -214,6 +225,8 @@ def monitor_report_command(
 @pass_workspace
 def monitor_check_command(ws: Workspace, model: str | None) -> None:
     """Judge the windows closed since the last check (every production model, or MODEL) and send alerts."""
+    from assay.monitoring import checks
+
     names = [model] if model else checks.watched_models(ws.registry)
     for name in names:
         result = checks.check(
@@ -277,6 +290,10 @@ def labels_load_command(
     ws: Workspace, path: str, model: str | None, id_column: str, label_column: str
 ) -> None:
     """Add ground-truth labels of served items from a CSV/TSV/Parquet file (id, label[, model])."""
+    import pandas as pd
+
+    from assay.modelling.datasets import read_table
+
     frame = read_table(path)
     for column in (id_column, label_column):
         if column not in frame.columns:

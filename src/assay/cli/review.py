@@ -11,7 +11,7 @@ import click
 import orjson
 
 from assay.cli import main, pass_workspace
-from assay.review import accounts, agreement, campaigns, progress, resolution
+from assay.review import accounts, campaigns, progress, resolution
 from assay.review.campaigns import CampaignOptions, create_campaign, parse_list
 from assay.review.selection import SELECTIONS
 from assay.serving.cache import MemoryCache
@@ -149,6 +149,8 @@ def campaign_show(ws: Workspace, name: str, as_json: bool) -> None:
     """Progress, per-reviewer counts and agreement of a campaign."""
     campaign = campaigns.get_campaign(ws.engine, name)
     p = progress.measure(ws.engine, campaign)
+    from assay.review import agreement  # scikit-learn's kappa: imported when asked for
+
     agree = agreement.summary(ws.engine, campaign)
     if as_json:
         body = {"campaign": campaign.to_dict(), "progress": p.to_dict(), "agreement": agree}

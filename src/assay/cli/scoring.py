@@ -16,21 +16,22 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 import orjson
-import pandas as pd
 
 from assay.cli import main, pass_workspace, settings_from
 from assay.errors import DataError, InvalidInput, Unavailable
-from assay.modelling.datasets import read_table
 from assay.serving import tokens
 from assay.serving.cache import MemoryCache, open_cache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
 from assay.settings import Settings
 from assay.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PRECACHE_BATCH = 500
 
@@ -50,6 +51,8 @@ def _read_input(scorer: Scorer, ref: str, path: str, header: bool) -> pd.DataFra
         raise InvalidInput(
             "--no-header needs a spec that names its columns (data.columns)", field="--no-header"
         )
+    from assay.modelling.datasets import read_table
+
     return read_table(path, header=header, columns=columns)
 
 

@@ -27,11 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -39,6 +38,9 @@ from assay.errors import InvalidInput
 from assay.registry.versions import LoadedModel
 from assay.settings import Settings
 from assay.store import db
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -493,6 +495,8 @@ def frame_of(loaded: LoadedModel, engine: Engine, **kwargs: Any) -> LogFrame:
 
 def decoded(loaded: LoadedModel, frame: LogFrame) -> pd.DataFrame:
     """A log frame as people read it: time, version, id, feature values, probabilities, prediction."""
+    import pandas as pd  # exports only: the server's log never needs it
+
     out = pd.DataFrame(
         {
             "at": pd.to_datetime(frame.at, unit="s", utc=True),
@@ -531,6 +535,8 @@ def decoded(loaded: LoadedModel, frame: LogFrame) -> pd.DataFrame:
 
 def export_log(frames: Sequence[pd.DataFrame], output: Path) -> int:
     """Write decoded log rows to CSV, Parquet or JSON lines (by the suffix); returns the row count."""
+    import pandas as pd
+
     suffix = output.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:
         raise InvalidInput(f"{output}: write {', '.join(EXPORT_SUFFIXES)}", field="output")

@@ -21,22 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import lightgbm
 import numpy as np
-import pandas as pd
-import scipy.sparse
-import sklearn
-import skops
-import skops.io
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 
 from assay.errors import ArtifactError, InvalidInput
 from assay.registry.files import (
@@ -49,6 +38,13 @@ from assay.registry.files import (
     write_json,
 )
 from assay.registry.lightgbm_text import LIGHTGBM_FILE, LightGBMShape, check_lightgbm_text
+
+if TYPE_CHECKING:
+    import lightgbm
+    from sklearn.pipeline import Pipeline
+
+# LightGBM, scikit-learn and skops are imported where a model is saved or loaded, not here:
+# commands that never touch a model (``assay --help``, ``assay show``) start without them.
 
 MODEL_JSON = "model.json"
 SKOPS_FILE = "model.skops"
@@ -76,8 +72,6 @@ SKOPS_TRUSTED_TYPES: frozenset[str] = frozenset(
 _PROBA_CLIP = 1e-6
 # Occlusion scores n * (d + 1) rows; chunk the rows so one call holds at most this many cells.
 _OCCLUSION_MAX_CELLS = 4_000_000
-
-_ONE_TO_ONE_TRANSFORMERS = (StandardScaler, MinMaxScaler, RobustScaler, MaxAbsScaler)
 
 
 class ArtifactVersionWarning(UserWarning):
@@ -190,6 +184,9 @@ def save_model(estimator: Any, directory: Path, reference: np.ndarray | None = N
     NaN allowed) that occlusion explanations compare against. It is required for
     HistGradientBoosting and RandomForest models and stored, when given, for the others.
     """
+    import skops.io
+    from sklearn.pipeline import Pipeline
+
     directory = Path(directory)
     kind, n_classes, n_features = _describe(estimator)
     if kind == "lightgbm":
@@ -283,6 +280,11 @@ def _checked_model(directory: Path, manifest: dict[str, str]) -> tuple[dict[str,
 
 def _describe(estimator: Any) -> tuple[str, int, int]:
     """(kind, n_classes, n_features) of a fitted estimator of one of the supported kinds."""
+    import lightgbm
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
     if isinstance(estimator, lightgbm.LGBMClassifier):
         kind = "lightgbm"
         if callable(estimator.objective):
@@ -308,6 +310,8 @@ def _describe(estimator: Any) -> tuple[str, int, int]:
 
 def _load_lightgbm(data: bytes, meta: dict[str, Any]) -> LightGBMPredictor:
     """A LightGBMPredictor over text ``_checked_model`` has accepted."""
+    import lightgbm
+
     try:
         booster = lightgbm.Booster(model_str=data.decode("utf-8"))
     except lightgbm.basic.LightGBMError as exc:
@@ -331,6 +335,9 @@ def _check_lightgbm_shape(shape: LightGBMShape, n_classes: int, n_features: int)
 
 
 def _load_sklearn(data: bytes, meta: dict[str, Any], trusted: list[str]) -> SklearnPredictor:
+    import skops.io
+    from sklearn.pipeline import Pipeline
+
     try:
         estimator = skops.io.loads(data, trusted=trusted)
     except Exception as exc:  # skops raises many kinds; all mean the same thing here
@@ -366,6 +373,8 @@ def _skops_trusted(data: bytes) -> list[str]:
 
     ``get_untrusted_types`` only reads the file's schema; nothing is imported or built.
     """
+    import skops.io
+
     try:
         untrusted = skops.io.get_untrusted_types(data=data)
     except Exception as exc:  # a pickle or any non-skops file ends here (not a zip, no schema)
@@ -440,6 +449,11 @@ def _pipeline_sources(pipeline: Pipeline) -> np.ndarray:
 def _output_sources(transformer: Any, inputs: np.ndarray) -> np.ndarray:
     """For a fitted transformer whose input columns come from source features ``inputs``,
     the source feature of each output column."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
+
     if transformer is None or transformer == "passthrough":
         return inputs
     if isinstance(transformer, Pipeline):
@@ -478,7 +492,7 @@ def _output_sources(transformer: Any, inputs: np.ndarray) -> np.ndarray:
         if transformer.add_indicator:
             kept = np.concatenate((kept, inputs[transformer.indicator_.features_]))
         return kept
-    if isinstance(transformer, _ONE_TO_ONE_TRANSFORMERS):
+    if isinstance(transformer, StandardScaler | MinMaxScaler | RobustScaler | MaxAbsScaler):
         return inputs
     raise ValueError(f"cannot trace columns through {type(transformer).__name__}")
 
@@ -493,6 +507,8 @@ def _linear_contributions(
     Binary: class 1 holds the log-odds terms and class 0 their negation, so both classes sum
     to their own log-odds, as for LightGBM.
     """
+    import scipy.sparse
+
     Z = pipeline[:-1].transform(X)
     if scipy.sparse.issparse(Z):
         Z = Z.toarray()
@@ -542,13 +558,8 @@ def _occlusion_contributions(predictor: SklearnPredictor, X: np.ndarray, referen
 
 def library_versions() -> dict[str, str]:
     """The versions of the libraries that write and read models, by distribution name."""
-    return {
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "scikit-learn": sklearn.__version__,
-        "lightgbm": lightgbm.__version__,
-        "skops": skops.__version__,
-    }
+    # From the installed distributions' metadata: asking costs no import of the libraries.
+    return {name: version(name) for name in ("numpy", "pandas", "scikit-learn", "lightgbm", "skops")}
 
 
 def _qualified_name(cls: type) -> str:

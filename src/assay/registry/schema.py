@@ -10,15 +10,18 @@ candidate handles).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from assay.errors import DataError, InvalidInput
 from assay.registry.records import Kind, check_schema
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
@@ -109,7 +112,7 @@ class FeatureSchema:
         if feature.kind == "categorical":
             codes = self._codes[j]
             return np.array(
-                [np.nan if _is_missing(v) else codes.get(str(v), np.nan) for v in column], dtype=np.float64
+                [np.nan if is_missing(v) else codes.get(str(v), np.nan) for v in column], dtype=np.float64
             )
         if feature.kind == "boolean":
             values = column.map(_parse_bool_or_none)
@@ -121,6 +124,8 @@ class FeatureSchema:
                     field=feature.name,
                 )
             return values.astype("float64").to_numpy()
+        import pandas as pd
+
         numeric = pd.to_numeric(column, errors="coerce")
         bad = column.notna() & numeric.isna()
         if bad.any():
@@ -221,12 +226,18 @@ class FeatureSchema:
         return out
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+def is_missing(value: Any) -> bool:
+    """None, NaN or pandas' NA: a value a table leaves empty."""
+    # pandas' NA, recognised without importing pandas (a value can only be NA once pandas is loaded).
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (type(value).__name__ == "NAType" and value is sys.modules["pandas"].NA)
+    )
 
 
 def _parse_bool_or_none(value: Any) -> bool | None:
-    if _is_missing(value):
+    if is_missing(value):
         return None
     if isinstance(value, bool | np.bool_):
         return bool(value)
@@ -245,6 +256,8 @@ def _parse_bool_or_none(value: Any) -> bool | None:
 
 def infer_kind(column: pd.Series) -> Kind:
     """The kind a column most likely is: bool-like -> boolean, numeric -> numeric, else categorical."""
+    import pandas as pd
+
     values = column.dropna()
     if values.empty:
         return "numeric"

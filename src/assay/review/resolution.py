@@ -10,15 +10,17 @@ import itertools
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import InvalidInput
 from assay.review.campaigns import UNSURE, Campaign, get_campaign
 from assay.store import db
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 items_t = db.campaign_items
 labels_t = db.labels
@@ -115,6 +117,8 @@ def resolved_frame(engine: Engine, campaign: Campaign) -> pd.DataFrame:
         "model_version", "model_prediction", "model_probability", "score_shown", "first_labelled_at",
         "last_labelled_at",
     ]  # fmt: skip
+    import pandas as pd  # label frames only: reviewing never needs it
+
     frame = pd.DataFrame(out, columns=columns)
     for col in ("first_labelled_at", "last_labelled_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
@@ -145,6 +149,8 @@ def raw_labels(engine: Engine, campaign: Campaign) -> pd.DataFrame:
     ]  # fmt: skip
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in _label_rows(conn, campaign) if r.label is not None]
+    import pandas as pd
+
     frame = pd.DataFrame(rows, columns=columns).rename(columns={"item_id": "id", "pseudonym": "reviewer"})
     for col in ("created_at", "updated_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True)

@@ -24,8 +24,6 @@ import numpy as np
 import sqlalchemy as sa
 
 from assay.errors import DataError, InvalidInput
-from assay.modelling.datasets import read_table
-from assay.modelling.queries import answer_threshold_query
 from assay.serving.scoring import Scorer, ServedModel
 from assay.store import db
 from assay.workspace import Workspace
@@ -77,6 +75,8 @@ def file_items(
     path: str, id_column: str, served: ServedModel, name: str
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
+        from assay.modelling.datasets import read_table  # pandas and pyarrow, for files only
+
         frame = read_table(path)
     except DataError as exc:
         # Named as the admin knows the file (an upload lives in a temporary folder).
@@ -159,6 +159,8 @@ def _flag_threshold(served: ServedModel, options: Selection) -> tuple[str, float
     tables = loaded.evaluation.get("thresholds") or {}
     if cls is None or cls not in tables:
         raise InvalidInput(f"name the class to flag (one of {', '.join(sorted(tables))})", field="flag_class")
+    from assay.modelling.queries import answer_threshold_query
+
     answer = answer_threshold_query(tables[cls], options.threshold)
     if answer is None:
         raise InvalidInput(

@@ -11,12 +11,10 @@ item id) and replaced when loaded again.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -24,6 +22,9 @@ from sqlalchemy.engine import Connection, Engine
 from assay.errors import DataError, InvalidInput
 from assay.registry.schema import FeatureSchema
 from assay.store import db
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +231,6 @@ def _json_columns(frame: pd.DataFrame, schema: FeatureSchema, source: str) -> li
                 [None if m else _number(v) for v, m in zip(encoded[:, j].tolist(), missing, strict=True)]
             )
     return columns
-
-
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _number(value: float) -> int | float:

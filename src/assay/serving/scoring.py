@@ -3,17 +3,8 @@
 The HTTP API, ``assay score`` (batch files), precaching and the review pages all
 call a ``Scorer``. It owns:
 
-* the model table: which version each ``name``, ``name@3`` and ``name@alias``
-  means, read from the registry by ``refresh()`` (the server calls it every
-  ``alias_refresh_s`` from a background task, so requests never wait on the
-  store) — a version an alias moves to is loaded *before* the table switches,
-  so a promotion never fails a request, and a version that cannot be loaded
-  (a damaged artifact, a record that breaks its contract) is logged and
-  skipped: the alias keeps its previous version, every other model is still
-  followed, and requests naming that version get its error on that model only;
-* which versions it serves: those an alias points at, plus any named by number
-  until the next alias move (the registry, which owns loaded models, keeps no
-  more than a few others);
+* the model table it scores with (``table.ModelTable``: which version each
+  ``name``, ``name@3`` and ``name@alias`` means, loaded before an alias moves);
 * validation of items and their features (per item: one bad item is an error
   on that item, the others are still scored);
 * feature lookup by item id (``features.FeatureTable``), with supplied
@@ -25,7 +16,7 @@ call a ``Scorer``. It owns:
 * the prediction log: every computed batch (its ids, encoded rows and
   probabilities) is handed to ``prediction_log``, whose ``record`` only queues
   it (``assay.monitoring.log`` writes it on its own thread and never fails a score);
-* speed: single LightGBM rows through LightGBM's fast single-row API, big
+* speed: single rows through the fast predictor (``predictor.fast_predict``), big
   batches split over a thread pool (``threads``, default all cores).
 
 Public calls::
@@ -54,22 +45,22 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 
-from assay.errors import ArtifactError, AssayError, InvalidInput, NotFound
-from assay.registry.versions import DEFAULT_ALIAS, LoadedModel, ModelInfo, Registry, parse_ref, version_number
+from assay.errors import AssayError, InvalidInput, NotFound
+from assay.registry.versions import ModelInfo, Registry
 from assay.serving.cache import ScoreCache, score_key
-from assay.serving.encoding import Encoder
 from assay.serving.explain import explain as explain_rows
 from assay.serving.features import MAX_ID_LENGTH, FeatureTable, item_id_of
-from assay.serving.predictor import fast_predict
+from assay.serving.served import ServedModel
+from assay.serving.table import ModelTable, ScoringObserver
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +71,6 @@ MAX_EXPLAIN = 50
 _PARALLEL_MIN_ROWS = 256
 _MAX_CHUNK_ROWS = 65_536
 _ITEM_KEYS = frozenset({"id", "features"})
-# A version that failed to load is tried again after this long (a file restored, a disk back).
-_RETRY_FAILED_S = 60.0
-
-
-class ScoringObserver(Protocol):
-    """What the scorer reports as it works (the server's Prometheus metrics implement it)."""
-
-    def cache_lookups(self, hits: int, misses: int) -> None: ...
-
-    def items_scored(self, model: str, version: int, scored: int, failed: int) -> None: ...
-
-    def model_loaded(self, model: str, version: int) -> None: ...
-
-    def model_unloaded(self, model: str, version: int) -> None: ...
 
 
 class PredictionSink(Protocol):
@@ -105,110 +82,6 @@ class PredictionSink(Protocol):
     def record(
         self, model: str, version: int, ids: Sequence[str | None] | None, X: np.ndarray, proba: np.ndarray
     ) -> None: ...
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """A loaded version plus everything the hot path needs precomputed."""
-
-    loaded: LoadedModel
-    name: str
-    version: int
-    version_label: str  # what responses say: the integer version as a string
-    keys: list[str]  # response probability key of each class index
-    order: list[int]  # class indices in response order (binary: "true" first, as ORES answered)
-    positive_index: int | None
-    threshold: float
-    operating_points: list[tuple[str, int, float | None]]  # (name, class index, threshold)
-    encoder: Encoder  # the request encoding of the version's schema
-    predict: Callable[[np.ndarray], np.ndarray]  # the predictor's predict_proba, single rows made fast
-
-    @classmethod
-    def of(cls, loaded: LoadedModel) -> ServedModel:
-        classes = loaded.classes
-        positive = loaded.positive_index
-        if positive is not None and len(classes) == 2:
-            keys = ["true" if i == positive else "false" for i in range(2)]
-        else:
-            keys = list(classes)
-        points = []
-        for op_name, op in sorted(loaded.operating_points.items()):
-            cls_name = op.get("class") or loaded.positive or classes[-1]
-            if cls_name in classes:
-                points.append((op_name, classes.index(cls_name), op.get("threshold")))
-        return cls(
-            loaded=loaded,
-            name=loaded.record.model,
-            version=loaded.record.version,
-            version_label=str(loaded.record.version),
-            keys=keys,
-            order=[positive, 1 - positive]
-            if positive is not None and len(classes) == 2
-            else list(range(len(classes))),
-            positive_index=positive if len(classes) == 2 else None,
-            threshold=loaded.decision_threshold(),
-            operating_points=points,
-            encoder=Encoder.of(loaded.schema),
-            predict=fast_predict(loaded.predictor),
-        )
-
-    @property
-    def names(self) -> list[str]:
-        return self.encoder.names
-
-    @property
-    def name_set(self) -> frozenset[str]:
-        return self.encoder.name_set
-
-    def predictions(self, proba: np.ndarray) -> np.ndarray:
-        """Each row's prediction: positive-or-not for binary models, the likeliest class otherwise."""
-        if len(proba) == 1:  # numpy's per-call cost dwarfs one comparison
-            row = proba[0].tolist()
-            if self.positive_index is not None:
-                return np.array([row[self.positive_index] >= self.threshold])
-            return np.array([self.loaded.classes[max(range(len(row)), key=row.__getitem__)]], dtype=object)
-        if self.positive_index is not None:
-            return proba[:, self.positive_index] >= self.threshold
-        return np.asarray(self.loaded.classes, dtype=object)[proba.argmax(axis=1)]
-
-    def scores(self, proba: np.ndarray) -> list[dict[str, Any]]:
-        """The base score of each row of probabilities."""
-        version, keys, order, points = self.version_label, self.keys, self.order, self.operating_points
-        out = []
-        if self.positive_index is not None:
-            # Binary, the common case: one comparison and one dict literal per row, no numpy
-            # pass and no comprehension (it shows in 1,000-item requests).
-            pi, threshold = self.positive_index, self.threshold
-            ni, kp, kn = 1 - pi, keys[pi], keys[1 - pi]
-            for row in proba.tolist():
-                p = row[pi]
-                score: dict[str, Any] = {
-                    "version": version,
-                    "prediction": p >= threshold,
-                    "probability": {kp: p, kn: row[ni]},
-                }
-                if points:
-                    score["operating_points"] = {name: t is not None and row[j] >= t for name, j, t in points}
-                out.append(score)
-            return out
-        for row, prediction in zip(proba.tolist(), self.predictions(proba).tolist(), strict=True):
-            score = {
-                "version": version,
-                "prediction": prediction,
-                "probability": {keys[j]: row[j] for j in order},
-            }
-            if points:
-                score["operating_points"] = {name: t is not None and row[j] >= t for name, j, t in points}
-            out.append(score)
-        return out
-
-
-@dataclass(frozen=True)
-class _Table:
-    """The model table as of one refresh."""
-
-    models: dict[str, ModelInfo]
-    at: float
 
 
 class Scorer:
@@ -234,172 +107,39 @@ class Scorer:
         self.observer = observer
         self.prediction_log = prediction_log
         self.threads = threads or os.cpu_count() or 1
+        self.table = ModelTable(registry, observer)
         self._pool: ThreadPoolExecutor | None = None
-        self._table: _Table | None = None
-        self._served: dict[tuple[str, int], ServedModel] = {}
-        self._resolved: dict[str, ServedModel] = {}  # ref -> model, valid for the current table
-        self._refresh_lock = threading.Lock()
-        self._load_lock = threading.Lock()
-        # (name, version) -> (its load error, when) for versions that cannot be loaded
-        self._failed: dict[tuple[str, int], tuple[AssayError, float]] = {}
+        self._pool_lock = threading.Lock()
 
-    # --- the model table ---------------------------------------------------------
+    # --- the model table (``table.ModelTable``) -----------------------------------
 
     @property
     def ready(self) -> bool:
         """True once the model table has been read (the server answers /readyz with it)."""
-        return self._table is not None
+        return self.table.ready
 
     def refresh(self) -> None:
-        """Re-read models, versions and aliases; load every alias's version, then switch.
-
-        A version that fails to load (a damaged artifact, a record that breaks its contract)
-        is logged once and the alias keeps serving the version it served before, so a bad
-        promotion degrades nothing and every other alias is still followed.
-        """
-        with self._refresh_lock:
-            infos = {info.name: info for info in self.registry.models()}
-            old = self._table.models if self._table is not None else {}
-            for info in infos.values():
-                kept = old.get(info.name)
-                for alias, version in list(info.aliases.items()):
-                    key = (info.name, version)
-                    if key in self._served:
-                        continue
-                    known = key in self._failed
-                    try:
-                        self._load(*key)
-                    except AssayError as exc:
-                        previous = kept.aliases.get(alias) if kept is not None else None
-                        if not known:
-                            log.error(
-                                "cannot load %s@%s for alias %r (%s); still serving %s",
-                                info.name,
-                                version,
-                                alias,
-                                exc.message,
-                                f"version {previous}" if previous is not None else "nothing",
-                            )
-                        if previous is not None:
-                            info.aliases[alias] = previous
-            changed = self._table is None or infos != self._table.models
-            self._table = _Table(infos, time.monotonic())
-            if changed:
-                self._resolved = {}
-                self._unload_unaliased(infos)
-
-    def _unload_unaliased(self, infos: Mapping[str, ModelInfo]) -> None:
-        """Forget versions no alias points at, so that memory does not grow with every promotion.
-
-        In-flight requests keep the objects they hold; a later ``name@3`` loads its version again.
-        """
-        wanted = {(name, v) for name, info in infos.items() for v in info.aliases.values()}
-        with self._load_lock:
-            for key in [k for k in self._served if k not in wanted]:
-                del self._served[key]
-                if self.observer is not None:
-                    self.observer.model_unloaded(*key)
+        """Re-read models, versions and aliases (see ``ModelTable.refresh``)."""
+        self.table.refresh()
 
     def models(self) -> list[ModelInfo]:
         """Every model with its versions and aliases, as of the last refresh."""
-        return list(self._current().models.values())
+        return self.table.models()
 
     def model(self, ref: str) -> ServedModel:
         """The version ``ref`` means now: ``name`` (its production alias), ``name@3`` or ``name@alias``."""
-        served = self._model_or_error(ref)
-        if isinstance(served, AssayError):
-            raise served
-        return served
-
-    def _model_or_error(self, ref: str) -> ServedModel | AssayError:
-        """``model(ref)``, or the load error of the version it means: a reference to nothing known
-        fails the request (raised), a known version that cannot be loaded fails only its own scores."""
-        served = self._resolved.get(ref)
-        if served is not None:
-            return served
-        key = self._version_of(ref)
-        try:
-            served = self._served.get(key) or self._load(*key)
-        except AssayError as exc:
-            return exc
-        self._resolved[ref] = served
-        return served
-
-    def warm(self, refs: Sequence[str]) -> bool:
-        """True when using ``refs`` waits on no artifact load (a bad reference fails fast too)."""
-        for ref in refs:
-            if ref not in self._resolved:
-                try:
-                    if self._version_of(ref) not in self._served:
-                        return False
-                except AssayError:
-                    pass
-        return True
-
-    def _version_of(self, ref: str) -> tuple[str, int]:
-        """The (name, version) ``ref`` means in the current table, or the error naming what is unknown."""
-        if not isinstance(ref, str):
-            raise InvalidInput("a model reference must be a string", field="model")
-        name, which = parse_ref(ref)
-        which = which or DEFAULT_ALIAS
-        info = self.info(name)
-        version = version_number(which)
-        if version is not None:
-            if version not in info.versions:
-                raise NotFound(
-                    f"model {name!r} has no version {version}", field="model", code="unknown_version"
-                )
-            return name, version
-        aliased = info.aliases.get(which)
-        if aliased is None:
-            raise NotFound(f"model {name!r} has no alias {which!r}", field="model", code="unknown_alias")
-        return name, aliased
+        return self.table.model(ref)
 
     def info(self, name: str) -> ModelInfo:
         """A model's versions and aliases, as of the last refresh."""
-        info = self._current().models.get(name)
-        if info is None:
-            raise NotFound(f"unknown model {name!r}", field="model", code="unknown_model")
-        return info
+        return self.table.info(name)
 
     def loaded(self) -> list[ServedModel]:
-        return list(self._served.values())
+        return self.table.loaded()
 
-    def _current(self) -> _Table:
-        if self._table is None:
-            self.refresh()
-        assert self._table is not None
-        return self._table
-
-    def _load(self, name: str, version: int) -> ServedModel:
-        """The served form of a version, loading it if needed.
-
-        Whatever goes wrong is this version's error alone: it is raised as an ``AssayError``
-        (anything unexpected becomes an ``ArtifactError``), remembered for ``_RETRY_FAILED_S``
-        so that requests naming the version do not retry a failing load each time, and never
-        escapes as something that would stop the refresh loop or the server.
-        """
-        key = (name, version)
-        with self._load_lock:
-            served = self._served.get(key)
-            if served is not None:
-                return served
-            failed = self._failed.get(key)
-            if failed is not None and time.monotonic() - failed[1] < _RETRY_FAILED_S:
-                raise failed[0]
-            try:
-                served = ServedModel.of(self.registry.load(self.registry.get(name, version)))
-            except Exception as exc:
-                error = exc if isinstance(exc, AssayError) else ArtifactError(f"{name}@{version}: {exc!r}")
-                if not isinstance(exc, AssayError):
-                    log.exception("loading %s@%s failed", name, version)
-                self._failed[key] = (error, time.monotonic())
-                raise error from None
-            self._failed.pop(key, None)
-            self._served[key] = served
-            if self.observer is not None:
-                self.observer.model_loaded(name, version)
-        return served
+    def warm(self, refs: Sequence[str]) -> bool:
+        """True when using ``refs`` waits on no artifact load (a bad reference fails fast too)."""
+        return self.table.warm(refs)
 
     def _log(self, served: ServedModel, ids: Sequence[str] | None, X: np.ndarray, proba: np.ndarray) -> None:
         """Hand a computed batch to the prediction log; nothing it does may fail the score."""
@@ -420,7 +160,7 @@ class Scorer:
             return np.empty((0, len(served.keys)))
         if len(X) < _PARALLEL_MIN_ROWS or self.threads <= 1:
             return served.predict(X)
-        with self._load_lock:
+        with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="assay-predict")
             pool = self._pool
@@ -440,7 +180,7 @@ class Scorer:
         """
         if not refs:
             raise InvalidInput("name at least one model", field="models")
-        models = {ref: self._model_or_error(ref) for ref in refs}
+        models = {ref: self.table.model_or_error(ref) for ref in refs}
         parsed = parse_items(items)
         explain = check_explain(explain)
         out: dict[str, dict[str, Any]] = {item_id: {} for item_id, _ in parsed}
@@ -504,7 +244,7 @@ class Scorer:
 
         Returns how many were scored now, how many were cached already, and failures by code.
         """
-        models = [self._model_or_error(ref) for ref in refs] if refs else []
+        models = [self.table.model_or_error(ref) for ref in refs] if refs else []
         if not models:
             raise InvalidInput("name at least one model", field="models")
         parsed = [(item_id_of(v, f"ids[{i}]"), None) for i, v in enumerate(ids)]
@@ -527,7 +267,7 @@ class Scorer:
 
     def invalidate(self, model: str, ids: Sequence[str]) -> None:
         """Drop cached scores of these items for every version of ``model`` (their features changed)."""
-        info = self._current().models.get(model)
+        info = self.table.current().models.get(model)
         versions = info.versions if info is not None else []
         self.cache.delete_many([score_key(model, v, i) for v in versions for i in ids])
 
@@ -541,22 +281,63 @@ class Scorer:
         read_cache: bool = True,
     ) -> list[dict[str, Any] | AssayError]:
         """One result per item, in order: a score dict or the item's error."""
-        n = len(items)
-        results: list[dict[str, Any] | AssayError | None] = [None] * n
         plain = not features and not explain  # only plain scores come from / go to the cache
-        to_cache: dict[str, dict[str, Any]] = {}
+        results: list[dict[str, Any] | AssayError | None] = (
+            self._cached(served, items) if plain and read_cache else [None] * len(items)
+        )
+        records, where = self._records(served, items, results)
+        if records:
+            X, errors = served.encoder.encode(records)
+            good = [k for k in range(len(records)) if errors[k] is None]
+            for k, error in enumerate(errors):
+                if error is not None:
+                    results[where[k]] = error
+            if good:
+                Xg = X if len(good) == len(records) else X[good]
+                scores = self._scores(served, Xg, [items[where[k]][0] for k in good], features, explain)
+                to_cache: dict[str, dict[str, Any]] = {}
+                for k, score in zip(good, scores, strict=True):
+                    i = where[k]
+                    results[i] = score
+                    if items[i][1] is None:
+                        key = score_key(served.name, served.version, items[i][0])
+                        to_cache[key] = score if plain else _base(score)
+                if to_cache:
+                    self.cache.set_many(to_cache)
+        if self.observer is not None:
+            failed = sum(isinstance(r, AssayError) for r in results)
+            self.observer.items_scored(served.name, served.version, len(items) - failed, failed)
+        return results  # type: ignore[return-value]
 
+    def _cached(
+        self, served: ServedModel, items: Sequence[tuple[str, Mapping[str, Any] | AssayError | None]]
+    ) -> list[dict[str, Any] | AssayError | None]:
+        """The cached score of every id-only item that has one; None elsewhere."""
+        results: list[dict[str, Any] | AssayError | None] = [None] * len(items)
         id_only = [i for i, (_, f) in enumerate(items) if f is None]
-        if id_only and plain and read_cache:
-            keys = [score_key(served.name, served.version, items[i][0]) for i in id_only]
-            hits = 0
-            for i, hit in zip(id_only, self.cache.get_many(keys), strict=True):
-                if hit is not None:
-                    results[i] = hit
-                    hits += 1
-            if self.observer is not None:
-                self.observer.cache_lookups(hits, len(id_only) - hits)
+        if not id_only:
+            return results
+        keys = [score_key(served.name, served.version, items[i][0]) for i in id_only]
+        hits = 0
+        for i, hit in zip(id_only, self.cache.get_many(keys), strict=True):
+            if hit is not None:
+                results[i] = hit
+                hits += 1
+        if self.observer is not None:
+            self.observer.cache_lookups(hits, len(id_only) - hits)
+        return results
 
+    def _records(
+        self,
+        served: ServedModel,
+        items: Sequence[tuple[str, Mapping[str, Any] | AssayError | None]],
+        results: list[dict[str, Any] | AssayError | None],
+    ) -> tuple[list[Mapping[str, Any]], list[int]]:
+        """The feature record of every item still without a result, and where each belongs.
+
+        An item whose record cannot be made (no stored features, an unknown feature) gets its
+        error in ``results`` instead.
+        """
         # Items that need their features looked up: id-only misses and partial "inject" items.
         lookup_ids = [
             item_id
@@ -568,7 +349,6 @@ class Scorer:
             )
         ]
         stored = self.features.lookup(served.name, lookup_ids) if lookup_ids else {}
-
         records: list[Mapping[str, Any]] = []
         where: list[int] = []
         for i, (item_id, supplied) in enumerate(items):
@@ -582,36 +362,22 @@ class Scorer:
                 where.append(i)
             except AssayError as exc:
                 results[i] = exc
-        if records:
-            X, errors = served.encoder.encode(records)
-            good = [k for k in range(len(records)) if errors[k] is None]
-            for k in range(len(records)):
-                if errors[k] is not None:
-                    results[where[k]] = errors[k]
-            if good:
-                Xg = X if len(good) == len(records) else X[good]
-                proba = self._predict(served, Xg)
-                scores = served.scores(proba)
-                if self.prediction_log is not None:
-                    self._log(served, [items[where[k]][0] for k in good], Xg, proba)
-                if features:
-                    for score, row in zip(scores, Xg, strict=True):
-                        score["features"] = served.loaded.schema.decode_row(row)
-                if explain:
-                    _add_explanations(served, Xg, scores, explain)
-                for k, score in zip(good, scores, strict=True):
-                    i = where[k]
-                    results[i] = score
-                    if items[i][1] is None:
-                        to_cache[score_key(served.name, served.version, items[i][0])] = (
-                            score if plain else _base(score)
-                        )
-        if to_cache:
-            self.cache.set_many(to_cache)
-        if self.observer is not None:
-            failed = sum(isinstance(r, AssayError) for r in results)
-            self.observer.items_scored(served.name, served.version, n - failed, failed)
-        return results  # type: ignore[return-value]
+        return records, where
+
+    def _scores(
+        self, served: ServedModel, X: np.ndarray, ids: list[str], features: bool, explain: int
+    ) -> list[dict[str, Any]]:
+        """The scores of encoded rows (logged for monitoring), with features and explanations if asked."""
+        proba = self._predict(served, X)
+        scores = served.scores(proba)
+        if self.prediction_log is not None:
+            self._log(served, ids, X, proba)
+        if features:
+            for score, row in zip(scores, X, strict=True):
+                score["features"] = served.loaded.schema.decode_row(row)
+        if explain:
+            _add_explanations(served, X, scores, explain)
+        return scores
 
     # --- batch files -------------------------------------------------------------
 
@@ -629,6 +395,8 @@ class Scorer:
             raise InvalidInput(f"{source}: no id column {id_column!r}", field="id_column")
         X = served.loaded.schema.encode_frame(frame, source=source)
         proba = self._predict(served, X)
+        import pandas as pd  # batch files only: requests never need it
+
         out = pd.DataFrame({"id": frame[id_column].astype(str).to_numpy()})
         classes = served.loaded.classes
         prediction = served.predictions(proba)

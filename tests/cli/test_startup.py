@@ -1,0 +1,26 @@
+"""Commands start without the heavy libraries: they are imported where a model is trained or loaded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("sklearn", "lightgbm", "matplotlib", "pandas", "scipy", "skops", "alembic")
+
+
+def test_the_command_line_imports_no_heavy_library() -> None:
+    code = f"import sys, assay.cli; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_listing_models_imports_no_modelling_library(tmp_path) -> None:
+    # What ``assay models``/``assay show`` do: open the workspace (migrating its store) and read records.
+    code = (
+        "import sys\n"
+        "from assay.cli import main\n"
+        f"main(['--home', {str(tmp_path)!r}, 'models'], standalone_mode=False)\n"
+        f"print('loaded:', *(m for m in {HEAVY[:-1]!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["no models yet", "loaded:"]
