@@ -330,9 +330,10 @@ def test_blind_campaign_records_that_no_score_was_shown(ws, source):
         ({"True": 3}, ("True", "unanimous")),
         ({"True": 2, "False": 1}, ("True", "majority")),
         ({"True": 1, "False": 1}, (None, "tie")),
-        ({"True": 2, "unsure": 1}, ("True", "majority")),
-        ({"True": 1, "unsure": 1}, (None, "unsure")),
-        ({"unsure": 2}, (None, "unsure")),
+        # "unsure" is no vote: it neither weakens a majority nor makes one
+        ({"True": 2, "unsure": 1}, ("True", "unanimous")),
+        ({"True": 1, "unsure": 1}, ("True", "unanimous")),
+        ({"unsure": 2}, (None, "unlabelled")),
         ({}, (None, "unlabelled")),
         ({"True": 2, "False": 2, "unsure": 1}, (None, "tie")),
     ],
@@ -368,10 +369,11 @@ def test_agreement_matches_the_reference_implementations(ws, source):
         cohen_kappa_score([a[i] for i in shared], [b[i] for i in shared])
     )
 
-    split = agreement.disagreements(ws.engine, c, limit=5)
+    split = resolution.disputes(ws.engine, c, limit=5)
     expected_split = sum(len({given[u.username][i] for u in people}) > 1 for i in items)
     assert split["total"] == expected_split and len(split["items"]) == min(5, expected_split)
     assert all(len({x["label"] for x in d["labels"]}) > 1 for d in split["items"])
+    assert all(d["reason"] for d in split["items"])
 
 
 def test_agreement_is_undefined_until_it_can_be_computed(ws, source):

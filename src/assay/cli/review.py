@@ -71,6 +71,16 @@ def user_disable(ws: Workspace, username: str, enable: bool) -> None:
     click.echo(f"{username} {'enabled' if enable else 'disabled'}")
 
 
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{value!r} is not CLASS=TEXT", param_hint=option)
+        out[key.strip()] = text.strip()
+    return out
+
+
 @main.group("campaign")
 def campaign_group() -> None:
     """Labelling campaigns."""
@@ -93,6 +103,13 @@ def campaign_group() -> None:
 @click.option("--ids", help="list: ids separated by commas/spaces, or @FILE with one id per line.")
 @click.option("--labels-per-item", type=int, default=1, show_default=True)
 @click.option(
+    "--extra-labels",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Labels an item may get beyond --labels-per-item while its votes tie (0: ties go to an admin).",
+)
+@click.option(
     "--reviewer", "reviewers", multiple=True, help="Who may label (repeat); default: every account."
 )
 @click.option("--blind", is_flag=True, help="Hide the model's score from reviewers.")
@@ -101,6 +118,13 @@ def campaign_group() -> None:
 )
 @click.option("--link", "link_template", help="URL of an item in the product, with {id}.")
 @click.option("--description", default="", help="The question reviewers answer.")
+@click.option("--guidelines", default="", help="What reviewers read before they label (plain text).")
+@click.option(
+    "--class-description",
+    "class_descriptions",
+    multiple=True,
+    help="CLASS=TEXT, what a class means, shown next to its button (repeat).",
+)
 @click.option(
     "--judgment-rule", type=click.Choice(["admin", "most_endorsed"]), default="admin", show_default=True
 )
@@ -118,7 +142,12 @@ def campaign_create(
         name=name,
         ids=parse_list(ids or ""),
         seed=ws.settings.seed if seed is None else seed,
-        **{**kw, "reviewers": list(kw["reviewers"]), "auto_rules": list(kw["auto_rules"])},
+        **{
+            **kw,
+            "reviewers": list(kw["reviewers"]),
+            "auto_rules": list(kw["auto_rules"]),
+            "class_descriptions": _pairs(kw["class_descriptions"], "--class-description"),
+        },
     )
     scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(ws.settings.cache_size))
     campaign = create_campaign(ws, scorer, options, created_by=created_by or getpass.getuser())

@@ -82,55 +82,6 @@ def pairwise_kappa(engine: Engine, campaign: Campaign, *, min_overlap: int = 2) 
     return out
 
 
-def disagreements(engine: Engine, campaign: Campaign, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-    """Items whose reviewers gave different labels (unsure included), a page at a time."""
-    split = (
-        sa.select(labels_t.c.campaign_item_id)
-        .where(labels_t.c.campaign_id == campaign.id)
-        .group_by(labels_t.c.campaign_item_id)
-        .having(sa.func.count(sa.distinct(labels_t.c.label)) > 1)
-    )
-    with engine.connect() as conn:
-        total = conn.execute(sa.select(sa.func.count()).select_from(split.subquery())).scalar_one()
-        page = (
-            conn.execute(split.order_by(labels_t.c.campaign_item_id).limit(limit).offset(offset))
-            .scalars()
-            .all()
-        )
-        rows = conn.execute(
-            sa.select(
-                items_t.c.id,
-                items_t.c.item_id,
-                items_t.c.prediction,
-                items_t.c.probabilities,
-                labels_t.c.label,
-                labels_t.c.comment,
-                db.users.c.username,
-            )
-            .join(labels_t, labels_t.c.campaign_item_id == items_t.c.id)
-            .join(db.users, db.users.c.id == labels_t.c.user_id)
-            .where(items_t.c.id.in_(page))
-            .order_by(items_t.c.id, labels_t.c.id)
-        ).all()
-    found = []
-    for _pk, grouped in itertools.groupby(rows, key=lambda r: r.id):
-        group = list(grouped)
-        first = group[0]
-        votes = Counter(r.label for r in group)
-        label, status = resolve(votes)
-        found.append(
-            {
-                "item_id": first.item_id,
-                "prediction": first.prediction,
-                "probability": (first.probabilities or {}).get(first.prediction),
-                "labels": [{"reviewer": r.username, "label": r.label, "comment": r.comment} for r in group],
-                "resolved": label,
-                "status": status,
-            }
-        )
-    return {"total": total, "offset": offset, "items": found}
-
-
 def _rates(tp: int, fp: int, fn: int, tn: int) -> dict[str, Any]:
     def ratio(a: int, b: int) -> float | None:
         return a / b if b else None

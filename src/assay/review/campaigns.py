@@ -12,6 +12,7 @@ are stored.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import Conflict, DataError, Forbidden, InvalidInput, NotFound
 from assay.registry.versions import check_name
@@ -41,6 +42,8 @@ from assay.workspace import Workspace
 
 UNSURE = "unsure"
 MAX_COMMENT = 2000
+MAX_LABELS_PER_ITEM = 20
+MAX_EXTRA_LABELS = 10
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class Campaign:
     model_version: int
     classes: list[str]
     labels_per_item: int
+    extra_labels: int  # labels an item may get beyond labels_per_item while its votes tie
+    guidelines: str  # what reviewers read before they label
+    class_descriptions: dict[str, str]  # class -> what it means, shown next to its button
     reviewers: list[str]
     blind: bool
     selection: dict[str, Any]
@@ -68,6 +74,11 @@ class Campaign:
     @property
     def label_choices(self) -> list[str]:
         return [*self.classes, UNSURE]
+
+    @property
+    def max_labels(self) -> int:
+        """The most class labels an item can get: labels_per_item, plus the extra ones for ties."""
+        return self.labels_per_item + self.extra_labels
 
     @property
     def is_open(self) -> bool:
@@ -120,6 +131,118 @@ def set_status(engine: Engine, campaign: Campaign, status: str) -> None:
         conn.execute(sa.update(db.campaigns).where(db.campaigns.c.id == campaign.id).values(status=status))
 
 
+MAX_GUIDELINES = 20_000
+MAX_CLASS_DESCRIPTION = 500
+
+
+@dataclass(frozen=True)
+class CampaignEdit:
+    """What an admin may change in a running campaign (None: leave as it is).
+
+    Not the items, the model or labels per item: those define what the labels
+    already given mean. ``extra_labels`` may change: a raised cap requeues the
+    items tied at the old one.
+    """
+
+    description: str | None = None
+    guidelines: str | None = None
+    class_descriptions: dict[str, str] | None = None
+    extra_labels: int | None = None
+    reviewers: list[str] | None = None
+
+
+def _checked_edit(engine: Engine, campaign: Campaign | None, edit: CampaignEdit) -> dict[str, Any]:
+    """The edit's columns, each checked; ``campaign`` None checks a new campaign's settings."""
+    values: dict[str, Any] = {}
+    if edit.description is not None:
+        values["description"] = edit.description.strip()
+    if edit.guidelines is not None:
+        if len(edit.guidelines) > MAX_GUIDELINES:
+            raise InvalidInput(f"guidelines may have at most {MAX_GUIDELINES} characters", field="guidelines")
+        values["guidelines"] = edit.guidelines.strip()
+    if edit.class_descriptions is not None:
+        classes = campaign.classes if campaign else None
+        for cls, text in edit.class_descriptions.items():
+            if classes is not None and cls not in classes:
+                raise InvalidInput(f"no class {cls!r} in this campaign", field="class_descriptions")
+            if len(text) > MAX_CLASS_DESCRIPTION:
+                raise InvalidInput(
+                    f"a class description may have at most {MAX_CLASS_DESCRIPTION} characters",
+                    field="class_descriptions",
+                )
+        values["class_descriptions"] = {c: t.strip() for c, t in edit.class_descriptions.items() if t.strip()}
+    if edit.extra_labels is not None:
+        if not 0 <= edit.extra_labels <= MAX_EXTRA_LABELS:
+            raise InvalidInput(f"extra labels for ties must be 0-{MAX_EXTRA_LABELS}", field="extra_labels")
+        values["extra_labels"] = edit.extra_labels
+    if edit.reviewers is not None:
+        with engine.connect() as conn:
+            known = set(
+                conn.execute(
+                    sa.select(db.users.c.username).where(db.users.c.username.in_(edit.reviewers))
+                ).scalars()
+            )
+        unknown = [r for r in edit.reviewers if r not in known]
+        if unknown:
+            raise InvalidInput(f"no user named {unknown[0]!r}", field="reviewers")
+        values["reviewers"] = list(dict.fromkeys(edit.reviewers))
+    return values
+
+
+def edit_campaign(engine: Engine, campaign: Campaign, edit: CampaignEdit) -> Campaign:
+    """Change a campaign's guidelines, descriptions, reviewers or tie cap; returns it as stored."""
+    values = _checked_edit(engine, campaign, edit)
+    if values:
+        with engine.begin() as conn:
+            conn.execute(sa.update(db.campaigns).where(db.campaigns.c.id == campaign.id).values(**values))
+            if values.get("extra_labels", 0) > campaign.extra_labels:
+                # Ties that waited at the old cap get their next label now.
+                requeue_ties(conn, dataclasses.replace(campaign, extra_labels=values["extra_labels"]))
+    return get_campaign(engine, campaign.name)
+
+
+def requeue_ties(conn: Connection, campaign: Campaign, item_pks: list[int] | None = None) -> int:
+    """Give each tied item whose class labels fill what it wants one more slot, up to the cap.
+
+    An item's votes tie when its two most given classes have as many votes
+    ("unsure" is no vote). Called after every label (for that item) and when
+    an admin raises the cap (for all items); returns how many items were requeued.
+    """
+    labels_t, items_t = db.labels, db.campaign_items
+    query = (
+        sa.select(labels_t.c.campaign_item_id, sa.func.count().label("n"))
+        .where(labels_t.c.campaign_id == campaign.id, labels_t.c.label != UNSURE)
+        .group_by(labels_t.c.campaign_item_id, labels_t.c.label)
+    )
+    if item_pks is not None:
+        query = query.where(labels_t.c.campaign_item_id.in_(item_pks))
+    votes: dict[int, list[int]] = {}
+    for pk, n in conn.execute(query):
+        votes.setdefault(pk, []).append(n)
+    wanted = dict(
+        conn.execute(
+            sa.select(items_t.c.id, items_t.c.wanted).where(
+                items_t.c.id.in_(list(votes)), items_t.c.wanted < campaign.max_labels
+            )
+        ).all()
+    )
+    tied = [
+        pk
+        for pk, counts in votes.items()
+        if pk in wanted
+        and sum(counts) >= wanted[pk]
+        and len(counts) > 1
+        and sorted(counts)[-2] == max(counts)
+    ]
+    if tied:
+        conn.execute(
+            sa.update(items_t)
+            .where(items_t.c.id.in_(tied))
+            .values(wanted=items_t.c.wanted + 1, available=True)
+        )
+    return len(tied)
+
+
 def check_may_label(campaign: Campaign, user: User) -> None:
     if not campaign.is_open:
         raise Conflict(f"campaign {campaign.name!r} is closed", field="campaign", code="campaign_closed")
@@ -129,7 +252,6 @@ def check_may_label(campaign: Campaign, user: User) -> None:
 
 # --- making a campaign ----------------------------------------------------------
 
-MAX_LABELS_PER_ITEM = 20
 _INSERT_CHUNK = 1000
 
 
@@ -148,14 +270,24 @@ class CampaignOptions:
     flag_class: str | None = None  # flagged: the class (default: the positive class)
     ids: list[str] = field(default_factory=list)  # list selection
     labels_per_item: int = 1
+    extra_labels: int = 0  # labels an item may get beyond labels_per_item while its votes tie
     reviewers: list[str] = field(default_factory=list)
     blind: bool = False
     auto_rules: list[str] = field(default_factory=list)
     link_template: str | None = None
     description: str = ""
+    guidelines: str = ""
+    class_descriptions: dict[str, str] = field(default_factory=dict)
     judgment_rule: str = "admin"
     explain: int = 5
     seed: int = 0
+
+    @property
+    def settings(self) -> CampaignEdit:
+        """The settings an admin may also change later."""
+        return CampaignEdit(
+            self.description, self.guidelines, self.class_descriptions, self.extra_labels, self.reviewers
+        )
 
     @property
     def rule(self) -> Selection:
@@ -177,18 +309,15 @@ def _check(engine: Engine, options: CampaignOptions, served: ServedModel) -> lis
     if link and (not re.match(r"^https?://", link) or "{id}" not in link):
         raise InvalidInput("a link template is an http(s) URL containing {id}", field="link_template")
     rules = [parse_rule(r, served.names, served.loaded.classes) for r in options.auto_rules if r.strip()]
+    unknown = set(options.class_descriptions) - set(served.loaded.classes)
+    if unknown:
+        raise InvalidInput(
+            f"no class {sorted(unknown)[0]!r} in model {served.name!r}", field="class_descriptions"
+        )
     with engine.connect() as conn:
         taken = conn.execute(sa.select(db.campaigns.c.id).where(db.campaigns.c.name == options.name)).first()
-        known = set(
-            conn.execute(
-                sa.select(db.users.c.username).where(db.users.c.username.in_(options.reviewers))
-            ).scalars()
-        )
     if taken is not None:  # before the scoring work, not only at the insert
         raise Conflict(f"a campaign named {options.name!r} already exists", field="name")
-    unknown = [r for r in options.reviewers if r not in known]
-    if unknown:
-        raise InvalidInput(f"no user named {unknown[0]!r}", field="reviewers")
     return rules
 
 
@@ -255,6 +384,7 @@ def create_campaign(ws: Workspace, scorer: Scorer, options: CampaignOptions, *, 
     served = scorer.model(options.model)
     ref = f"{served.name}@{served.version}"  # pinned: an alias moving mid-creation changes nothing
     rules = _check(ws.engine, options, served)
+    edit_values = _checked_edit(ws.engine, None, options.settings)
     chosen, selection = select(scorer, ref, served, options.rule, _candidates(ws, options, served))
     selection["source"] = options.source_name or options.source or "feature table"
     if options.size is not None:
@@ -262,14 +392,15 @@ def create_campaign(ws: Workspace, scorer: Scorer, options: CampaignOptions, *, 
     if not chosen:
         raise InvalidInput("the selection chose no items", field="selection")
     rows = _item_rows(chosen, scores(scorer, ref, chosen, explain=options.explain), served, rules)
+    for row in rows:
+        row["wanted"] = options.labels_per_item
     values = {
         "name": options.name,
-        "description": options.description.strip(),
         "model": served.name,
         "model_version": served.version,
         "classes": list(served.loaded.classes),
         "labels_per_item": options.labels_per_item,
-        "reviewers": list(dict.fromkeys(options.reviewers)),
+        **edit_values,
         "blind": options.blind,
         "selection": selection,
         "auto_rules": [r.text for r in rules],

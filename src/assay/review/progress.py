@@ -38,25 +38,31 @@ class Progress:
 
 
 def measure(engine: Engine, campaign: Campaign) -> Progress:
-    n = campaign.labels_per_item
+    """The campaign's counts: class labels given against those its items want ("unsure" apart)."""
     with engine.connect() as conn:
-        auto = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(items_t)
-            .where(items_t.c.campaign_id == campaign.id, items_t.c.auto_label.is_not(None))
-        ).scalar_one()
-        per_item = (
-            sa.select(labels_t.c.campaign_item_id)
-            .where(labels_t.c.campaign_id == campaign.id)
+        auto, needed = conn.execute(
+            sa.select(
+                sa.func.count(items_t.c.auto_label),
+                sa.func.coalesce(
+                    sa.func.sum(sa.case((items_t.c.auto_label.is_(None), items_t.c.wanted), else_=0)), 0
+                ),
+            ).where(items_t.c.campaign_id == campaign.id)
+        ).one()
+        votes = (
+            sa.select(labels_t.c.campaign_item_id, sa.func.count().label("n"))
+            .where(labels_t.c.campaign_id == campaign.id, labels_t.c.label != UNSURE)
             .group_by(labels_t.c.campaign_item_id)
-            .having(sa.func.count() >= n)
             .subquery()
         )
-        complete = conn.execute(sa.select(sa.func.count()).select_from(per_item)).scalar_one()
+        complete = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(votes.join(items_t, items_t.c.id == votes.c.campaign_item_id))
+            .where(votes.c.n >= items_t.c.wanted)
+        ).scalar_one()
         label_counts = conn.execute(
             sa.select(
                 labels_t.c.user_id,
-                sa.func.count().label("labels"),
+                sa.func.sum(sa.case((labels_t.c.label != UNSURE, 1), else_=0)).label("labels"),
                 sa.func.sum(sa.case((labels_t.c.label == UNSURE, 1), else_=0)).label("unsure"),
             )
             .where(labels_t.c.campaign_id == campaign.id)
@@ -77,7 +83,7 @@ def measure(engine: Engine, campaign: Campaign) -> Progress:
                 )
             )
         }
-    counts = {r.user_id: (r.labels, int(r.unsure or 0)) for r in label_counts}
+    counts = {r.user_id: (int(r.labels or 0), int(r.unsure or 0)) for r in label_counts}
     reviewers = [
         {
             "username": users[uid].username,
@@ -88,12 +94,58 @@ def measure(engine: Engine, campaign: Campaign) -> Progress:
         }
         for uid in sorted(users, key=lambda u: -counts.get(u, (0, 0))[0])
     ]
-    reviewable = campaign.item_count - auto
     return Progress(
         items=campaign.item_count,
         auto_labelled=auto,
         labels=sum(c for c, _ in counts.values()),
-        labels_needed=reviewable * n,
+        labels_needed=int(needed),
         complete_items=complete,
         reviewers=reviewers,
     )
+
+
+@dataclass(frozen=True)
+class ReviewerStats:
+    """One reviewer's own numbers in a campaign: what they gave, and how often others agreed."""
+
+    labels: int  # class labels
+    unsure: int
+    skipped: int
+    compared: int  # (their label, another reviewer's label) pairs on the same item, unsure left out
+    agreed: int
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreed / self.compared if self.compared else None
+
+
+def reviewer_stats(engine: Engine, campaign: Campaign, user_id: int) -> ReviewerStats:
+    """The reviewer's counts and their agreement with the others (share of paired labels that match)."""
+    mine, other = labels_t.alias("mine"), labels_t.alias("other")
+    with engine.connect() as conn:
+        labels, unsure = conn.execute(
+            sa.select(
+                sa.func.coalesce(sa.func.sum(sa.case((labels_t.c.label != UNSURE, 1), else_=0)), 0),
+                sa.func.coalesce(sa.func.sum(sa.case((labels_t.c.label == UNSURE, 1), else_=0)), 0),
+            ).where(labels_t.c.campaign_id == campaign.id, labels_t.c.user_id == user_id)
+        ).one()
+        skipped = conn.execute(
+            sa.select(sa.func.count()).where(
+                asg_t.c.campaign_id == campaign.id, asg_t.c.user_id == user_id, asg_t.c.state == "skipped"
+            )
+        ).scalar_one()
+        compared, agreed = conn.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(sa.case((mine.c.label == other.c.label, 1), else_=0)), 0),
+            )
+            .select_from(mine.join(other, other.c.campaign_item_id == mine.c.campaign_item_id))
+            .where(
+                mine.c.campaign_id == campaign.id,
+                mine.c.user_id == user_id,
+                other.c.user_id != user_id,
+                mine.c.label != UNSURE,
+                other.c.label != UNSURE,
+            )
+        ).one()
+    return ReviewerStats(int(labels), int(unsure), int(skipped), int(compared), int(agreed))

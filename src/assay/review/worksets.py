@@ -96,32 +96,47 @@ def _release_expired(conn: Connection, campaign_id: int, now: datetime) -> int:
         .values(state="expired", slot=None, finished_at=now)
         .returning(asg_t.c.campaign_item_id)
     ).all()
-    counts = Counter(r.campaign_item_id for r in freed)
-    for item_pk, n in counts.items():
-        conn.execute(
-            sa.update(items_t)
-            .where(items_t.c.id == item_pk)
-            .values(claimed=items_t.c.claimed - n, available=True)
-        )
+    for item_pk, n in Counter(r.campaign_item_id for r in freed).items():
+        give_back_slots(conn, item_pk, n)
     return len(freed)
+
+
+def take_slot(conn: Connection, item_pk: int, *conditions: sa.ColumnElement[bool]) -> int | None:
+    """Take one of the item's free slots (and any ``conditions`` on it): its number, or None if none.
+
+    The conditional UPDATE of the item's counter is the guarantee: it holds the
+    item's row (PostgreSQL) or the store (SQLite), so the slot picked after it
+    is ours, and an item never has more slots taken than it wants.
+    """
+    moved = conn.execute(
+        sa.update(items_t)
+        .where(items_t.c.id == item_pk, items_t.c.claimed < items_t.c.wanted, *conditions)
+        .values(claimed=items_t.c.claimed + 1, available=items_t.c.claimed + 1 < items_t.c.wanted)
+        .returning(items_t.c.wanted)
+    ).first()
+    if moved is None:
+        return None
+    used = set(conn.execute(sa.select(asg_t.c.slot).where(asg_t.c.campaign_item_id == item_pk)).scalars())
+    return min(s for s in range(1, moved.wanted + 1) if s not in used)
+
+
+def give_back_slots(conn: Connection, item_pk: int, n: int = 1) -> None:
+    """Return ``n`` of the item's slots to the pool (a skip, an expiry, an "unsure", an undo)."""
+    conn.execute(
+        sa.update(items_t)
+        .where(items_t.c.id == item_pk)
+        .values(claimed=items_t.c.claimed - n, available=True)
+    )
 
 
 def _claim(
     conn: Connection, campaign: Campaign, item_pk: int, user_id: int, workset_id: int, now: datetime
 ) -> bool:
     """Claim one slot of an item for a reviewer, or say it is not to be had (full, or theirs already)."""
-    n = campaign.labels_per_item
     mine = sa.exists().where(asg_t.c.campaign_item_id == item_pk, asg_t.c.user_id == user_id)
-    moved = conn.execute(
-        sa.update(items_t)
-        .where(items_t.c.id == item_pk, items_t.c.available.is_(True), items_t.c.claimed < n, ~mine)
-        .values(claimed=items_t.c.claimed + 1, available=items_t.c.claimed + 1 < n)
-    ).rowcount
-    if not moved:
+    slot = take_slot(conn, item_pk, items_t.c.available.is_(True), ~mine)
+    if slot is None:
         return False
-    # The UPDATE holds the item's row (PostgreSQL) or the store (SQLite): the free slot is ours.
-    used = set(conn.execute(sa.select(asg_t.c.slot).where(asg_t.c.campaign_item_id == item_pk)).scalars())
-    slot = min(s for s in range(1, n + 1) if s not in used)
     conn.execute(
         sa.insert(asg_t).values(
             workset_id=workset_id,

@@ -181,7 +181,7 @@ def connect(url: str) -> Engine:
 # Accounts, labelling campaigns and JADE-style judgments (owned by the review package:
 # accounts.py, campaigns.py, worksets.py, labelling.py, judgments.py). The unique constraints are the concurrency
 # guarantees: a reviewer holds at most one assignment per item, and an item's
-# occupied slots (1..labels_per_item) are unique, so no item is over-labelled.
+# occupied slots (1..wanted) are unique, so no item is over-labelled.
 
 users = sa.Table(
     "users",
@@ -216,6 +216,10 @@ campaigns = sa.Table(
     sa.Column("model_version", sa.Integer, nullable=False),  # the version whose scores reviewers see
     sa.Column("classes", sa.JSON, nullable=False),  # label choices besides "unsure"
     sa.Column("labels_per_item", sa.Integer, nullable=False),
+    # Labels an item may get beyond labels_per_item while its votes tie (0: ties go to an admin).
+    sa.Column("extra_labels", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("guidelines", sa.Text, nullable=False, server_default=""),  # shown to reviewers
+    sa.Column("class_descriptions", sa.JSON, nullable=False, server_default="{}"),  # class -> meaning
     sa.Column("reviewers", sa.JSON, nullable=False),  # usernames allowed to label; empty: everyone
     sa.Column("blind", sa.Boolean, nullable=False),
     sa.Column("selection", sa.JSON, nullable=False),  # how the items were chosen, for the record
@@ -241,8 +245,10 @@ campaign_items = sa.Table(
     sa.Column("explanation", sa.JSON, nullable=True),
     sa.Column("auto_label", sa.String(200), nullable=True),
     sa.Column("auto_rule", sa.String(500), nullable=True),
+    # Class labels the item wants: labels_per_item, one more for each tie (up to the campaign's extra).
+    sa.Column("wanted", sa.Integer, nullable=False, server_default="1"),
     sa.Column("claimed", sa.Integer, nullable=False),  # slots taken by open or done assignments
-    sa.Column("available", sa.Boolean, nullable=False),  # claimed < labels_per_item and not auto-labelled
+    sa.Column("available", sa.Boolean, nullable=False),  # claimed < wanted and not auto-labelled
     sa.UniqueConstraint("campaign_id", "item_id", name="uq_campaign_items_item"),
     sa.Index("ix_campaign_items_pool", "campaign_id", "available", "position"),
 )
@@ -269,10 +275,10 @@ assignments = sa.Table(
         "campaign_item_id", sa.Integer, sa.ForeignKey("campaign_items.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
-    # NULL once skipped or expired: the slot goes back to the pool, the row keeps the item from
+    # NULL once skipped, expired or answered unsure: the slot goes back to the pool, the row keeps the item from
     # coming back to this reviewer.
     sa.Column("slot", sa.Integer, nullable=True),
-    sa.Column("state", sa.String(10), nullable=False),  # open | done | skipped | expired
+    sa.Column("state", sa.String(10), nullable=False),  # open | done | unsure | skipped | expired
     sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("campaign_item_id", "user_id", name="uq_assignments_item_user"),

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from assay.errors import AssayError, InvalidInput, PayloadTooLarge
-from assay.review import accounts, agreement, campaigns, judgments, progress
+from assay.review import accounts, agreement, campaigns, judgments, progress, resolution
 from assay.review.campaigns import Campaign, CampaignOptions, create_campaign, parse_list
 from assay.review.selection import SELECTIONS, UPLOAD_SUFFIXES, data_file
 from assay.web import pages, sessions
@@ -41,7 +41,7 @@ async def campaign_admin(request: Request) -> Response:
             "campaign": campaign,
             "progress": progress.measure(engine, campaign),
             "agreement": agreement.summary(engine, campaign),
-            "disagreements": agreement.disagreements(engine, campaign, limit=25, offset=offset),
+            "disagreements": resolution.disputes(engine, campaign, limit=25, offset=offset),
             "versus": agreement.model_vs_labels(engine, campaign, loaded.operating_points),
         }
 

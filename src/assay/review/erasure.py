@@ -1,0 +1,63 @@
+"""Forgetting items: every trace review keeps of an item, deleted by its id.
+
+Review holds an item in campaign items (its features, the model's score and
+explanation), in assignments, in labels and their comments, and in judgments
+and their endorsements' comments. ``forget_items`` removes all of them in one
+transaction and returns what it removed, so a request to forget data either
+happens entirely or not at all. The campaigns stay, with their item counts
+lowered; the agreement and progress they show are then of the items left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from assay.store import db
+
+_CHUNK = 500  # ids per statement: well under every store's bound-parameter limit
+
+
+def forget_items(engine: Engine, item_ids: Iterable[str], *, model: str | None = None) -> dict[str, int]:
+    """Delete the review data of ``item_ids`` (of ``model``'s campaigns and judgments, or of every model).
+
+    Returns counts by kind: ``campaign_items``, ``labels``, ``assignments``,
+    ``judgments``, ``endorsements``.
+    """
+    ids = sorted({str(i) for i in item_ids})
+    counts = dict.fromkeys(("campaign_items", "labels", "assignments", "judgments", "endorsements"), 0)
+    items_t, j_t = db.campaign_items, db.judgments
+    with engine.begin() as conn:
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            items = sa.select(items_t.c.id, items_t.c.campaign_id).where(items_t.c.item_id.in_(chunk))
+            judged = sa.select(j_t.c.id).where(j_t.c.item_id.in_(chunk))
+            if model is not None:
+                items = items.join(db.campaigns, db.campaigns.c.id == items_t.c.campaign_id).where(
+                    db.campaigns.c.model == model
+                )
+                judged = judged.where(j_t.c.model == model)
+            rows = conn.execute(items).all()
+            pks = [r.id for r in rows]
+            jids = list(conn.execute(judged).scalars())
+            counts["labels"] += conn.execute(
+                sa.delete(db.labels).where(db.labels.c.campaign_item_id.in_(pks))
+            ).rowcount
+            counts["assignments"] += conn.execute(
+                sa.delete(db.assignments).where(db.assignments.c.campaign_item_id.in_(pks))
+            ).rowcount
+            counts["campaign_items"] += conn.execute(sa.delete(items_t).where(items_t.c.id.in_(pks))).rowcount
+            counts["endorsements"] += conn.execute(
+                sa.delete(db.endorsements).where(db.endorsements.c.judgment_id.in_(jids))
+            ).rowcount
+            counts["judgments"] += conn.execute(sa.delete(j_t).where(j_t.c.id.in_(jids))).rowcount
+            for campaign_id in {r.campaign_id for r in rows}:
+                removed = sum(1 for r in rows if r.campaign_id == campaign_id)
+                conn.execute(
+                    sa.update(db.campaigns)
+                    .where(db.campaigns.c.id == campaign_id)
+                    .values(item_count=db.campaigns.c.item_count - removed)
+                )
+    return counts
