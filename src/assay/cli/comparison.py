@@ -5,19 +5,21 @@ from __future__ import annotations
 import functools
 import getpass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
 from assay.cli import main, pass_workspace
 from assay.cli.models import _num, _table
-from assay.modelling.comparison import Comparison, Rows, file_rows
-from assay.modelling.comparison_report import write_report
-from assay.modelling.promotion import challenge, newer, promote
 from assay.modelling.significance import DEFAULT_RESAMPLES
 from assay.review.resolution import resolved_labels
 from assay.workspace import Workspace
+
+if TYPE_CHECKING:
+    from assay.modelling.comparison import Comparison, Rows
+
+# Comparing scores versions (scikit-learn, LightGBM, matplotlib): imported by the commands that do.
 
 
 def print_comparison(c: Comparison) -> None:
@@ -83,6 +85,10 @@ def compare_command(
     ws: Workspace, first: str, second: str, data: str | None, output: str | None, resamples: int, as_json: bool
 ) -> None:  # fmt: skip
     """Score two versions on the same labelled rows and compare them with paired statistics."""
+    from assay.modelling.comparison import file_rows
+    from assay.modelling.comparison_report import write_report
+    from assay.modelling.promotion import challenge, newer
+
     a, b = ws.registry.resolve(first), ws.registry.resolve(second)
     rows: Rows | None = file_rows(newer(a, b), data) if data else None
     comparison = challenge(
@@ -118,6 +124,9 @@ def promote_command(
 ) -> None:  # fmt: skip
     """Point an alias at a version if its gates pass against the version holding the alias, both
     scored on the same rows (with no gates declared: unless it is significantly worse)."""
+    from assay.modelling.comparison import file_rows
+    from assay.modelling.promotion import promote
+
     rows: Any = None
     if data:
         record = ws.registry.get(model, version)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 # A statistic over a batch of resamples: (labels, scores, weights (B, n)) -> (B,) values.
 WeightedStat = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -169,6 +168,8 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
     only_a = int(np.sum(correct_a & ~correct_b))
     only_b = int(np.sum(correct_b & ~correct_a))
     discordant = only_a + only_b
+    from scipy import stats  # imported when a test runs: the command line starts without scipy
+
     p = 1.0 if discordant == 0 else float(stats.binomtest(only_a, discordant, 0.5).pvalue)
     return McNemar(only_a, only_b, p)
 
@@ -209,5 +210,7 @@ def corrected_t_test(scores_a: np.ndarray, scores_b: np.ndarray, test_to_train: 
         t = 0.0 if mean == 0 else float(np.copysign(np.inf, mean))
         return CorrectedT(mean, t, j - 1, 1.0 if mean == 0 else 0.0, j)
     t = mean / np.sqrt((1 / j + test_to_train) * var)
+    from scipy import stats
+
     p = 2 * float(stats.t.sf(abs(t), df=j - 1))
     return CorrectedT(mean, float(t), j - 1, p, j)
