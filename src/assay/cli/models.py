@@ -15,6 +15,8 @@ from assay.cli import main, pass_workspace
 from assay.errors import InvalidInput
 from assay.registry.files import sha256_file
 from assay.settings import Settings
+from assay.unlearning.exclusions import ExclusionList
+from assay.unlearning.sharding import sharded_refit
 from assay.workspace import Workspace
 
 
@@ -55,6 +57,8 @@ def train_command(ws: Workspace, spec_path: str) -> None:
         progress=_progress,
         actor=getpass.getuser(),
         campaign_labels=functools.partial(resolved_labels, ws.engine),
+        exclusion=ExclusionList(ws.engine, spec.name),
+        refit=sharded_refit if spec.training.unlearning is not None else None,
     )
     metric = spec.training.metric
     click.echo("\ncandidates (cross-validated on the training data):")

@@ -60,6 +60,15 @@ class FeatureSpec:
 
 
 @dataclass
+class UnlearningSpec:
+    """``[training.unlearning]``: sharded (SISA) training, so that forgetting retrains only part of it."""
+
+    shards: int = 1  # models, each trained on the rows whose seeded id hash falls in its shard
+    slices: int = 1  # each shard trained in this many steps, checkpointed after each
+    curve: bool = True  # also measure held-out accuracy against shard count for the card
+
+
+@dataclass
 class TrainingSpec:
     candidates: list[str] = field(default_factory=lambda: list(CANDIDATES))
     metric: str = "average_precision"
@@ -67,6 +76,7 @@ class TrainingSpec:
     search_budget_s: float = 0.0  # > 0: search hyperparameters, for at most this long
     search_trials: int = 20  # the search's seeded trials; the budget may cut them short
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unlearning: UnlearningSpec | None = None  # None: one model, forgetting retrains it in full
 
 
 @dataclass
@@ -120,10 +130,33 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("source")
+        if self.training.unlearning is None:
+            # A spec without [training.unlearning] keeps the hash it had before the section existed.
+            out["training"].pop("unlearning")
         if self.monitoring == MonitoringSpec():
             # A spec without [monitoring] means what it meant before the section existed (same hash).
             out.pop("monitoring")
         return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, source: str = "<spec>") -> ModelSpec:
+        """The spec a version stored (``to_dict``), e.g. to train it again."""
+        training = dict(raw["training"])
+        unlearning = training.pop("unlearning", None)
+        return cls(
+            name=raw["name"],
+            data=DataSpec(**raw["data"]),
+            features=FeatureSpec(**raw["features"]),
+            training=TrainingSpec(
+                **training, unlearning=UnlearningSpec(**unlearning) if unlearning is not None else None
+            ),
+            gates=GateSpec(**raw["gates"]),
+            operating_points=dict(raw["operating_points"]),
+            monitoring=MonitoringSpec.from_dict(raw.get("monitoring")),
+            description=raw["description"],
+            seed=raw["seed"],
+            source=source,
+        )
 
     @property
     def hash(self) -> str:
@@ -228,7 +261,11 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
     )
 
     t = r.table(raw, "training")
-    r.keys(t, "training.", {"candidates", "metric", "folds", "search_budget_s", "search_trials", "params"})
+    r.keys(
+        t,
+        "training.",
+        {"candidates", "metric", "folds", "search_budget_s", "search_trials", "params", "unlearning"},
+    )
     training = TrainingSpec(
         candidates=r.strings(t, "training.candidates") or list(CANDIDATES),
         metric=r.get(t, "training.metric", str, default="average_precision"),
@@ -236,6 +273,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
         search_budget_s=r.get(t, "training.search_budget_s", float, default=0.0),
         search_trials=r.get(t, "training.search_trials", int, default=20),
         params=_candidate_params(r, r.table(t, "training.params")),
+        unlearning=_unlearning(r, t),
     )
     for c in training.candidates:
         if c not in CANDIDATES:
@@ -258,6 +296,9 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
         raise SpecError(
             f"{source}: training.search_trials must be at least 1", field="training.search_trials"
         )
+    if training.unlearning is not None and training.candidates != ["lightgbm"]:
+        # Slices continue a model from its checkpoint, which LightGBM does (init_model).
+        raise r.fail("training.unlearning", 'sharded training needs training.candidates = ["lightgbm"]')
 
     g = r.table(raw, "gates")
     r.keys(g, "gates.", {"minimum", "max_regression", "fairness"})
@@ -368,6 +409,26 @@ def _monitoring(r: _Reader, m: Mapping[str, Any]) -> MonitoringSpec:
                 raise r.fail(f"{key}.threshold", f"out of range for {test}: {threshold}")
         spec.features[name] = FeatureMonitorSpec(test, threshold)
     return spec
+
+
+# Past this, shards are too small to learn from and forgetting gains nothing more.
+MAX_SHARDS = 256
+MAX_SLICES = 64
+
+
+def _unlearning(r: _Reader, training: Mapping[str, Any]) -> UnlearningSpec | None:
+    """``[training.unlearning]``, or None when the spec has no such table."""
+    if "unlearning" not in training:
+        return None
+    u = r.table(training, "training.unlearning")
+    r.keys(u, "training.unlearning.", {"shards", "slices", "curve"})
+    shards = r.get(u, "training.unlearning.shards", int, default=1)
+    slices = r.get(u, "training.unlearning.slices", int, default=1)
+    if not 1 <= shards <= MAX_SHARDS:
+        raise r.fail("training.unlearning.shards", f"must be between 1 and {MAX_SHARDS}; got {shards}")
+    if not 1 <= slices <= MAX_SLICES:
+        raise r.fail("training.unlearning.slices", f"must be between 1 and {MAX_SLICES}; got {slices}")
+    return UnlearningSpec(shards, slices, r.get(u, "training.unlearning.curve", bool, default=True))
 
 
 def _candidate_params(r: _Reader, params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -11,13 +11,14 @@ gives the same metrics (unless a search's time budget cuts it short).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,7 @@ from assay.modelling.reports import model_card
 from assay.modelling.spec import ModelSpec
 from assay.monitoring.profile import PROFILE_JSON, build_profile, profile_bytes
 from assay.registry.artifacts import library_versions, save_model
+from assay.registry.ensemble import ShardedModel, save_sharded
 from assay.registry.files import write_file, write_json
 from assay.registry.gates import summarize
 from assay.registry.records import check_card, check_evaluation, check_lineage, check_schema, check_summary
@@ -226,6 +228,29 @@ CampaignLabels = Callable[[str], pd.DataFrame]
 """Reads a review campaign's resolved labels (``id`` and ``label`` columns) by campaign name."""
 
 
+class Exclusion(Protocol):
+    """The items no model may learn from any more (forgotten on request)."""
+
+    through: int  # the last deletion request it includes (0: none)
+
+    def mask(self, ids: np.ndarray) -> np.ndarray:
+        """True for each id in ``ids`` (strings) that must be left out."""
+        ...
+
+
+@dataclass
+class Refitted:
+    """The winner fitted on all training rows, and what the card and lineage say of unlearning."""
+
+    estimator: Any  # a fitted estimator, or a ShardedModel
+    card: dict[str, Any]  # the card's "unlearning" section
+    lineage: dict[str, Any]  # the lineage's "unlearning" section (exclusions are added to it)
+
+
+Refit = Callable[["ModelSpec", "Prepared", "CandidateResult", Progress], Refitted]
+"""Fits the winner on all training rows; sharded (SISA) training is one (``assay.unlearning``)."""
+
+
 @dataclass
 class Prepared:
     """The data one training run works on: read, checked and encoded once."""
@@ -238,7 +263,11 @@ class Prepared:
     X_test: np.ndarray
     y_test: np.ndarray  # class names
     test_frame: pd.DataFrame
-    fingerprint: str
+    fingerprint: str  # of what was trained on: the files, less the rows left out
+    source_fingerprint: str  # of the files as read
+    ids: np.ndarray  # training rows' item ids (strings), in row order
+    excluded_rows: int = 0  # rows left out because their items were forgotten
+    exclusions_through: int = 0
 
 
 @dataclass
@@ -258,34 +287,86 @@ def train(
     progress: Progress | None = None,
     actor: str = "assay train",
     campaign_labels: CampaignLabels | None = None,
+    exclusion: Exclusion | None = None,
+    refit: Refit | None = None,
 ) -> TrainResult:
     """Train ``spec`` and publish one version; nothing is written if any step fails.
 
-    A spec whose labels come from a review campaign needs ``campaign_labels``;
-    the caller supplies it so that modelling never reaches up into the review domain.
+    A spec whose labels come from a review campaign needs ``campaign_labels``; the items in
+    ``exclusion`` are left out of training and held-out data; ``refit`` fits the winner (a
+    spec with ``[training.unlearning]`` needs the sharded one). The caller supplies them so
+    that modelling never reaches up into the review or unlearning domains.
     """
     say = progress or (lambda _m: None)
     started = time.perf_counter()
     check_params(spec.source, spec.training.params, spec.seed)
-    data = prepare(spec, campaign_labels, say)
+    if spec.training.unlearning is not None and refit is None:
+        raise SpecError(
+            f"{spec.source}: training.unlearning needs sharded training", field="training.unlearning"
+        )
+    data = prepare(spec, campaign_labels, say, exclusion)
     comparison, winner, search_info = compare(spec, data, say)
-    say(f"refitting {winner.candidate} on all {len(data.X)} training rows")
-    refit_started = time.perf_counter()
+    record, ev = register(
+        spec,
+        registry,
+        data,
+        (refit or plain_refit),
+        winner,
+        comparison,
+        search_info,
+        started=started,
+        say=say,
+    )
+    promoted = _promote_first(spec, registry, record, actor, say)
+    return TrainResult(record, comparison, winner, ev, promoted, search_info)
+
+
+def plain_refit(spec: ModelSpec, data: Prepared, winner: CandidateResult, say: Progress) -> Refitted:
+    """The winner as one model on all training rows; forgetting any of them retrains it in full."""
     candidate = CANDIDATES[winner.candidate]
     estimator = candidate.fit(
         candidate.estimator(winner.params, data.schema, spec.seed), data.X, data.y, data.schema
     )
+    note = "one model: forgetting an example retrains it in full"
+    return Refitted(estimator, {"fast": False, "note": note}, {"shards": 1, "slices": 1})
+
+
+def register(
+    spec: ModelSpec,
+    registry: Registry,
+    data: Prepared,
+    refit: Refit,
+    winner: CandidateResult,
+    comparison: list[CandidateResult],
+    search_info: dict[str, Any] | None,
+    *,
+    started: float,
+    say: Progress,
+) -> tuple[VersionRecord, dict[str, Any]]:
+    """Refit the chosen candidate, assess it on held-out data and publish it: (record, evaluation)."""
+    say(f"refitting {winner.candidate} on all {len(data.X)} training rows")
+    refit_started = time.perf_counter()
+    refitted = refit(spec, data, winner, say)
     refit_s = time.perf_counter() - refit_started
-    assessment = assess(spec, data, estimator, say)
+    assessment = assess(spec, data, refitted.estimator, say)
     lineage = _lineage(spec, data, winner, search_info, refit_s=refit_s, started=started)
+    lineage["unlearning"] = {
+        **refitted.lineage,
+        "excluded_rows": data.excluded_rows,
+        "source_fingerprint": data.source_fingerprint,
+        "exclusions_through": data.exclusions_through,
+    }
     facts = _facts(spec, data, winner, comparison, search_info, assessment, lineage)
-    record = publish(spec, registry, data, estimator, assessment, facts, say)
-    promoted = _promote_first(spec, registry, record, actor, say)
-    return TrainResult(record, comparison, winner, assessment.evaluation, promoted, search_info)
+    facts["unlearning"] = refitted.card
+    record = publish(spec, registry, data, refitted.estimator, assessment, facts, say)
+    return record, assessment.evaluation
 
 
-def prepare(spec: ModelSpec, campaign_labels: CampaignLabels | None, say: Progress) -> Prepared:
-    """Read the training and held-out data (or split it), check the labels, learn and apply the schema."""
+def prepare(
+    spec: ModelSpec, campaign_labels: CampaignLabels | None, say: Progress, exclusion: Exclusion | None = None
+) -> Prepared:
+    """Read the training and held-out data (or split it), leave out forgotten items, check the
+    labels, learn and apply the schema."""
     d = spec.data
     say(f"reading {', '.join(d.train)}")
     labels = None
@@ -295,10 +376,16 @@ def prepare(spec: ModelSpec, campaign_labels: CampaignLabels | None, say: Progre
         labels = campaign_labels(d.campaign)[["id", "label"]]
         say(f"{len(labels)} resolved labels from campaign {d.campaign!r}")
     train_data = read_labelled(spec, d.train, labels)
+    excluded = 0
+    if exclusion is not None:
+        train_data, excluded = _without(train_data, exclusion)
     classes, positive = check_labels(train_data.labels, d.positive, source=train_data.source)
     kinds = feature_kinds(spec, train_data.frame, source=train_data.source)
     if d.test:
         test_data = read_labelled(spec, d.test)
+        if exclusion is not None:
+            test_data, excluded_test = _without(test_data, exclusion)
+            excluded += excluded_test
         check_held_out(spec, train_data, test_data, classes)
         overlap = np.intersect1d(train_data.ids, test_data.ids)
         if overlap.size:
@@ -311,6 +398,7 @@ def prepare(spec: ModelSpec, campaign_labels: CampaignLabels | None, say: Progre
         train_data, test_data = _split(train_data, spec)
 
     schema = FeatureSchema.learn(train_data.frame, kinds, source=train_data.source)
+    source_fingerprint = fingerprint(d.train + d.test, labels)
     index = {c: i for i, c in enumerate(classes)}
     data = Prepared(
         schema=schema,
@@ -321,8 +409,14 @@ def prepare(spec: ModelSpec, campaign_labels: CampaignLabels | None, say: Progre
         X_test=schema.encode_frame(test_data.frame, source=test_data.source),
         y_test=test_data.labels,
         test_frame=test_data.frame,
-        fingerprint=fingerprint(d.train + d.test, labels),
+        fingerprint=_excluded_fingerprint(source_fingerprint, exclusion, excluded),
+        source_fingerprint=source_fingerprint,
+        ids=train_data.ids.astype(str),
+        excluded_rows=excluded,
+        exclusions_through=exclusion.through if exclusion is not None else 0,
     )
+    if excluded:
+        say(f"{excluded} row(s) left out: their items were forgotten")
     counts = np.bincount(data.y, minlength=len(classes))
     if counts.min() < spec.training.folds:
         rare = classes[int(counts.argmin())]
@@ -485,7 +579,11 @@ def publish(
         write_file(staging / "card.html", model_card(facts).encode("utf-8"))
 
     with registry.staging(spec.name) as staging:
-        save_model(estimator, staging, _reference_row(data.X, data.schema))
+        reference = _reference_row(data.X, data.schema)
+        if isinstance(estimator, ShardedModel):
+            save_sharded(estimator, staging, reference)
+        else:
+            save_model(estimator, staging, reference)
         write_json(staging / "schema.json", schema_record)
         write_json(staging / "evaluation.json", ev)
         # The reference monitoring compares served traffic with (training rows, held-out scores).
@@ -526,6 +624,24 @@ def _promote_first(
         return False
     say(f"{record.ref} is the first version: promoted to production")
     return True
+
+
+def _excluded_fingerprint(source: str, exclusion: Exclusion | None, excluded: int) -> str:
+    """The data's fingerprint: the files', or, when rows were left out, one that says so."""
+    if not excluded or exclusion is None:
+        return source
+    return hashlib.sha256(f"{source}:excluded:{exclusion.through}:{excluded}".encode()).hexdigest()
+
+
+def _without(data: LabelledData, exclusion: Exclusion) -> tuple[LabelledData, int]:
+    """``data`` less the rows of forgotten items, and how many went."""
+    drop = exclusion.mask(data.ids.astype(str))
+    n = int(drop.sum())
+    if not n:
+        return data, 0
+    keep = ~drop
+    frame = data.frame[keep].reset_index(drop=True)
+    return LabelledData(frame, data.ids[keep], data.labels[keep], data.source), n
 
 
 def _split(data: LabelledData, spec: ModelSpec) -> tuple[LabelledData, LabelledData]:

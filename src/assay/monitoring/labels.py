@@ -16,7 +16,7 @@ from datetime import UTC
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import InvalidInput
 from assay.serving.features import MAX_ID_LENGTH
@@ -238,6 +238,20 @@ def latest_label(engine: Engine, model: str) -> int:
     with engine.connect() as conn:
         latest = conn.execute(sa.select(sa.func.max(table.c.id)).where(table.c.model == model)).scalar()
     return int(latest or 0)
+
+
+def forget_labels(conn: Connection, model: str, item_ids: Sequence[str]) -> int:
+    """Delete ``model``'s stored labels of ``item_ids`` in the caller's transaction; how many."""
+    table = db.monitor_labels
+    ids = list(dict.fromkeys(item_ids))
+    deleted = 0
+    for lo in range(0, len(ids), 500):
+        part = ids[lo : lo + 500]
+        deleted += (
+            conn.execute(sa.delete(table).where(table.c.model == model, table.c.item_id.in_(part))).rowcount
+            or 0
+        )
+    return deleted
 
 
 def check_source(source: str) -> str:

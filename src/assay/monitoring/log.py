@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import InvalidInput
 from assay.registry.versions import LoadedModel
@@ -392,6 +392,54 @@ def purge_items(engine: Engine) -> int:
                 stale = stale.where(items.c.chunk_id < oldest[model])
             deleted += conn.execute(stale).rowcount or 0
     return deleted
+
+
+def forget_items(conn: Connection, model: str, item_ids: Sequence[str]) -> int:
+    """Remove every logged row of ``item_ids`` under ``model`` (a deletion request), in the
+    caller's transaction: each chunk that holds one is rewritten without it (or deleted when
+    nothing is left), and the items' rows go. Returns the logged rows removed.
+
+    Rows after a removed one in its chunk move up a place, so a count-window cursor inside
+    that chunk may judge a few rows twice or skip them once.
+    """
+    chunks, items = db.prediction_log, db.prediction_items
+    ids = list(dict.fromkeys(item_ids))
+    wanted = set(ids)
+    holding: set[int] = set()
+    for lo in range(0, len(ids), 500):
+        part = ids[lo : lo + 500]
+        holding.update(
+            conn.execute(
+                sa.select(items.c.chunk_id).where(items.c.model == model, items.c.item_id.in_(part))
+            ).scalars()
+        )
+        conn.execute(sa.delete(items).where(items.c.model == model, items.c.item_id.in_(part)))
+    removed = 0
+    for chunk in sorted(holding):
+        row = conn.execute(
+            sa.select(chunks.c.n, chunks.c.data, chunks.c.ids).where(chunks.c.id == chunk)
+        ).first()
+        if row is None or row.ids is None:
+            continue
+        logged = orjson.loads(row.ids)
+        keep = np.fromiter((i not in wanted for i in logged), dtype=bool, count=len(logged))
+        removed += int((~keep).sum())
+        if not keep.any():
+            conn.execute(sa.delete(chunks).where(chunks.c.id == chunk))
+        elif not keep.all():
+            matrix = np.frombuffer(row.data, dtype=_DTYPE).reshape(row.n, -1)[keep]
+            conn.execute(
+                sa.update(chunks)
+                .where(chunks.c.id == chunk)
+                .values(
+                    n=int(keep.sum()),
+                    data=np.ascontiguousarray(matrix).tobytes(),
+                    ids=orjson.dumps([i for i, k in zip(logged, keep, strict=True) if k]).decode(),
+                    at_min=float(matrix[:, 0].min()),
+                    at_max=float(matrix[:, 0].max()),
+                )
+            )
+    return removed
 
 
 # --- reading -----------------------------------------------------------------------------

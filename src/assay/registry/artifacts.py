@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -112,7 +113,7 @@ class LightGBMPredictor:
         self.n_features = n_features
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        X = _as_matrix(X, self.n_features)
+        X = as_matrix(X, self.n_features)
         # One thread: this runs per request, and OpenMP fan-out on a single row costs
         # more than it saves and fights with the server's own workers.
         proba = np.asarray(self.booster.predict(X, num_threads=1))
@@ -125,7 +126,7 @@ class LightGBMPredictor:
         return proba
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
-        X = _as_matrix(X, self.n_features)
+        X = as_matrix(X, self.n_features)
         contrib = np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=1))
         if self.n_classes == 2:
             # The booster has one score, the log-odds of class 1; class 0's is its negation.
@@ -139,7 +140,7 @@ class SklearnPredictor:
 
     ``explanation_method`` is "exact" for the logistic-regression pipeline (coef x transformed
     value, summed back onto each source feature; sums to ``decision_function``) and
-    "occlusion" for tree ensembles (see ``_occlusion_contributions``; does not sum to the
+    "occlusion" for tree ensembles (see ``occlusion_contributions``; does not sum to the
     model's score exactly).
     """
 
@@ -162,16 +163,16 @@ class SklearnPredictor:
         self.explanation_method = "exact" if sources is not None else "occlusion"
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        X = _as_matrix(X, self.n_features)
+        X = as_matrix(X, self.n_features)
         return np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
-        X = _as_matrix(X, self.n_features)
+        X = as_matrix(X, self.n_features)
         if self.sources is not None:
             return _linear_contributions(self.estimator, self.sources, X, self.n_classes)
         if self.reference is None:
             raise ArtifactError("this model was saved without a reference row; it cannot be explained")
-        return _occlusion_contributions(self, X, self.reference)
+        return occlusion_contributions(self.estimator.predict_proba, self.n_classes, X, self.reference)
 
 
 # --------------------------------------------------------------------------- save / load
@@ -395,16 +396,23 @@ def read_model_json(data: bytes) -> dict[str, Any]:
         # type() rather than isinstance: JSON's true is no count.
         if type(meta.get(key)) is not int or meta[key] < (2 if key == "n_classes" else 1):
             raise ArtifactError(f"{MODEL_JSON} has an invalid {key}: {meta.get(key)!r}")
-    reference = meta.get("reference")
-    if reference is not None and (
-        not isinstance(reference, list)
-        or len(reference) != meta["n_features"]
-        or not all(v is None or type(v) in (int, float) for v in reference)
-    ):
-        raise ArtifactError(f"{MODEL_JSON} has an invalid reference row")
+    reference = read_reference(meta.get("reference"), meta["n_features"], MODEL_JSON)
     if reference is not None:
-        meta["reference"] = [np.nan if v is None else float(v) for v in reference]
+        meta["reference"] = reference.tolist()
     return meta
+
+
+def read_reference(value: Any, n_features: int, name: str) -> np.ndarray | None:
+    """A stored reference row (JSON null for NaN) as floats; refuses anything else."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != n_features
+        or not all(v is None or type(v) in (int, float) for v in value)
+    ):
+        raise ArtifactError(f"{name} has an invalid reference row")
+    return np.array([np.nan if v is None else float(v) for v in value], dtype=np.float64)
 
 
 def _warn_on_version_mismatch(meta: dict[str, Any]) -> None:
@@ -426,7 +434,7 @@ def _warn_on_version_mismatch(meta: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- explanations
 
 
-def _as_matrix(X: np.ndarray, n_features: int) -> np.ndarray:
+def as_matrix(X: np.ndarray, n_features: int) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != n_features:
         raise InvalidInput(f"expected a 2-D array with {n_features} feature columns, got shape {X.shape}")
@@ -531,8 +539,11 @@ def _logit(proba: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _occlusion_contributions(predictor: SklearnPredictor, X: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Approximate contributions for models without exact attributions in scikit-learn.
+def occlusion_contributions(
+    predict_proba: Callable[[np.ndarray], np.ndarray], n_classes: int, X: np.ndarray, reference: np.ndarray
+) -> np.ndarray:
+    """Approximate contributions for models without exact attributions (scikit-learn's tree
+    ensembles, averaged shard models).
 
     Per class k the score is the one-vs-rest log-odds logit(p_k) (the usual log-odds for
     binary, with class 0 = -class 1). Feature j's contribution is score(x) minus the score
@@ -541,8 +552,8 @@ def _occlusion_contributions(predictor: SklearnPredictor, X: np.ndarray, referen
     equals the reference.
     """
     n, d = X.shape
-    base = _logit(predictor.estimator.predict_proba(reference[None, :]))[0]
-    out = np.empty((n, predictor.n_classes, d + 1))
+    base = _logit(predict_proba(reference[None, :]))[0]
+    out = np.empty((n, n_classes, d + 1))
     out[:, :, d] = base
     step = max(1, _OCCLUSION_MAX_CELLS // ((d + 1) * d))
     for start in range(0, n, step):
@@ -551,7 +562,7 @@ def _occlusion_contributions(predictor: SklearnPredictor, X: np.ndarray, referen
         # Block 0 is the rows as given, block j+1 the rows with feature j replaced.
         stacked = np.repeat(rows[None, :, :], d + 1, axis=0)
         stacked[np.arange(1, d + 1), :, np.arange(d)] = reference[:, None]
-        scores = _logit(predictor.estimator.predict_proba(stacked.reshape(-1, d))).reshape(d + 1, m, -1)
+        scores = _logit(predict_proba(stacked.reshape(-1, d))).reshape(d + 1, m, -1)
         out[start : start + m, :, :d] = (scores[0][None] - scores[1:]).transpose(1, 2, 0)
     return out
 

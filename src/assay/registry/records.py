@@ -191,6 +191,7 @@ class LineageRecord(TypedDict):
     training_seconds: float
     search: NotRequired[LineageSearch]
     imported_from: NotRequired[ImportedFrom]
+    unlearning: NotRequired[dict[str, Any]]  # shards, exclusions honoured, the request a version forgot
 
 
 OperatingPoint = TypedDict("OperatingPoint", {"query": str, "class": str, "answer": ThresholdRow | None})
@@ -255,6 +256,7 @@ class CardRecord(TypedDict):
     sensitive: list[str]
     decision_threshold: float
     gates: GateLimits
+    unlearning: NotRequired[dict[str, Any]]  # fast unlearning or not, its accuracy cost, the shard curve
 
 
 # --------------------------------------------------------------------------- the checks
@@ -351,8 +353,9 @@ def check_summary(value: Any, name: str = "summary") -> SummaryRecord:
 def check_lineage(value: Any, name: str = "lineage") -> LineageRecord:
     """Where a version came from: data and spec hashes, seed, rows, parameters, library versions."""
     v = _Validator(name)
-    required = {k for k in LineageRecord.__annotations__ if k not in ("search", "imported_from")}
-    lineage = v.keys(value, "", required, {"search", "imported_from"})
+    optional = ("search", "imported_from", "unlearning")
+    required = {k for k in LineageRecord.__annotations__ if k not in optional}
+    lineage = v.keys(value, "", required, optional)
     for key in ("data_fingerprint", "spec_hash"):
         v.sha256(lineage[key], key)
     v.integer(lineage["seed"], "seed")
@@ -381,7 +384,21 @@ def check_lineage(value: Any, name: str = "lineage") -> LineageRecord:
         v.integer(origin["version"], "imported_from.version", 1)
         v.string(origin["created_at"], "imported_from.created_at")
         v.sha256(origin["bundle_sha256"], "imported_from.bundle_sha256")
+    if "unlearning" in lineage:
+        u = v.keys(lineage["unlearning"], "unlearning", {"shards", "slices"}, _LINEAGE_UNLEARNING)
+        v.integer(u["shards"], "unlearning.shards", 1)
+        v.integer(u["slices"], "unlearning.slices", 1)
+        for key in ("excluded_rows", "exclusions_through"):
+            if key in u:
+                v.integer(u[key], f"unlearning.{key}", 0)
+        if "source_fingerprint" in u:
+            v.sha256(u["source_fingerprint"], "unlearning.source_fingerprint")
+        if "forgot" in u:
+            v.mapping(u["forgot"], "unlearning.forgot")
     return cast(LineageRecord, value)
+
+
+_LINEAGE_UNLEARNING = ("seed", "trees", "excluded_rows", "exclusions_through", "source_fingerprint", "forgot")
 
 
 def check_card(value: Any, name: str = "card.json") -> CardRecord:
@@ -389,7 +406,7 @@ def check_card(value: Any, name: str = "card.json") -> CardRecord:
     threshold and operating points (thresholds in [0, 1], classes among the model's), the
     features, the candidates compared and the gates."""
     v = _Validator(name)
-    card = v.keys(value, "", set(CardRecord.__annotations__))
+    card = v.keys(value, "", set(CardRecord.__annotations__) - {"unlearning"}, {"unlearning"})
     v.string(card["model"], "model")
     v.integer(card["version"], "version", 1)
     v.string(card["created_at"], "created_at")
@@ -431,7 +448,14 @@ def check_card(value: Any, name: str = "card.json") -> CardRecord:
     v.strings(card["sensitive"], "sensitive", unique=True, empty_ok=True)
     v.number(card["decision_threshold"], "decision_threshold", 0.0, 1.0)
     check_gate_limits(card["gates"], f"{name}: gates")
+    if "unlearning" in card:
+        u = v.keys(card["unlearning"], "unlearning", {"fast", "note"}, _CARD_UNLEARNING)
+        v.boolean(u["fast"], "unlearning.fast")
+        v.string(u["note"], "unlearning.note")
     return cast(CardRecord, value)
+
+
+_CARD_UNLEARNING = ("shards", "slices", "metrics", "cost", "curve")
 
 
 def check_gate_limits(value: Any, name: str) -> GateLimits:

@@ -31,11 +31,12 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import ArtifactError, Conflict, GateFailed, InvalidInput, NotFound
 from assay.registry.artifacts import Predictor, check_model, load_model
 from assay.registry.bundles import export_bundle, import_bundle
+from assay.registry.ensemble import is_sharded, load_sharded
 from assay.registry.files import BUNDLE_JSON, WorkDir, check_manifest, remove_stale_workdirs, sha256_file
 from assay.registry.gates import check_gates, summarize
 from assay.registry.probe import probe_model
@@ -196,15 +197,75 @@ class Registry:
             rows = conn.execute(sa.select(db.aliases).where(db.aliases.c.model == name)).all()
         return {r.alias: r.version for r in rows}
 
-    def get(self, name: str, version: int) -> VersionRecord:
+    def get(self, name: str, version: int, *, retired_ok: bool = False) -> VersionRecord:
+        """A version's record; a version retired by a deletion request is not found unless
+        ``retired_ok`` (so nothing can alias, load or score it)."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(db.versions).where(db.versions.c.model == name, db.versions.c.version == version)
             ).first()
+            retired = (
+                not retired_ok
+                and conn.execute(
+                    sa.select(db.retired_versions.c.version).where(
+                        db.retired_versions.c.model == name, db.retired_versions.c.version == version
+                    )
+                ).first()
+            )
         if row is None:
             self.model(name)  # unknown model is its own error
             raise NotFound(f"model {name!r} has no version {version}", field="model", code="unknown_version")
+        if retired:
+            raise NotFound(
+                f"{name}@{version} is retired: it held data that was forgotten",
+                field="model",
+                code="retired_version",
+            )
         return self._record(row)
+
+    def retired(self, name: str) -> set[int]:
+        """The versions of ``name`` retired by deletion requests."""
+        table = db.retired_versions
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(table.c.version).where(table.c.model == name)).scalars())
+
+    def retire(self, conn: Connection, name: str, version: int, *, request_id: int) -> dict[str, int]:
+        """Retire a version in the caller's transaction: it is marked so, and every alias that
+        pointed at it is removed (returned, alias -> version, for a replacement to take over)."""
+        held = dict(
+            conn.execute(
+                sa.select(db.aliases.c.alias, db.aliases.c.version).where(
+                    db.aliases.c.model == name, db.aliases.c.version == version
+                )
+            ).all()
+        )
+        conn.execute(sa.delete(db.aliases).where(db.aliases.c.model == name, db.aliases.c.version == version))
+        exists = conn.execute(
+            sa.select(db.retired_versions.c.version).where(
+                db.retired_versions.c.model == name, db.retired_versions.c.version == version
+            )
+        ).first()
+        if exists is None:
+            conn.execute(
+                sa.insert(db.retired_versions).values(
+                    model=name,
+                    version=version,
+                    request_id=request_id,
+                    retired_at=db.now(),
+                    artifacts_deleted=False,
+                )
+            )
+        return held
+
+    def delete_artifacts(self, name: str, version: int) -> None:
+        """Delete a retired version's files (its row and record stay, for the audit)."""
+        shutil.rmtree(self.artifacts_path / check_name(name) / str(int(version)), ignore_errors=True)
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(db.retired_versions)
+                .where(db.retired_versions.c.model == name, db.retired_versions.c.version == version)
+                .values(artifacts_deleted=True)
+            )
 
     def resolve(self, ref: str, default_alias: str = DEFAULT_ALIAS) -> VersionRecord:
         """The version a reference means: ``name`` (its default alias), ``name@3`` or ``name@alias``."""
@@ -324,9 +385,9 @@ class Registry:
         schema_record = self.read_json(record, "schema.json")
         try:
             schema = FeatureSchema.from_dict(schema_record)
-            predictor = load_model(
-                record.directory, {k: v for k, v in record.manifest.items() if k.startswith("model.")}
-            )
+            model_files = {k: v for k, v in record.manifest.items() if k.startswith("model.")}
+            load = load_sharded if is_sharded(model_files) else load_model
+            predictor: Predictor = load(record.directory, model_files)
         except ArtifactError as exc:
             raise ArtifactError(f"{record.ref}: {exc.message}", field=exc.field) from exc
         classes, positive = card["classes"], card["positive"]
@@ -583,8 +644,9 @@ class Registry:
                 self.card(staged)
                 self.evaluation(staged)
                 model_files = {k: v for k, v in manifest.items() if k.startswith("model.")}
-                check_model(dest, model_files)
-                probe_model(dest, model_files)
+                if not is_sharded(model_files):  # a sharded model's texts are all checked by its loader
+                    check_model(dest, model_files)
+                    probe_model(dest, model_files)
                 loaded = self._assemble(staged)
                 summary = _bundle_summary(record["summary"], loaded.evaluation)
             except ArtifactError as exc:

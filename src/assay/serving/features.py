@@ -137,16 +137,8 @@ class FeatureTable:
 
     def delete(self, model: str, ids: Sequence[str]) -> int:
         """Forget rows (a deletion request); returns how many existed."""
-        table = db.feature_rows
-        deleted = 0
         with self.engine.begin() as conn:
-            for start in range(0, len(ids), _LOOKUP_CHUNK):
-                chunk = list(ids[start : start + _LOOKUP_CHUNK])
-                result = conn.execute(
-                    sa.delete(table).where(table.c.model == model, table.c.item_id.in_(chunk))
-                )
-                deleted += result.rowcount or 0
-        return deleted
+            return delete_rows(conn, model, ids)
 
     def _write(self, model: str, rows: Iterable[tuple[str, dict[str, Any]]]) -> None:
         now = db.now()
@@ -159,6 +151,19 @@ class FeatureTable:
                     batch = []
             if batch:
                 _upsert(conn, batch)
+
+
+def delete_rows(conn: Connection, model: str, ids: Sequence[str]) -> int:
+    """Delete ``model``'s feature rows of ``ids`` in the caller's transaction; how many existed."""
+    table = db.feature_rows
+    deleted = 0
+    for start in range(0, len(ids), _LOOKUP_CHUNK):
+        chunk = list(ids[start : start + _LOOKUP_CHUNK])
+        deleted += (
+            conn.execute(sa.delete(table).where(table.c.model == model, table.c.item_id.in_(chunk))).rowcount
+            or 0
+        )
+    return deleted
 
 
 def item_id_of(value: Any, field: str) -> str:

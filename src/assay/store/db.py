@@ -94,6 +94,58 @@ tokens = sa.Table(
 )
 
 
+# --- unlearning ---------------------------------------------------------------
+# Deletion requests (owned by assay.unlearning). The audit keeps who, when, salted hashes of the
+# ids and what changed, never the deleted content or the ids themselves.
+
+forget_requests = sa.Table(
+    "forget_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("models", sa.JSON, nullable=False),  # the model names the request covers
+    sa.Column("status", sa.String(20), nullable=False),  # running | done | failed
+    sa.Column("id_hashes", sa.JSON, nullable=False),  # salted hash of each id asked for
+    sa.Column("unknown", sa.JSON, nullable=False),  # hashes of the ids found nowhere
+    sa.Column("stores", sa.JSON, nullable=False),  # store -> rows deleted
+    sa.Column("versions", sa.JSON, nullable=False),  # versions replaced and retired, and how
+    sa.Column("files", sa.JSON, nullable=False),  # data files the user owns that still hold ids
+    sa.Column("verification", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("seconds", sa.Float, nullable=True),
+)
+
+# The exclusion list every training honours: (model, salted id hash), with the request that added it.
+forgotten_ids = sa.Table(
+    "forgotten_ids",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("request_id", sa.Integer, nullable=False),
+)
+
+# Versions that held forgotten data: no alias may point at them again.
+retired_versions = sa.Table(
+    "retired_versions",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("request_id", sa.Integer, nullable=False),
+    sa.Column("retired_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("artifacts_deleted", sa.Boolean, nullable=False),
+)
+
+# The workspace's salt for id hashes (one row), made at the first request.
+unlearning_salt = sa.Table(
+    "unlearning_salt",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("salt", sa.String(64), nullable=False),
+)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 

@@ -1,0 +1,230 @@
+"""Sharded models as artifacts: one LightGBM text model per shard and a JSON manifest.
+
+A sharded (SISA) model is S LightGBM boosters, each trained on the rows whose id hash fell in
+its shard; its probabilities are the average of theirs. Each shard is trained in R slices and
+the text model after every slice is kept, so that forgetting a row can continue the shard
+from the checkpoint before the slice the row joined in, instead of starting again.
+
+Files, all in the version's folder and all listed with their sha256 in the registry manifest:
+
+* ``model.ensemble.json`` — format, classes, width, reference row, shard plan, and every
+  model file with its sha256 (so the JSON alone says which bytes belong to the model);
+* ``model.shard-007.txt`` — shard 7's model (the text after its last slice);
+* ``shard-007.slice-02.txt`` — shard 7's checkpoint after slice 2 (slices before the last).
+
+Serving reads the ``model.*`` files only. Every text model is checked in full by
+``assay.registry.lightgbm_text`` before LightGBM's parser sees it, as single models are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm
+import numpy as np
+
+from assay.errors import ArtifactError
+from assay.registry.artifacts import (
+    LightGBMPredictor,
+    as_matrix,
+    library_versions,
+    occlusion_contributions,
+    read_reference,
+)
+from assay.registry.files import (
+    check_hash,
+    check_manifest,
+    check_regular,
+    parse_header,
+    write_atomic,
+    write_json,
+)
+from assay.registry.lightgbm_text import check_lightgbm_text
+
+ENSEMBLE_JSON = "model.ensemble.json"
+ENSEMBLE_FORMAT = "assay-sharded-model"
+ENSEMBLE_FORMAT_VERSION = 1
+
+
+def shard_file(shard: int) -> str:
+    return f"model.shard-{shard:03d}.txt"
+
+
+def checkpoint_file(shard: int, slice_: int) -> str:
+    return f"shard-{shard:03d}.slice-{slice_:02d}.txt"
+
+
+@dataclass
+class ShardedModel:
+    """A fitted sharded model: ``texts[s][r]`` is shard s's LightGBM text after slice r.
+
+    It predicts like the served form (the mean of the shards' probabilities), so training
+    evaluates it with the same code as any estimator.
+    """
+
+    texts: list[list[str]]
+    n_classes: int
+    n_features: int
+    plan: dict[str, Any]  # shards, slices, seed, trees per slice: what forgetting must repeat
+    _boosters: list[lightgbm.Booster] = field(default_factory=list, repr=False)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.arange(self.n_classes)
+
+    def predictor(self) -> ShardedPredictor:
+        if not self._boosters:
+            self._boosters = [lightgbm.Booster(model_str=t[-1]) for t in self.texts]
+        shards = [LightGBMPredictor(b, self.n_classes, self.n_features) for b in self._boosters]
+        return ShardedPredictor(shards, reference=None)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.predictor().predict_proba(X)
+
+
+class ShardedPredictor:
+    """The served form: the mean of the shards' probabilities. Explained by occlusion against
+    the training reference row (the mean of TreeSHAP values would explain the mean raw score,
+    which is not what is served)."""
+
+    kind = "sharded"
+    explanation_method = "occlusion"
+
+    def __init__(self, shards: list[LightGBMPredictor], reference: np.ndarray | None) -> None:
+        self.shards = shards
+        self.n_classes = shards[0].n_classes
+        self.n_features = shards[0].n_features
+        self.reference = reference
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X = as_matrix(X, self.n_features)
+        total = self.shards[0].predict_proba(X)
+        for shard in self.shards[1:]:
+            total += shard.predict_proba(X)
+        return total / len(self.shards)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        if self.reference is None:
+            raise ArtifactError("this sharded model has no reference row; it cannot be explained")
+        return occlusion_contributions(
+            self.predict_proba, self.n_classes, as_matrix(X, self.n_features), self.reference
+        )
+
+
+def save_sharded(model: ShardedModel, directory: Path, reference: np.ndarray) -> dict[str, str]:
+    """Write every shard's model and checkpoints and the JSON that lists them; {file: sha256}."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+    shards, checkpoints = [], []
+    for s, texts in enumerate(model.texts):
+        data = [t.encode("utf-8") for t in texts]
+        for text in data:
+            shape = check_lightgbm_text(text)  # refuse now what loading would refuse later
+            if shape.n_features != model.n_features:
+                raise ValueError(f"shard {s} takes {shape.n_features} features, not {model.n_features}")
+        name = shard_file(s)
+        written[name] = write_atomic(directory / name, data[-1])
+        shards.append({"file": name, "sha256": written[name]})
+        row = []
+        for r, text in enumerate(data[:-1]):
+            name = checkpoint_file(s, r)
+            written[name] = write_atomic(directory / name, text)
+            row.append({"file": name, "sha256": written[name]})
+        checkpoints.append(row)
+    meta = {
+        "format": ENSEMBLE_FORMAT,
+        "format_version": ENSEMBLE_FORMAT_VERSION,
+        "kind": "sharded",
+        "n_classes": model.n_classes,
+        "n_features": model.n_features,
+        "plan": model.plan,
+        "reference": [None if np.isnan(v) else float(v) for v in np.asarray(reference, dtype=np.float64)],
+        "shards": shards,
+        "checkpoints": checkpoints,
+        "versions": library_versions(),
+    }
+    written[ENSEMBLE_JSON] = write_json(directory / ENSEMBLE_JSON, meta)
+    return written
+
+
+def is_sharded(manifest: dict[str, str]) -> bool:
+    return ENSEMBLE_JSON in manifest
+
+
+def load_sharded(directory: Path, manifest: dict[str, str]) -> ShardedPredictor:
+    """The served form of a sharded version, every file checked against both hashes first."""
+    meta = _meta(directory, manifest)
+    boosters = [_booster(directory, manifest, entry, meta) for entry in meta["shards"]]
+    shards = [LightGBMPredictor(b, meta["n_classes"], meta["n_features"]) for b in boosters]
+    return ShardedPredictor(shards, read_reference(meta["reference"], meta["n_features"], ENSEMBLE_JSON))
+
+
+def read_sharded(directory: Path, manifest: dict[str, str]) -> ShardedModel:
+    """The whole sharded model, checkpoints included, as forgetting continues it."""
+    meta = _meta(directory, manifest, checkpoints_too=True)
+    texts = []
+    for s, entry in enumerate(meta["shards"]):
+        row = [_text(directory, manifest, c, meta) for c in meta["checkpoints"][s]]
+        texts.append([*row, _text(directory, manifest, entry, meta)])
+    return ShardedModel(texts, meta["n_classes"], meta["n_features"], meta["plan"])
+
+
+def _meta(directory: Path, manifest: dict[str, str], *, checkpoints_too: bool = False) -> dict[str, Any]:
+    """``model.ensemble.json`` checked: its hash, its fields, and that the manifest lists every
+    model file it names with the same sha256 (checkpoints too when they are to be read)."""
+    check_manifest(manifest)
+    if ENSEMBLE_JSON not in manifest:
+        raise ArtifactError(f"manifest does not list {ENSEMBLE_JSON}")
+    meta = parse_header(_checked_bytes(directory, ENSEMBLE_JSON, manifest[ENSEMBLE_JSON]), ENSEMBLE_JSON,
+                        ENSEMBLE_FORMAT, ENSEMBLE_FORMAT_VERSION)  # fmt: skip
+    for key in ("n_classes", "n_features"):
+        if type(meta.get(key)) is not int or meta[key] < (2 if key == "n_classes" else 1):
+            raise ArtifactError(f"{ENSEMBLE_JSON} has an invalid {key}: {meta.get(key)!r}")
+    shards, checkpoints = meta.get("shards"), meta.get("checkpoints")
+    if not isinstance(shards, list) or not shards or not isinstance(checkpoints, list):
+        raise ArtifactError(f"{ENSEMBLE_JSON} lists no shards")
+    if len(checkpoints) != len(shards) or not isinstance(meta.get("plan"), dict):
+        raise ArtifactError(f"{ENSEMBLE_JSON} has a checkpoint list or plan that does not match its shards")
+    listed = list(shards)
+    if checkpoints_too:
+        slices = meta["plan"].get("slices")
+        if not all(isinstance(row, list) and len(row) == (slices or 0) - 1 for row in checkpoints):
+            raise ArtifactError(f"{ENSEMBLE_JSON} does not list a checkpoint for every slice but the last")
+        listed += [c for row in checkpoints for c in row]
+    for entry in listed:
+        file = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(file, str) or manifest.get(file) != entry.get("sha256"):
+            raise ArtifactError(f"{ENSEMBLE_JSON} lists a file the manifest does not: {entry!r}")
+    return meta
+
+
+def _checked_bytes(directory: Path, name: str, expected: str) -> bytes:
+    path = directory / name
+    check_regular(path, name)
+    data = path.read_bytes()  # the bytes hashed are the bytes parsed
+    check_hash(name, hashlib.sha256(data).hexdigest(), expected)
+    return data
+
+
+def _text(directory: Path, manifest: dict[str, str], entry: dict[str, str], meta: dict[str, Any]) -> str:
+    data = _checked_bytes(directory, entry["file"], manifest[entry["file"]])
+    shape = check_lightgbm_text(data)
+    binary = meta["n_classes"] == 2
+    if (
+        shape.n_features != meta["n_features"]
+        or (shape.objective == "binary") != binary
+        or (not binary and shape.num_class != meta["n_classes"])
+    ):
+        raise ArtifactError(f"{entry['file']} does not match {ENSEMBLE_JSON}'s classes and features")
+    return data.decode("utf-8")
+
+
+def _booster(directory: Path, manifest: dict[str, str], entry: dict[str, str], meta: dict[str, Any]) -> Any:
+    text = _text(directory, manifest, entry, meta)
+    try:
+        return lightgbm.Booster(model_str=text)
+    except lightgbm.basic.LightGBMError as exc:
+        raise ArtifactError(f"{entry['file']} is not a readable LightGBM text model: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Forgetting on request: deletion requests and their audit, exclusions, sharded (SISA) training."""

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import dataclasses
+
+import lightgbm
+import numpy as np
+import pytest
+
+from assay.errors import ArtifactError, DataError, SpecError
+from assay.modelling.spec import UnlearningSpec, load_spec
+from assay.modelling.training import CandidateResult, prepare, train
+from assay.registry.ensemble import ShardedPredictor, read_sharded
+from assay.unlearning.sharding import assign, fit_shards, sharded_refit, trees_per_slice
+from tests.unlearning.conftest import write_sharded_spec
+
+
+def test_a_rows_shard_and_slice_depend_on_its_id_and_the_seed_alone():
+    ids = np.array([str(i) for i in range(5000)])
+    shard, slice_ = assign(ids, 8, 4, seed=3)
+    again, again_slice = assign(ids[::-1], 8, 4, seed=3)
+    assert (shard == again[::-1]).all() and (slice_ == again_slice[::-1]).all()
+    assert set(np.bincount(shard)) and np.bincount(shard).min() > 500  # spread over every shard
+    assert np.bincount(slice_, minlength=4).min() > 1000
+    other, _ = assign(ids, 8, 4, seed=4)
+    assert (other != shard).mean() > 0.8
+
+
+def test_trees_are_spread_over_slices():
+    assert trees_per_slice(60, 3) == [20, 20, 20]
+    assert trees_per_slice(10, 4) == [3, 3, 2, 2]
+
+
+def test_a_sharded_version_is_stored_as_text_models_and_served_as_their_mean(workspace, tmp_path):
+    spec = load_spec(write_sharded_spec(tmp_path / "data", shards=3, slices=2, curve=True))
+    result = train(spec, workspace.registry, refit=sharded_refit)
+    record = result.record
+    assert "model.ensemble.json" in record.manifest and "shard-002.slice-00.txt" in record.manifest
+    assert not any(name.endswith(".skops") for name in record.manifest)
+    loaded = workspace.registry.load(record)
+    predictor = loaded.predictor
+    assert isinstance(predictor, ShardedPredictor) and len(predictor.shards) == 3
+    X = np.random.default_rng(0).normal(size=(7, predictor.n_features))
+    X[:, :] = np.abs(X)
+    shards = [
+        lightgbm.Booster(model_str=(record.directory / f"model.shard-{s:03d}.txt").read_text()).predict(X)
+        for s in range(3)
+    ]
+    assert np.array_equal(predictor.predict_proba(X)[:, 1], np.mean(shards, axis=0))
+    assert predictor.contributions(X).shape == (7, 2, predictor.n_features + 1)
+    card = workspace.registry.card(record)
+    assert card["unlearning"]["fast"] is True
+    assert [p["shards"] for p in card["unlearning"]["curve"]] == [1, 2, 3]
+    assert set(card["unlearning"]["cost"]) == {"roc_auc", "average_precision", "log_loss"}
+    assert record.lineage["unlearning"]["shards"] == 3
+
+
+def test_continuing_a_shard_from_its_checkpoint_equals_training_it_from_scratch(workspace, tmp_path):
+    spec = load_spec(write_sharded_spec(tmp_path / "data", shards=4, slices=3))
+    record = train(spec, workspace.registry, refit=sharded_refit).record
+    data = prepare(spec, None, lambda _m: None)
+    old = read_sharded(record.directory, record.manifest)
+    plan = spec.training.unlearning
+    assert plan is not None
+    params = dict(record.lineage["params"])
+    # Leave out three rows; continue their shards from the slice before the first of them.
+    gone = np.array([5, 700, 1201])
+    shard, slice_ = assign(data.ids[gone], plan.shards, plan.slices, spec.seed)
+    start: dict[int, int] = {}
+    for s, r in zip(shard.tolist(), slice_.tolist(), strict=True):
+        start[s] = min(start.get(s, r), r)
+    keep = np.ones(len(data.ids), dtype=bool)
+    keep[gone] = False
+    smaller = dataclasses.replace(data, X=data.X[keep], y=data.y[keep], ids=data.ids[keep])
+    continued = fit_shards(spec, smaller, params, plan, previous=old, start=start)
+    scratch = fit_shards(spec, smaller, params, plan)
+    assert continued.texts == scratch.texts
+    untouched = [s for s in range(plan.shards) if s not in start]
+    assert all(continued.texts[s] == old.texts[s] for s in untouched)
+    assert any(continued.texts[s] != old.texts[s] for s in start)
+    X = data.X_test
+    assert np.array_equal(continued.predict_proba(X), scratch.predict_proba(X))
+
+
+def test_a_tampered_shard_model_is_refused_at_load(workspace, tmp_path):
+    spec = load_spec(write_sharded_spec(tmp_path / "data", shards=2, slices=1))
+    record = train(spec, workspace.registry, refit=sharded_refit).record
+    path = record.directory / "model.shard-001.txt"
+    path.write_text(path.read_text().replace("num_leaves=", "num_leaves=9", 1))
+    workspace.registry._alive.clear()
+    workspace.registry._recent.clear()
+    with pytest.raises(ArtifactError, match="hash mismatch"):
+        workspace.registry.load(record)
+
+
+def test_sharding_is_checked_in_the_spec_and_at_training(workspace, tmp_path):
+    path = write_sharded_spec(tmp_path / "data")
+    text = path.read_text()
+    path.write_text(text.replace('candidates = ["lightgbm"]', 'candidates = ["lightgbm", "random_forest"]'))
+    with pytest.raises(SpecError, match=r"training\.unlearning"):
+        load_spec(path)
+    path.write_text(text.replace("shards = 4", "shards = 0"))
+    with pytest.raises(SpecError, match="between 1 and 256"):
+        load_spec(path)
+    path.write_text(text)
+    with pytest.raises(SpecError, match="sharded training"):
+        train(load_spec(path), workspace.registry)  # without the sharded refit
+    spec = load_spec(path)
+    spec.training.unlearning = UnlearningSpec(shards=200, slices=1)
+    with pytest.raises(DataError, match="no rows of class"):
+        train(spec, workspace.registry, refit=sharded_refit)
+
+
+def test_candidate_result_params_reach_every_shard(workspace, tmp_path):
+    spec = load_spec(write_sharded_spec(tmp_path / "data", shards=2, slices=2))
+    data = prepare(spec, None, lambda _m: None)
+    winner = CandidateResult(
+        "lightgbm", {"n_estimators": 10, "num_leaves": 4, "learning_rate": 0.1}, [0.5], [0.1]
+    )
+    model = sharded_refit(spec, data, winner, lambda _m: None).estimator
+    assert model.plan["trees"] == [5, 5]
+    for texts in model.texts:
+        booster = lightgbm.Booster(model_str=texts[-1])
+        assert booster.num_trees() == 10
+        assert lightgbm.Booster(model_str=texts[0]).num_trees() == 5
