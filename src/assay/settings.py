@@ -83,6 +83,10 @@ class Settings:
     workset_size: int = _setting(20, "Items handed to a reviewer at once.")
     workset_ttl_s: int = _setting(3600, "Seconds before an abandoned workset's items go back to the pool.")
     seed: int = _setting(0, "Random seed for sampling campaign items when a command gives none.")
+    legal_hold: bool = _setting(
+        False,
+        "Keep the files of versions retired by a deletion request (they stay unservable); off deletes them.",
+    )
     log_sample: float = _setting(
         1.0, "Share of served scores written to the prediction log for monitoring (0 turns logging off)."
     )

@@ -221,10 +221,11 @@ def token_group() -> None:
 
 @token_group.command("create")
 @click.argument("name")
+@click.option("--admin", is_flag=True, help="The token may also make deletion requests (DELETE /v1/items).")
 @pass_workspace
-def token_create(ws: Workspace, name: str) -> None:
+def token_create(ws: Workspace, name: str, admin: bool) -> None:
     """Create a token; it is printed once and only its hash is kept."""
-    token = tokens.create_token(ws.engine, name)
+    token = tokens.create_token(ws.engine, name, admin=admin)
     click.echo(token)
     click.echo(f"token {name!r} created; store it now, it cannot be shown again", err=True)
 
@@ -235,7 +236,10 @@ def token_list(ws: Workspace) -> None:
     """List tokens (names and dates; never the tokens)."""
     for info in tokens.list_tokens(ws.engine):
         state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
-        click.echo(f"{info.name}\tcreated {info.created_at:%Y-%m-%d %H:%M}\t{state}")
+        click.echo(
+            f"{info.name}\tcreated {info.created_at:%Y-%m-%d %H:%M}\t{state}"
+            + ("\tadmin" if info.admin else "")
+        )
 
 
 @token_group.command("revoke")

@@ -579,7 +579,7 @@ def publish(
         write_file(staging / "card.html", model_card(facts).encode("utf-8"))
 
     with registry.staging(spec.name) as staging:
-        reference = _reference_row(data.X, data.schema)
+        reference = reference_row(data.X, data.schema)
         if isinstance(estimator, ShardedModel):
             save_sharded(estimator, staging, reference)
         else:
@@ -661,7 +661,7 @@ def _split(data: LabelledData, spec: ModelSpec) -> tuple[LabelledData, LabelledD
     return part(tr, "training split"), part(te, "held-out split")
 
 
-def _reference_row(X: np.ndarray, schema: FeatureSchema) -> np.ndarray:
+def reference_row(X: np.ndarray, schema: FeatureSchema) -> np.ndarray:
     """A typical row (median, or most common code) that occlusion explanations compare against."""
     ref = np.empty(X.shape[1])
     for j, f in enumerate(schema.features):

@@ -30,6 +30,7 @@ class TokenInfo:
     name: str
     created_at: datetime
     revoked_at: datetime | None
+    admin: bool = False  # may also make deletion requests
 
     @property
     def active(self) -> bool:
@@ -40,7 +41,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(engine: Engine, name: str) -> str:
+def create_token(engine: Engine, name: str, *, admin: bool = False) -> str:
     """A new token named ``name``; the returned string is the only time it exists in clear."""
     if not name or len(name) > 200 or not set(name) <= _NAME_CHARS:
         raise InvalidInput(f"token name {name!r} must be 1-200 of letters, digits, '_-.@'", field="name")
@@ -48,7 +49,9 @@ def create_token(engine: Engine, name: str) -> str:
     try:
         with engine.begin() as conn:
             conn.execute(
-                sa.insert(db.tokens).values(name=name, token_hash=hash_token(token), created_at=db.now())
+                sa.insert(db.tokens).values(
+                    name=name, token_hash=hash_token(token), created_at=db.now(), admin=admin
+                )
             )
     except sa.exc.IntegrityError as exc:
         raise Conflict(f"a token named {name!r} already exists", field="name") from exc
@@ -58,7 +61,7 @@ def create_token(engine: Engine, name: str) -> str:
 def list_tokens(engine: Engine) -> list[TokenInfo]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(db.tokens).order_by(db.tokens.c.name)).all()
-    return [TokenInfo(r.name, r.created_at, r.revoked_at) for r in rows]
+    return [TokenInfo(r.name, r.created_at, r.revoked_at, r.admin) for r in rows]
 
 
 def revoke_token(engine: Engine, name: str) -> None:
@@ -77,7 +80,7 @@ def verify_token(engine: Engine, token: str) -> TokenInfo:
         row = conn.execute(sa.select(db.tokens).where(db.tokens.c.token_hash == hash_token(token))).first()
     if row is None or row.revoked_at is not None:
         raise Unauthorized("the API token is unknown or revoked", field="Authorization", code="invalid_token")
-    return TokenInfo(row.name, row.created_at, row.revoked_at)
+    return TokenInfo(row.name, row.created_at, row.revoked_at, row.admin)
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -59,6 +59,7 @@ from assay.web.limits import (
 from assay.web.metrics import Metrics, Timing
 from assay.web.monitoring import Watch
 from assay.web.monitoring import routes as monitoring_routes
+from assay.web.unlearning import routes as unlearning_routes
 from assay.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,14 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
             workspace.close()
 
     app = Starlette(
-        routes=[*api.routes(), *oip.routes(), *openapi.routes(), *monitoring_routes(), *review.routes()],
+        routes=[
+            *api.routes(),
+            *oip.routes(),
+            *openapi.routes(),
+            *monitoring_routes(),
+            *unlearning_routes(),
+            *review.routes(),
+        ],
         middleware=[
             Middleware(Timing, metrics=metrics),
             Middleware(

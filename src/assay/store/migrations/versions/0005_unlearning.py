@@ -1,19 +1,21 @@
-"""unlearning tables: deletion requests, the exclusion list, retired versions, the id salt
+"""unlearning tables: deletion requests, the exclusion list, retired versions, the id salt; admin tokens
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("tokens") as batch:
+        batch.add_column(sa.Column("admin", sa.Boolean(), nullable=False, server_default=sa.false()))
     op.create_table(
         "forget_requests",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -59,3 +61,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ("unlearning_salt", "retired_versions", "forgotten_ids", "forget_requests"):
         op.drop_table(table)
+    with op.batch_alter_table("tokens") as batch:
+        batch.drop_column("admin")

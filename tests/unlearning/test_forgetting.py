@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from assay.errors import InvalidInput, NotFound
+from assay.modelling.spec import ModelSpec
+from assay.modelling.training import train
+from assay.monitoring.log import read_log, write_rows
+from assay.registry.ensemble import read_sharded
+from assay.review.judgments import record_judgment
+from assay.serving.cache import MemoryCache, score_key
+from assay.serving.features import FeatureTable
+from assay.store import db
+from assay.unlearning import forgetting, requests
+from assay.unlearning.exclusions import ExclusionList
+from assay.unlearning.sharding import assign, sharded_refit
+from assay.workspace import Workspace
+from tests.unlearning.conftest import training_ids
+
+
+def _forgetting(ws: Workspace, **kwargs) -> forgetting.Forgetting:
+    return forgetting.Forgetting(engine=ws.engine, registry=ws.registry, **kwargs)
+
+
+def test_forgetting_retrains_only_the_shards_that_held_the_ids_and_equals_a_fresh_training(sharded_workspace):
+    ws = sharded_workspace
+    old = ws.registry.get("damaging", 1)
+    old_texts = read_sharded(old.directory, old.manifest).texts
+    ids = training_ids(old.directory.parents[2].parent / "data")
+    gone = [ids[3], ids[500]]
+    request = forgetting.forget(_forgetting(ws), ["damaging"], [*gone, "no-such-item"], actor="dpo")
+
+    assert request.status == "done" and len(request.id_hashes) == 3 and len(request.unknown) == 1
+    [entry] = request.versions
+    shards, _ = assign(np.array(gone), 4, 3, seed=0)
+    assert entry["mode"] == "shards" and entry["retrained_shards"] == sorted(set(shards.tolist()))
+    assert entry["replacement"] == 2 and entry["artifacts_deleted"] is True
+    assert ws.registry.aliases("damaging") == {"production": 2, "candidate": 2}
+    with pytest.raises(NotFound, match="retired"):
+        ws.registry.get("damaging", 1)
+    with pytest.raises(NotFound, match="retired"):
+        ws.registry.promote("damaging", 1, actor="someone", force=True, reason="bring it back")
+    assert not old.directory.exists()
+
+    new = ws.registry.get("damaging", 2)
+    assert new.lineage["unlearning"]["forgot"]["request"] == request.id
+    assert new.lineage["train_rows"] == old.lineage["train_rows"] - 2
+    new_texts = read_sharded(new.directory, new.manifest).texts
+    for s in range(4):
+        assert (new_texts[s] == old_texts[s]) == (s not in entry["retrained_shards"])
+    assert ws.registry.card(new)["unlearning"]["fast"] is True
+
+    verification = forgetting.verify(_forgetting(ws), request.id)
+    assert verification["equal"] is True and verification["versions"][0]["rows"] == 400
+    assert requests.get_request(ws.engine, request.id).verification["equal"] is True
+
+
+def test_the_audit_and_exclusion_list_keep_no_id(sharded_workspace):
+    ws = sharded_workspace
+    ids = training_ids(ws.settings.home.parent / "data")
+    forgetting.forget(_forgetting(ws), ["damaging"], [ids[7]], actor="dpo")
+    with ws.engine.connect() as conn:
+        stored = [
+            json.dumps([list(map(str, r)) for r in conn.execute(sa.select(t)).all()])
+            for t in (db.forget_requests, db.forgotten_ids, db.retired_versions, db.alias_events)
+        ]
+    assert not any(ids[7] in text for text in stored)
+    assert ExclusionList(ws.engine, "damaging").mask(np.array([ids[7], ids[8]])).tolist() == [True, False]
+
+
+def test_every_store_loses_the_items_rows_and_only_theirs(sharded_workspace):
+    ws = sharded_workspace
+    loaded = ws.registry.load(ws.registry.get("damaging", 1))
+    test_frame = loaded  # the schema encodes rows for the log
+    d, k = len(loaded.schema.features), len(loaded.classes)
+    keep, gone = "keep-1", "gone-1"
+    write_rows(ws.engine, "damaging", 1, 1.0e9, [keep, gone, keep], np.zeros((3, d)), np.full((3, k), 0.5))
+    frame = read_log(ws.engine, "damaging", 1, width=(d, k), with_ids=True)
+    assert frame.ids == [keep, gone, keep]
+    features = {f.name: 1 for f in test_frame.schema.features}
+    FeatureTable(ws.engine).load_records(
+        "damaging", [{"id": keep, "features": features}, {"id": gone, "features": features}], loaded.schema
+    )
+    for item in (keep, gone):
+        record_judgment(ws.engine, model="damaging", item_id=item, label="True", classes=loaded.classes,
+                        rationale="vandalism", token_name="tests")  # fmt: skip
+    with ws.engine.begin() as conn:
+        conn.execute(sa.insert(db.monitor_labels), [
+            {"model": "damaging", "item_id": i, "label": "True", "source": "tests", "created_at": db.now()} for i in (keep, gone)
+        ])  # fmt: skip
+    cache = MemoryCache(100)
+    cache.set_many({score_key("damaging", 1, gone): {"x": 1}, score_key("damaging", 1, keep): {"x": 1}})
+
+    request = forgetting.forget(_forgetting(ws, cache=cache), ["damaging"], [gone], actor="dpo")
+    assert request.stores["damaging"] == {
+        "review_items": 0, "judgments": 1, "feature_rows": 1, "monitor_labels": 1, "prediction_log": 1,
+    }  # fmt: skip
+    assert request.unknown == [] and request.versions == []  # in the stores, not in any training data
+    assert read_log(ws.engine, "damaging", 1, width=(d, k), with_ids=True).ids == [keep, keep]
+    assert set(FeatureTable(ws.engine).lookup("damaging", [keep, gone])) == {keep}
+    with ws.engine.connect() as conn:
+        assert conn.execute(sa.select(db.judgments.c.item_id)).scalars().all() == [keep]
+        assert conn.execute(sa.select(db.monitor_labels.c.item_id)).scalars().all() == [keep]
+    assert cache.get_many([score_key("damaging", 1, gone), score_key("damaging", 1, keep)])[0] is None
+    assert ws.registry.aliases("damaging")["production"] == 1  # version 1 never held the item
+
+
+def test_every_later_training_leaves_forgotten_items_out(sharded_workspace):
+    ws = sharded_workspace
+    ids = training_ids(ws.settings.home.parent / "data")
+    forgetting.forget(_forgetting(ws, legal_hold=True), ["damaging"], ids[:3], actor="dpo")
+    assert ws.registry.get("damaging", 1, retired_ok=True).directory.exists()  # legal hold keeps its files
+    spec = ModelSpec.from_dict(ws.registry.get("damaging", 2).spec)
+    exclusion = ExclusionList(ws.engine, "damaging")
+    record = train(spec, ws.registry, exclusion=exclusion, refit=sharded_refit).record
+    assert record.lineage["unlearning"]["excluded_rows"] == 3
+    assert record.lineage["train_rows"] == 1197
+
+
+def test_bad_requests_are_refused_before_anything_is_written(sharded_workspace):
+    ws = sharded_workspace
+    f = _forgetting(ws)
+    for ids, problem in (([], "at least one"), (["x" * 201], "1-200"), ([True], "string or an integer"),
+                         (["a\nb"], "printable"), ([str(i) for i in range(100_001)], "at most")):  # fmt: skip
+        with pytest.raises(InvalidInput, match=problem):
+            forgetting.forget(f, ["damaging"], ids, actor="dpo")
+    with pytest.raises(NotFound, match="unknown model"):
+        forgetting.forget(f, ["nope"], ["1"], actor="dpo")
+    assert requests.list_requests(ws.engine) == []
+
+
+def test_an_unsharded_model_is_retrained_in_full_and_says_so(trained_workspace):
+    ws = trained_workspace
+    data = ws.settings.home.parent / "data"
+    first = (data / "edits.train.tsv").read_text().splitlines()[0].split("\t")[0]
+    request = forgetting.forget(_forgetting(ws), ["damaging"], [first], actor="dpo")
+    [entry] = request.versions
+    assert entry["mode"] == "full" and entry["replacement"] == 2
+    new = ws.registry.get("damaging", 2)
+    card = ws.registry.card(new)
+    assert card["unlearning"]["fast"] is False and "in full" in card["unlearning"]["note"]
+    assert new.lineage["unlearning"]["forgot"]["mode"] == "full"
