@@ -97,7 +97,8 @@ def test_every_store_loses_the_items_rows_and_only_theirs(sharded_workspace):
 
     request = forgetting.forget(_forgetting(ws, cache=cache), ["damaging"], [gone], actor="dpo")
     assert request.stores["damaging"] == {
-        "review_items": 0, "judgments": 1, "feature_rows": 1, "monitor_labels": 1, "prediction_log": 1,
+        "campaign_items": 0, "labels": 0, "assignments": 0, "judgments": 1, "endorsements": 0,
+        "feature_rows": 1, "monitor_labels": 1, "prediction_log": 1,
     }  # fmt: skip
     assert request.unknown == [] and request.versions == []  # in the stores, not in any training data
     assert read_log(ws.engine, "damaging", 1, width=(d, k), with_ids=True).ids == [keep, keep]

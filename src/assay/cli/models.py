@@ -15,8 +15,6 @@ from assay.cli import main, pass_workspace
 from assay.errors import InvalidInput
 from assay.registry.files import sha256_file
 from assay.settings import Settings
-from assay.unlearning.exclusions import ExclusionList
-from assay.unlearning.sharding import sharded_refit
 from assay.workspace import Workspace
 
 
@@ -49,6 +47,8 @@ def train_command(ws: Workspace, spec_path: str) -> None:
     from assay.modelling.spec import load_spec
     from assay.modelling.training import train
     from assay.review.resolution import resolved_labels
+    from assay.unlearning.exclusions import ExclusionList
+    from assay.unlearning.sharding import sharded_refit
 
     spec = load_spec(spec_path)
     result = train(

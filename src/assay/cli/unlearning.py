@@ -10,23 +10,29 @@ from __future__ import annotations
 import functools
 import getpass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from assay.cli import main, pass_workspace
 from assay.errors import InvalidInput
-from assay.review.resolution import resolved_labels
 from assay.serving.cache import open_cache
-from assay.unlearning import forgetting, requests
+from assay.unlearning import requests
 from assay.unlearning.requests import ForgetRequest
 from assay.workspace import Workspace
+
+if TYPE_CHECKING:
+    from assay.unlearning.forgetting import Forgetting
 
 _ACTIONS = ("status", "resume", "verify")
 
 
-def _forgetting(ws: Workspace) -> forgetting.Forgetting:
-    return forgetting.Forgetting(
+def _forgetting(ws: Workspace) -> Forgetting:
+    # Forgetting trains models: its libraries are imported when a command needs them.
+    from assay.review.resolution import resolved_labels
+    from assay.unlearning.forgetting import Forgetting
+
+    return Forgetting(
         engine=ws.engine,
         registry=ws.registry,
         cache=open_cache(ws.settings),
@@ -46,6 +52,8 @@ def forget_command(
     ws: Workspace, args: tuple[str, ...], models: tuple[str, ...], ids_file: str | None, verify: bool
 ) -> None:
     """Forget items everywhere (ID…), or: status [N] | resume [N] | verify N."""
+    from assay.unlearning import forgetting
+
     f = _forgetting(ws)
     if args and args[0] in _ACTIONS and not models:
         _action(f, args[0], args[1:])
@@ -61,7 +69,9 @@ def forget_command(
         _show_verification(forgetting.verify(f, request.id))
 
 
-def _action(f: forgetting.Forgetting, action: str, rest: tuple[str, ...]) -> None:
+def _action(f: Forgetting, action: str, rest: tuple[str, ...]) -> None:
+    from assay.unlearning.forgetting import resume, verify
+
     number = _request_number(rest, required=action == "verify")
     if action == "status":
         if number is not None:
@@ -84,10 +94,10 @@ def _action(f: forgetting.Forgetting, action: str, rest: tuple[str, ...]) -> Non
         if not pending:
             click.echo("no deletion request is unfinished")
         for request_id in pending:
-            _show(forgetting.resume(f, request_id))
+            _show(resume(f, request_id))
         return
     assert number is not None
-    _show_verification(forgetting.verify(f, number))
+    _show_verification(verify(f, number))
 
 
 def _request_number(rest: tuple[str, ...], *, required: bool) -> int | None:

@@ -21,9 +21,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm
 import numpy as np
 
 from assay.errors import ArtifactError
@@ -43,6 +42,12 @@ from assay.registry.files import (
     write_json,
 )
 from assay.registry.lightgbm_text import check_lightgbm_text
+
+if TYPE_CHECKING:
+    import lightgbm
+
+# LightGBM is imported where a sharded model is built or loaded, so that reading the registry
+# (``assay models``) does not load it.
 
 ENSEMBLE_JSON = "model.ensemble.json"
 ENSEMBLE_FORMAT = "assay-sharded-model"
@@ -76,6 +81,8 @@ class ShardedModel:
         return np.arange(self.n_classes)
 
     def predictor(self) -> ShardedPredictor:
+        import lightgbm
+
         if not self._boosters:
             self._boosters = [lightgbm.Booster(model_str=t[-1]) for t in self.texts]
         shards = [LightGBMPredictor(b, self.n_classes, self.n_features) for b in self._boosters]
@@ -223,6 +230,8 @@ def _text(directory: Path, manifest: dict[str, str], entry: dict[str, str], meta
 
 
 def _booster(directory: Path, manifest: dict[str, str], entry: dict[str, str], meta: dict[str, Any]) -> Any:
+    import lightgbm
+
     text = _text(directory, manifest, entry, meta)
     try:
         return lightgbm.Booster(model_str=text)

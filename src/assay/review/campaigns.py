@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -419,27 +418,3 @@ def create_campaign(ws: Workspace, scorer: Scorer, options: CampaignOptions, *, 
 def parse_list(text: str) -> list[str]:
     """Ids or names separated by commas, spaces or newlines (form fields, CLI options)."""
     return [part for part in re.split(r"[\s,]+", text or "") if part]
-
-
-def forget_items(conn: Connection, model: str, item_ids: Sequence[str]) -> int:
-    """Delete the items ``item_ids`` from every campaign of ``model``, with their assignments and
-    labels (the foreign keys cascade), in the caller's transaction; returns the items deleted."""
-    items, campaigns = db.campaign_items, db.campaigns
-    ids = list(dict.fromkeys(item_ids))
-    deleted = 0
-    for campaign_id in (
-        conn.execute(sa.select(campaigns.c.id).where(campaigns.c.model == model)).scalars().all()
-    ):
-        for lo in range(0, len(ids), 500):
-            part = ids[lo : lo + 500]
-            n = conn.execute(
-                sa.delete(items).where(items.c.campaign_id == campaign_id, items.c.item_id.in_(part))
-            ).rowcount
-            if n:
-                conn.execute(
-                    sa.update(campaigns)
-                    .where(campaigns.c.id == campaign_id)
-                    .values(item_count=campaigns.c.item_count - n)
-                )
-                deleted += n
-    return deleted

@@ -10,18 +10,24 @@ lowered; the agreement and progress they show are then of the items left.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from assay.store import db
 
 _CHUNK = 500  # ids per statement: well under every store's bound-parameter limit
 
 
-def forget_items(engine: Engine, item_ids: Iterable[str], *, model: str | None = None) -> dict[str, int]:
+def forget_items(
+    engine: Engine | Connection, item_ids: Iterable[str], *, model: str | None = None
+) -> dict[str, int]:
     """Delete the review data of ``item_ids`` (of ``model``'s campaigns and judgments, or of every model).
+
+    Given a connection, it works in the caller's transaction (a deletion request that also
+    clears other stores commits them all at once).
 
     Returns counts by kind: ``campaign_items``, ``labels``, ``assignments``,
     ``judgments``, ``endorsements``.
@@ -29,7 +35,7 @@ def forget_items(engine: Engine, item_ids: Iterable[str], *, model: str | None =
     ids = sorted({str(i) for i in item_ids})
     counts = dict.fromkeys(("campaign_items", "labels", "assignments", "judgments", "endorsements"), 0)
     items_t, j_t = db.campaign_items, db.judgments
-    with engine.begin() as conn:
+    with _transaction(engine) as conn:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             items = sa.select(items_t.c.id, items_t.c.campaign_id).where(items_t.c.item_id.in_(chunk))
@@ -61,3 +67,12 @@ def forget_items(engine: Engine, item_ids: Iterable[str], *, model: str | None =
                     .values(item_count=db.campaigns.c.item_count - removed)
                 )
     return counts
+
+
+@contextmanager
+def _transaction(engine: Engine | Connection) -> Iterator[Connection]:
+    if isinstance(engine, Connection):
+        yield engine
+    else:
+        with engine.begin() as conn:
+            yield conn

@@ -17,7 +17,6 @@ of that campaign cannot learn the model's answer from the judgments either.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -322,20 +321,3 @@ def recent_judgments(
     if model is not None:
         query = query.where(j_t.c.model == model)
     return _load(engine, query)
-
-
-def forget_judgments(conn: Connection, model: str, item_ids: Sequence[str]) -> int:
-    """Delete the judgments about ``item_ids`` under ``model``, with their endorsements and
-    comments (the foreign key cascades); returns the judgments deleted."""
-    ids = list(dict.fromkeys(item_ids))
-    deleted = 0
-    for lo in range(0, len(ids), 500):
-        deleted += (
-            conn.execute(
-                sa.delete(db.judgments).where(
-                    db.judgments.c.model == model, db.judgments.c.item_id.in_(ids[lo : lo + 500])
-                )
-            ).rowcount
-            or 0
-        )
-    return deleted

@@ -54,8 +54,7 @@ from assay.monitoring.log import forget_items as forget_logged
 from assay.registry.artifacts import load_model, save_model
 from assay.registry.ensemble import is_sharded, read_sharded
 from assay.registry.versions import Registry, VersionRecord
-from assay.review.campaigns import forget_items as forget_review_items
-from assay.review.judgments import forget_judgments
+from assay.review.erasure import forget_items as forget_review_items
 from assay.serving.cache import ScoreCache, score_key
 from assay.serving.features import delete_rows
 from assay.store import db
@@ -274,8 +273,7 @@ def _in_stores(conn: sa.Connection, models: Sequence[str], ids: list[str]) -> se
 def _delete_everywhere(conn: sa.Connection, model: str, ids: list[str]) -> dict[str, int]:
     """Delete ``ids``' rows from every store of ``model`` in the caller's transaction."""
     return {
-        "review_items": forget_review_items(conn, model, ids),
-        "judgments": forget_judgments(conn, model, ids),
+        **forget_review_items(conn, ids, model=model),
         "feature_rows": delete_rows(conn, model, ids),
         "monitor_labels": forget_labels(conn, model, ids),
         "prediction_log": forget_logged(conn, model, ids),
