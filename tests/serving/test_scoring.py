@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -414,8 +415,10 @@ def test_score_command_scores_a_file(trained_home: Path, tmp_path: Path) -> None
     runner = CliRunner()
     home = ["--home", str(trained_home)]
     out = tmp_path / "scores.csv"
+    # The shared home is left as it was: logging is tested on a copy below.
     result = runner.invoke(
-        main, [*home, "score", "damaging", "--input", str(data), "--output", str(out), "--no-header"]
+        main,
+        [*home, "score", "damaging", "--input", str(data), "--output", str(out), "--no-header", "--no-log"],
     )
     assert result.exit_code == 0, result.output
     assert "scored 500 rows with damaging@1" in result.stderr
@@ -435,13 +438,53 @@ def test_score_command_scores_a_file(trained_home: Path, tmp_path: Path) -> None
     assert str(scored["prediction"][0]) == str(score["prediction"])  # a CSV reader may make it a bool
 
     parquet = tmp_path / "scores.parquet"
-    args = [*home, "score", "damaging@1", "--input", str(data), "--output", str(parquet), "--no-header"]
+    args = [
+        *home,
+        "score",
+        "damaging@1",
+        "--input",
+        str(data),
+        "--output",
+        str(parquet),
+        "--no-header",
+        "--no-log",
+    ]
     assert runner.invoke(main, args).exit_code == 0
     assert set(pd.read_parquet(parquet)["prediction"]) <= {"True", "False"}
     bad = runner.invoke(
         main, [*home, "score", "damaging", "--input", str(data), "--output", str(tmp_path / "x.json")]
     )
     assert bad.exit_code == 1 and "error" in bad.stderr
+
+
+def test_score_command_logs_its_scores_sampled_like_served_ones(trained_home: Path, tmp_path: Path) -> None:
+    from assay.monitoring.log import frame_of
+
+    copy = tmp_path / "home"
+    shutil.copytree(trained_home, copy)
+    data = trained_home.parent / "data" / "edits.test.tsv"
+    args = ["--home", str(copy), "score", "damaging", "--input", str(data), "--no-header"]
+    result = CliRunner().invoke(main, [*args, "--output", str(tmp_path / "a.csv")])
+    assert result.exit_code == 0, result.output
+    assert "logged 500 rows" in result.stderr
+    half = CliRunner(env={"ASSAY_LOG_SAMPLE": "0.5"}).invoke(
+        main, [*args, "--output", str(tmp_path / "b.csv")]
+    )
+    assert half.exit_code == 0, half.output
+    off = CliRunner(env={"ASSAY_LOG_SAMPLE": "0"}).invoke(main, [*args, "--output", str(tmp_path / "c.csv")])
+    assert off.exit_code == 0 and "logged" not in off.stderr
+    ws = Workspace.open(Settings.load(home=copy, environ={}))
+    try:
+        loaded = ws.registry.load(ws.registry.resolve("damaging"))
+        logged = frame_of(loaded, ws.engine, with_ids=True)
+    finally:
+        ws.close()
+    scored = pd.read_csv(tmp_path / "a.csv", dtype={"id": str})
+    assert 500 + 180 < len(logged) < 500 + 320  # all of the first run, about half of the second
+    k = (logged.ids or []).index(scored["id"][0])
+    assert logged.proba[k, loaded.classes.index("True")] == pytest.approx(
+        scored["probability_True"][0], abs=1e-12
+    )
 
 
 @pytest.mark.redis

@@ -171,16 +171,33 @@ def _check_grpc(settings: Settings) -> None:
 )
 @click.option("--id-column", default=None, help="The id column (default: the spec's data.id).")
 @click.option("--header/--no-header", default=True, help="Whether the input has a header row.")
+@click.option(
+    "--log/--no-log",
+    "log_scores",
+    default=True,
+    help="Write the scores to the prediction log (sampled by log_sample, as served scores are).",
+)
 @pass_workspace
 def score_command(
-    ws: Workspace, model: str, input_path: str, output_path: str, id_column: str | None, header: bool
+    ws: Workspace,
+    model: str,
+    input_path: str,
+    output_path: str,
+    id_column: str | None,
+    header: bool,
+    log_scores: bool,
 ) -> None:
     """Score every row of a file with MODEL (name, name@3 or name@alias).
 
-    Writes id, version, prediction and probability_<class> per row.
+    Writes id, version, prediction and probability_<class> per row, and logs the scores for
+    monitoring (``--no-log`` not to).
     """
-    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0))
+    from assay.monitoring.log import open_log
+
     started = time.perf_counter()
+    # The whole file may be queued at once: a batch has no request for the log to hold up.
+    log = open_log(ws.engine, ws.settings, queue_rows=2**62) if log_scores else None
+    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0), prediction_log=log)
     try:
         frame = _read_input(scorer, model, input_path, header)
         id_column = id_column or _spec_data(scorer, model).get("id") or "id"
@@ -194,6 +211,13 @@ def score_command(
         f"({len(scored) / max(seconds, 1e-9):,.0f} rows/s) -> {output_path}",
         err=True,
     )
+    if log is not None:
+        log.close(timeout_s=3600.0)
+        dropped = f"; dropped {sum(log.dropped.values())} ({log.dropped})" if log.dropped else ""
+        click.echo(
+            f"logged {log.written} rows in {time.perf_counter() - started - seconds:.2f}s more{dropped}",
+            err=True,
+        )
 
 
 def _write_output(frame: pd.DataFrame, path: Path) -> None:

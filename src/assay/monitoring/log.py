@@ -326,14 +326,18 @@ def open_log(
     *,
     on_drop: DropCallback | None = None,
     on_write: Callable[[int], None] | None = None,
+    queue_rows: int | None = None,
 ) -> PredictionLog | None:
-    """The prediction log the settings ask for, or None when logging is off (``log_sample`` 0)."""
+    """The prediction log the settings ask for, or None when logging is off (``log_sample`` 0).
+
+    ``queue_rows`` overrides the setting (a batch command queues a whole file: nothing waits on it).
+    """
     if settings.log_sample <= 0:
         return None
     return PredictionLog(
         engine,
         sample=settings.log_sample,
-        queue_rows=settings.log_queue_rows,
+        queue_rows=queue_rows if queue_rows is not None else settings.log_queue_rows,
         max_rows=settings.log_max_rows,
         retention_s=settings.log_retention_days * 86400.0,
         on_drop=on_drop,

@@ -388,6 +388,7 @@ class Scorer:
         class, named by the model's classes for binary models too (a file is read by people
         and by the next training run, which know the classes, not JSON's ``true``/``false``).
         A bad value refuses the file with a ``DataError`` naming the column, like training does.
+        The rows go to the prediction log, as served scores do.
         """
         served = self.model(ref)
         source = str(frame.attrs.get("source", "<frame>"))
@@ -398,6 +399,8 @@ class Scorer:
         import pandas as pd  # batch files only: requests never need it
 
         out = pd.DataFrame({"id": frame[id_column].astype(str).to_numpy()})
+        if self.prediction_log is not None:
+            self._log(served, out["id"].tolist(), X, proba)
         classes = served.loaded.classes
         prediction = served.predictions(proba)
         if served.positive_index is not None:  # flagged or not, as the class it stands for
