@@ -9,15 +9,15 @@ from scipy import stats
 from scipy.spatial import distance
 
 from assay.errors import ArtifactError, SpecError
-from assay.modelling.spec import FeatureMonitorSpec
-from assay.monitoring import drift
-from assay.monitoring.profile import (
+from assay.modelling.profile import (
     MAX_EXACT_VALUES,
     Profile,
     build_profile,
     check_profile,
     column_profile,
 )
+from assay.modelling.spec import FeatureMonitorSpec
+from assay.monitoring import drift
 from assay.registry.schema import Feature, FeatureSchema
 
 

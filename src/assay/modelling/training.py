@@ -44,10 +44,10 @@ from assay.modelling.datasets import (
     fingerprint,
     read_labelled,
 )
+from assay.modelling.profile import PROFILE_JSON, build_profile, profile_bytes
 from assay.modelling.queries import answer_threshold_query
 from assay.modelling.reports import model_card
 from assay.modelling.spec import ModelSpec
-from assay.monitoring.profile import PROFILE_JSON, build_profile, profile_bytes
 from assay.registry.artifacts import library_versions, save_model
 from assay.registry.ensemble import ShardedModel, save_sharded
 from assay.registry.files import write_file, write_json

@@ -36,8 +36,8 @@ from scipy import stats
 from scipy.spatial import distance
 from scipy.special import rel_entr
 
+from assay.modelling.profile import ColumnProfile, Profile
 from assay.modelling.spec import P_VALUE_TESTS, FeatureMonitorSpec
-from assay.monitoring.profile import ColumnProfile, Profile
 
 DEFAULT_THRESHOLDS = {
     "ks": 0.05,

@@ -79,6 +79,46 @@ def add_labels(
     ``classes_of(version)`` names the classes of a version of the model (the classes a label of
     an item that version scored must be one of).
     """
+    outcomes, wanted = _parse(items)
+    versions, existing = _known(engine, model, list(wanted))
+    rows: list[dict[str, Any]] = []
+    now = db.now()
+    class_cache: dict[int, Sequence[str]] = {}
+    for item_id, (i, raw) in wanted.items():
+        version = versions.get(item_id)
+        if version is None:
+            outcomes[i] = Outcome(
+                i, item_id, False, "unknown_item", f"model {model!r} has logged no score of item {item_id!r}"
+            )
+        elif item_id in existing:
+            outcomes[i] = Outcome(
+                i, item_id, False, "duplicate_label", f"item {item_id!r} already has a label"
+            )
+        else:
+            if version not in class_cache:
+                class_cache[version] = list(classes_of(version))
+            classes = class_cache[version]
+            label = _as_class(raw, classes)
+            if label is None:
+                outcomes[i] = Outcome(
+                    i,
+                    item_id,
+                    False,
+                    "unknown_class",
+                    f"label {str(raw)[:100]!r} is not a class of {model}@{version}: {', '.join(classes)}",
+                )
+                continue
+            rows.append(
+                {"model": model, "item_id": item_id, "label": label, "source": source, "created_at": now}
+            )
+            outcomes[i] = Outcome(i, item_id, True)
+    if rows:
+        _insert_new(engine, rows, outcomes, wanted)
+    return [outcomes[i] for i in range(len(items))]
+
+
+def _parse(items: Sequence[Any]) -> tuple[dict[int, Outcome], dict[str, tuple[int, Any]]]:
+    """Refusals of malformed items by index, and item id -> (index, raw label) of the others."""
     outcomes: dict[int, Outcome] = {}
     wanted: dict[str, tuple[int, Any]] = {}
     for i, item in enumerate(items):
@@ -89,25 +129,20 @@ def add_labels(
             continue
         item_id = _text(item.get("id"), MAX_ID_LENGTH)
         if item_id is None:
-            outcomes[i] = Outcome(
-                i,
-                None,
-                False,
-                "invalid_id",
-                f"id must be a string or whole number of 1-{MAX_ID_LENGTH} characters",
-            )
-            continue
-        if "label" not in item or item["label"] is None:
+            message = f"id must be a string or whole number of 1-{MAX_ID_LENGTH} characters"
+            outcomes[i] = Outcome(i, None, False, "invalid_id", message)
+        elif "label" not in item or item["label"] is None:
             outcomes[i] = Outcome(i, item_id, False, "missing_label", "the item has no label")
-            continue
-        if item_id in wanted:
-            outcomes[i] = Outcome(
-                i, item_id, False, "duplicate_label", f"item {item_id!r} is labelled twice in this batch"
-            )
-            continue
-        wanted[item_id] = (i, item["label"])
+        elif item_id in wanted:
+            message = f"item {item_id!r} is labelled twice in this batch"
+            outcomes[i] = Outcome(i, item_id, False, "duplicate_label", message)
+        else:
+            wanted[item_id] = (i, item["label"])
+    return outcomes, wanted
 
-    ids = list(wanted)
+
+def _known(engine: Engine, model: str, ids: list[str]) -> tuple[dict[str, int], set[str]]:
+    """Which version last scored each of ``ids`` (logged ones only), and which already have a label."""
     versions: dict[str, int] = {}
     existing: set[str] = set()
     chunks, logged, labels = db.prediction_log, db.prediction_items, db.monitor_labels
@@ -124,7 +159,7 @@ def add_labels(
                     .group_by(logged.c.item_id)
                     .subquery()
                 )
-                for item_id, version in conn.execute(
+                found = conn.execute(
                     sa.select(logged.c.item_id, logged.c.version).join(
                         latest,
                         sa.and_(
@@ -133,48 +168,14 @@ def add_labels(
                             logged.c.chunk_id == latest.c.last,
                         ),
                     )
-                ):
-                    versions[item_id] = int(version)
+                )
+                versions.update((item_id, int(version)) for item_id, version in found)
             existing.update(
                 conn.execute(
                     sa.select(labels.c.item_id).where(labels.c.model == model, labels.c.item_id.in_(chunk))
                 ).scalars()
             )
-
-    rows: list[dict[str, Any]] = []
-    now = db.now()
-    class_cache: dict[int, Sequence[str]] = {}
-    for item_id, (i, raw) in wanted.items():
-        version = versions.get(item_id)
-        if version is None:
-            outcomes[i] = Outcome(
-                i, item_id, False, "unknown_item", f"model {model!r} has logged no score of item {item_id!r}"
-            )
-            continue
-        if item_id in existing:
-            outcomes[i] = Outcome(
-                i, item_id, False, "duplicate_label", f"item {item_id!r} already has a label"
-            )
-            continue
-        if version not in class_cache:
-            class_cache[version] = list(classes_of(version))
-        classes = class_cache[version]
-        label = _as_class(raw, classes)
-        if label is None:
-            outcomes[i] = Outcome(
-                i,
-                item_id,
-                False,
-                "unknown_class",
-                f"label {str(raw)[:100]!r} is not a class of {model}@{version}: {', '.join(classes)}",
-            )
-            continue
-        rows.append({"model": model, "item_id": item_id, "label": label, "source": source, "created_at": now})
-        outcomes[i] = Outcome(i, item_id, True)
-
-    if rows:
-        _insert_new(engine, rows, outcomes, wanted)
-    return [outcomes[i] for i in range(len(items))]
+    return versions, existing
 
 
 def _insert_new(

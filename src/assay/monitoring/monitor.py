@@ -25,12 +25,12 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from assay.errors import ArtifactError, NotFound
+from assay.modelling.profile import PROFILE_JSON, Profile, output_matrix
 from assay.modelling.spec import MonitoringSpec
 from assay.monitoring import alerts, detectors, performance
 from assay.monitoring.drift import WindowDrift, window_drift
 from assay.monitoring.labels import read_labels
 from assay.monitoring.log import LogFrame, frame_of
-from assay.monitoring.profile import PROFILE_JSON, Profile, output_matrix
 from assay.monitoring.windows import Window, WindowSpec, count_windows, time_windows
 from assay.registry.versions import LoadedModel, Registry
 

@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from assay.modelling import evaluation
-from assay.monitoring.profile import Profile
+from assay.modelling.profile import Profile
 from assay.registry.gates import summarize
 from assay.registry.versions import LoadedModel
 

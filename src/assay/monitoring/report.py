@@ -82,16 +82,32 @@ def summary_text(a: Analysis, html_path: Path | None = None) -> str:
         f"{t.config.min_rows} rows judged)",
         f"reference: {t.profile.reference_rows:,} training rows (features), {t.profile.held_out_rows:,} held-out "
         f"rows (outputs); rule: Evidently's default, data set drift when >= {t.config.drift_share:g} of features drift",
+        *_drift_lines(judged),
+        *_latest_window_lines(judged[-1] if judged else None),
+        *_performance_lines(a),
+        *_concept_lines(a),
     ]
+    alerts = [c for c in a.transitions if c["to"] == "alert"]
+    lines.append(
+        f"alerts (replayed, after {t.config.alert_after} drifting windows in a row): "
+        + (", ".join(f"{c['monitor']} from {c['window_start'][:16]}" for c in alerts) if alerts else "none")
+    )
+    if html_path is not None:
+        lines.append(f"report: {html_path}")
+    return "\n".join(lines)
+
+
+def _drift_lines(judged: list[WindowResult]) -> list[str]:
+    """Data set, feature and prediction drift over the judged windows."""
     drifting = [w for w in judged if w.drift.dataset_drift]
     flagged: dict[str, int] = {}
     for w in judged:
         for name in w.drift.drifted_features:
             flagged[name] = flagged.get(name, 0) + 1
-    lines.append(
+    lines = [
         f"data drift: {len(drifting)} of {len(judged)} judged windows"
         + (f" (first {_when(drifting[0].window.start)})" if drifting else "")
-    )
+    ]
     if flagged:
         top = sorted(flagged.items(), key=lambda kv: -kv[1])
         lines.append(
@@ -101,58 +117,61 @@ def summary_text(a: Analysis, html_path: Path | None = None) -> str:
         lines.append("features flagged: none")
     out_drift = [w for w in judged if w.drift.output_drift]
     lines.append(f"prediction drift: {len(out_drift)} of {len(judged)} judged windows")
-    latest = judged[-1] if judged else None
-    if latest is not None:
-        d = latest.drift
-        lines.append(f"latest judged window {_when(latest.window.start)} ({latest.window.n:,} rows):")
-        for c in d.features + d.outputs:
-            mark = "DRIFT" if c.drift else "ok"
-            psi = f", psi {_num(c.psi)}" if c.psi is not None else ""
-            lines.append(
-                f"  {c.column:<34} {c.test:<13} {_num(c.statistic):>9} (threshold {c.threshold:g}) {mark}{psi}"
-            )
-        if d.multivariate:
-            mv = d.multivariate
-            lines.append(
-                f"  multivariate reconstruction error {_num(mv['error'])} (reference {_num(mv['reference'])}, "
-                f"band {_num(mv['lower'])}-{_num(mv['upper'])}) {'DRIFT' if mv['drift'] else 'ok'}"
-            )
-    metric = t.config.performance_metric
-    held_out = t.reference.get(metric)
-    measured = [w for w in a.windows if w.performance]
-    if measured:
-        last = measured[-1].performance
-        assert last is not None
+    return lines
+
+
+def _latest_window_lines(latest: WindowResult | None) -> list[str]:
+    """Every column's test and statistic in the latest judged window."""
+    if latest is None:
+        return []
+    d = latest.drift
+    lines = [f"latest judged window {_when(latest.window.start)} ({latest.window.n:,} rows):"]
+    for c in d.features + d.outputs:
+        mark = "DRIFT" if c.drift else "ok"
+        psi = f", psi {_num(c.psi)}" if c.psi is not None else ""
         lines.append(
-            f"performance from {a.labelled:,} labelled rows: {metric} {_num(last['metrics'].get(metric))} in the latest "
-            f"labelled window (held-out {_num(held_out)})"
+            f"  {c.column:<34} {c.test:<13} {_num(c.statistic):>9} (threshold {c.threshold:g}) {mark}{psi}"
         )
+    if d.multivariate:
+        mv = d.multivariate
+        lines.append(
+            f"  multivariate reconstruction error {_num(mv['error'])} (reference {_num(mv['reference'])}, "
+            f"band {_num(mv['lower'])}-{_num(mv['upper'])}) {'DRIFT' if mv['drift'] else 'ok'}"
+        )
+    return lines
+
+
+def _performance_lines(a: Analysis) -> list[str]:
+    """Realized performance from labels and the estimate (with its assumption)."""
+    metric = a.target.config.performance_metric
+    held_out = a.target.reference.get(metric)
+    measured = [w.performance for w in a.windows if w.performance]
+    if measured:
+        value = measured[-1]["metrics"].get(metric)
+        lines = [
+            f"performance from {a.labelled:,} labelled rows: {metric} {_num(value)} in the latest "
+            f"labelled window (held-out {_num(held_out)})"
+        ]
     else:
-        lines.append("performance from labels: no labelled rows in this period")
-    estimated = [w for w in a.windows if w.estimated and w.drift.judged]
+        lines = ["performance from labels: no labelled rows in this period"]
+    estimated = [w.estimated for w in a.windows if w.estimated and w.drift.judged]
     if estimated:
-        est = estimated[-1].estimated
-        assert est is not None
+        est = estimated[-1]
         lines.append(
             f"estimated {metric} (CBPE) {_num(est['metrics'].get(metric))} in the latest judged window "
             f"(held-out {_num(held_out)}); {est['assumption']}"
         )
+    return lines
+
+
+def _concept_lines(a: Analysis) -> list[str]:
     if a.detections:
-        lines.append(
+        return [
             "concept drift on the error stream: "
             + "; ".join(f"{e['detector']} {e['level']} at {_when(e['at'])}" for e in a.detections[:10])
             + (" ..." if len(a.detections) > 10 else "")
-        )
-    elif a.labelled:
-        lines.append("concept drift on the error stream: no detection")
-    alerts = [c for c in a.transitions if c["to"] == "alert"]
-    lines.append(
-        f"alerts (replayed, after {t.config.alert_after} drifting windows in a row): "
-        + (", ".join(f"{c['monitor']} from {c['window_start'][:16]}" for c in alerts) if alerts else "none")
-    )
-    if html_path is not None:
-        lines.append(f"report: {html_path}")
-    return "\n".join(lines)
+        ]
+    return ["concept drift on the error stream: no detection"] if a.labelled else []
 
 
 # --------------------------------------------------------------------------- plots

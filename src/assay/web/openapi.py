@@ -1,8 +1,8 @@
 """The OpenAPI document of the JSON API (``/openapi.json``) and a plain docs page (``/docs``).
 
-Written by hand next to the handlers in ``api.py`` (scoring, inference) and
-``review_api.py`` (sessions, campaigns, worksets, labels, judgments; its part is
-``review_openapi``) and checked against them by schemathesis in the test suite
+Written by hand next to the handlers in ``api.py`` (scoring), ``oip.py`` (inference;
+its part is ``oip_openapi``), ``review_api.py`` (sessions, campaigns, worksets, labels,
+judgments; its part is ``review_openapi``) and ``monitoring.py`` (its own part) and checked against them by schemathesis in the test suite
 (tests/test_openapi_fuzz.py): every response the server gives must match this
 document, and no request may get a 5xx.
 """
@@ -21,12 +21,11 @@ from assay import __version__
 from assay.serving.scoring import MAX_EXPLAIN
 from assay.web.monitoring import TAG as MONITORING_TAG
 from assay.web.monitoring import monitoring_paths, monitoring_schemas
-from assay.web.oip import OIP_NUMERIC
+from assay.web.oip_openapi import oip_paths, oip_schemas
 from assay.web.openapi_schema import (
     AUTH_WORDS,
     ERROR,
     MODEL_REF,
-    NAME,
     SCALAR,
     SECURITY_SCHEMES,
     TOKEN,
@@ -38,8 +37,6 @@ from assay.web.openapi_schema import (
 from assay.web.review_openapi import review_paths, review_schemas
 
 _MODEL = path_param("model", "A model: `name` (its production alias), `name@3` or `name@alias`.", MODEL_REF)
-_OIP_NAME = path_param("model", "A model name.", NAME)
-_OIP_VERSION = path_param("version", "A version number (or alias).")
 
 _TAGS = [
     {"name": "scoring", "description": "Scores, models and feature tables (/v1)."},
@@ -54,7 +51,7 @@ _TAGS = [
 
 
 def _schemas() -> dict[str, Any]:
-    """The schemas of the scoring and inference API."""
+    """The schemas of the scoring API."""
     explanation = {
         "type": "object",
         "properties": {
@@ -95,15 +92,6 @@ def _schemas() -> dict[str, Any]:
             "required": ["error"],
             "properties": {"error": ref("ErrorDetail")},
             "additionalProperties": False,
-        },
-        "OipError": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {"type": "string", "description": "What is wrong, naming the input at fault."}
-            },
-            "additionalProperties": False,
-            "description": "The Open Inference Protocol's error shape, which every /v2 error takes.",
         },
         "Item": {
             "type": "object",
@@ -245,58 +233,6 @@ def _schemas() -> dict[str, Any]:
             },
             "additionalProperties": False,
         },
-        "Tensor": {
-            "type": "object",
-            "required": ["name", "shape", "datatype", "data"],
-            "properties": {
-                "name": {"type": "string", "minLength": 1},
-                "shape": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": 2,
-                    "items": {"type": "integer", "minimum": 0},
-                },
-                "datatype": {"type": "string", "enum": [*sorted(OIP_NUMERIC), "BYTES"]},
-                "data": {"type": "array"},
-                "parameters": {"type": "object"},
-            },
-        },
-        "InferRequest": {
-            "type": "object",
-            "required": ["inputs"],
-            "properties": {
-                "id": {"type": "string"},
-                "inputs": {
-                    "type": "array",
-                    "items": ref("Tensor"),
-                    "description": "One tensor per feature.",
-                },
-                "outputs": {"type": "array"},
-                "parameters": {"type": "object"},
-            },
-            "additionalProperties": False,
-        },
-        "InferResponse": {
-            "type": "object",
-            "required": ["model_name", "outputs"],
-            "properties": {
-                "model_name": {"type": "string"},
-                "model_version": {"type": "string"},
-                "id": {"type": "string"},
-                "outputs": {"type": "array", "items": ref("Tensor")},
-            },
-        },
-        "ModelMetadata": {
-            "type": "object",
-            "required": ["name", "platform", "inputs", "outputs"],
-            "properties": {
-                "name": {"type": "string"},
-                "versions": {"type": "array", "items": {"type": "string"}},
-                "platform": {"type": "string"},
-                "inputs": {"type": "array", "items": {"type": "object"}},
-                "outputs": {"type": "array", "items": {"type": "object"}},
-            },
-        },
     }
 
 
@@ -422,107 +358,6 @@ def _operations_paths() -> dict[str, Any]:
     }
 
 
-_OIP_ERROR = {"default": json_content(ref("OipError"), "An error, in the protocol's shape")}
-_HEADER_LENGTH = {
-    "name": "Inference-Header-Content-Length",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "integer", "minimum": 0},
-    "description": "Binary tensor extension: the length of the JSON header that starts the body; "
-    "the inputs' raw bytes follow it.",
-}
-
-
-def _oip_paths() -> dict[str, Any]:
-    paths: dict[str, Any] = {
-        "/v2": {
-            "get": {
-                "summary": "OIP server metadata",
-                "operationId": "oip_server",
-                "responses": {
-                    "200": json_content({"type": "object", "required": ["name", "version", "extensions"]})
-                },
-            }
-        },
-        "/v2/health/live": {
-            "get": {
-                "summary": "OIP liveness",
-                "operationId": "oip_live",
-                "responses": {
-                    "200": json_content(
-                        {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}
-                    )
-                },
-            }
-        },
-        "/v2/health/ready": {
-            "get": {
-                "summary": "OIP readiness",
-                "operationId": "oip_ready",
-                "responses": {
-                    "200": json_content(
-                        {
-                            "type": "object",
-                            "required": ["ready"],
-                            "properties": {"ready": {"type": "boolean"}},
-                        }
-                    )
-                },
-            }
-        },
-    }
-    ready = {"type": "object", "required": ["name", "ready"], "properties": {"ready": {"type": "boolean"}}}
-    for prefix, params, suffix in (
-        ("/v2/models/{model}", [_OIP_NAME], ""),
-        ("/v2/models/{model}/versions/{version}", [_OIP_NAME, _OIP_VERSION], "_version"),
-    ):
-        paths[prefix] = {
-            "get": {
-                "summary": "OIP model metadata",
-                "operationId": f"oip_model{suffix}",
-                "parameters": params,
-                "responses": {"200": json_content(ref("ModelMetadata")), **_OIP_ERROR},
-            }
-        }
-        paths[f"{prefix}/ready"] = {
-            "get": {
-                "summary": "OIP model readiness",
-                "operationId": f"oip_model_ready{suffix}",
-                "parameters": params,
-                "responses": {"200": json_content(ready), **_OIP_ERROR},
-            }
-        }
-        paths[f"{prefix}/infer"] = {
-            "post": {
-                "summary": "OIP inference: one input tensor per feature, shape [n] or [n, 1]",
-                "description": "JSON, or the binary tensor extension: a JSON header of "
-                "Inference-Header-Content-Length bytes, then the raw bytes of each input whose "
-                "parameters.binary_data_size gives their length. Outputs asked for as binary_data "
-                "(or all, with binary_data_output) come back the same way.",
-                "operationId": f"oip_infer{suffix}",
-                "parameters": [*params, _HEADER_LENGTH],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": ref("InferRequest")},
-                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                    },
-                },
-                "responses": {
-                    "200": {
-                        "description": "OK",
-                        "content": {
-                            "application/json": {"schema": ref("InferResponse")},
-                            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                        },
-                    },
-                    **_OIP_ERROR,
-                },
-            }
-        }
-    return paths
-
-
 def _tagged(tag: str, paths: dict[str, Any]) -> dict[str, Any]:
     """``paths`` with every operation tagged ``tag`` (the docs page groups by tag)."""
     for operations in paths.values():
@@ -536,7 +371,7 @@ def document() -> dict[str, Any]:
     paths = {
         **_tagged("scoring", _scoring_paths()),
         **_tagged("operations", _operations_paths()),
-        **_tagged("inference", _oip_paths()),
+        **_tagged("inference", oip_paths()),
         **_tagged("review", review_paths()),
         **_tagged("monitoring", monitoring_paths()),
     }
@@ -553,7 +388,7 @@ def document() -> dict[str, Any]:
         "tags": _TAGS,
         "paths": paths,
         "components": {
-            "schemas": {**_schemas(), **review_schemas(), **monitoring_schemas()},
+            "schemas": {**_schemas(), **oip_schemas(), **review_schemas(), **monitoring_schemas()},
             "securitySchemes": SECURITY_SCHEMES,
         },
     }

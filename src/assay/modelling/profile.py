@@ -1,7 +1,8 @@
 """Reference profiles: what a version's training data and held-out scores looked like.
 
 Training writes one ``profile.json`` into every version, so a drift check compares a window of
-the prediction log with the profile and never rereads the training data. This module owns that
+the prediction log with the profile and never rereads the training data. It lives with training,
+which builds it; monitoring reads it (imports point from monitoring to modelling, never back). This module owns that
 record: building it (``build_profile``), checking it when it is read back (``check_profile``) and
 the typed view the drift and performance code use (``Profile``, ``ColumnProfile``).
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -401,59 +402,14 @@ def check_profile(data: Any, name: str = PROFILE_JSON) -> dict[str, Any]:
 
     if not isinstance(data, dict):
         raise fail("profile", "must be an object")
-    for key in ("format", "reference_rows", "held_out_rows", "classes", "features", "outputs"):
-        if key not in data:
-            raise fail(key, "is missing")
-    if data["format"] != FORMAT:
-        raise fail("format", f"is {data['format']!r}; this assay reads format {FORMAT}")
-    for key in ("reference_rows", "held_out_rows"):
-        if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 0:
-            raise fail(key, "must be a count")
-    classes = data["classes"]
-    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
-        raise fail("classes", "must be a list of at least two class names")
-    pi = data.get("positive_index")
-    if pi is not None and (not isinstance(pi, int) or isinstance(pi, bool) or not 0 <= pi < len(classes)):
-        raise fail("positive_index", "must be a class index or null")
+    _check_header(data, fail)
     for part in ("features", "outputs"):
         columns = data[part]
         if not isinstance(columns, list):
             raise fail(part, "must be a list")
-        for i, c in enumerate(columns):
-            where = f"{part}[{i}]"
-            if not isinstance(c, dict) or c.get("kind") not in KINDS or not isinstance(c.get("name"), str):
-                raise fail(where, "must be a column with a name and a kind (numeric or categorical)")
-            values, counts = c.get("values"), c.get("counts")
-            if not isinstance(values, list) or not isinstance(counts, list) or len(values) != len(counts):
-                raise fail(where, "values and counts must be lists of equal length")
-            if not all(_finite(v) for v in values) or not all(_finite(v) and v >= 0 for v in counts):
-                raise fail(where, "values and counts must be finite numbers (counts not negative)")
-            for key in ("n", "missing", "n_unique"):
-                if not isinstance(c.get(key), int) or isinstance(c.get(key), bool) or c[key] < 0:
-                    raise fail(f"{where}.{key}", "must be a count")
-            if not isinstance(c.get("exact"), bool):
-                raise fail(f"{where}.exact", "must be true or false")
-            for key in ("mean", "std", "min", "max"):
-                if c.get(key) is not None and not _finite(c.get(key)):
-                    raise fail(f"{where}.{key}", "must be a number or null")
-            labels = c.get("labels")
-            if labels is not None and (
-                not isinstance(labels, list) or not all(isinstance(s, str) for s in labels)
-            ):
-                raise fail(f"{where}.labels", "must be a list of names or null")
-    mv = data.get("multivariate")
-    if mv is not None:
-        d = len(data["features"])
-        if not isinstance(mv, dict) or any(
-            not isinstance(mv.get(k), list) or len(mv[k]) != d
-            for k in ("fill", "center", "scale", "frequency")
-        ):
-            raise fail("multivariate", f"must hold fill, center, scale and frequency for {d} columns")
-        comps = mv.get("components")
-        if not isinstance(comps, list) or not all(isinstance(r, list) and len(r) == d for r in comps):
-            raise fail("multivariate.components", f"must be rows of {d} numbers")
-        if not _finite(mv.get("error_mean")) or not _finite(mv.get("error_std")):
-            raise fail("multivariate", "error_mean and error_std must be numbers")
+        for i, column in enumerate(columns):
+            _check_column(column, f"{part}[{i}]", fail)
+    _check_multivariate(data.get("multivariate"), len(data["features"]), fail)
     cal = data.get("calibration")
     if cal is not None and (
         not isinstance(cal, dict)
@@ -464,6 +420,66 @@ def check_profile(data: Any, name: str = PROFILE_JSON) -> dict[str, Any]:
     ):
         raise fail("calibration", "must hold x and y lists of equal, non-zero length")
     return data
+
+
+_Fail = Callable[[str, str], ArtifactError]
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_header(data: dict[str, Any], fail: _Fail) -> None:
+    """The format, sizes and classes."""
+    for key in ("format", "reference_rows", "held_out_rows", "classes", "features", "outputs"):
+        if key not in data:
+            raise fail(key, "is missing")
+    if data["format"] != FORMAT:
+        raise fail("format", f"is {data['format']!r}; this assay reads format {FORMAT}")
+    for key in ("reference_rows", "held_out_rows"):
+        if not _count(data[key]):
+            raise fail(key, "must be a count")
+    classes = data["classes"]
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise fail("classes", "must be a list of at least two class names")
+    pi = data.get("positive_index")
+    if pi is not None and (not isinstance(pi, int) or isinstance(pi, bool) or not 0 <= pi < len(classes)):
+        raise fail("positive_index", "must be a class index or null")
+
+
+def _check_column(c: Any, where: str, fail: _Fail) -> None:
+    if not isinstance(c, dict) or c.get("kind") not in KINDS or not isinstance(c.get("name"), str):
+        raise fail(where, "must be a column with a name and a kind (numeric or categorical)")
+    values, counts = c.get("values"), c.get("counts")
+    if not isinstance(values, list) or not isinstance(counts, list) or len(values) != len(counts):
+        raise fail(where, "values and counts must be lists of equal length")
+    if not all(_finite(v) for v in values) or not all(_finite(v) and v >= 0 for v in counts):
+        raise fail(where, "values and counts must be finite numbers (counts not negative)")
+    for key in ("n", "missing", "n_unique"):
+        if not _count(c.get(key)):
+            raise fail(f"{where}.{key}", "must be a count")
+    if not isinstance(c.get("exact"), bool):
+        raise fail(f"{where}.exact", "must be true or false")
+    for key in ("mean", "std", "min", "max"):
+        if c.get(key) is not None and not _finite(c.get(key)):
+            raise fail(f"{where}.{key}", "must be a number or null")
+    labels = c.get("labels")
+    if labels is not None and (not isinstance(labels, list) or not all(isinstance(s, str) for s in labels)):
+        raise fail(f"{where}.labels", "must be a list of names or null")
+
+
+def _check_multivariate(mv: Any, d: int, fail: _Fail) -> None:
+    if mv is None:
+        return
+    if not isinstance(mv, dict) or any(
+        not isinstance(mv.get(k), list) or len(mv[k]) != d for k in ("fill", "center", "scale", "frequency")
+    ):
+        raise fail("multivariate", f"must hold fill, center, scale and frequency for {d} columns")
+    comps = mv.get("components")
+    if not isinstance(comps, list) or not all(isinstance(r, list) and len(r) == d for r in comps):
+        raise fail("multivariate.components", f"must be rows of {d} numbers")
+    if not _finite(mv.get("error_mean")) or not _finite(mv.get("error_std")):
+        raise fail("multivariate", "error_mean and error_std must be numbers")
 
 
 def _finite(v: Any) -> bool:
