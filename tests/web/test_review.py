@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -15,38 +14,9 @@ from assay.settings import Settings
 from assay.store import db
 from assay.web import sessions
 from assay.web.app import create_app
-from assay.workspace import Workspace
-from tests.reviewing import PASSWORD, campaign, items_file, users
+from tests.reviewing import PASSWORD, items_file
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def review_home(trained_home: Path, tmp_path: Path) -> Path:
-    """A trained home with an admin, two reviewers and an open campaign ``c1`` (2 labels per item)."""
-    ws = Workspace.open(Settings.load(home=trained_home, environ={}))
-    try:
-        users(ws, "root", role="admin")
-        users(ws, "ana", "ben")
-        source = items_file(tmp_path / "items", n=120)
-        campaign(ws, source, size=12, labels_per_item=2, link_template="https://example.org/?diff={id}")
-        campaign(ws, source, name="blind", size=4, blind=True)
-        campaign(ws, source, name="only-ana", size=4, reviewers=["ana"])
-    finally:
-        ws.close()
-    return trained_home
-
-
-@pytest.fixture
-async def app(review_home: Path) -> AsyncIterator[object]:
-    app = create_app(Settings.load(home=review_home, environ={"ASSAY_WORKSET_SIZE": "5"}))
-    async with app.router.lifespan_context(app):
-        yield app
 
 
 def _client(app: object) -> httpx.AsyncClient:

@@ -51,6 +51,9 @@ def server(trained_home: Path, tmp_path: Path) -> Iterator[Server]:
             size=30,
             labels_per_item=2,
             description="Is this edit damaging?",
+            guidelines="Vandalism, spam and blanking are damaging.\n\nGood-faith mistakes are not.",
+            class_descriptions={"True": "The edit harms the article", "False": "A good-faith edit"},
+            extra_labels=1,
             link_template="https://en.wikipedia.org/wiki/?diff={id}",
             auto_rules=["user_is_bot_or_sysop == true -> False"],
         )
@@ -114,8 +117,10 @@ def _label_workset(page, keys: list[str]) -> list[str]:  # type: ignore[no-untyp
         assert page.inner_text("#saved, #skipped").find(item) >= 0
         assert _counts(page, "#workset-progress") == (finished + 1, total)
         assert page.get_attribute("#workset-bar", "value") == str(finished + 1)
-        assert _counts(page, "#campaign-progress") == (labels + (key != "s"), needed)
-        assert page.get_attribute("#campaign-bar", "value") == str(labels + (key != "s"))
+        # A skip or an "unsure" adds no label: the item goes to someone else.
+        counted = key not in ("s", "u")
+        assert _counts(page, "#campaign-progress") == (labels + counted, needed)
+        assert page.get_attribute("#campaign-bar", "value") == str(labels + counted)
     return seen
 
 
@@ -136,7 +141,7 @@ def test_two_reviewers_and_an_admin_in_chromium(server, browser):
     assert ana.inner_text("#workset-progress") == "0 of 6"
     seen_by_ana = _label_workset(ana, ["1", "2", "u", "s", "1", "2"])
     assert "Workset done" in ana.content()
-    assert ana.inner_text("#workset-progress") == "6 of 6" and _counts(ana, "#campaign-progress")[0] == 5
+    assert ana.inner_text("#workset-progress") == "6 of 6" and _counts(ana, "#campaign-progress")[0] == 4
     _shot(ana, "03-workset-done")
     skipped = seen_by_ana[3]
 
@@ -161,7 +166,7 @@ def test_two_reviewers_and_an_admin_in_chromium(server, browser):
     ben.click("#take-workset")
     ben.wait_for_selector("#item-id")
     seen_by_ben = _label_workset(ben, ["1", "1", "2", "1", "1", "2"])
-    # Ben gets ana's five labelled items first (they need a second label), and her skip too.
+    # Ben gets ana's labelled items first (they need a second label), and her unsure and skip too.
     assert set(seen_by_ana) - {skipped} <= set(seen_by_ben)
     assert skipped in seen_by_ben
     ben.click("#take-workset")
@@ -173,7 +178,7 @@ def test_two_reviewers_and_an_admin_in_chromium(server, browser):
     admin.wait_for_selector("#alpha")
     assert re.fullmatch(r"-?\d\.\d{3}", admin.inner_text("#alpha"))
     assert "ana / ben" in admin.content()
-    assert admin.inner_text("#label-count").startswith("11 of ")  # ana 5 (one skip), ben 6
+    assert admin.inner_text("#label-count").startswith("10 of ")  # ana 4 (one unsure, one skip), ben 6
     _shot(admin, "05-admin")
 
     # A reviewer is turned away from the admin page.
@@ -203,3 +208,80 @@ def test_a_blind_campaign_shows_no_prediction_in_chromium(server, browser):
     admin = _log_in(browser, server.url, "root")
     admin.goto(judged)
     assert "model said" in admin.inner_text("main")  # admins may see it
+
+
+VIEWPORTS = {"1280": {"width": 1280, "height": 900}, "390": {"width": 390, "height": 844}}
+
+
+def _page(browser, url: str, username: str, width: str, scheme: str):  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport=VIEWPORTS[width], color_scheme=scheme)
+    page = context.new_page()
+    page.goto(url + "/review/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/review/?$"))
+    return page
+
+
+def _fits(page) -> None:  # type: ignore[no-untyped-def]
+    """Nothing is wider than the window: the page never scrolls sideways."""
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"{page.url}: {widths[0]} px of content in a {widths[1]} px window"
+
+
+def _dark(page) -> bool:  # type: ignore[no-untyped-def]
+    rgb = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    return sum(int(v) for v in re.findall(r"\d+", rgb)[:3]) < 150
+
+
+@pytest.mark.parametrize(
+    ("width", "scheme"), [("1280", "light"), ("390", "light"), ("390", "dark"), ("1280", "dark")]
+)
+def test_review_pages_fit_the_screen_and_follow_the_dark_setting(server, browser, width, scheme):
+    ana = _page(browser, server.url, "ana", width, scheme)
+    assert _dark(ana) == (scheme == "dark")
+    _fits(ana)
+    ana.goto(server.url + "/review/campaigns/c1/work")
+    ana.click("#take-workset")
+    ana.wait_for_selector("#item-id")
+    assert ana.is_visible("#workset-expiry") and "min left" in ana.inner_text("#workset-expiry")
+    assert "Vandalism, spam and blanking" in ana.inner_text("#guidelines")
+    assert "The edit harms the article" in ana.inner_text("#label-form")
+    _fits(ana)
+    _shot(ana, f"10-item-{width}-{scheme}")
+    # The keyboard help: ? opens it, Esc closes it.
+    ana.keyboard.press("?")
+    assert ana.is_visible("#help") and "Undo your last label" in ana.inner_text("#help")
+    _shot(ana, f"11-help-{width}-{scheme}")
+    ana.keyboard.press("Escape")
+    assert not ana.is_visible("#help")
+    # Label, then undo it with Z: the same item comes back.
+    item = ana.inner_text("#item-id")
+    ana.keyboard.press("2")
+    ana.wait_for_selector("#saved")
+    assert ana.is_visible("#undo")
+    ana.keyboard.press("z")
+    ana.wait_for_selector("#undone")
+    assert ana.inner_text("#item-id") == item
+    ana.keyboard.press("2")
+    ana.wait_for_selector("#saved")
+    assert "1</strong> label" in ana.inner_html("#my-stats")
+    ana.click("#my-labels-link")
+    ana.wait_for_selector("#my-labels")
+    assert item in ana.inner_text("#my-labels")
+    _fits(ana)
+    _shot(ana, f"12-my-labels-{width}-{scheme}")
+
+    admin = _page(browser, server.url, "root", width, scheme)
+    for path, name in (
+        ("/review/campaigns/c1", "13-campaign"),
+        ("/review/campaigns/c1/adjudicate", "14-adjudicate"),
+        ("/review/users", "15-users"),
+        (f"/review/judgments?model=damaging&item={item}", "16-judgment-context"),
+    ):
+        admin.goto(server.url + path)
+        assert admin.title() and "Error" not in admin.title()
+        _fits(admin)
+        _shot(admin, f"{name}-{width}-{scheme}")
+    assert admin.is_visible("#item-context")

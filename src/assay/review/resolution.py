@@ -282,6 +282,17 @@ def raw_labels(engine: Engine, campaign: Campaign) -> pd.DataFrame:
     return frame
 
 
+def _frame(engine: Engine, campaign: Campaign, *, everything: bool, raw: bool) -> pd.DataFrame:
+    if raw:
+        return raw_labels(engine, campaign)
+    return resolved_frame(engine, campaign) if everything else resolved_labels(engine, campaign)
+
+
+def labels_csv(engine: Engine, campaign: Campaign, *, everything: bool = False, raw: bool = False) -> str:
+    """The rows ``export_labels`` writes, as CSV text (the admin page's download)."""
+    return str(_frame(engine, campaign, everything=everything, raw=raw).to_csv(index=False))
+
+
 def export_labels(
     engine: Engine, campaign: Campaign, output: Path, *, everything: bool = False, raw: bool = False
 ) -> int:
@@ -294,12 +305,7 @@ def export_labels(
     suffix = output.suffix.lower()
     if suffix not in (".csv", ".parquet", ".pq"):
         raise InvalidInput(f"{output}: write .csv or .parquet", field="output")
-    if raw:
-        frame = raw_labels(engine, campaign)
-    elif everything:
-        frame = resolved_frame(engine, campaign)
-    else:
-        frame = resolved_labels(engine, campaign)
+    frame = _frame(engine, campaign, everything=everything, raw=raw)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     if suffix == ".csv":

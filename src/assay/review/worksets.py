@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import Conflict, InvalidInput, NotFound
 from assay.review.accounts import User
-from assay.review.campaigns import Campaign, check_may_label
+from assay.review.campaigns import Campaign, check_may_label, get_campaign
 from assay.store import db
 
 items_t = db.campaign_items
@@ -66,6 +66,11 @@ class Workset:
     @property
     def finished(self) -> int:
         return sum(1 for i in self.items if i.state != "open")
+
+    def seconds_left(self, now: datetime) -> int:
+        """Seconds until the workset expires (SQLite gives back naive times: they are UTC)."""
+        expires = self.expires_at if self.expires_at.tzinfo else self.expires_at.replace(tzinfo=UTC)
+        return max(0, int((expires - now).total_seconds()))
 
     @property
     def next_item(self) -> WorkItem | None:
@@ -267,3 +272,16 @@ def get_item(engine: Engine, campaign: Campaign, item_id: str) -> WorkItem:
             f"campaign {campaign.name!r} has no item {item_id!r}", field="item_id", code="unknown_item"
         )
     return WorkItem(**row._mapping, state="done")
+
+
+def latest_campaign_of(engine: Engine, model: str, item_id: str) -> Campaign | None:
+    """The most recent campaign of ``model`` that holds the item, or None (the judgments page's context)."""
+    with engine.connect() as conn:
+        name = conn.execute(
+            sa.select(db.campaigns.c.name)
+            .join(items_t, items_t.c.campaign_id == db.campaigns.c.id)
+            .where(db.campaigns.c.model == model, items_t.c.item_id == str(item_id))
+            .order_by(db.campaigns.c.id.desc())
+            .limit(1)
+        ).scalar()
+    return None if name is None else get_campaign(engine, name)

@@ -17,14 +17,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from assay.errors import AssayError
+from assay.errors import AssayError, InvalidInput
 from assay.web import sessions
 from assay.web.api import services
 
 PREFIX = "/review"
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-_HEADERS = {
+HEADERS = {
     # No inline script or style anywhere, so the policy can be strict.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
     "X-Frame-Options": "DENY",
@@ -32,6 +32,18 @@ _HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
+
+
+PAGE = 50  # rows per page of a list
+MAX_OFFSET = 10_000_000
+
+
+def offset(request: Request) -> int:
+    """The ``offset`` query parameter of a paged list: a whole number, 0 when absent."""
+    raw = request.query_params.get("offset", "0")
+    if not raw.isdigit() or int(raw) > MAX_OFFSET:
+        raise InvalidInput(f"offset must be a whole number from 0 to {MAX_OFFSET}", field="offset")
+    return int(raw)
 
 
 def url(path: str, **query: Any) -> str:
@@ -53,7 +65,7 @@ async def render(
         template,
         {"user": user, "csrf": csrf, "prefix": PREFIX, "url": url, **context},
         status_code=status,
-        headers={**_HEADERS, **(headers or {})},
+        headers={**HEADERS, **(headers or {})},
     )
     if nonce_cookie is not None:
         sessions.set_nonce(request, response, nonce_cookie)
@@ -82,6 +94,6 @@ def error_page(request: Request, exc: AssayError) -> Response:
         "error.html",
         {"user": request.scope.get("review_user"), "csrf": "", "prefix": PREFIX, "url": url, "error": exc},
         status_code=exc.status,
-        headers=_HEADERS,
+        headers=HEADERS,
     )
     return response

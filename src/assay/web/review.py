@@ -18,9 +18,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from assay.errors import AssayError
-from assay.review import campaigns, judgments, labelling, progress, worksets
+from assay.review import campaigns, judgments, labelling, progress, resolution, worksets
 from assay.review.logins import LoginThrottled
-from assay.web import pages, review_admin, sessions
+from assay.store import db
+from assay.web import pages, review_admin, review_users, sessions
 from assay.web.api import services
 from assay.web.review_api import api_routes
 
@@ -104,9 +105,12 @@ async def work_page(request: Request) -> Response:
             "workset": workset,
             "item": workset.next_item if workset else None,
             "progress": progress.measure(engine, campaign),
+            "stats": progress.reviewer_stats(engine, campaign, user.id),
             "saved_item": saved_item,
             "skipped": request.query_params.get("skipped"),
+            "undone": request.query_params.get("undone"),
             "empty": request.query_params.get("empty"),
+            "now": db.now(),
         }
 
     return await pages.render(request, "work.html", **await run_in_threadpool(load))
@@ -157,6 +161,43 @@ async def label_item(request: Request) -> Response:
     return pages.redirect(f"/campaigns/{quote(name)}/work", saved=item_id)
 
 
+async def undo_label(request: Request) -> Response:
+    """Take back one's most recent label in the campaign: the item is back at the head of the workset."""
+    user = await sessions.require_user(request)
+    await sessions.checked_form(request)
+    name = request.path_params["name"]
+    ttl = services(request).settings.workset_ttl_s
+
+    def act() -> str:
+        campaign = campaigns.get_campaign(pages.engine(request), name)
+        return labelling.undo_last(pages.engine(request), campaign, user, ttl_s=ttl)
+
+    item_id = await run_in_threadpool(act)
+    return pages.redirect(f"/campaigns/{quote(name)}/work", undone=item_id)
+
+
+async def my_labels_page(request: Request) -> Response:
+    """The reviewer's own labels in a campaign, newest first, with what others said and their agreement."""
+    user = await sessions.require_user(request)
+    name = request.path_params["name"]
+    offset = pages.offset(request)
+
+    def load() -> dict[str, Any]:
+        engine = pages.engine(request)
+        campaign = campaigns.get_campaign(engine, name)
+        if not (user.is_admin or campaign.may_label(user)):
+            campaigns.check_may_label(campaign, user)  # says why, as the work page does
+        return {
+            "campaign": campaign,
+            "labels": labelling.my_labels(engine, campaign, user, limit=pages.PAGE + 1, offset=offset),
+            "stats": progress.reviewer_stats(engine, campaign, user.id),
+            "offset": offset,
+            "page": pages.PAGE,
+        }
+
+    return await pages.render(request, "mine.html", **await run_in_threadpool(load))
+
+
 # --- judgments --------------------------------------------------------------------------
 
 
@@ -174,9 +215,14 @@ async def judgments_page(request: Request) -> Response:
         if model and item_id:
             found = judgments.judgments_for(engine, model, item_id)
             context["classes"] = scorer.model(model).loaded.classes
-            # What the model predicted: never for a reviewer of a blind campaign.
-            if campaign is not None and (user.is_admin or not campaign.blind):
+            if campaign is None:  # the item's context from the latest campaign that reviewed it
+                campaign = context["campaign"] = worksets.latest_campaign_of(engine, model, item_id)
+            if campaign is not None:
                 context["item"] = worksets.get_item(engine, campaign, item_id)
+                # What the model predicted: never for a reviewer of a blind campaign.
+                context["show_score"] = user.is_admin or not campaign.blind
+                if user.is_admin:
+                    context["resolved"] = resolution.resolved_item(engine, campaign, item_id)
         else:
             found = judgments.recent_judgments(engine, model=model or None)
         context["judgments"] = [j.seen_by(admin=user.is_admin) for j in found]
@@ -250,11 +296,19 @@ def routes() -> list[BaseRoute]:
         Route("/campaigns/{name}/work", work_page, methods=["GET"]),
         Route("/campaigns/{name}/workset", take_workset, methods=["POST"]),
         Route("/campaigns/{name}/label", label_item, methods=["POST"]),
+        Route("/campaigns/{name}/undo", undo_label, methods=["POST"]),
+        Route("/campaigns/{name}/mine", my_labels_page, methods=["GET"]),
         Route("/judgments", judgments_page, methods=["GET"]),
         Route("/judgments", post_judgment, methods=["POST"]),
         Route("/judgments/{id:int}", endorse_judgment, methods=["POST"]),
-        Route("/users", review_admin.users_page, methods=["GET"]),
-        Route("/users", review_admin.create_user_page, methods=["POST"]),
+        Route("/campaigns/{name}/edit", review_admin.campaign_edit, methods=["POST"]),
+        Route("/campaigns/{name}/adjudicate", review_admin.adjudication_page, methods=["GET"]),
+        Route("/campaigns/{name}/adjudicate", review_admin.adjudicate, methods=["POST"]),
+        Route("/campaigns/{name}/labels.csv", review_admin.download_labels, methods=["GET"]),
+        Route("/users", review_users.users_page, methods=["GET"]),
+        Route("/users", review_users.create_user_page, methods=["POST"]),
+        Route("/users/{username}/disabled", review_users.disable_user, methods=["POST"]),
+        Route("/users/{username}/password", review_users.reset_password, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(pages.HERE / "static")), name="review-static"),
     ]
     return [Mount(pages.PREFIX, routes=page_routes), *api_routes()]

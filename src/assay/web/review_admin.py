@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from assay.errors import AssayError, InvalidInput, PayloadTooLarge
-from assay.review import accounts, agreement, campaigns, judgments, progress, resolution
+from assay.review import agreement, campaigns, judgments, progress, resolution
 from assay.review.campaigns import Campaign, CampaignOptions, create_campaign, parse_list
 from assay.review.selection import SELECTIONS, UPLOAD_SUFFIXES, data_file
 from assay.web import pages, sessions
@@ -27,10 +27,7 @@ from assay.web.api import Services, services
 async def campaign_admin(request: Request) -> Response:
     await sessions.require_user(request, admin=True)
     name = request.path_params["name"]
-    try:
-        offset = max(0, int(request.query_params.get("offset", "0")))
-    except ValueError:
-        raise InvalidInput("offset must be a whole number", field="offset") from None
+    offset = pages.offset(request)
     registry = services(request).workspace.registry
 
     def load() -> dict[str, Any]:
@@ -55,6 +52,101 @@ async def campaign_status(request: Request) -> Response:
     campaign = await run_in_threadpool(campaigns.get_campaign, pages.engine(request), name)
     await run_in_threadpool(campaigns.set_status, pages.engine(request), campaign, pages.text(form, "status"))
     return pages.redirect(f"/campaigns/{quote(name)}")
+
+
+def _class_descriptions(form: FormData, campaign: Campaign) -> dict[str, str]:
+    """``describe:<class>`` fields, one per class of the campaign."""
+    return {c: pages.text(form, f"describe:{c}") for c in campaign.classes}
+
+
+async def campaign_edit(request: Request) -> Response:
+    """Change a running campaign's description, guidelines, class descriptions, reviewers or tie cap."""
+    await sessions.require_user(request, admin=True)
+    form = await sessions.checked_form(request)
+    name = request.path_params["name"]
+
+    def act() -> None:
+        engine = pages.engine(request)
+        campaign = campaigns.get_campaign(engine, name)
+        raw_extra = pages.text(form, "extra_labels")
+        if raw_extra and not raw_extra.isdigit():
+            raise InvalidInput("extra labels for ties must be a whole number", field="extra_labels")
+        edit = campaigns.CampaignEdit(
+            description=pages.text(form, "description"),
+            guidelines=pages.text(form, "guidelines"),
+            class_descriptions=_class_descriptions(form, campaign),
+            extra_labels=int(raw_extra) if raw_extra else None,
+            reviewers=parse_list(pages.text(form, "reviewers")),
+        )
+        campaigns.edit_campaign(engine, campaign, edit)
+
+    await run_in_threadpool(act)
+    return pages.redirect(f"/campaigns/{quote(name)}", edited="1")
+
+
+async def adjudication_page(request: Request) -> Response:
+    """The items reviewers disagree on, with every label and comment, the resolution, and a form to settle."""
+    await sessions.require_user(request, admin=True)
+    name = request.path_params["name"]
+    offset = pages.offset(request)
+
+    def load() -> dict[str, Any]:
+        engine = pages.engine(request)
+        campaign = campaigns.get_campaign(engine, name)
+        return {
+            "campaign": campaign,
+            "disputes": resolution.disputes(engine, campaign, limit=pages.PAGE, offset=offset),
+            "rules_text": resolution.RULES_TEXT,
+            "page": pages.PAGE,
+            "settled": request.query_params.get("settled"),
+        }
+
+    return await pages.render(request, "adjudicate.html", **await run_in_threadpool(load))
+
+
+async def adjudicate(request: Request) -> Response:
+    """Settle an item: the admin's judgment, marked preferred, decides its label."""
+    admin = await sessions.require_user(request, admin=True)
+    form = await sessions.checked_form(request)
+    name = request.path_params["name"]
+    item_id = pages.text(form, "item_id")
+
+    def act() -> None:
+        engine = pages.engine(request)
+        campaign = campaigns.get_campaign(engine, name)
+        resolution.adjudicate(
+            engine, campaign, admin, item_id, pages.text(form, "label"), pages.text(form, "rationale")
+        )
+
+    await run_in_threadpool(act)
+    return pages.redirect(
+        f"/campaigns/{quote(name)}/adjudicate", settled=item_id, offset=request.query_params.get("offset")
+    )
+
+
+DOWNLOADS = ("resolved", "all", "raw")
+
+
+async def download_labels(request: Request) -> Response:
+    """The campaign's labels as CSV: ``resolved`` (what training reads), ``all`` items, or ``raw`` labels."""
+    await sessions.require_user(request, admin=True)
+    name = request.path_params["name"]
+    kind = request.query_params.get("kind", "resolved")
+    if kind not in DOWNLOADS:
+        raise InvalidInput(f"kind must be one of {', '.join(DOWNLOADS)}; got {kind!r}", field="kind")
+
+    def load() -> str:
+        engine = pages.engine(request)
+        campaign = campaigns.get_campaign(engine, name)
+        return resolution.labels_csv(engine, campaign, everything=kind == "all", raw=kind == "raw")
+
+    body = await run_in_threadpool(load)
+    filename = quote(f"{name}-{kind}-labels.csv")
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={**pages.HEADERS, "Content-Disposition": f"attachment; filename*=UTF-8''{filename}"},
+    )
 
 
 async def _new_context(request: Request) -> dict[str, Any]:
@@ -178,49 +270,3 @@ async def create_campaign_page(request: Request) -> Response:
     finally:
         await form.close()  # an upload's spooled copy goes now, not when the collector gets to it
     return pages.redirect(f"/campaigns/{quote(campaign.name)}")
-
-
-async def users_page(request: Request) -> Response:
-    await sessions.require_user(request, admin=True)
-    users = await run_in_threadpool(accounts.list_users, pages.engine(request))
-    return await pages.render(
-        request, "users.html", users=users, error=None, created=None, **_users_context()
-    )
-
-
-def _users_context() -> dict[str, Any]:
-    return {
-        "roles": accounts.ROLES,
-        "default_role": accounts.DEFAULT_ROLE,
-        "min_password": accounts.MIN_PASSWORD_LENGTH,
-    }
-
-
-async def create_user_page(request: Request) -> Response:
-    await sessions.require_user(request, admin=True)
-    form = await sessions.checked_form(request)
-    engine = pages.engine(request)
-    try:
-        async with sessions.hashing_slot(request):  # an argon2 hash, rationed like a login's
-            created = await run_in_threadpool(
-                accounts.create_user,
-                engine,
-                pages.text(form, "username"),
-                str(form.get("password", "")),
-                pages.text(form, "role", accounts.DEFAULT_ROLE),
-            )
-        error = None
-    except AssayError as exc:
-        if exc.status >= 500:
-            raise
-        created, error = None, exc
-    users = await run_in_threadpool(accounts.list_users, engine)
-    return await pages.render(
-        request,
-        "users.html",
-        status=200 if error is None else error.status,
-        users=users,
-        error=error,
-        created=created,
-        **_users_context(),
-    )
