@@ -43,6 +43,7 @@ SLOW_TESTS = frozenset(
         "test_quickstart_trains_on_shipped_data",
         "test_a_100000_item_campaign_stays_fast",
         "test_a_login_flood_does_not_starve_the_server",
+        "test_a_forget_killed_mid_way_leaves_no_alias_on_held_data_and_resumes",
         "test_a_delivery_whose_sender_was_killed_is_taken_over_after_the_timeout",
     }
 )

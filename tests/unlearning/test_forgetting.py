@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
+import assay
 from assay.errors import InvalidInput, NotFound
 from assay.modelling.spec import ModelSpec
 from assay.modelling.training import train
@@ -145,3 +152,32 @@ def test_an_unsharded_model_is_retrained_in_full_and_says_so(trained_workspace):
     card = ws.registry.card(new)
     assert card["unlearning"]["fast"] is False and "in full" in card["unlearning"]["note"]
     assert new.lineage["unlearning"]["forgot"]["mode"] == "full"
+
+
+def test_a_forget_killed_mid_way_leaves_no_alias_on_held_data_and_resumes(sharded_workspace):
+    ws = sharded_workspace
+    ids = training_ids(ws.settings.home.parent / "data")
+    env = {**os.environ, "PYTHONPATH": str(Path(assay.__file__).resolve().parents[1])}
+    command = [sys.executable, "-c", "from assay.cli import main; main()", "--home", str(ws.settings.home)]
+    process = subprocess.Popen([*command, "forget", "--model", "damaging", ids[11]], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not requests.list_requests(ws.engine) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)  # the request is recorded; its replacement is training
+    process.wait()
+    [request] = requests.list_requests(ws.engine)
+    assert request.status == "running" and request.versions[0]["version"] == 1
+    assert 1 not in ws.registry.aliases("damaging").values()  # nothing serves the version that held it
+    with pytest.raises(NotFound, match="retired"):
+        ws.registry.load(ws.registry.get("damaging", 1))
+
+    done = subprocess.run(
+        [*command, "forget", "resume"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    request = requests.get_request(ws.engine, request.id)
+    assert request.status == "done"
+    replacement = request.versions[0]["replacement"]
+    assert ws.registry.aliases("damaging") == {"production": replacement, "candidate": replacement}
+    assert forgetting.verify(_forgetting(ws), request.id)["equal"] is True

@@ -52,6 +52,8 @@ def test_a_sharded_version_is_stored_as_text_models_and_served_as_their_mean(wor
     assert [p["shards"] for p in card["unlearning"]["curve"]] == [1, 2, 3]
     assert set(card["unlearning"]["cost"]) == {"roc_auc", "average_precision", "log_loss"}
     assert record.lineage["unlearning"]["shards"] == 3
+    html = (record.directory / "card.html").read_text()
+    assert 'data-fast="true"' in html and 'data-plot="shard-curve"' in html
 
 
 def test_continuing_a_shard_from_its_checkpoint_equals_training_it_from_scratch(workspace, tmp_path):

@@ -386,6 +386,29 @@ def _lineage(facts: dict[str, Any]) -> dict[str, Any] | None:
     return _table(["fact", "value"], rows)
 
 
+def _unlearning(facts: dict[str, Any]) -> dict[str, Any] | None:
+    """Whether the model unlearns fast, what sharding cost on held-out data, and the shard curve."""
+    u = facts.get("unlearning")
+    if not u:
+        return None
+    curve = u.get("curve") or []
+    stats = ("roc_auc", "average_precision", "log_loss")
+    out = {"fast": bool(u.get("fast")), "note": u.get("note", ""), "cost": _key_values(u.get("cost"))}
+    rows = [[p.get("shards"), *(p.get(s) for s in stats)] for p in curve]
+    out["curve"] = _table(["shards", *stats], rows) if curve else None
+    out["curve_plot"] = _curve_plot(curve) if len(curve) > 1 else None
+    return out
+
+
+def _curve_plot(curve: list[dict[str, Any]]) -> Markup | None:
+    fig, ax = _figure(5.0, 3.2)
+    ax.plot([p["shards"] for p in curve], [p["roc_auc"] for p in curve], marker="o")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("shards")
+    ax.set_ylabel("held-out ROC-AUC")
+    return _svg(fig)
+
+
 def _key_values(mapping: dict[str, Any] | None) -> dict[str, Any] | None:
     return _table(["name", "value"], [[k, v] for k, v in mapping.items()]) if mapping else None
 
@@ -461,6 +484,7 @@ def _context(facts: dict[str, Any]) -> dict[str, Any]:
         "search": _search(facts.get("search")),
         "features": _features(facts),
         "sensitive": sorted(facts.get("sensitive") or []),
+        "unlearning": _unlearning(facts),
         "lineage": _lineage(facts),
     }
 
