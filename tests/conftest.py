@@ -45,6 +45,8 @@ SLOW_TESTS = frozenset(
         "test_a_login_flood_does_not_starve_the_server",
         "test_a_forget_killed_mid_way_leaves_no_alias_on_held_data_and_resumes",
         "test_a_delivery_whose_sender_was_killed_is_taken_over_after_the_timeout",
+        "test_a_retrain_killed_at_any_point_leaves_the_registry_as_it_was",
+        "test_the_loop_keeps_the_good_model_and_promotes_a_better_one",
     }
 )
 

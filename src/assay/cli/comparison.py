@@ -80,30 +80,71 @@ def print_comparison(c: Comparison) -> None:
     help="Bootstrap resamples.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option(
+    "--shadow",
+    is_flag=True,
+    help="Score B on the traffic A served (the prediction log): agreement, and both on the labelled items.",
+)
+@click.option("--since", default=None, help="With --shadow: only traffic of this last period (e.g. 7d).")
 @pass_workspace
 def compare_command(
-    ws: Workspace, first: str, second: str, data: str | None, output: str | None, resamples: int, as_json: bool
+    ws: Workspace, first: str, second: str, data: str | None, output: str | None, resamples: int, as_json: bool,
+    shadow: bool, since: str | None,
 ) -> None:  # fmt: skip
     """Score two versions on the same labelled rows and compare them with paired statistics."""
     from assay.modelling.comparison import file_rows
-    from assay.modelling.comparison_report import write_report
     from assay.modelling.promotion import challenge, newer
 
-    a, b = ws.registry.resolve(first), ws.registry.resolve(second)
-    rows: Rows | None = file_rows(newer(a, b), data) if data else None
-    comparison = challenge(
-        ws.registry, a, b, rows=rows, campaign_labels=functools.partial(resolved_labels, ws.engine), resamples=resamples
-    )  # fmt: skip
+    if shadow:
+        comparison = _shadow(ws, first, second, since, resamples, as_json)
+    else:
+        a, b = ws.registry.resolve(first), ws.registry.resolve(second)
+        rows: Rows | None = file_rows(newer(a, b), data) if data else None
+        comparison = challenge(
+            ws.registry, a, b, rows=rows, campaign_labels=functools.partial(resolved_labels, ws.engine),
+            resamples=resamples,
+        )  # fmt: skip
+        if as_json:
+            click.echo(
+                orjson.dumps(
+                    comparison.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+                ).decode()
+            )
+    if comparison is not None and not as_json:
+        print_comparison(comparison)
+    if output and comparison is not None:
+        from assay.modelling.comparison_report import write_report
+
+        click.echo(f"report: {write_report(comparison, Path(output))}", err=as_json)
+
+
+def _shadow(ws: Workspace, first: str, second: str, since: str | None, resamples: int, as_json: bool) -> Any:
+    """``--shadow``: B on the traffic A served; returns the labelled comparison, if there is one."""
+    import time
+
+    from assay.modelling.spec import parse_duration
+    from assay.retraining.shadow import shadow
+
+    try:
+        start = None if since is None else time.time() - parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    model = first.partition("@")[0]
+    result = shadow(ws.registry, ws.engine, model, champion_ref=first, challenger_ref=second, since=start,
+                    resamples=resamples)  # fmt: skip
     if as_json:
         click.echo(
-            orjson.dumps(
-                comparison.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
-            ).decode()
+            orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
         )
-    else:
-        print_comparison(comparison)
-    if output:
-        click.echo(f"report: {write_report(comparison, Path(output))}", err=as_json)
+        return result.labelled
+    agreement = "-" if result.agreement is None else f"{100 * result.agreement:.1f}%"
+    click.echo(
+        f"shadow: {result.challenger} scored on {result.rows} logged rows {result.champion} served; "
+        f"decisions agree on {agreement}; {result.labelled_rows} of them labelled"
+    )
+    if result.why_not:
+        click.echo(f"no comparison on labelled items yet: {result.why_not}")
+    return result.labelled
 
 
 @main.command("promote")

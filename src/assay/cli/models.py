@@ -14,6 +14,7 @@ import orjson
 from assay.cli import main, pass_workspace
 from assay.errors import InvalidInput
 from assay.registry.files import sha256_file
+from assay.retraining import runs
 from assay.settings import Settings
 from assay.workspace import Workspace
 
@@ -239,7 +240,7 @@ def thresholds_command(ws: Workspace, ref: str, query: str, label: str | None) -
 @click.argument("model")
 @pass_workspace
 def history_command(ws: Workspace, model: str) -> None:
-    """Every alias move of a model: who, when, why."""
+    """Every alias move of a model (who, when, why) and every retraining run."""
     ws.registry.model(model)
     rows = [
         [
@@ -254,6 +255,23 @@ def history_command(ws: Workspace, model: str) -> None:
         for h in ws.registry.history(model)
     ]
     click.echo(_table(["at", "alias", "from", "to", "who", "forced", "why"], rows))
+    retrains = [
+        [
+            r.started_at.isoformat()[:19],
+            r.id,
+            r.trigger,
+            r.status,
+            r.champion_version,
+            r.challenger_version,
+            r.message,
+        ]
+        for r in runs.list_runs(ws.engine, model)
+    ]
+    if retrains:
+        click.echo("\nretraining runs (newest first):")
+        click.echo(
+            _table(["at", "run", "trigger", "outcome", "champion", "challenger", "decision"], retrains)
+        )
 
 
 @main.command("export")

@@ -33,7 +33,7 @@ from assay.modelling.significance import (
     weighted_average_precision,
     weighted_roc_auc,
 )
-from assay.modelling.spec import ModelSpec, spec_from_dict
+from assay.modelling.spec import ModelSpec
 from assay.modelling.training import CampaignLabels, prepare
 from assay.registry.gates import summarize
 from assay.registry.versions import LoadedModel, Registry, VersionRecord
@@ -53,7 +53,7 @@ class Rows:
 
 
 def spec_of(record: VersionRecord) -> ModelSpec:
-    return spec_from_dict(record.spec, source=f"the spec of {record.ref}")
+    return ModelSpec.from_dict(record.spec, source=f"the spec of {record.ref}")
 
 
 def held_out_rows(record: VersionRecord, campaign_labels: CampaignLabels | None = None) -> Rows:

@@ -115,6 +115,14 @@ class MonitoringSpec:
 
 
 @dataclass
+class RetrainingSpec:
+    """What ``assay retrain`` refuses to learn from (read by ``assay.retraining``)."""
+
+    min_rows: int = 0  # fewer training rows than this: refused
+    min_share: float = 0.5  # fewer than this share of the production version's training rows: refused
+
+
+@dataclass
 class ModelSpec:
     name: str
     data: DataSpec
@@ -123,6 +131,7 @@ class ModelSpec:
     gates: GateSpec = field(default_factory=GateSpec)
     operating_points: dict[str, str] = field(default_factory=dict)
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+    retraining: RetrainingSpec = field(default_factory=RetrainingSpec)
     description: str = ""
     seed: int = 0
     source: str = "<spec>"  # the file it came from, for messages
@@ -136,25 +145,29 @@ class ModelSpec:
         if self.monitoring == MonitoringSpec():
             # A spec without [monitoring] means what it meant before the section existed (same hash).
             out.pop("monitoring")
+        if self.retraining == RetrainingSpec():
+            out.pop("retraining")  # likewise
         return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "<spec>") -> ModelSpec:
-        """The spec a version stored (``to_dict``), e.g. to train it again."""
-        training = dict(raw["training"])
+        """The spec a version stored (``to_dict``), e.g. to train it again; keys an older version
+        did not record take their defaults."""
+        training = dict(raw.get("training", {}))
         unlearning = training.pop("unlearning", None)
         return cls(
             name=raw["name"],
             data=DataSpec(**raw["data"]),
-            features=FeatureSpec(**raw["features"]),
+            features=FeatureSpec(**raw.get("features", {})),
             training=TrainingSpec(
                 **training, unlearning=UnlearningSpec(**unlearning) if unlearning is not None else None
             ),
-            gates=GateSpec(**raw["gates"]),
-            operating_points=dict(raw["operating_points"]),
+            gates=GateSpec(**raw.get("gates", {})),
+            operating_points=dict(raw.get("operating_points", {})),
             monitoring=MonitoringSpec.from_dict(raw.get("monitoring")),
-            description=raw["description"],
-            seed=raw["seed"],
+            retraining=RetrainingSpec(**raw.get("retraining", {})),
+            description=raw.get("description", ""),
+            seed=raw.get("seed", 0),
             source=source,
         )
 
@@ -162,24 +175,6 @@ class ModelSpec:
     def hash(self) -> str:
         """Content hash of the spec's meaning (not of the file's bytes or comments)."""
         return hashlib.sha256(orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def spec_from_dict(raw: Mapping[str, Any], *, source: str) -> ModelSpec:
-    """The spec a version stores (``ModelSpec.to_dict``) as a ModelSpec again; keys an older
-    version did not record take their defaults."""
-    raw = dict(raw)
-    return ModelSpec(
-        name=raw["name"],
-        data=DataSpec(**raw["data"]),
-        features=FeatureSpec(**raw.get("features", {})),
-        training=TrainingSpec(**raw.get("training", {})),
-        gates=GateSpec(**raw.get("gates", {})),
-        operating_points=dict(raw.get("operating_points", {})),
-        monitoring=MonitoringSpec.from_dict(raw.get("monitoring")),
-        description=raw.get("description", ""),
-        seed=raw.get("seed", 0),
-        source=source,
-    )
 
 
 def load_spec(path: str | Path) -> ModelSpec:
@@ -209,6 +204,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
             "gates",
             "operating_points",
             "monitoring",
+            "retraining",
         },
     )
     name = r.get(raw, "name", str, required=True)
@@ -329,6 +325,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
         gates=gates,
         operating_points=dict(ops),
         monitoring=_monitoring(r, r.table(raw, "monitoring")),
+        retraining=_retraining(r, r.table(raw, "retraining")),
         description=r.get(raw, "description", str, default=""),
         seed=r.get(raw, "seed", int, default=0),
         source=source,
@@ -429,6 +426,20 @@ def _unlearning(r: _Reader, training: Mapping[str, Any]) -> UnlearningSpec | Non
     if not 1 <= slices <= MAX_SLICES:
         raise r.fail("training.unlearning.slices", f"must be between 1 and {MAX_SLICES}; got {slices}")
     return UnlearningSpec(shards, slices, r.get(u, "training.unlearning.curve", bool, default=True))
+
+
+def _retraining(r: _Reader, t: Mapping[str, Any]) -> RetrainingSpec:
+    """``[retraining]``: the floors below which a retraining run refuses its data."""
+    r.keys(t, "retraining.", {"min_rows", "min_share"})
+    spec = RetrainingSpec(
+        min_rows=r.get(t, "retraining.min_rows", int, default=0),
+        min_share=r.get(t, "retraining.min_share", float, default=RetrainingSpec.min_share),
+    )
+    if spec.min_rows < 0:
+        raise r.fail("retraining.min_rows", "may not be negative")
+    if not 0.0 <= spec.min_share <= 1.0:
+        raise r.fail("retraining.min_share", f"must be in [0, 1]; got {spec.min_share}")
+    return spec
 
 
 def _candidate_params(r: _Reader, params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -289,6 +289,7 @@ def train(
     campaign_labels: CampaignLabels | None = None,
     exclusion: Exclusion | None = None,
     refit: Refit | None = None,
+    lineage_extra: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``spec`` and publish one version; nothing is written if any step fails.
 
@@ -296,6 +297,7 @@ def train(
     ``exclusion`` are left out of training and held-out data; ``refit`` fits the winner (a
     spec with ``[training.unlearning]`` needs the sharded one). The caller supplies them so
     that modelling never reaches up into the review or unlearning domains.
+    ``lineage_extra`` adds records to the version's lineage (a retraining run's label snapshot).
     """
     say = progress or (lambda _m: None)
     started = time.perf_counter()
@@ -316,6 +318,7 @@ def train(
         search_info,
         started=started,
         say=say,
+        lineage_extra=lineage_extra,
     )
     promoted = _promote_first(spec, registry, record, actor, say)
     return TrainResult(record, comparison, winner, ev, promoted, search_info)
@@ -342,6 +345,7 @@ def register(
     *,
     started: float,
     say: Progress,
+    lineage_extra: dict[str, Any] | None = None,
 ) -> tuple[VersionRecord, dict[str, Any]]:
     """Refit the chosen candidate, assess it on held-out data and publish it: (record, evaluation)."""
     say(f"refitting {winner.candidate} on all {len(data.X)} training rows")
@@ -356,6 +360,7 @@ def register(
         "source_fingerprint": data.source_fingerprint,
         "exclusions_through": data.exclusions_through,
     }
+    lineage.update(lineage_extra or {})
     facts = _facts(spec, data, winner, comparison, search_info, assessment, lineage)
     facts["unlearning"] = refitted.card
     record = publish(spec, registry, data, refitted.estimator, assessment, facts, say)

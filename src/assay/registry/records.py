@@ -167,6 +167,22 @@ class ImportedFrom(TypedDict):
     bundle_sha256: str
 
 
+class LabelSnapshot(TypedDict):
+    """The labels a retrained version learnt from (``assay.retraining``)."""
+
+    fingerprint: str  # sha256 over every training row's (id, label)
+    retrained_from: str  # the production version whose spec was re-run
+    base_train: list[str]  # the spec's own training files, before the labels were added
+    base_campaign: str | None  # the spec's own data.campaign, whose labels the rows already carry
+    rows: int  # training rows
+    campaigns: dict[str, int]  # resolved labels used, per review campaign
+    api: int  # labels received through the label API or `assay labels load`
+    relabelled: int  # training-file rows whose label a later label replaced
+    added: int  # rows added from the prediction log
+    held_out: int  # labels left out because their item is in the held-out data
+    without_features: int  # labels left out because no features of their item were found
+
+
 class Sources(TypedDict):
     train: list[str]
     test: list[str]
@@ -192,6 +208,7 @@ class LineageRecord(TypedDict):
     search: NotRequired[LineageSearch]
     imported_from: NotRequired[ImportedFrom]
     unlearning: NotRequired[dict[str, Any]]  # shards, exclusions honoured, the request a version forgot
+    labels: NotRequired[LabelSnapshot]
 
 
 OperatingPoint = TypedDict("OperatingPoint", {"query": str, "class": str, "answer": ThresholdRow | None})
@@ -353,7 +370,7 @@ def check_summary(value: Any, name: str = "summary") -> SummaryRecord:
 def check_lineage(value: Any, name: str = "lineage") -> LineageRecord:
     """Where a version came from: data and spec hashes, seed, rows, parameters, library versions."""
     v = _Validator(name)
-    optional = ("search", "imported_from", "unlearning")
+    optional = ("search", "imported_from", "unlearning", "labels")
     required = {k for k in LineageRecord.__annotations__ if k not in optional}
     lineage = v.keys(value, "", required, optional)
     for key in ("data_fingerprint", "spec_hash"):
@@ -395,6 +412,17 @@ def check_lineage(value: Any, name: str = "lineage") -> LineageRecord:
             v.sha256(u["source_fingerprint"], "unlearning.source_fingerprint")
         if "forgot" in u:
             v.mapping(u["forgot"], "unlearning.forgot")
+    if "labels" in lineage:
+        snapshot = v.keys(lineage["labels"], "labels", set(LabelSnapshot.__annotations__))
+        v.sha256(snapshot["fingerprint"], "labels.fingerprint")
+        v.string(snapshot["retrained_from"], "labels.retrained_from")
+        v.strings(snapshot["base_train"], "labels.base_train", min_length=1)
+        if snapshot["base_campaign"] is not None:
+            v.string(snapshot["base_campaign"], "labels.base_campaign")
+        for key in ("rows", "api", "relabelled", "added", "held_out", "without_features"):
+            v.integer(snapshot[key], f"labels.{key}", 0)
+        for campaign, count in v.mapping(snapshot["campaigns"], "labels.campaigns").items():
+            v.integer(count, f"labels.campaigns.{campaign}", 0)
     return cast(LineageRecord, value)
 
 

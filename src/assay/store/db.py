@@ -496,3 +496,30 @@ monitor_events = sa.Table(
     sa.Index("ix_monitor_events_model", "model", "id"),
     sa.Index("ix_monitor_events_delivery", "delivery"),
 )
+
+# --- retraining -----------------------------------------------------------------
+# One row per retraining run, whatever its outcome: the run is inserted as "running" before any
+# data is read and finished in one update, so a run killed half-way stays visible (and is marked
+# "interrupted" by the next run of the model once its process is gone).
+
+retrain_runs = sa.Table(
+    "retrain_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("trigger", sa.String(200), nullable=False),  # manual | schedule | labels:<n> | alert:<monitor>
+    sa.Column(
+        "status", sa.String(20), nullable=False
+    ),  # running | promoted | kept | refused | failed | interrupted
+    sa.Column("champion_version", sa.Integer, nullable=True),
+    sa.Column("challenger_version", sa.Integer, nullable=True),
+    sa.Column("message", sa.Text, nullable=False),  # the decision in one line
+    sa.Column("labels", sa.JSON, nullable=True),  # the label snapshot the challenger learnt from
+    sa.Column("comparison", sa.JSON, nullable=True),  # champion vs challenger, and the gates
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_retrain_runs_model", "model", "id"),
+)

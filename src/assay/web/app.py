@@ -59,6 +59,7 @@ from assay.web.limits import (
 from assay.web.metrics import Metrics, Timing
 from assay.web.monitoring import Watch
 from assay.web.monitoring import routes as monitoring_routes
+from assay.web.retraining import routes as retraining_routes
 from assay.web.unlearning import routes as unlearning_routes
 from assay.workspace import Workspace
 
@@ -126,6 +127,7 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
             *openapi.routes(),
             *monitoring_routes(),
             *unlearning_routes(),
+            *retraining_routes(),
             *review.routes(),
         ],
         middleware=[

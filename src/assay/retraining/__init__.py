@@ -1,0 +1,1 @@
+"""Continuous training: challengers retrained from the data as it is now, judged against the champion."""
