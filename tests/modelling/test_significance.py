@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from assay.modelling import significance
 from assay.modelling.significance import (
     bootstrap_difference,
     corrected_t_test,
@@ -33,7 +34,7 @@ def _scores(n: int, seed: int, *, ties: bool) -> tuple[np.ndarray, np.ndarray, n
 @pytest.mark.parametrize("ties", [False, True])
 def test_weighted_statistics_equal_scikit_learn_on_resampled_rows(ties: bool) -> None:
     y, a, _ = _scores(500, 1, ties=ties)
-    weights = resample_weights(len(y), 5, seed=7)
+    weights = resample_weights(len(y), 5, np.random.default_rng(7))
     aucs = weighted_roc_auc(y, a, weights)
     aps = weighted_average_precision(y, a, weights)
     for row, auc, ap in zip(weights, aucs, aps, strict=True):
@@ -59,10 +60,12 @@ def test_macro_equals_scikit_learn_one_vs_rest() -> None:
     assert auc == pytest.approx(roc_auc_score(y, proba, multi_class="ovr", average="macro"), abs=1e-12)
 
 
-def test_bootstrap_equals_resampling_by_hand() -> None:
+@pytest.mark.parametrize("batch_cells", [10_000_000, 300 * 7])  # all resamples at once, or 7 at a time
+def test_bootstrap_equals_resampling_by_hand(batch_cells: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(significance, "_BATCH_CELLS", batch_cells)
     y, a, b = _scores(300, 2, ties=True)
     result = bootstrap_difference(weighted_roc_auc, y, a, b, resamples=200, seed=11)
-    weights = resample_weights(len(y), 200, seed=11)
+    weights = resample_weights(len(y), 200, np.random.default_rng(11))
     by_hand = []
     for row in weights:
         rows = np.repeat(np.arange(len(y)), row.astype(int))

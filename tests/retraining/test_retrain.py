@@ -22,7 +22,7 @@ from assay.modelling.spec import load_spec
 from assay.monitoring.labels import add_labels
 from assay.monitoring.log import write_rows
 from assay.retraining import runs
-from assay.retraining.retrain import Triggers, retrain
+from assay.retraining.retrain import Triggers, retrain, retrain_every
 from assay.retraining.snapshot import base_spec, take_snapshot
 from assay.workspace import Workspace
 from tests.conftest import EDITQUALITY_COLUMNS, edits_frame
@@ -165,3 +165,14 @@ def test_a_retrain_killed_at_any_point_leaves_the_registry_as_it_was(served: tup
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0 and "kept damaging@1" in finished.stdout, finished.stderr[-2000:]
     assert ws.registry.aliases("damaging")["production"] == aliases["production"]
+
+
+def test_every_period_runs_again_and_checks_its_triggers(served: tuple[Workspace, Path]) -> None:
+    ws, _spec = served
+    reported: list[str] = []
+    retrain_every(
+        ws, "damaging", 0.01, actor="t", triggers=Triggers(on_alert=True), resamples=100, require_better=True,
+        report=lambda outcome: reported.append(outcome.message), rounds=3,
+    )  # fmt: skip
+    assert reported == ["skipped: no monitor of damaging is in alert"] * 3
+    assert runs.list_runs(ws.engine, "damaging") == []
