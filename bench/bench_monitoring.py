@@ -12,7 +12,10 @@ day in three features, and measures:
   each daily window. Evidently 0.7 does not import with the pandas assay pins (3.x), so it runs in
   its own virtual environment (``--evidently-python``; see bench/evidently_drift.py);
 * single-item ``POST /v1/scores`` req/s of ``assay serve`` with the prediction log on (every score
-  logged) and off (``ASSAY_LOG_SAMPLE=0``), side by side in rounds, with ``wrk``.
+  logged) and off (``ASSAY_LOG_SAMPLE=0``), side by side in rounds, with ``wrk``; besides req/s
+  (which other load on a shared machine swings by tens of percent from run to run), each
+  server's CPU time per request, read from /proc around each run (a second and a half after it,
+  so the log writer's flush counts): the cost logging adds, which that load barely moves.
 
     python bench/bench_monitoring.py [--data ../shared/data/editquality] [--rows 1000000]
         [--evidently-python /tmp/evidently-venv/bin/python] [--duration 10] [--rounds 3]
@@ -106,6 +109,12 @@ def compare(assay_drift: Any, ev: dict[str, Any]) -> tuple[int, list[str]]:
                 f"{c.column}: assay {c.test} {c.statistic:.6g} -> {c.drift}, Evidently {e['test']} {e['statistic']:.6g} -> {e['drift']}"
             )
     return agree, lines
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (every thread: the server's and the log writer's)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def metric(url: str, name: str) -> float:
@@ -268,7 +277,11 @@ def serve(home: Path, test_file: Path, args: argparse.Namespace, results: dict[s
                 # Which server goes first alternates: a round's second run meets a warmer machine.
                 for name in ("on", "off") if k % 2 == 0 else ("off", "on"):
                     url = on if name == "on" else off
+                    before = cpu_seconds(serving.PIDS[url])
                     measured[name] = serving.wrk(url + "/v1/scores", single, args.duration, args.connections)
+                    time.sleep(1.5)  # the log's writer flushes every second: its work counts for the run
+                    spent = cpu_seconds(serving.PIDS[url]) - before
+                    measured[name]["cpu_us"] = spent / (measured[name]["rps"] * args.duration) * 1e6
                 rounds.append(measured)
             time.sleep(1.0)
             results["logged"] = metric(on, "assay_prediction_log_written_total")
@@ -355,6 +368,18 @@ def report_serving(r: dict[str, Any], args: argparse.Namespace) -> None:
             f"  on/off per round: {', '.join(f'{x:.3f}' for x in ratios)}; median {statistics.median(ratios):.3f}"
         )
         print(f"  rows logged by the 'on' server: {r['logged']:.0f}, dropped: {r['dropped']:.0f}")
+        # CPU per request: what a saturated server pays, which other load on the machine barely moves.
+        cpu_on = [x["on"]["cpu_us"] for x in r["rounds"]]
+        cpu_off = [x["off"]["cpu_us"] for x in r["rounds"]]
+        cpu_ratios = [x["off"]["cpu_us"] / x["on"]["cpu_us"] for x in r["rounds"]]
+        print(
+            f"  server CPU per request (all its threads, the log writer's included): on "
+            f"{statistics.median(cpu_on):.1f} us, off {statistics.median(cpu_off):.1f} us (medians)"
+        )
+        print(
+            f"  off/on CPU per request per round (the req/s ratio a CPU-bound server sees): "
+            f"{', '.join(f'{x:.3f}' for x in cpu_ratios)}; median {statistics.median(cpu_ratios):.3f}"
+        )
 
 
 if __name__ == "__main__":

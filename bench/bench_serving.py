@@ -114,6 +114,9 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
     raise RuntimeError(f"server not ready after {timeout}s:\n{log.read_text()}")
 
 
+PIDS: dict[str, int] = {}  # base URL -> server process (one worker serves in that process)
+
+
 @contextmanager
 def server(
     command: list[str], ready_path: str, port: int, name: str, env: dict[str, str] | None = None
@@ -125,6 +128,7 @@ def server(
             command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
     url = f"http://127.0.0.1:{port}"
+    PIDS[url] = process.pid
     try:
         wait_ready(url + ready_path, process, log)
         yield url
