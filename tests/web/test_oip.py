@@ -202,6 +202,32 @@ def test_json_inference_matches_v1(client: AppClient) -> None:
     assert client.post(INFER, json={"inputs": nested}).json()["outputs"] == body["outputs"]
 
 
+def test_the_model_named_in_the_body_as_kserve_sends_it_must_be_the_paths(client: AppClient) -> None:
+    inputs = json_inputs(edit_items(2))
+    # KServe's Python client repeats the model in the body (model_name).
+    same = client.post(INFER, json={"model_name": "damaging", "inputs": inputs})
+    assert same.status_code == 200, same.text
+    versioned = client.post(
+        "/v2/models/damaging/versions/1/infer",
+        json={"model_name": "damaging", "model_version": "1", "inputs": inputs},
+    )
+    assert versioned.status_code == 200 and versioned.json()["outputs"] == same.json()["outputs"]
+    oip_error(
+        client.post(INFER, json={"model_name": "other", "inputs": inputs}),
+        422,
+        "model_name 'other'",
+        "'damaging'",
+    )
+    oip_error(
+        client.post("/v2/models/damaging/versions/1/infer", json={"model_version": "2", "inputs": inputs}),
+        422,
+        "model_version '2'",
+    )
+    oip_error(
+        client.post(INFER, json={"model_name": 3, "inputs": inputs}), 422, "model_name must be a string"
+    )
+
+
 def test_multiclass_and_categories_as_bytes(client: AppClient) -> None:
     rows = [
         {"length": 1200.0, "refs": 3, "topic": "science"},

@@ -46,7 +46,7 @@ from assay.serving.cache import open_cache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
 from assay.settings import Settings
-from assay.web import api, errors, oip, openapi, pages, review
+from assay.web import api, errors, oip_routes, openapi, pages, review
 from assay.web.limits import (
     BODY_TIMED_OUT,
     SERVER_METRICS,
@@ -123,7 +123,7 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
     app = Starlette(
         routes=[
             *api.routes(),
-            *oip.routes(),
+            *oip_routes.routes(),
             *openapi.routes(),
             *monitoring_routes(),
             *unlearning_routes(),

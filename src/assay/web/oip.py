@@ -1,4 +1,4 @@
-"""The Open Inference Protocol (v2): its HTTP routes under ``/v2`` and the inference both transports share.
+"""The Open Inference Protocol (v2): what a request means, the inference both transports share, and HTTP bodies.
 
 The protocol's model is a function of named tensors: assay's model takes one
 input tensor per feature (shape ``[n]`` or ``[n, 1]``, a row per item) and
@@ -34,14 +34,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from assay import __version__
 from assay.errors import InvalidInput, MalformedRequest, PayloadTooLarge
 from assay.serving.scoring import Scorer, ServedModel
-from assay.web.api import json_response, run_scoring, services
 from assay.web.tensors import (
     FLOATS,
     INTEGERS,
@@ -64,7 +60,8 @@ _ACCEPTED = {
     "boolean": INTEGERS | {"BOOL"},
     "categorical": frozenset({"BYTES"}),
 }
-_REQUEST_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
+# model_name and model_version: KServe's client repeats the model in the body (checked against the path).
+_REQUEST_KEYS = frozenset({"id", "model_name", "model_version", "inputs", "outputs", "parameters"})
 _INPUT_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
 _OUTPUT_KEYS = frozenset({"name", "parameters"})
 HEADER_LENGTH = "inference-header-content-length"
@@ -243,8 +240,14 @@ def combine_columns(columns: Mapping[str, Any], rows: dict[str, int]) -> int:
 # --- HTTP: parsing ------------------------------------------------------------------------
 
 
-def parse_infer(body: bytes, header_length: str | None, *, max_rows: int) -> InferCall:
-    """An HTTP infer request: a JSON body, or a JSON header then the inputs' raw bytes."""
+def parse_infer(
+    body: bytes, header_length: str | None, *, max_rows: int, route: tuple[str, str | None] | None = None
+) -> InferCall:
+    """An HTTP infer request: a JSON body, or a JSON header then the inputs' raw bytes.
+
+    ``route`` is the (model, version) the path names: a ``model_name`` or ``model_version`` in
+    the body (KServe's client sends ``model_name``) must agree with it.
+    """
     if header_length is None:
         header, binary = body, memoryview(b"")
     else:
@@ -260,6 +263,7 @@ def parse_infer(body: bytes, header_length: str | None, *, max_rows: int) -> Inf
             f"{', '.join(sorted(_REQUEST_KEYS))}",
             field=unknown[0],
         )
+    _check_route(payload, route)
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("id must be a string", field="id")
@@ -273,36 +277,9 @@ def parse_infer(body: bytes, header_length: str | None, *, max_rows: int) -> Inf
     rows: dict[str, int] = {}
     offset = 0
     for i, tensor in enumerate(inputs):
-        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str) or not tensor["name"]:
-            raise InvalidInput(
-                f"inputs[{i}] must be an object with a name, shape, datatype and data", field="inputs"
-            )
-        name = tensor["name"]
-        if name in columns:
-            raise InvalidInput(f"{where(name)} is given twice", field=name)
-        extra = sorted(k for k in tensor if k not in _INPUT_KEYS)
-        if extra:
-            raise InvalidInput(f"{where(name)}: unknown field {extra[0][:100]!r}", field=name)
-        datatype = check_datatype(name, tensor.get("datatype"))
-        n = rows_of(name, tensor.get("shape"), max_rows)
-        params = _parameters(tensor.get("parameters"), where(name))
-        nbytes = params.get("binary_data_size")
+        name, datatype, n = _tensor_header(i, tensor, columns, max_rows)
+        nbytes = _binary_size(name, tensor, header_length is not None, len(binary) - offset)
         if nbytes is not None:
-            if type(nbytes) is not int or nbytes < 0:
-                raise InvalidInput(f"{where(name)}: binary_data_size must be a byte count", field=name)
-            if "data" in tensor:
-                raise InvalidInput(f"{where(name)} has both data and binary_data_size", field=name)
-            if header_length is None:
-                raise MalformedRequest(
-                    f"{where(name)} has binary data but the request has no Inference-Header-Content-Length",
-                    field=name,
-                )
-            if nbytes > len(binary) - offset:
-                raise MalformedRequest(
-                    f"{where(name)}: binary_data_size {nbytes} goes past the end of the body "
-                    f"({len(binary) - offset} bytes left)",
-                    field=name,
-                )
             columns[name] = from_raw(name, datatype, n, binary[offset : offset + nbytes])
             offset += nbytes
         elif "data" in tensor:
@@ -322,6 +299,57 @@ def parse_infer(body: bytes, header_length: str | None, *, max_rows: int) -> Inf
     return InferCall(
         columns, datatypes, combine_columns(columns, rows), request_id, requested, binary_outputs
     )
+
+
+def _check_route(payload: Mapping[str, Any], route: tuple[str, str | None] | None) -> None:
+    """``model_name``/``model_version`` in the body, when given, name what the path names."""
+    for key, expected in zip(("model_name", "model_version"), route or (None, None), strict=True):
+        value = payload.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InvalidInput(f"{key} must be a string", field=key)
+        if route is not None and value != (expected or value):
+            raise InvalidInput(
+                f"{key} {value[:100]!r} in the body disagrees with {expected!r} in the path", field=key
+            )
+
+
+def _tensor_header(i: int, tensor: Any, seen: Mapping[str, Any], max_rows: int) -> tuple[str, str, int]:
+    """An input tensor's name, datatype and rows, checked."""
+    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str) or not tensor["name"]:
+        raise InvalidInput(
+            f"inputs[{i}] must be an object with a name, shape, datatype and data", field="inputs"
+        )
+    name = tensor["name"]
+    if name in seen:
+        raise InvalidInput(f"{where(name)} is given twice", field=name)
+    extra = sorted(k for k in tensor if k not in _INPUT_KEYS)
+    if extra:
+        raise InvalidInput(f"{where(name)}: unknown field {extra[0][:100]!r}", field=name)
+    return name, check_datatype(name, tensor.get("datatype")), rows_of(name, tensor.get("shape"), max_rows)
+
+
+def _binary_size(name: str, tensor: dict[str, Any], framed: bool, left: int) -> int | None:
+    """The byte count of an input sent as binary data (None when it is sent as ``data``)."""
+    nbytes = _parameters(tensor.get("parameters"), where(name)).get("binary_data_size")
+    if nbytes is None:
+        return None
+    if type(nbytes) is not int or nbytes < 0:
+        raise InvalidInput(f"{where(name)}: binary_data_size must be a byte count", field=name)
+    if "data" in tensor:
+        raise InvalidInput(f"{where(name)} has both data and binary_data_size", field=name)
+    if not framed:
+        raise MalformedRequest(
+            f"{where(name)} has binary data but the request has no Inference-Header-Content-Length",
+            field=name,
+        )
+    if nbytes > left:
+        raise MalformedRequest(
+            f"{where(name)}: binary_data_size {nbytes} goes past the end of the body ({left} bytes left)",
+            field=name,
+        )
+    return nbytes
 
 
 def _header_size(raw: str, body: int) -> int:
@@ -403,89 +431,3 @@ def inflate(body: bytes, encoding: str, limit: int) -> bytes:
     if not inflater.eof:
         raise MalformedRequest(f"the {kind} body is truncated", field="body")
     return out
-
-
-# --- HTTP: routes -----------------------------------------------------------------------------
-
-
-def _route_ref(request: Request) -> str:
-    return model_ref(request.path_params["model"], request.path_params.get("version"))
-
-
-async def oip_server(request: Request) -> Response:
-    return json_response(server_metadata())
-
-
-async def oip_live(request: Request) -> Response:
-    return json_response({"live": True})
-
-
-async def oip_ready(request: Request) -> Response:
-    return json_response(
-        {"ready": services(request).scorer.ready and not request.app.state.capacity.saturated}
-    )
-
-
-async def oip_model(request: Request) -> Response:
-    return json_response(model_metadata(services(request).scorer, _route_ref(request)))
-
-
-async def oip_model_ready(request: Request) -> Response:
-    services(request).scorer.model(_route_ref(request))  # an unknown model or version: 404
-    return json_response({"name": request.path_params["model"], "ready": True})
-
-
-async def oip_infer(request: Request) -> Response:
-    svc = services(request)
-    body = await request.body()
-    encoding = request.headers.get("content-encoding")
-    if encoding:
-        body = inflate(body, encoding, svc.settings.max_body_bytes)
-    call = parse_infer(body, request.headers.get(HEADER_LENGTH), max_rows=svc.settings.max_items_per_request)
-    ref = _route_ref(request)
-    result = await run_scoring(request, [ref], call.rows, infer, svc.scorer, ref, call)
-    return http_response(result)
-
-
-def http_response(result: InferResult) -> Response:
-    """JSON, or (when an output is binary) the JSON header then each binary output's bytes."""
-    outputs = []
-    blobs = []
-    for out in result.outputs:
-        entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": out.shape}
-        parameters = dict(out.parameters)
-        if out.binary:
-            blob = out.to_bytes()
-            blobs.append(blob)
-            parameters["binary_data_size"] = len(blob)
-        else:
-            entry["data"] = out.to_list()
-        if parameters:
-            entry["parameters"] = parameters
-        outputs.append(entry)
-    body: dict[str, Any] = {"model_name": result.model_name, "model_version": result.model_version}
-    if result.id is not None:
-        body["id"] = result.id
-    body["outputs"] = outputs
-    header = orjson.dumps(body)
-    if not blobs:
-        return Response(header, media_type="application/json")
-    return Response(
-        b"".join([header, *blobs]),
-        media_type=BINARY_TYPE,
-        headers={"Inference-Header-Content-Length": str(len(header))},
-    )
-
-
-def routes() -> list[BaseRoute]:
-    return [
-        Route("/v2", oip_server, methods=["GET"]),
-        Route("/v2/health/live", oip_live, methods=["GET"]),
-        Route("/v2/health/ready", oip_ready, methods=["GET"]),
-        Route("/v2/models/{model}", oip_model, methods=["GET"]),
-        Route("/v2/models/{model}/ready", oip_model_ready, methods=["GET"]),
-        Route("/v2/models/{model}/infer", oip_infer, methods=["POST"]),
-        Route("/v2/models/{model}/versions/{version}", oip_model, methods=["GET"]),
-        Route("/v2/models/{model}/versions/{version}/ready", oip_model_ready, methods=["GET"]),
-        Route("/v2/models/{model}/versions/{version}/infer", oip_infer, methods=["POST"]),
-    ]

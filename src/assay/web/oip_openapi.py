@@ -48,6 +48,8 @@ def oip_schemas() -> dict[str, Any]:
             "required": ["inputs"],
             "properties": {
                 "id": {"type": "string"},
+                "model_name": {"type": "string", "description": "If given, the model the path names."},
+                "model_version": {"type": "string", "description": "If given, the version the path names."},
                 "inputs": {
                     "type": "array",
                     "items": ref("Tensor"),

@@ -1,6 +1,6 @@
 """The OpenAPI document of the JSON API (``/openapi.json``) and a plain docs page (``/docs``).
 
-Written by hand next to the handlers in ``api.py`` (scoring), ``oip.py`` (inference;
+Written by hand next to the handlers in ``api.py`` (scoring), ``oip_routes.py`` (inference;
 its part is ``oip_openapi``), ``review_api.py`` (sessions, campaigns, worksets, labels,
 judgments; its part is ``review_openapi``) and ``monitoring.py`` (its own part) and checked against them by schemathesis in the test suite
 (tests/test_openapi_fuzz.py): every response the server gives must match this
