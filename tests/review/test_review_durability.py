@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from assay.errors import Conflict
 from assay.modelling.spec import load_spec
 from assay.modelling.training import train
-from assay.review import campaigns, judgments, labelling, worksets
+from assay.review import campaigns, judgments, labelling, resolution, worksets
 from assay.review.accounts import User, user_by_name
 from assay.settings import Settings
 from assay.store import db
@@ -248,6 +248,42 @@ def test_concurrent_endorsements_leave_exactly_one_preferred_judgment(store):
                 (made[2].id, judgments.RULE_MARK)
             ], round_
             assert sum(j.endorse_count + j.dispute_count for j in found) == len(plan)
+    finally:
+        ws.close()
+
+
+def _label_at(start: threading.Barrier, engine, c, user, item_id: str, label: str) -> None:  # type: ignore[no-untyped-def]
+    start.wait()
+    labelling.submit_label(engine, c, user, item_id, label, ttl_s=600)
+
+
+def test_two_labels_at_once_that_tie_always_requeue_the_item(store, tmp_path):
+    """Two reviewers label the same items at the same moment, disagreeing: every tie is noticed."""
+    ws = Workspace.open(store.settings())
+    try:
+        c = campaign(
+            ws, items_file(tmp_path / "ties", n=60), name="ties", size=12, labels_per_item=2, extra_labels=1
+        )
+        r0, r1 = (user_by_name(ws.engine, name) for name in ("r0", "r1"))
+        held = [worksets.take_workset(ws.engine, c, u, size=12, ttl_s=600) for u in (r0, r1)]
+        items = [i.item_id for i in held[0].items]
+        assert items == [i.item_id for i in held[1].items]
+        for item_id in items:
+            start = threading.Barrier(2)
+            with ThreadPoolExecutor(2) as pool:
+                futures = [
+                    pool.submit(_label_at, start, ws.engine, c, r0, item_id, "True"),
+                    pool.submit(_label_at, start, ws.engine, c, r1, item_id, "False"),
+                ]
+                for future in futures:
+                    future.result()
+        with ws.engine.connect() as conn:
+            wanted = conn.execute(
+                sa.select(db.campaign_items.c.wanted).where(db.campaign_items.c.campaign_id == c.id)
+            ).scalars()
+            assert list(wanted) == [3] * len(items)
+        frame = resolution.resolved_frame(ws.engine, c)
+        assert set(frame["status"]) == {"tie"} and all("requeued for label 3" in r for r in frame["reason"])
     finally:
         ws.close()
 
