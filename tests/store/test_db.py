@@ -41,3 +41,50 @@ def test_sqlite_store_is_wal_and_durable(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_postgres_store_matches_the_declared_schema(postgres_url: str) -> None:
     _check_store(postgres_url)
+
+
+def test_upgrade_gives_back_the_slots_unsure_labels_held(tmp_path: Path) -> None:
+    """A campaign stalled by "unsure" labels (they used to hold a slot) has those items free after 0005."""
+    from alembic import command
+
+    engine = db.create_engine(f"sqlite:///{tmp_path / 'old.db'}")  # not connect: it upgrades
+    cfg = db._alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+    now = "2026-01-01 00:00:00"
+    with engine.begin() as conn:
+        run = conn.exec_driver_sql
+        run(
+            "INSERT INTO campaigns (id, name, description, model, model_version, classes, labels_per_item, "
+            "reviewers, blind, selection, auto_rules, judgment_rule, status, item_count, created_by, created_at) "
+            f"VALUES (1, 'c', '', 'm', 1, '[\"a\", \"b\"]', 2, '[]', 0, '{{}}', '[]', 'admin', 'open', 1, 'x', '{now}')"
+        )
+        run(
+            "INSERT INTO campaign_items (id, campaign_id, position, item_id, features, claimed, available) "
+            "VALUES (1, 1, 0, 'i1', '{}', 2, 0)"
+        )
+        for uid, name in ((1, "u1"), (2, "u2")):
+            run(
+                "INSERT INTO users (id, username, pseudonym, password_hash, role, created_at) "
+                f"VALUES ({uid}, '{name}', 'p{uid}', 'h', 'reviewer', '{now}')"
+            )
+        run(
+            f"INSERT INTO worksets (id, campaign_id, user_id, created_at, expires_at) VALUES (1, 1, 1, '{now}', '{now}')"
+        )
+        for uid, slot, label in ((1, 1, "a"), (2, 2, "unsure")):
+            run(
+                "INSERT INTO assignments (workset_id, campaign_id, campaign_item_id, user_id, slot, state, claimed_at) "
+                f"VALUES (1, 1, 1, {uid}, {slot}, 'done', '{now}')"
+            )
+            run(
+                "INSERT INTO labels (campaign_id, campaign_item_id, user_id, label, comment, model_version, "
+                f"created_at, updated_at) VALUES (1, 1, {uid}, '{label}', '', 1, '{now}', '{now}')"
+            )
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        item = conn.execute(sa.select(db.campaign_items)).one()
+        states = dict(conn.execute(sa.select(db.assignments.c.user_id, db.assignments.c.state)).all())
+    engine.dispose()
+    assert (item.wanted, item.claimed, item.available) == (2, 1, True)
+    assert states == {1: "done", 2: "unsure"}

@@ -319,11 +319,13 @@ async def test_admin_creates_a_campaign_in_the_web_form(app, review_home, tmp_pa
             "csrf_token": csrf, "name": "web-made", "model": "damaging@production",
             "id_column": "rev_id", "selection": "flagged", "threshold": "likelybad", "size": "10",
             "labels_per_item": "3", "auto_rules": "user_is_bot_or_sysop == true -> False", "blind": "1",
+            "extra_labels": "2", "guidelines": "Vandalism is damaging.",
         }  # fmt: skip
         r = await c.post("/review/campaigns", data=data, files=_upload(source))
         assert r.status_code == 303 and r.headers["location"] == "/review/campaigns/web-made"
         made = (await c.get("/v1/campaigns/web-made")).json()["campaign"]
         assert made["blind"] and made["labels_per_item"] == 3 and made["selection"]["method"] == "flagged"
+        assert made["extra_labels"] == 2 and made["guidelines"] == "Vandalism is damaging."
         assert made["selection"]["source"] == "upload more.parquet"  # not the temporary copy's path
         r = await c.post(
             "/review/campaigns",

@@ -87,7 +87,7 @@ async def test_admin_edits_guidelines_descriptions_and_the_tie_cap(app):
         assert "Vandalism is damaging." in work.text and "A good-faith edit" in work.text
         for bad, field in (
             ({"extra_labels": "11"}, "extra labels"),
-            ({"extra_labels": "two"}, "whole number"),
+            ({"extra_labels": "two"}, "extra labels must be a whole number"),
             ({"guidelines": "x" * 20_001}, "guidelines"),
             ({"describe:True": "x" * 501}, "class description"),
             ({"reviewers": "nobody"}, "no user named"),

@@ -68,14 +68,11 @@ async def campaign_edit(request: Request) -> Response:
     def act() -> None:
         engine = pages.engine(request)
         campaign = campaigns.get_campaign(engine, name)
-        raw_extra = pages.text(form, "extra_labels")
-        if raw_extra and not raw_extra.isdigit():
-            raise InvalidInput("extra labels for ties must be a whole number", field="extra_labels")
         edit = campaigns.CampaignEdit(
             description=pages.text(form, "description"),
             guidelines=pages.text(form, "guidelines"),
             class_descriptions=_class_descriptions(form, campaign),
-            extra_labels=int(raw_extra) if raw_extra else None,
+            extra_labels=_number(form, "extra_labels", None),
             reviewers=parse_list(pages.text(form, "reviewers")),
         )
         campaigns.edit_campaign(engine, campaign, edit)
@@ -201,15 +198,20 @@ def _save_upload(upload: UploadFile, folder: Path, limit: int) -> tuple[Path, st
     return path, name
 
 
+def _number(form: FormData, name: str, default: int | None) -> int | None:
+    """A whole-number form field, ``default`` when empty; anything else is ``InvalidInput`` naming it."""
+    raw = pages.text(form, name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name.replace('_', ' ')} must be a whole number", field=name) from None
+
+
 def _options(form: FormData) -> CampaignOptions:
     def number(name: str, default: int | None) -> int | None:
-        raw = pages.text(form, name)
-        if not raw:
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise InvalidInput(f"{name.replace('_', ' ')} must be a whole number", field=name) from None
+        return _number(form, name, default)
 
     return CampaignOptions(
         name=pages.text(form, "name"),
@@ -221,6 +223,8 @@ def _options(form: FormData) -> CampaignOptions:
         flag_class=pages.text(form, "flag_class") or None,
         ids=parse_list(pages.text(form, "ids")),
         labels_per_item=number("labels_per_item", 1) or 1,
+        extra_labels=number("extra_labels", 0) or 0,
+        guidelines=pages.text(form, "guidelines"),
         reviewers=parse_list(pages.text(form, "reviewers")),
         blind="blind" in form,
         auto_rules=[line for line in pages.text(form, "auto_rules").splitlines() if line.strip()],
