@@ -4,6 +4,7 @@ with one line and nothing promoted, triggers hold a run back, and every run is o
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -17,8 +18,10 @@ import pandas as pd
 import pytest
 
 import assay
+from assay.errors import Conflict
 from assay.modelling.comparison import spec_of
 from assay.modelling.spec import load_spec
+from assay.monitoring import alerts
 from assay.monitoring.labels import add_labels
 from assay.monitoring.log import write_rows
 from assay.retraining import runs
@@ -176,3 +179,24 @@ def test_every_period_runs_again_and_checks_its_triggers(served: tuple[Workspace
     )  # fmt: skip
     assert reported == ["skipped: no monitor of damaging is in alert"] * 3
     assert runs.list_runs(ws.engine, "damaging") == []
+
+
+def test_a_second_run_of_a_model_at_once_is_refused(served: tuple[Workspace, Path]) -> None:
+    ws, _spec = served
+    folder = ws.settings.home / "retraining" / "damaging"
+    folder.mkdir(parents=True)
+    with open(folder / ".lock", "a+b") as other:  # what a run in another process holds
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(Conflict, match="another retrain of 'damaging' is running"):
+            retrain(ws, "damaging", actor="t")
+    assert runs.list_runs(ws.engine, "damaging") == []
+
+
+def test_a_monitor_in_alert_triggers_a_run(served: tuple[Workspace, Path]) -> None:
+    ws, _spec = served
+    with ws.engine.begin() as conn:  # as the monitor check records three drifting windows in a row
+        alerts.save_states(conn, "damaging", {"data_drift": alerts.MonitorState("alert", drifting=3)}, {})
+    outcome = retrain(ws, "damaging", actor="t", triggers=Triggers(on_alert=True), resamples=200)
+    assert outcome.status == "kept" and outcome.run_id is not None
+    [run] = runs.list_runs(ws.engine, "damaging")
+    assert run.trigger == "alert:data_drift"

@@ -16,13 +16,16 @@ next run of the model marks it ``interrupted``.
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from assay.errors import AssayError, DataError
+from assay.errors import AssayError, Conflict, DataError
 from assay.modelling.comparison import Comparison, spec_of
 from assay.modelling.datasets import feature_kinds
 from assay.modelling.promotion import challenge
@@ -76,12 +79,36 @@ def retrain(
     """
     say = progress or (lambda _m: None)
     champion = ws.registry.resolve(model)
-    runs.mark_interrupted(ws.engine, model)
-    trigger = _triggered(ws, champion, triggers)
-    if trigger is None:
-        return Outcome("skipped", _skip_reason(ws, champion, triggers))
-    run_id = runs.start_run(ws.engine, model, trigger=trigger, actor=actor, champion=champion.version)
-    folder = ws.settings.home / "retraining" / model / f"run-{run_id}"
+    with _exclusive(ws.settings.home / "retraining" / champion.model):
+        runs.mark_interrupted(ws.engine, model)
+        trigger = _triggered(ws, champion, triggers)
+        if trigger is None:
+            return Outcome("skipped", _skip_reason(ws, champion, triggers))
+        run_id = runs.start_run(ws.engine, model, trigger=trigger, actor=actor, champion=champion.version)
+        return _run(
+            ws, champion, run_id, actor=actor, resamples=resamples, require_better=require_better, say=say
+        )
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """One run of a model at a time (per store folder): a second one is refused, not queued. The
+    lock is the operating system's, so a killed run releases it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict(f"another retrain of {folder.name!r} is running") from None
+        yield
+
+
+def _run(
+    ws: Workspace, champion: VersionRecord, run_id: int, *, actor: str, resamples: int, require_better: bool,
+    say: Progress,
+) -> Outcome:  # fmt: skip
+    """Snapshot, checks and training of a recorded run, then its judgement."""
+    folder = ws.settings.home / "retraining" / champion.model / f"run-{run_id}"
     snapshot: Snapshot | None = None
     try:
         spec = base_spec(champion, spec_of(champion))
