@@ -33,7 +33,7 @@ def _report(outcome: Outcome) -> None:
     "--min-new-labels",
     default=0,
     type=click.IntRange(0),
-    help="Run only when at least this many labels arrived since the production version learnt.",
+    help="Run only when at least this many labels arrived since the last run that trained (or the production version).",
 )
 @click.option("--on-alert", is_flag=True, help="Run only while a monitor of the model is in alert.")
 @click.option(
@@ -70,8 +70,10 @@ def retrain_command(
     if every is not None:
         try:
             period = parse_duration(every)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--every") from None
+        except ValueError:
+            raise click.BadParameter(
+                f"{every!r} is not a duration like 12h, 1d or 7d", param_hint="--every"
+            ) from None
         retrain_every(
             ws, model, period, actor=getpass.getuser(), triggers=triggers, resamples=resamples,
             require_better=not promote_equal, report=_report,
