@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from assay.modelling.spec import load_spec
 from assay.modelling.training import train
 from assay.settings import Settings
+from assay.store import db
 from assay.workspace import Workspace
 
 EDITQUALITY = Path(__file__).resolve().parents[2] / "shared" / "data" / "editquality"
@@ -47,6 +48,8 @@ SLOW_TESTS = frozenset(
         "test_a_delivery_whose_sender_was_killed_is_taken_over_after_the_timeout",
         "test_a_retrain_killed_at_any_point_leaves_the_registry_as_it_was",
         "test_the_loop_keeps_the_good_model_and_promotes_a_better_one",
+        "test_a_hung_redis_costs_one_timeout_then_nothing",
+        "test_deletions_missed_beyond_the_cap_clear_the_whole_cache",
     }
 )
 
@@ -222,7 +225,7 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def empty_postgres_url() -> Iterator[str]:
     """A fresh, empty database on a real PostgreSQL server (started by .ci/run), dropped afterwards.
 
     ASSAY_TEST_POSTGRES_URL names a role that may create databases; skips when it is not set.
@@ -241,6 +244,16 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(empty_postgres_url: str) -> str:
+    """``empty_postgres_url`` migrated, as an operator does once per release (`assay db upgrade`):
+    servers and commands do not migrate a PostgreSQL store themselves."""
+    engine = db.create_engine(empty_postgres_url)
+    db.upgrade(engine)
+    engine.dispose()
+    return empty_postgres_url
 
 
 @pytest.fixture

@@ -99,6 +99,13 @@ class Unavailable(AssayError):
     code = "unavailable"
 
 
+class StoreOutOfDate(AssayError):
+    """The store's schema is older (or newer) than this assay's: ``assay db upgrade`` brings it up."""
+
+    status = 503
+    code = "store_out_of_date"
+
+
 class ScoringTimeout(AssayError):
     status = 504
     code = "timeout"

@@ -1,14 +1,19 @@
-"""The store: migrations build exactly the declared tables, on SQLite and on PostgreSQL."""
+"""The store: migrations build exactly the declared tables, on SQLite and on PostgreSQL; a shared
+(PostgreSQL) store is migrated by `assay db upgrade`, never on connect."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
 
+from assay.cli import main
+from assay.errors import StoreOutOfDate
 from assay.store import db
 
 
@@ -88,3 +93,57 @@ def test_upgrade_gives_back_the_slots_unsure_labels_held(tmp_path: Path) -> None
     engine.dispose()
     assert (item.wanted, item.claimed, item.available) == (2, 1, True)
     assert states == {1: "done", 2: "unsure"}
+
+
+def test_a_new_sqlite_home_upgrades_itself(tmp_path: Path) -> None:
+    # The embedded store belongs to one host: the first command on a fresh home needs no step.
+    engine = db.connect(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        assert db.current_revision(engine) == db.head_revision()
+        assert db.upgrade(engine) is False  # nothing left to do
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_postgres_store_is_not_migrated_on_connect(empty_postgres_url: str) -> None:
+    with pytest.raises(StoreOutOfDate) as caught:
+        db.connect(empty_postgres_url)
+    message = caught.value.message
+    assert "assay db upgrade" in message and "none (empty)" in message and "\n" not in message
+    assert "assay:assay@" not in message  # the password stays out of the message
+    engine = db.create_engine(empty_postgres_url)
+    try:
+        assert db.current_revision(engine) is None  # refusing wrote nothing
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_hosts_upgrading_at_once_take_turns(empty_postgres_url: str) -> None:
+    engines = [db.create_engine(empty_postgres_url) for _ in range(4)]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            changed = list(pool.map(db.upgrade, engines))
+        assert sorted(changed) == [False, False, False, True]  # one migrated, the others found it done
+        db.connect(empty_postgres_url).dispose()
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+@pytest.mark.postgres
+def test_assay_db_upgrade_and_status(empty_postgres_url: str, tmp_path: Path) -> None:
+    env = {"ASSAY_DATABASE_URL": empty_postgres_url}
+    runner = CliRunner()
+    home = ["--home", str(tmp_path / "home")]
+    result = runner.invoke(main, [*home, "db", "status"], env=env)
+    assert result.exit_code == 1 and "store: none (empty)" in result.output
+    result = runner.invoke(main, [*home, "models"], env=env)
+    assert result.exit_code == 1 and "run `assay db upgrade`" in result.output
+    result = runner.invoke(main, [*home, "db", "upgrade"], env=env)
+    assert result.exit_code == 0 and f"to {db.head_revision()}" in result.output
+    result = runner.invoke(main, [*home, "db", "upgrade"], env=env)
+    assert result.exit_code == 0 and "up to date" in result.output
+    result = runner.invoke(main, [*home, "db", "status"], env=env)
+    assert result.exit_code == 0

@@ -89,7 +89,7 @@ def pass_workspace(fn: F) -> F:
 
 def _register() -> None:
     # Imported for their side effect of adding commands to ``main``.
-    from assay.cli import comparison, models, monitoring, retraining, review, scoring, unlearning  # noqa: F401
+    from assay.cli import comparison, models, monitoring, retraining, review, scoring, store, unlearning  # noqa: F401
 
 
 _register()

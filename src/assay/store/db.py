@@ -1,8 +1,11 @@
 """The store: SQLAlchemy tables, the engine, and Alembic migrations.
 
 SQLite (a file in the workspace home) by default, PostgreSQL by URL. The schema
-only ever changes through the migrations in ``assay/migrations``; ``connect``
-brings a store up to the newest revision before handing out the engine.
+only ever changes through the migrations in ``assay/migrations``, run by
+``upgrade`` (``assay db upgrade``). ``connect`` runs them itself only for an
+embedded SQLite file, which one host owns, so a fresh home works from its first
+command; a server store (PostgreSQL) is shared by many hosts, which must not race
+to migrate it on start-up: ``connect`` refuses it, in one line, while it is behind.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+from assay.errors import StoreOutOfDate
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -147,6 +152,23 @@ unlearning_salt = sa.Table(
 )
 
 
+# --- notices ------------------------------------------------------------------
+# What every process serving the store must hear about: an alias moved, an item's features
+# changed (owned by store/notices.py). A row each; PostgreSQL also NOTIFYs listeners when one
+# commits, other stores' watchers poll for ids above the last they saw.
+
+notices = sa.Table(
+    "notices",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("topic", sa.String(50), nullable=False),  # aliases | features
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -177,21 +199,58 @@ def create_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the store to the newest migration (a no-op when it is already there)."""
-    # Alembic is imported here, not at the top: only opening a store needs it.
+def head_revision() -> str:
+    """The newest migration this assay knows."""
+    from alembic.script import ScriptDirectory  # here, not at the top: only opening a store needs it
+
+    head = ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
+    assert head is not None  # the package ships its migrations
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the store is at (None for an empty store)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+# Any constant: the key of the PostgreSQL advisory lock that lets one host at a time migrate.
+_MIGRATION_LOCK = 0x61737361
+
+
+def upgrade(engine: Engine) -> bool:
+    """Bring the store to the newest migration; False when it was already there.
+
+    On PostgreSQL the migration runs under an advisory lock, so hosts that run it at once
+    take turns (the second finds the store up to date) instead of racing on the DDL.
+    """
     from alembic import command
     from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
     cfg = _alembic_config(engine.url.render_as_string(hide_password=False))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
-    with engine.connect() as conn:
-        if MigrationContext.configure(conn).get_current_revision() == head:
-            return
+    if current_revision(engine) == head_revision():
+        return False
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+            if MigrationContext.configure(conn).get_current_revision() == head_revision():
+                return False
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+    return True
+
+
+def check_revision(engine: Engine) -> None:
+    """Refuse a store that is not at this assay's newest migration, naming the command that fixes it."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreOutOfDate(
+            f"the store {where} is at migration {current or 'none (empty)'}, this assay needs {head}: "
+            "run `assay db upgrade` once (from any one host) before starting assay on it"
+        )
 
 
 # The files SQLite keeps beside a database: they hold its pages (password hashes included) too.
@@ -220,13 +279,21 @@ def _private_sqlite_file(path: Path) -> None:
 
 
 def connect(url: str) -> Engine:
-    """An engine on an up-to-date store."""
+    """An engine on an up-to-date store: an embedded SQLite file is migrated here, any other
+    store must have been migrated by ``assay db upgrade`` (``StoreOutOfDate`` otherwise)."""
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///").split("?", 1)[0]
         if path and path != ":memory:":
             _private_sqlite_file(Path(path))
     engine = create_engine(url)
-    upgrade(engine)
+    try:
+        if engine.dialect.name == "sqlite":
+            upgrade(engine)
+        else:
+            check_revision(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 
