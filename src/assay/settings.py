@@ -32,6 +32,15 @@ class Settings:
         "", "SQLAlchemy URL of the store; empty means a SQLite file assay.db inside the home."
     )
     artifacts_dir: str = _setting("", "Folder for model artifacts; empty means artifacts/ inside the home.")
+    artifacts_url: str = _setting(
+        "",
+        "Where every host finds versions' artifacts: empty means the artifacts folder; s3://bucket/prefix "
+        "an S3-compatible bucket (needs assay[s3]; credentials as boto3 reads them), the folder then "
+        "being this host's cache.",
+    )
+    s3_endpoint_url: str = _setting(
+        "", "Endpoint of the S3-compatible server (MinIO, Ceph, ...); empty means AWS's own."
+    )
     redis_url: str = _setting("", "Redis URL for the score cache; empty means an in-process cache.")
     cache_size: int = _setting(100_000, "Entries kept by the in-process score cache.")
     cache_ttl_s: int = _setting(86_400, "Seconds a cached score lives in Redis.")
@@ -60,7 +69,11 @@ class Settings:
     max_connections_per_address: int = _setting(
         128, "Connections one client address may hold open per worker; more are refused at once (0: no cap)."
     )
-    alias_refresh_s: float = _setting(1.0, "Seconds between checks for alias moves (promotions).")
+    alias_refresh_s: float = _setting(
+        1.0,
+        "Seconds between polls for alias moves and feature changes on a SQLite store "
+        "(PostgreSQL notifies every server at once; it is polled as well, as a fallback).",
+    )
     session_secret: str = _setting("", "Secret that signs session cookies; empty means one kept in the home.")
     secure_cookies: bool = _setting(False, "Mark session cookies Secure (set behind HTTPS).")
     login_failures_per_account: int = _setting(

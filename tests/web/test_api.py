@@ -387,6 +387,64 @@ def test_scores_are_shared_through_redis(trained_home: Path, redis_url: str) -> 
         assert 'assay_cache_lookups_total{result="miss"} 1.0' in second.get("/metrics").text
 
 
+def _changes_reach_the_other_app(settings: Settings) -> None:
+    """Two apps with caches of their own over one store: a PUT to one drops the other's stale score,
+    and a promotion made outside both is followed by both."""
+    ws = Workspace.open(settings)
+    try:
+        auth = {"Authorization": f"Bearer {tokens.create_token(ws.engine, 'tests')}"}
+    finally:
+        ws.close()
+    before, after = edit_items(1, seed=77)[0], edit_items(1, seed=78)[0]
+    after["id"] = before["id"]
+    url = f"/v1/scores/damaging/{before['id']}"
+
+    def probability(app: AppClient) -> dict[str, float]:
+        return app.get(url).json()["scores"][before["id"]]["damaging"]["probability"]
+
+    with AppClient(create_app(settings)) as first, AppClient(create_app(settings)) as second:
+        first.put("/v1/features/damaging", json={"rows": [before]}, headers=auth).raise_for_status()
+        old = probability(second)
+        assert probability(second) == old  # now from the second app's own cache
+        first.put("/v1/features/damaging", json={"rows": [after]}, headers=auth).raise_for_status()
+        new = probability(first)
+        assert new != old
+        deadline = time.monotonic() + 5
+        while probability(second) != new:
+            assert time.monotonic() < deadline, "the other app kept serving the stale score"
+            time.sleep(0.01)
+        ws = Workspace.open(settings)
+        try:
+            promoted = str(add_version(ws, "damaging", alias="production"))
+        finally:
+            ws.close()
+        deadline = time.monotonic() + 5
+        for app in (first, second):
+            while app.get(url).json()["scores"][before["id"]]["damaging"]["version"] != promoted:
+                assert time.monotonic() < deadline, "an app did not follow the promotion"
+                time.sleep(0.01)
+
+
+def test_changes_reach_every_process_without_redis(settings: Settings) -> None:
+    _changes_reach_the_other_app(settings)
+
+
+@pytest.mark.postgres
+def test_changes_reach_every_host_on_postgres(trained_home: Path, postgres_url: str, tmp_path: Path) -> None:
+    """Hosts share PostgreSQL (NOTIFY): invalidations and alias moves, with no poll to help them."""
+    source = Workspace.open(Settings.load(home=trained_home, environ={}))
+    settings = Settings.load(home=tmp_path / "pg", environ={}, database_url=postgres_url, alias_refresh_s=60)
+    target = Workspace.open(settings)
+    try:
+        source.registry.export("damaging@1", tmp_path / "d.assay")
+        target.registry.import_(tmp_path / "d.assay")
+        target.registry.promote("damaging", 1, actor="tests", reason="a copy", force=True)
+    finally:
+        source.close()
+        target.close()
+    _changes_reach_the_other_app(settings)
+
+
 # --- a real server ----------------------------------------------------------------------------
 
 

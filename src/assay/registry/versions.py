@@ -51,7 +51,8 @@ from assay.registry.records import (
     check_summary,
 )
 from assay.registry.schema import FeatureSchema
-from assay.store import db
+from assay.store import db, notices
+from assay.store.artifact_store import ArtifactStore, LocalArtifactStore
 
 DEFAULT_ALIAS = "production"
 # Loaded versions kept in memory after their last use, beyond those a caller still holds.
@@ -157,9 +158,18 @@ class Registry:
     keeps the ``cache_size`` most recently loaded ones alive after their callers let go.
     """
 
-    def __init__(self, engine: Engine, artifacts_path: Path, *, cache_size: int = LOAD_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        artifacts_path: Path,
+        *,
+        cache_size: int = LOAD_CACHE_SIZE,
+        store: ArtifactStore | None = None,
+    ) -> None:
         self.engine = engine
         self.artifacts_path = artifacts_path
+        # Where versions' files live for every host; artifacts_path caches them (a bucket), or is it.
+        self.store = store or LocalArtifactStore()
         self.cache_size = cache_size
         self._recent: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._alive: weakref.WeakValueDictionary[tuple[str, int], LoadedModel] = weakref.WeakValueDictionary()
@@ -331,12 +341,21 @@ class Registry:
 
     # --- loading --------------------------------------------------------------
 
+    def fetch(self, record: VersionRecord) -> Path:
+        """The folder holding the version's files, fetched from the artifact store if need be."""
+        try:
+            self.store.fetch(record.directory, record.model, record.version, record.manifest)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{record.ref}: {exc.message}", field=exc.field) from exc
+        return record.directory
+
     def read_json(self, record: VersionRecord, name: str) -> Any:
         """A JSON file of a version, checked against the recorded hash."""
         path = record.directory / name
         expected = record.manifest.get(name)
         if expected is None:
             raise ArtifactError(f"{record.ref}: {name} is not part of this version")
+        self.fetch(record)
         if not path.is_file():
             raise ArtifactError(f"{record.ref}: {path} is missing")
         data = path.read_bytes()
@@ -524,6 +543,7 @@ class Registry:
                     if render is not None:
                         render(version, staging)
                     manifest = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
+                    self.store.publish(staging, name, version, manifest)  # before the commit
                     conn.execute(
                         sa.update(db.versions)
                         .where(db.versions.c.model == name, db.versions.c.version == version)
@@ -533,6 +553,7 @@ class Registry:
                     if target.exists():  # left by a crash between rename and commit: it was never published
                         shutil.rmtree(target)
                     staging.rename(target)
+                    notices.publish(conn, notices.REGISTRY, {"model": name, "version": version})
             except sa.exc.IntegrityError:
                 continue  # another process took this version number: try the next
             with self._staging_lock:
@@ -576,6 +597,7 @@ class Registry:
                     at=db.now(),
                 )
             )
+            notices.publish(conn, notices.REGISTRY, {"model": name, "alias": alias, "version": version})
 
     def promote(
         self,
@@ -619,7 +641,7 @@ class Registry:
 
     def export(self, ref: str, out: Path) -> VersionRecord:
         record = self.resolve(ref)
-        export_bundle(record.directory, record.manifest, record.to_dict(), out)
+        export_bundle(self.fetch(record), record.manifest, record.to_dict(), out)
         return record
 
     def import_(self, path: Path, *, expected_sha256: str | None = None) -> VersionRecord:

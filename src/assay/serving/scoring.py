@@ -4,7 +4,8 @@ The HTTP API, ``assay score`` (batch files), precaching and the review pages all
 call a ``Scorer``. It owns:
 
 * the model table it scores with (``table.ModelTable``: which version each
-  ``name``, ``name@3`` and ``name@alias`` means, loaded before an alias moves);
+  ``name``, ``name@3`` and ``name@alias`` means, loaded before an alias moves), kept fresh by ``follow(watcher)``
+  from the store's notices of any host;
 * validation of items and their features (per item: one bad item is an error
   on that item, the others are still scored);
 * feature lookup by item id (``features.FeatureTable``), with supplied
@@ -28,6 +29,7 @@ Public calls::
     scorer.score_frame(ref, frame, *, id_column) -> DataFrame                   # batch files, vectorised
     scorer.precache(refs, ids) -> {"scored": n, "cached": n, "failed": {code: n}}
     scorer.model(ref) -> ServedModel;  scorer.models() -> [ModelInfo];  scorer.refresh();  scorer.close()
+    scorer.invalidate(model, ids);  scorer.follow(watcher)      # cached scores of changed items, everywhere
 
 ``explain`` is a top-N count (``True`` means 5, at most ``MAX_EXPLAIN``).
 
@@ -58,6 +60,8 @@ from assay.serving.explain import explain as explain_rows
 from assay.serving.features import MAX_ID_LENGTH, FeatureTable, item_id_of
 from assay.serving.served import ServedModel
 from assay.serving.table import ModelTable, ScoringObserver
+from assay.store import notices
+from assay.store.notices import Notice, NoticeWatcher
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -266,10 +270,30 @@ class Scorer:
         return counts
 
     def invalidate(self, model: str, ids: Sequence[str]) -> None:
-        """Drop cached scores of these items for every version of ``model`` (their features changed)."""
+        """Drop cached scores of these items for every version of ``model`` (their features changed),
+        here and, through a notice, in every other process serving the store."""
+        self._forget(model, ids)
+        with self.registry.engine.begin() as conn:
+            notices.publish(conn, notices.FEATURES, {"model": model, "ids": list(ids)})
+
+    def _forget(self, model: str, ids: Sequence[str]) -> None:
         info = self.table.current().models.get(model)
         versions = info.versions if info is not None else []
         self.cache.delete_many([score_key(model, v, i) for v in versions for i in ids])
+
+    def follow(self, watcher: NoticeWatcher) -> None:
+        """Refresh the model table on every registry notice, and drop the scores of items whose
+        features changed from this process's cache (a shared cache was cleared by the publisher)."""
+        self.table.follow(watcher)
+        watcher.subscribe(notices.FEATURES, self._features_changed)
+
+    def _features_changed(self, batch: list[Notice], *, resync: bool) -> None:
+        if self.cache.shared:
+            return
+        if resync:  # changes may have been missed while the store was away
+            self.cache.clear()
+        for notice in batch:
+            self._forget(str(notice.payload["model"]), [str(i) for i in notice.payload["ids"]])
 
     def _score_model(
         self,

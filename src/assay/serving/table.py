@@ -1,8 +1,9 @@
 """The served-model table: which version every model reference means, and the loaded versions.
 
-``name``, ``name@3`` and ``name@alias`` are read from the registry by ``refresh()`` (the
-server calls it every ``alias_refresh_s`` from a background task, so requests never wait on
-the store). A version an alias moves to is loaded *before* the table switches, so a promotion
+``name``, ``name@3`` and ``name@alias`` are read from the registry by ``refresh()``, which
+``follow(watcher)`` calls whenever the store's notices (``assay.store.notices``) say a version
+was added or an alias moved, by any process on any host — at once on PostgreSQL, within a
+poll on SQLite — so requests never wait on the store. A version an alias moves to is loaded *before* the table switches, so a promotion
 never fails a request; a version that cannot be loaded (a damaged artifact, a record that
 breaks its contract) is logged and skipped: the alias keeps its previous version, every other
 model is still followed, and requests naming that version get its error on that model only.
@@ -23,6 +24,8 @@ from typing import Protocol
 from assay.errors import ArtifactError, AssayError, InvalidInput, NotFound
 from assay.registry.versions import DEFAULT_ALIAS, ModelInfo, Registry, parse_ref, version_number
 from assay.serving.served import ServedModel
+from assay.store import notices
+from assay.store.notices import NoticeWatcher
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,10 @@ class ModelTable:
             if changed:
                 self._resolved = {}
                 self._unload_unaliased(infos)
+
+    def follow(self, watcher: NoticeWatcher) -> None:
+        """Refresh on every registry notice (a resync after the store was away is one too)."""
+        watcher.subscribe(notices.REGISTRY, lambda _batch, *, resync: self.refresh())
 
     def _unload_unaliased(self, infos: Mapping[str, ModelInfo]) -> None:
         """Forget versions no alias points at, so that memory does not grow with every promotion.

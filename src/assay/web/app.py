@@ -1,9 +1,10 @@
 """The app factory: ``create_app(settings)`` wires routes, middleware, error handlers and the lifespan.
 
 Creating the app does no work; the lifespan opens the workspace, builds the
-scorer, reads the model table (readiness), and keeps it fresh from a
-background task every ``alias_refresh_s``, so promotions are followed without
-a restart and requests never wait on the store for it.
+scorer, reads the model table (readiness), and keeps it fresh through the
+store's notices (``assay.store.notices``: PostgreSQL NOTIFY, else a poll every
+``alias_refresh_s``), so promotions made on any host are followed at once
+without a restart, and requests never wait on the store for it.
 
 With ``grpc_port`` set, the lifespan also starts the Open Inference
 Protocol's gRPC endpoint over the same services (``web.oip_grpc``), and stops
@@ -32,6 +33,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from assay.serving.cache import open_cache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
 from assay.settings import Settings
+from assay.store.notices import NoticeWatcher
 from assay.web import api, errors, oip_routes, openapi, pages, review
 from assay.web.limits import (
     BODY_TIMED_OUT,
@@ -65,6 +68,9 @@ from assay.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
+# Seconds between full re-reads of the model table; notices bring alias moves at once.
+FULL_REFRESH_S = 60.0
+
 
 def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starlette:
     """The ASGI app over the workspace ``settings`` names.
@@ -74,52 +80,6 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
     """
     metrics = Metrics(metrics_dir)
     capacity = Capacity(settings.max_concurrent_total)
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        workspace = await anyio.to_thread.run_sync(Workspace.open, settings)
-        cache = open_cache(settings)
-        features = FeatureTable(workspace.engine)
-        watch = Watch(workspace, settings, metrics)  # the prediction log, monitor checks and alerts
-        scorer = Scorer(workspace.registry, features, cache, observer=metrics, prediction_log=watch.log)
-        grpc_endpoint: Any = None  # oip_grpc.GrpcEndpoint, when ASSAY_GRPC_PORT is set
-        try:
-            await anyio.to_thread.run_sync(scorer.refresh)
-            app.state.services = api.Services(
-                settings=settings,
-                workspace=workspace,
-                scorer=scorer,
-                features=features,
-                metrics=metrics,
-                local_io=not settings.redis_url and settings.store_url.startswith("sqlite"),
-            )
-            app.state.workspace = workspace
-            app.state.scorer = scorer
-            app.state.watch = watch
-            if settings.grpc_port:  # the Open Inference Protocol over gRPC, on the same services
-                from assay.web import oip_grpc  # grpcio is the optional extra assay[grpc]
-
-                grpc_endpoint = oip_grpc.start(app.state.services)
-            # What start-up built (libraries, models) lives as long as the server: out of the
-            # collector's way, a big request's many small objects no longer make every full
-            # collection walk it (a 1,000-item request ran about a quarter faster).
-            gc.collect()
-            gc.freeze()
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(_keep_fresh, scorer, settings.alias_refresh_s)
-                tasks.start_soon(watch.run)
-                # Lifespan state: what the HTTP protocol of ``assay serve`` reads (assay.web.server).
-                yield {SERVER_SETTINGS: settings, SERVER_METRICS: metrics}
-                tasks.cancel_scope.cancel()
-        finally:
-            if grpc_endpoint is not None:
-                await anyio.to_thread.run_sync(grpc_endpoint.stop)
-            gc.unfreeze()  # what this server held may be collected again once it stops
-            scorer.close()
-            watch.close()  # writes the log rows still queued
-            cache.close()
-            workspace.close()
-
     app = Starlette(
         routes=[
             *api.routes(),
@@ -143,12 +103,62 @@ def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> Starle
             **errors.exception_handlers(pages.error_page),
             ClientDisconnect: _client_gone,
         },
-        lifespan=lifespan,
+        lifespan=partial(_lifespan, settings=settings, metrics=metrics),
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.capacity = capacity
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: Starlette, *, settings: Settings, metrics: Metrics) -> AsyncIterator[dict[str, Any]]:
+    """Open the workspace and the services over it, serve, then close them in reverse order."""
+    workspace = await anyio.to_thread.run_sync(Workspace.open, settings)
+    cache = open_cache(settings)
+    features = FeatureTable(workspace.engine)
+    watch = Watch(workspace, settings, metrics)  # the prediction log, monitor checks and alerts
+    scorer = Scorer(workspace.registry, features, cache, observer=metrics, prediction_log=watch.log)
+    # Alias moves and feature changes made by any process on any host reach this one at once.
+    watcher = NoticeWatcher(workspace.engine, poll_s=settings.alias_refresh_s)
+    scorer.follow(watcher)
+    grpc_endpoint: Any = None  # oip_grpc.GrpcEndpoint, when ASSAY_GRPC_PORT is set
+    try:
+        watcher.start()
+        await anyio.to_thread.run_sync(scorer.refresh)
+        app.state.services = api.Services(
+            settings=settings,
+            workspace=workspace,
+            scorer=scorer,
+            features=features,
+            metrics=metrics,
+            local_io=not settings.redis_url and settings.store_url.startswith("sqlite"),
+        )
+        app.state.workspace, app.state.scorer, app.state.watch = workspace, scorer, watch
+        if settings.grpc_port:  # the Open Inference Protocol over gRPC, on the same services
+            from assay.web import oip_grpc  # grpcio is the optional extra assay[grpc]
+
+            grpc_endpoint = oip_grpc.start(app.state.services)
+        # What start-up built (libraries, models) lives as long as the server: out of the
+        # collector's way, a big request's many small objects no longer make every full
+        # collection walk it (a 1,000-item request ran about a quarter faster).
+        gc.collect()
+        gc.freeze()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_keep_fresh, scorer, FULL_REFRESH_S)
+            tasks.start_soon(watch.run)
+            # Lifespan state: what the HTTP protocol of ``assay serve`` reads (assay.web.server).
+            yield {SERVER_SETTINGS: settings, SERVER_METRICS: metrics}
+            tasks.cancel_scope.cancel()
+    finally:
+        watcher.stop()
+        if grpc_endpoint is not None:
+            await anyio.to_thread.run_sync(grpc_endpoint.stop)
+        gc.unfreeze()  # what this server held may be collected again once it stops
+        scorer.close()
+        watch.close()  # writes the log rows still queued
+        cache.close()
+        workspace.close()
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
@@ -167,7 +177,8 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 
 
 async def _keep_fresh(scorer: Scorer, every_s: float) -> None:
-    """Follow alias moves: refresh the model table forever; a failed refresh keeps the old table."""
+    """Re-read the model table now and then besides the notices: a version that failed to load
+    is tried again; a failed refresh keeps the old table."""
     while True:
         await anyio.sleep(every_s)
         try:
