@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
 import socket
+import subprocess
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +90,87 @@ def test_a_redis_that_is_down_means_misses_not_errors(caplog: pytest.LogCaptureF
     cache.delete_many(["a"])
     assert "answering without the cache" in caplog.text
     cache.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A Redis server of this test's own, which it may pause (SIGSTOP) as a hung Redis."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", process
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _timed(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def test_a_hung_redis_costs_one_timeout_then_nothing(own_redis: tuple[str, subprocess.Popen[bytes]]) -> None:
+    url, process = own_redis
+    cache = RedisCache(url, ttl_s=60, timeout_s=0.3, cooldown_s=0.5)
+    try:
+        cache.set_many({"a": SCORE, "b": SCORE})
+        assert cache.get_many(["a"]) == [SCORE]
+        process.send_signal(signal.SIGSTOP)  # Redis hangs: connections stay open, nothing answers
+        assert 0.25 < _timed(lambda: cache.get_many(["a"])) < 1.0  # one timeout, then the breaker opens
+        assert not cache.available
+        # While it is open, calls do not touch the network at all.
+        for call in (lambda: cache.get_many(["a"]), lambda: cache.set_many({"c": SCORE})):
+            assert _timed(call) < 0.01
+        cache.delete_many(["a"])  # the features of "a" changed during the outage
+        assert cache.get_many(["b"]) == [None]
+        process.send_signal(signal.SIGCONT)
+        time.sleep(0.6)  # the cooldown passes: the next call tries Redis again
+        assert cache.get_many(["a", "b"]) == [None, SCORE]  # the missed deletion was done first
+        assert cache.available
+    finally:
+        cache.close()
+
+
+def test_a_redis_that_accepts_but_never_answers_opens_the_breaker() -> None:
+    with socket.socket() as hole:  # a TCP black hole: the kernel accepts, nobody ever reads
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        cache = RedisCache(f"redis://127.0.0.1:{hole.getsockname()[1]}/0", ttl_s=60, timeout_s=0.2)
+        try:
+            assert _timed(lambda: cache.get_many(["a"])) < 0.6
+            timings = [_timed(lambda: cache.get_many(["a"])) for _ in range(100)]
+            assert max(timings) < 0.01 and not cache.available
+        finally:
+            cache.close()
+
+
+def test_deletions_missed_beyond_the_cap_clear_the_whole_cache(
+    own_redis: tuple[str, subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, process = own_redis
+    monkeypatch.setattr(RedisCache, "MAX_PENDING_DELETES", 3)
+    cache = RedisCache(url, ttl_s=60, timeout_s=0.2, cooldown_s=0.3)
+    try:
+        cache.set_many({"a": SCORE, "b": SCORE, "z": SCORE})
+        process.send_signal(signal.SIGSTOP)
+        cache.delete_many(["a"])
+        cache.delete_many(["x", "y", "w"])  # more than the cap: which keys is forgotten
+        process.send_signal(signal.SIGCONT)
+        time.sleep(0.4)
+        assert cache.get_many(["a", "b", "z"]) == [None, None, None]
+    finally:
+        cache.close()
