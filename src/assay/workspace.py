@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from assay.registry.versions import Registry
 from assay.settings import Settings
 from assay.store import db
+from assay.store.artifact_store import open_artifact_store
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,9 @@ class Workspace:
         """Open (creating if needed) the workspace the settings name, migrating its store."""
         settings.home.mkdir(parents=True, exist_ok=True)
         settings.artifacts_path.mkdir(parents=True, exist_ok=True)
+        store = open_artifact_store(settings.artifacts_url, settings.s3_endpoint_url)
         engine = db.connect(settings.store_url)
-        registry = Registry(engine, settings.artifacts_path)
+        registry = Registry(engine, settings.artifacts_path, store=store)
         for path in registry.remove_stale_work():
             log.warning("removed %s, left unfinished by a process that stopped", path)
         return cls(settings=settings, engine=engine, registry=registry)
