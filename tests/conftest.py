@@ -36,7 +36,7 @@ EDITQUALITY_FEATURES = [c for c in EDITQUALITY_COLUMNS if c not in ("rev_id", "r
 # Tests that start servers or processes, drive a browser, fuzz, or train on real data: the
 # fast developer loop (`pytest -m "not slow"`) leaves them out; CI runs everything.
 SLOW_MODULES = frozenset(
-    {"test_review_durability", "test_openapi_fuzz", "test_review_browser", "test_readme"}
+    {"test_ray_engine", "test_review_durability", "test_openapi_fuzz", "test_review_browser", "test_readme"}
 )
 SLOW_TESTS = frozenset(
     {

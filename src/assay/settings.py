@@ -44,6 +44,14 @@ class Settings:
     redis_url: str = _setting("", "Redis URL for the score cache; empty means an in-process cache.")
     cache_size: int = _setting(100_000, "Entries kept by the in-process score cache.")
     cache_ttl_s: int = _setting(86_400, "Seconds a cached score lives in Redis.")
+    engine: str = _setting(
+        "local",
+        "Where heavy work runs (training folds and searches, scoring Parquet folders, drift reports, "
+        "unlearning retrains): local (this process) or ray (needs assay[ray]).",
+    )
+    ray_address: str = _setting(
+        "", "The Ray cluster of ASSAY_ENGINE=ray; empty means Ray's RAY_ADDRESS, else a Ray started here."
+    )
     host: str = _setting("127.0.0.1", "Address the server listens on.")
     port: int = _setting(8000, "Port the server listens on.")
     grpc_port: int = _setting(

@@ -12,6 +12,7 @@ import click
 import orjson
 
 from assay.cli import main, pass_workspace
+from assay.engines.engine import ENGINES, open_engine
 from assay.errors import InvalidInput
 from assay.registry.files import sha256_file
 from assay.retraining import runs
@@ -41,8 +42,11 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 @main.command("train")
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option(
+    "--engine", type=click.Choice(ENGINES), default=None, help="Where folds and trials run (ASSAY_ENGINE)."
+)
 @pass_workspace
-def train_command(ws: Workspace, spec_path: str) -> None:
+def train_command(ws: Workspace, spec_path: str, engine: str | None) -> None:
     """Train the model a TOML spec describes and register a new version."""
     # Modelling pulls in scikit-learn, LightGBM and matplotlib: imported by the commands that use them.
     from assay.modelling.spec import load_spec
@@ -60,6 +64,7 @@ def train_command(ws: Workspace, spec_path: str) -> None:
         campaign_labels=functools.partial(resolved_labels, ws.engine),
         exclusion=ExclusionList(ws.engine, spec.name),
         refit=sharded_refit if spec.training.unlearning is not None else None,
+        engine=open_engine(engine or ws.settings.engine, ws.settings.ray_address),
     )
     metric = spec.training.metric
     click.echo("\ncandidates (cross-validated on the training data):")

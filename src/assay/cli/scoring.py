@@ -22,6 +22,7 @@ import click
 import orjson
 
 from assay.cli import main, pass_workspace, settings_from
+from assay.engines.engine import ENGINES, open_engine
 from assay.errors import DataError, InvalidInput, Unavailable
 from assay.serving import tokens
 from assay.serving.cache import MemoryCache, open_cache
@@ -90,7 +91,7 @@ def serve_command(
     Guards.from_settings(settings)  # refuse bad connection limits here, not in every worker
     if settings.grpc_port:
         _check_grpc(settings)
-    # Migrate the store once here, not racing in every worker.
+    # Open the store once here: SQLite is migrated, a PostgreSQL store behind is refused in one line.
     Workspace.open(settings).close()
     # Workers rebuild the settings from the environment; hand them these exact ones.
     for f in dataclasses.fields(Settings):
@@ -163,11 +164,9 @@ def _check_grpc(settings: Settings) -> None:
 
 @main.command("score")
 @click.argument("model")
+@click.option("--input", "input_path", required=True, type=click.Path(), help="CSV/TSV/Parquet, or a folder.")
 @click.option(
-    "--input", "input_path", required=True, type=click.Path(dir_okay=False), help="CSV/TSV/Parquet."
-)
-@click.option(
-    "--output", "output_path", required=True, type=click.Path(dir_okay=False), help="CSV or Parquet."
+    "--output", "output_path", required=True, type=click.Path(), help="CSV or Parquet, or a folder."
 )
 @click.option("--id-column", default=None, help="The id column (default: the spec's data.id).")
 @click.option("--header/--no-header", default=True, help="Whether the input has a header row.")
@@ -175,8 +174,10 @@ def _check_grpc(settings: Settings) -> None:
     "--log/--no-log",
     "log_scores",
     default=True,
-    help="Write the scores to the prediction log (sampled by log_sample, as served scores are).",
+    help="Write a file's scores to the prediction log (sampled by log_sample, as served scores are).",
 )
+@click.option("--engine", type=click.Choice(ENGINES), default=None, help="For a folder (ASSAY_ENGINE).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="For a folder.")
 @pass_workspace
 def score_command(
     ws: Workspace,
@@ -186,12 +187,18 @@ def score_command(
     id_column: str | None,
     header: bool,
     log_scores: bool,
+    engine: str | None,
+    workers: int,
 ) -> None:
-    """Score every row of a file with MODEL (name, name@3 or name@alias).
+    """Score every row of a file, or of a folder of Parquet files, with MODEL (name, name@3 or name@alias).
 
-    Writes id, version, prediction and probability_<class> per row, and logs the scores for
-    monitoring (``--no-log`` not to).
+    Writes id, version, prediction and probability_<class> per row: a file for a file (its
+    scores logged for monitoring unless ``--no-log``), a folder of Parquet files for a folder,
+    scored by ``--workers`` workers of the engine, each loading the model once.
     """
+    if Path(input_path).is_dir():
+        _score_folder(ws, model, Path(input_path), Path(output_path), id_column, engine, workers)
+        return
     from assay.monitoring.log import open_log
 
     started = time.perf_counter()
@@ -206,11 +213,7 @@ def score_command(
         scorer.close()
     _write_output(scored, Path(output_path))
     seconds = time.perf_counter() - started
-    click.echo(
-        f"scored {len(scored)} rows with {scorer.model(model).loaded.record.ref} in {seconds:.2f}s "
-        f"({len(scored) / max(seconds, 1e-9):,.0f} rows/s) -> {output_path}",
-        err=True,
-    )
+    _say_scored(len(scored), scorer.model(model).loaded.record.ref, seconds, output_path)
     if log is not None:
         log.close(timeout_s=3600.0)
         dropped = f"; dropped {sum(log.dropped.values())} ({log.dropped})" if log.dropped else ""
@@ -218,6 +221,43 @@ def score_command(
             f"logged {log.written} rows in {time.perf_counter() - started - seconds:.2f}s more{dropped}",
             err=True,
         )
+
+
+def _score_folder(
+    ws: Workspace,
+    model: str,
+    source: Path,
+    dest: Path,
+    id_column: str | None,
+    engine: str | None,
+    workers: int,
+) -> None:
+    from assay.serving.batch import score_parquet
+
+    settings = dataclasses.replace(ws.settings, engine=engine or ws.settings.engine)
+    started = time.perf_counter()
+    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0))
+    try:
+        used, rows = score_parquet(
+            settings,
+            scorer,
+            model,
+            source,
+            dest,
+            id_column=id_column or _spec_data(scorer, model).get("id") or "id",
+            engine=open_engine(settings.engine, settings.ray_address),
+            workers=workers,
+        )
+    finally:
+        scorer.close()
+    _say_scored(rows, used, time.perf_counter() - started, str(dest))
+
+
+def _say_scored(rows: int, ref: str, seconds: float, output: str) -> None:
+    click.echo(
+        f"scored {rows} rows with {ref} in {seconds:.2f}s ({rows / max(seconds, 1e-9):,.0f} rows/s) -> {output}",
+        err=True,
+    )
 
 
 def _write_output(frame: pd.DataFrame, path: Path) -> None:

@@ -15,7 +15,7 @@ import hashlib
 import math
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ from sklearn.metrics import (
 from sklearn.model_selection import ParameterSampler, StratifiedKFold, train_test_split
 
 import assay
+from assay.engines.engine import Engine, LocalEngine
 from assay.errors import DataError, GateFailed, SpecError
 from assay.modelling import evaluation
 from assay.modelling.candidates import CANDIDATES, check_params
@@ -118,8 +119,7 @@ class TrainResult:
 
 
 def cross_validate(
-    name: str,
-    params: dict[str, Any],
+    trials: Sequence[tuple[str, dict[str, Any]]],
     schema: FeatureSchema,
     X: np.ndarray,
     y: np.ndarray,
@@ -128,26 +128,54 @@ def cross_validate(
     metric: str,
     seed: int,
     progress: Progress,
+    engine: Engine,
     deadline: float = math.inf,
-) -> CandidateResult:
-    """Stratified k-fold scores and fit times; fewer than ``folds`` if ``deadline`` (monotonic) passes first."""
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+) -> list[CandidateResult]:
+    """Stratified k-fold scores and fit times of each (candidate, params), every fold a call of
+    ``engine``; a trial whose folds did not all finish before ``deadline`` (monotonic) has fewer."""
+    splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(X, y))
+    k = int(y.max()) + 1
+    calls = [(name, params, seed, metric, k, tr, va) for name, params in trials for tr, va in splits]
+
+    def done(i: int, outcome: tuple[float, float]) -> None:
+        name, fold = trials[i // folds][0], i % folds + 1
+        progress(f"  {name}: fold {fold}/{folds} {metric}={outcome[0]:.4f} fit {outcome[1]:.2f}s")
+
+    outcomes = engine.map(
+        fit_fold, calls, shared={"X": X, "y": y, "schema": schema}, deadline=deadline, done=done
+    )
+    results = []
+    for t, (name, params) in enumerate(trials):
+        result = CandidateResult(name, {**CANDIDATES[name].defaults, **params}, [], [])
+        for outcome in outcomes[t * folds : (t + 1) * folds]:
+            if outcome is None:
+                break
+            result.fold_scores.append(outcome[0])
+            result.fit_times.append(outcome[1])
+        results.append(result)
+    return results
+
+
+def fit_fold(
+    name: str,
+    params: dict[str, Any],
+    seed: int,
+    metric: str,
+    k: int,
+    train_rows: np.ndarray,
+    valid_rows: np.ndarray,
+    *,
+    X: np.ndarray,
+    y: np.ndarray,
+    schema: FeatureSchema,
+) -> tuple[float, float]:
+    """One cross-validation fold: fit on ``train_rows``, score ``valid_rows``; (score, fit seconds)."""
     candidate = CANDIDATES[name]
-    result = CandidateResult(name, {**candidate.defaults, **params}, [], [])
-    for i, (tr, va) in enumerate(splitter.split(X, y), start=1):
-        if time.monotonic() >= deadline:
-            break
-        estimator = candidate.estimator(params, schema, seed)
-        started = time.perf_counter()
-        candidate.fit(estimator, X[tr], y[tr], schema)
-        result.fit_times.append(time.perf_counter() - started)
-        result.fold_scores.append(
-            metric_score(metric, y[va], _full_proba(estimator, X[va], int(y.max()) + 1))
-        )
-        progress(
-            f"  {name}: fold {i}/{folds} {metric}={result.fold_scores[-1]:.4f} fit {result.fit_times[-1]:.2f}s"
-        )
-    return result
+    estimator = candidate.estimator(params, schema, seed)
+    started = time.perf_counter()
+    candidate.fit(estimator, X[train_rows], y[train_rows], schema)
+    fit_s = time.perf_counter() - started
+    return metric_score(metric, y[valid_rows], _full_proba(estimator, X[valid_rows], k)), fit_s
 
 
 def _full_proba(estimator: Any, X: np.ndarray, k: int) -> np.ndarray:
@@ -168,6 +196,7 @@ def search(
     *,
     spec: ModelSpec,
     progress: Progress,
+    engine: Engine,
 ) -> tuple[CandidateResult, dict[str, Any]]:
     """Seeded random search around the winning candidate: ``search_trials`` trials at most.
 
@@ -185,20 +214,24 @@ def search(
     )
     fixed = t.params.get(best.candidate, {})
     history: list[dict[str, Any]] = []
+    # Every trial is sent at once (an engine with many cores runs them side by side); the
+    # trials that count are those before the first the budget cut short.
+    trials = cross_validate(
+        [
+            (best.candidate, {**sampled, **fixed}) for sampled in sampler
+        ],  # the spec's choices are not searched
+        schema,
+        X,
+        y,
+        folds=t.folds,
+        metric=t.metric,
+        seed=spec.seed,
+        progress=lambda _m: None,
+        engine=engine,
+        deadline=deadline,
+    )
     cut_short = False
-    for i, sampled in enumerate(sampler, start=1):
-        trial = cross_validate(
-            best.candidate,
-            {**sampled, **fixed},  # the spec's explicit choices are not searched
-            schema,
-            X,
-            y,
-            folds=t.folds,
-            metric=t.metric,
-            seed=spec.seed,
-            progress=lambda _m: None,
-            deadline=deadline,
-        )
+    for i, trial in enumerate(trials, start=1):
         if len(trial.fold_scores) < t.folds:
             cut_short = True
             break
@@ -290,6 +323,7 @@ def train(
     exclusion: Exclusion | None = None,
     refit: Refit | None = None,
     lineage_extra: dict[str, Any] | None = None,
+    engine: Engine | None = None,
 ) -> TrainResult:
     """Train ``spec`` and publish one version; nothing is written if any step fails.
 
@@ -298,6 +332,8 @@ def train(
     spec with ``[training.unlearning]`` needs the sharded one). The caller supplies them so
     that modelling never reaches up into the review or unlearning domains.
     ``lineage_extra`` adds records to the version's lineage (a retraining run's label snapshot).
+    ``engine`` runs the cross-validation folds and the search's trials (default: this
+    process); every engine gives the same metrics and model for the same spec and data.
     """
     say = progress or (lambda _m: None)
     started = time.perf_counter()
@@ -307,7 +343,7 @@ def train(
             f"{spec.source}: training.unlearning needs sharded training", field="training.unlearning"
         )
     data = prepare(spec, campaign_labels, say, exclusion)
-    comparison, winner, search_info = compare(spec, data, say)
+    comparison, winner, search_info = compare(spec, data, say, engine)
     record, ev = register(
         spec,
         registry,
@@ -436,26 +472,23 @@ def prepare(
 
 
 def compare(
-    spec: ModelSpec, data: Prepared, say: Progress
+    spec: ModelSpec, data: Prepared, say: Progress, engine: Engine | None = None
 ) -> tuple[list[CandidateResult], CandidateResult, dict[str, Any] | None]:
     """Cross-validate every candidate, keep the best, and search around it when the spec asks."""
+    engine = engine or LocalEngine()
     t = spec.training
-    comparison = []
-    for name in t.candidates:
-        say(f"cross-validating {name} ({t.folds} folds)")
-        comparison.append(
-            cross_validate(
-                name,
-                t.params.get(name, {}),
-                data.schema,
-                data.X,
-                data.y,
-                folds=t.folds,
-                metric=t.metric,
-                seed=spec.seed,
-                progress=say,
-            )
-        )
+    say(f"cross-validating {', '.join(t.candidates)} ({t.folds} folds each, {engine.name} engine)")
+    comparison = cross_validate(
+        [(name, t.params.get(name, {})) for name in t.candidates],
+        data.schema,
+        data.X,
+        data.y,
+        folds=t.folds,
+        metric=t.metric,
+        seed=spec.seed,
+        progress=say,
+        engine=engine,
+    )
     winner = max(comparison, key=lambda r: r.mean_score)
     say(f"best candidate: {winner.candidate} ({t.metric}={winner.mean_score:.4f})")
     search_info = None
@@ -464,7 +497,9 @@ def compare(
             f"searching {winner.candidate} hyperparameters: {t.search_trials} trials, "
             f"at most {t.search_budget_s:g}s"
         )
-        winner, search_info = search(winner, data.schema, data.X, data.y, spec=spec, progress=say)
+        winner, search_info = search(
+            winner, data.schema, data.X, data.y, spec=spec, progress=say, engine=engine
+        )
     return comparison, winner, search_info
 
 

@@ -1,0 +1,97 @@
+"""The Ray engine: calls as Ray tasks, on a local Ray (``ray.init()``) or a cluster.
+
+``pip install "assay[ray]"``; ``ASSAY_ENGINE=ray`` (or ``--engine ray``) selects it, and
+``ASSAY_RAY_ADDRESS`` (else Ray's own ``RAY_ADDRESS``) names a cluster; with neither, Ray
+starts on this machine. Shared data is put in Ray's object store once and every task
+reads it from there (numpy arrays without a copy). Each task gets one CPU and the
+libraries inside it one thread, so the cluster's cores are shared out by Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from assay.engines.engine import BatchFunction, Done
+from assay.errors import SettingsError
+
+T = TypeVar("T")
+
+
+def ray_module() -> Any:
+    """``ray``, connected (started locally when no cluster is named)."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise SettingsError('the ray engine needs Ray: pip install "assay[ray]"', field="engine") from exc
+    return ray
+
+
+class RayEngine:
+    name = "ray"
+
+    def map_parquet(
+        self,
+        function: type[BatchFunction],
+        kwargs: Mapping[str, Any],
+        source: Path,
+        dest: Path,
+        *,
+        workers: int,
+        batch_rows: int,
+    ) -> int:
+        """Ray Data: ``workers`` actors, each building ``function`` once, over the files' blocks."""
+        import pyarrow.parquet as pq
+
+        data = self.ray.data.read_parquet(str(source))
+        # A core per actor, but never all of them: reading and writing need one, or the job
+        # waits forever for a core its own actors hold (a two-core machine, two workers).
+        cores = float(self.ray.cluster_resources().get("CPU", 1.0))
+        scored = data.map_batches(
+            function,
+            fn_constructor_kwargs=dict(kwargs),
+            batch_format="pandas",
+            batch_size=batch_rows,
+            compute=self.ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=min(1.0, max((cores - 1) / workers, 0.1)),
+        )
+        scored.write_parquet(str(dest))
+        return sum(pq.ParquetFile(path).metadata.num_rows for path in sorted(dest.glob("*.parquet")))
+
+    def __init__(self, address: str = "") -> None:
+        self.ray = ray_module()
+        if not self.ray.is_initialized():
+            self.ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        calls: Sequence[tuple[Any, ...]],
+        *,
+        shared: Mapping[str, Any] | None = None,
+        deadline: float = math.inf,
+        done: Done | None = None,
+    ) -> list[T | None]:
+        ray = self.ray
+        refs = {name: ray.put(value) for name, value in (shared or {}).items()}
+        task = ray.remote(num_cpus=1)(fn)
+        pending = [task.remote(*call, **refs) for call in calls]
+        index = {ref: i for i, ref in enumerate(pending)}
+        results: list[T | None] = [None] * len(calls)
+        waiting = list(pending)
+        while waiting:
+            timeout = None if deadline == math.inf else max(deadline - time.monotonic(), 0.0)
+            ready, waiting = ray.wait(waiting, num_returns=1, timeout=timeout)
+            if not ready:  # the deadline passed: what is still running is dropped
+                for ref in waiting:
+                    ray.cancel(ref, force=True)
+                break
+            for ref in ready:
+                i = index[ref]
+                results[i] = ray.get(ref)
+                if done is not None:
+                    done(i, results[i])
+        return results
