@@ -29,6 +29,7 @@ _ACTIONS = ("status", "resume", "verify")
 
 def _forgetting(ws: Workspace) -> Forgetting:
     # Forgetting trains models: its libraries are imported when a command needs them.
+    from assay.engines.engine import open_engine
     from assay.review.resolution import resolved_labels
     from assay.unlearning.forgetting import Forgetting
 
@@ -39,6 +40,7 @@ def _forgetting(ws: Workspace) -> Forgetting:
         legal_hold=ws.settings.legal_hold,
         campaign_labels=functools.partial(resolved_labels, ws.engine),
         say=lambda m: click.echo(m, err=True),
+        work=open_engine(ws.settings.engine, ws.settings.ray_address),
     )
 
 

@@ -62,9 +62,18 @@ class RayEngine:
         return sum(pq.ParquetFile(path).metadata.num_rows for path in sorted(dest.glob("*.parquet")))
 
     def __init__(self, address: str = "") -> None:
-        self.ray = ray_module()
-        if not self.ray.is_initialized():
-            self.ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
+        self.address = address
+        self._ray: Any = None
+
+    @property
+    def ray(self) -> Any:
+        """``ray``, connected on first use: choosing the engine costs nothing until work arrives."""
+        if self._ray is None:
+            ray = ray_module()
+            if not ray.is_initialized():
+                ray.init(address=self.address or None, include_dashboard=False, log_to_driver=False)
+            self._ray = ray
+        return self._ray
 
     def map(
         self,

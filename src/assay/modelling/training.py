@@ -12,6 +12,7 @@ gives the same metrics (unless a search's time budget cuts it short).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import platform
 import time
@@ -58,6 +59,9 @@ from assay.registry.schema import FeatureSchema
 from assay.registry.versions import Registry, VersionRecord
 
 Progress = Callable[[str], None]
+# Search trials handed to the engine at once: enough to keep a cluster's cores busy, few
+# enough that a time budget does not wait on trials it will drop.
+_SEARCH_WAVE = 16
 
 
 def metric_score(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
@@ -212,33 +216,33 @@ def search(
     sampler = ParameterSampler(
         CANDIDATES[best.candidate].search_space, n_iter=t.search_trials, random_state=spec.seed
     )
-    fixed = t.params.get(best.candidate, {})
+    fixed = t.params.get(best.candidate, {})  # the spec's own choices are not searched
     history: list[dict[str, Any]] = []
-    # Every trial is sent at once (an engine with many cores runs them side by side); the
-    # trials that count are those before the first the budget cut short.
-    trials = cross_validate(
-        [
-            (best.candidate, {**sampled, **fixed}) for sampled in sampler
-        ],  # the spec's choices are not searched
-        schema,
-        X,
-        y,
-        folds=t.folds,
-        metric=t.metric,
-        seed=spec.seed,
-        progress=lambda _m: None,
-        engine=engine,
-        deadline=deadline,
-    )
+    sampled = iter(sampler)
     cut_short = False
-    for i, trial in enumerate(trials, start=1):
-        if len(trial.fold_scores) < t.folds:
-            cut_short = True
-            break
-        history.append({"params": _jsonable(trial.params), "mean_score": trial.mean_score})
-        progress(f"  search trial {i}/{t.search_trials}: {t.metric}={trial.mean_score:.4f}")
-        if trial.mean_score > best.mean_score:
-            best = trial
+    # Trials go to the engine a wave at a time (an engine with many cores runs a wave's folds
+    # side by side); the trials that count are those before the first the budget cut short.
+    while not cut_short and (wave := list(itertools.islice(sampled, _SEARCH_WAVE))):
+        trials = cross_validate(
+            [(best.candidate, {**params, **fixed}) for params in wave],
+            schema,
+            X,
+            y,
+            folds=t.folds,
+            metric=t.metric,
+            seed=spec.seed,
+            progress=lambda _m: None,
+            engine=engine,
+            deadline=deadline,
+        )
+        for trial in trials:
+            if len(trial.fold_scores) < t.folds:
+                cut_short = True
+                break
+            history.append({"params": _jsonable(trial.params), "mean_score": trial.mean_score})
+            progress(f"  search trial {len(history)}/{t.search_trials}: {t.metric}={trial.mean_score:.4f}")
+            if trial.mean_score > best.mean_score:
+                best = trial
     elapsed = time.monotonic() - started
     progress(
         f"search: {len(history)} of {t.search_trials} trials in {elapsed:.1f}s"

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from assay.engines.engine import Engine as WorkEngine
 from assay.errors import AssayError, Conflict, InvalidInput
 from assay.modelling.candidates import CANDIDATES
 from assay.modelling.datasets import read_table
@@ -76,6 +77,7 @@ class Forgetting:
     legal_hold: bool = False
     campaign_labels: CampaignLabels | None = None
     say: Progress = lambda _m: None
+    work: WorkEngine | None = None  # where a full retrain's folds run (the ASSAY_ENGINE setting)
 
 
 def check_ids(ids: Sequence[Any]) -> list[str]:
@@ -316,7 +318,7 @@ def _replace(f: Forgetting, request_id: int, entry: dict[str, Any]) -> None:
         winner, comparison, search = _winner(card, old)
         refit, shards = _continued(f, old, data, entry, card, forgot)
     else:
-        comparison, winner, search = compare(spec, data, f.say)
+        comparison, winner, search = compare(spec, data, f.say, f.work)
         refit, shards = _full(forgot), None
     record, _ev = register(
         spec, f.registry, data, refit, winner, comparison, search, started=started, say=f.say

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from assay.engines.engine import open_engine
 from assay.errors import Forbidden, InvalidInput
 from assay.review.resolution import resolved_labels
 from assay.serving.tokens import TokenInfo
@@ -45,6 +46,7 @@ def _forgetting(request: Request) -> forgetting.Forgetting:
         cache=svc.scorer.cache,
         legal_hold=svc.settings.legal_hold,
         campaign_labels=functools.partial(resolved_labels, ws.engine),
+        work=open_engine(svc.settings.engine, svc.settings.ray_address),
     )
 
 
