@@ -155,3 +155,19 @@ def test_user_create_refuses_a_weak_password(trained_home):
         assert code == 1 and problem in out, out
     code, out = run(trained_home, "user", "create", "dee", "--password-stdin", stdin=PASSWORD + "\n")
     assert code == 0 and "created reviewer dee" in out
+
+
+def test_campaign_create_takes_the_tie_cap_guidelines_and_class_descriptions(trained_home, tmp_path):
+    source = items_file(tmp_path / "items", n=30)
+    create(
+        trained_home, "guided", source, "--size", "5", "--labels-per-item", "2", "--extra-labels", "1",
+        "--guidelines", "Vandalism is damaging.", "--class-description", "True=the edit harms the article",
+    )  # fmt: skip
+    made = shown(trained_home, "guided")
+    assert made["extra_labels"] == 1 and made["guidelines"] == "Vandalism is damaging."
+    assert made["class_descriptions"] == {"True": "the edit harms the article"}
+    code, out = run(
+        trained_home, "campaign", "create", "bad", "--model", "damaging", "--source", str(source),
+        "--id-column", "rev_id", "--class-description", "no equals sign",
+    )  # fmt: skip
+    assert code == 2 and "CLASS=TEXT" in out
