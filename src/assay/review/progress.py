@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from assay.review.campaigns import UNSURE, Campaign
 from assay.store import db
@@ -37,6 +37,42 @@ class Progress:
         return out
 
 
+def _reviewers(conn: Connection, campaign: Campaign) -> list[dict[str, Any]]:
+    """Each reviewer's class labels, unsure and skips in the campaign, most labels first."""
+    label_counts = conn.execute(
+        sa.select(
+            labels_t.c.user_id,
+            sa.func.sum(sa.case((labels_t.c.label != UNSURE, 1), else_=0)).label("labels"),
+            sa.func.sum(sa.case((labels_t.c.label == UNSURE, 1), else_=0)).label("unsure"),
+        )
+        .where(labels_t.c.campaign_id == campaign.id)
+        .group_by(labels_t.c.user_id)
+    ).all()
+    skip_counts: dict[int, int] = dict(
+        conn.execute(
+            sa.select(asg_t.c.user_id, sa.func.count())
+            .where(asg_t.c.campaign_id == campaign.id, asg_t.c.state == "skipped")
+            .group_by(asg_t.c.user_id)
+        ).all()
+    )
+    users = conn.execute(
+        sa.select(db.users.c.id, db.users.c.username, db.users.c.pseudonym)
+        .where(db.users.c.id.in_({r.user_id for r in label_counts} | set(skip_counts)))
+        .order_by(db.users.c.id)
+    ).all()
+    counts = {r.user_id: (int(r.labels or 0), int(r.unsure or 0)) for r in label_counts}
+    return [
+        {
+            "username": u.username,
+            "pseudonym": u.pseudonym,
+            "labels": counts.get(u.id, (0, 0))[0],
+            "unsure": counts.get(u.id, (0, 0))[1],
+            "skipped": skip_counts.get(u.id, 0),
+        }
+        for u in sorted(users, key=lambda u: -counts.get(u.id, (0, 0))[0])
+    ]
+
+
 def measure(engine: Engine, campaign: Campaign) -> Progress:
     """The campaign's counts: class labels given against those its items want ("unsure" apart)."""
     with engine.connect() as conn:
@@ -59,45 +95,11 @@ def measure(engine: Engine, campaign: Campaign) -> Progress:
             .select_from(votes.join(items_t, items_t.c.id == votes.c.campaign_item_id))
             .where(votes.c.n >= items_t.c.wanted)
         ).scalar_one()
-        label_counts = conn.execute(
-            sa.select(
-                labels_t.c.user_id,
-                sa.func.sum(sa.case((labels_t.c.label != UNSURE, 1), else_=0)).label("labels"),
-                sa.func.sum(sa.case((labels_t.c.label == UNSURE, 1), else_=0)).label("unsure"),
-            )
-            .where(labels_t.c.campaign_id == campaign.id)
-            .group_by(labels_t.c.user_id)
-        ).all()
-        skip_counts: dict[int, int] = dict(
-            conn.execute(
-                sa.select(asg_t.c.user_id, sa.func.count())
-                .where(asg_t.c.campaign_id == campaign.id, asg_t.c.state == "skipped")
-                .group_by(asg_t.c.user_id)
-            ).all()
-        )
-        users = {
-            r.id: r
-            for r in conn.execute(
-                sa.select(db.users.c.id, db.users.c.username, db.users.c.pseudonym).where(
-                    db.users.c.id.in_({r.user_id for r in label_counts} | set(skip_counts))
-                )
-            )
-        }
-    counts = {r.user_id: (int(r.labels or 0), int(r.unsure or 0)) for r in label_counts}
-    reviewers = [
-        {
-            "username": users[uid].username,
-            "pseudonym": users[uid].pseudonym,
-            "labels": counts.get(uid, (0, 0))[0],
-            "unsure": counts.get(uid, (0, 0))[1],
-            "skipped": skip_counts.get(uid, 0),
-        }
-        for uid in sorted(users, key=lambda u: -counts.get(u, (0, 0))[0])
-    ]
+        reviewers = _reviewers(conn, campaign)
     return Progress(
         items=campaign.item_count,
         auto_labelled=auto,
-        labels=sum(c for c, _ in counts.values()),
+        labels=sum(r["labels"] for r in reviewers),
         labels_needed=int(needed),
         complete_items=complete,
         reviewers=reviewers,
