@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -82,9 +83,35 @@ def test_export_import_between_homes(trained_home: Path, tmp_path: Path) -> None
     code, out = run(tmp_path / "other", "import", str(bundle), "--sha256", wrong)
     assert code == 1 and "Traceback" not in out
     code, out = run(tmp_path / "other", "import", str(bundle), "--sha256", published[1])
-    assert code == 0 and "imported as damaging@1" in out
+    assert code == 0 and "imported damaging@1" in out
+    assert "`assay promote damaging 1`" in out  # no alias moved: the output says which to set
     code, out = run(tmp_path / "other", "show", "damaging@1")
     assert code == 0
+    code, out = run(tmp_path / "other", "import", str(bundle))
+    assert code == 0 and "already here as damaging@1" in out and "nothing imported" in out
+    code, out = run(tmp_path / "other", "models")
+    assert code == 0 and "1, 2" not in out  # one version, not a copy
+
+
+def test_show_prints_the_real_accuracy_of_a_multiclass_model(trained_home: Path) -> None:
+    code, out = run(trained_home, "show", "quality")
+    assert code == 0, out
+    ev = orjson.loads(run(trained_home, "show", "quality", "--json")[1])["evaluation"]
+    matrix = np.array(ev["confusion_matrix"]["matrix"])
+    accuracy = np.trace(matrix) / matrix.sum()  # the share of items classified correctly
+    assert f"accuracy={accuracy:.3f}" in out
+    assert f"log loss={ev['log_loss']:.4f}" in out
+    header = next(line for line in out.splitlines() if line.startswith("label "))
+    assert "accuracy" not in header  # the one-vs-rest "accuracy" of micro/macro is not shown as accuracy
+
+
+def test_show_prints_fairness_at_every_operating_point(trained_home: Path) -> None:
+    code, out = run(trained_home, "show", "damaging")
+    assert code == 0
+    assert "operating point likelybad (class True)" in out
+    assert "fairness by user_is_anon (class True) at the decision" in out
+    assert "fairness by user_is_anon at operating point likelybad (class True)" in out
+    assert "fnr" in out and "brier" in out and "95% CI" in out
 
 
 def test_errors_are_one_line_and_exit_non_zero(tmp_path: Path) -> None:

@@ -9,16 +9,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from fairlearn.metrics import (
-    MetricFrame,
-    demographic_parity_difference,
-    demographic_parity_ratio,
-    equalized_odds_difference,
-    equalized_odds_ratio,
-    false_positive_rate,
-    selection_rate,
-    true_positive_rate,
-)
 from sklearn.calibration import calibration_curve
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
@@ -27,6 +17,7 @@ from sklearn.metrics import (
     brier_score_loss,
     confusion_matrix,
     f1_score,
+    log_loss,
     precision_recall_fscore_support,
     precision_score,
     recall_score,
@@ -40,10 +31,10 @@ from assay.modelling.evaluation import (
     QUERYABLE_STATS,
     RATES,
     evaluate,
-    fairness,
     permutation_importance,
     threshold_table,
 )
+from assay.modelling.fairness import FairnessOptions, group_fairness
 from assay.modelling.queries import (
     MAX_QUERY_CHARS,
     ThresholdQuery,
@@ -425,69 +416,23 @@ def test_bad_inputs_are_refused() -> None:
         evaluate(ym, pm, classes, positive=None, decision_thresholds={"b": 0.3})
 
 
-# --------------------------------------------------------------------------- fairness vs Fairlearn
-
-
-def fairness_cases() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(3)
-    n = 400
-    y = rng.random(n) < 0.35
-    pred = rng.random(n) < np.where(y, 0.7, 0.2)
-    groups = rng.choice(["a", "b", "c", "d"], n, p=[0.4, 0.3, 0.2, 0.1])
-    # Group "d" has no positives: Fairlearn counts its TPR as 0.
-    y_no_pos = np.where(groups == "d", False, y)
-    # Nobody selected at all: every ratio is 0/0.
-    return [
-        (y, pred, groups),
-        (y_no_pos, pred, groups),
-        (y, np.zeros(n, bool), groups),
-        (y, pred, np.full(n, "only")),
-    ]
-
-
-@pytest.mark.parametrize("case", range(4))
-def test_fairness_agrees_with_fairlearn(case: int) -> None:
-    y, pred, groups = fairness_cases()[case]
-    result = fairness(y, pred, groups)
-    kwargs = {"sensitive_features": groups}
-    frame = MetricFrame(
-        metrics={"sel": selection_rate, "tpr": true_positive_rate, "fpr": false_positive_rate},
-        y_true=y,
-        y_pred=pred,
-        sensitive_features=groups,
-    )
-    for group, stats in result["groups"].items():
-        expected = frame.by_group.loc[group]
-        assert stats["count"] == int(np.sum(groups == group))
-        assert close(stats["selection_rate"], expected["sel"])
-        has_pos, has_neg = (y & (groups == group)).any(), (~y & (groups == group)).any()
-        assert close(stats["tpr"], expected["tpr"] if has_pos else None)
-        assert close(stats["fpr"], expected["fpr"] if has_neg else None)
-
-    def fl(value: float) -> float | None:
-        return None if np.isnan(value) else float(value)
-
-    assert close(result["demographic_parity_difference"], demographic_parity_difference(y, pred, **kwargs))
-    assert close(result["demographic_parity_ratio"], fl(demographic_parity_ratio(y, pred, **kwargs)))
-    assert close(result["equalized_odds_difference"], equalized_odds_difference(y, pred, **kwargs))
-    assert close(result["equalized_odds_ratio"], fl(equalized_odds_ratio(y, pred, **kwargs)))
-    json.dumps(result, allow_nan=False)
-
-
-def test_missing_groups_are_one_group() -> None:
-    y = np.array([True, False, True, False])
-    pred = np.array([True, True, False, False])
-    result = fairness(y, pred, np.array([None, float("nan"), "x", 1], dtype=object))
-    assert result["groups"]["(missing)"]["count"] == 2
-    assert set(result["groups"]) == {"(missing)", "x", "1"}
-    assert result["groups"]["x"]["precision"] is None  # nothing flagged in group x
+def test_log_loss_is_sklearns() -> None:
+    y, proba = binary_data()
+    result = evaluate(y, proba, ["no", "yes"], positive="yes")
+    assert close(result["log_loss"], log_loss(y, proba, labels=["no", "yes"]))
+    y3, proba3, classes = multiclass_data()
+    result = evaluate(y3, proba3, classes, positive=None)
+    # sklearn takes string labels in sorted order only: give it each label's column index.
+    columns = np.array([classes.index(c) for c in y3])
+    assert close(result["log_loss"], log_loss(columns, proba3, labels=[0, 1, 2]))
 
 
 def test_evaluate_fairness_is_fairness_on_the_decision() -> None:
     y, proba = binary_data()
     groups = np.random.default_rng(5).choice(["p", "q"], len(y))
     result = evaluate(y, proba, ["no", "yes"], positive="yes", sensitive={"g": groups})
-    assert result["fairness"]["g"]["yes"] == fairness(y == "yes", proba[:, 1] >= 0.5, groups)
+    expected = group_fairness(y == "yes", proba[:, 1] >= 0.5, proba[:, 1], groups, FairnessOptions())
+    assert result["fairness"]["g"]["yes"] == expected
 
 
 # --------------------------------------------------------------------------- permutation importance

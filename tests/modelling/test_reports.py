@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from assay.modelling.evaluation import evaluate
+from assay.modelling.formatting import fmt
 from assay.modelling.queries import answer_threshold_query
 from assay.modelling.reports import model_card
 from assay.workspace import Workspace
@@ -62,7 +63,24 @@ def plots(html: str) -> Counter[str]:
     return Counter(kind for kind, _ in figures)
 
 
-EVERY_PLOT = ("roc", "pr", "calibration", "thresholds", "cv-scores", "fit-times", "fairness", "importance")
+EVERY_PLOT = ("roc", "pr", "calibration", "thresholds", "cv-scores", "fit-times", "importance")
+# Each fairness block (an attribute and class, at the decision or at an operating point) draws these.
+FAIRNESS_PLOTS = ("fairness", "disparities", "group-calibration")
+MITCHELL_SECTIONS = (
+    "details",
+    "intended-use",
+    "factors",
+    "metrics",
+    "evaluation-data",
+    "training-data",
+    "quantitative-analyses",
+    "ethical-considerations",
+    "caveats",
+)
+
+
+def fairness_plots(blocks: int) -> Counter[str]:
+    return Counter({kind: blocks for kind in FAIRNESS_PLOTS})
 
 
 def facts_for(task: str, **overrides: Any) -> dict[str, Any]:
@@ -153,11 +171,13 @@ def test_card_renders_every_section(task: str) -> None:
     assert html.startswith("<!DOCTYPE html>")
     assert "script" not in structure.tags  # no JavaScript at all
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # no external assets
-    # One fairness figure per class the task is about: the positive class, or every class.
-    assert plots(html) == Counter(EVERY_PLOT) + Counter({"fairness": 0 if task == "binary" else 2})
+    # Fairness figures per class the task is about: the positive class, or every class.
+    assert plots(html) == Counter(EVERY_PLOT) + fairness_plots(1 if task == "binary" else 3)
+    for section in MITCHELL_SECTIONS:
+        assert f'<section id="{section}">' in html
     for heading in (
         "Performance",
-        "Thresholds",
+        "Operating points",
         "Fairness by group",
         "Feature importance",
         "Candidates compared",
@@ -166,7 +186,7 @@ def test_card_renders_every_section(task: str) -> None:
         "Confusion matrix",
     ):
         assert heading in html
-    assert "no threshold satisfies &#34;maximum recall @ precision &gt;= 1.5&#34;" in html
+    assert "maximum recall @ precision &gt;= 1.5" in html and "no threshold satisfies it" in html
     assert "abc123" in html and "num_leaves" in html and "bytes_changed" in html
     assert "<td>sources: test</td><td>holdout.csv</td>" in html
     assert "(missing)" in html  # the fairness group for missing values
@@ -237,9 +257,72 @@ def test_card_shows_only_the_comparisons_it_has_numbers_for() -> None:
 def test_cards_from_training_show_every_plot(trained_workspace: Workspace) -> None:
     reg = trained_workspace.registry
     binary = (reg.resolve("damaging").directory / "card.html").read_text(encoding="utf-8")
-    assert plots(binary) == Counter(EVERY_PLOT)  # one sensitive attribute, about the positive class
+    # One sensitive attribute, about the positive class: at the decision and at each answered point.
+    card = reg.card(reg.resolve("damaging"))
+    answered = sum(1 for p in card["operating_points"].values() if p["answer"] is not None)
+    assert answered >= 1 and len(card["fairness_at_operating_points"]) == answered
+    assert plots(binary) == Counter(EVERY_PLOT) + fairness_plots(1 + answered)
     # No sensitive attributes in the multiclass spec: no fairness figure, everything else.
     multiclass = (reg.resolve("quality").directory / "card.html").read_text(encoding="utf-8")
-    assert plots(multiclass) == Counter(p for p in EVERY_PLOT if p != "fairness")
+    assert plots(multiclass) == Counter(EVERY_PLOT)
     for cls in ("stub", "start", "good"):
         assert f"{cls} (AUC" in multiclass  # a ROC curve per class
+
+
+def test_numbers_have_one_precision() -> None:
+    assert [fmt(v) for v in (0.5, 0.48712, 1234.5, 0.0, 12, 10_000, None, float("nan"))] == [
+        "0.500",
+        "0.487",
+        "1,234.500",
+        "0.000",
+        "12",
+        "10,000",
+        "—",
+        "—",
+    ]
+    assert fmt(0.0001) == "< 0.001" and fmt(-0.0001) == "> -0.001"  # not zero, and not 0.000
+    html = model_card(facts_for("binary"))
+    # Every number sits in a cell of its own that the page keeps on one line.
+    assert re.search(r'<td class="num">0\.\d{3}</td>', html)
+    assert not re.search(r'<td class="num">\d+\.\d{1,2}</td>', html)
+
+
+def test_card_shows_what_the_spec_says_of_the_model() -> None:
+    details = {
+        "owner": "Edit quality team",
+        "licence": "CC0",
+        "contact": "quality@example.org",
+        "intended_use": "Rank edits for patrollers.",
+        "out_of_scope": ["Blocking editors automatically", "Other wikis"],
+        "factors": "Anonymous and registered editors.",
+        "ethical_considerations": "Anonymous editors are flagged more often.",
+        "caveats": "Trained on 2015 edits.",
+    }
+    facts = facts_for("binary", details=details, sensitive=["user_group", "age_band"])
+    facts["gates"] = {"minimum": {"roc_auc": 0.99}, "max_regression": {"pr_auc": 0.02}}
+    html = model_card(facts)
+    for text in (*[v for v in details.values() if isinstance(v, str)], *details["out_of_scope"]):
+        assert text in html
+    assert "Not stated" in html  # evaluation_data and training_data were not given
+    # A sensitive column the model does not use is still listed.
+    assert "<td>age_band</td><td>—</td><td>no</td><td>yes</td>" in html
+    assert '<section id="gates">' in html and "FAIL" in html and "checked at promotion" in html
+
+
+def test_card_sets_a_mitigated_model_beside_the_unmitigated_one() -> None:
+    side = {"accuracy": 0.8, "selection_rate": 0.3, "demographic_parity_difference": 0.2}
+    after = {"accuracy": 0.78, "selection_rate": 0.31, "demographic_parity_difference": 0.03}
+    mitigation = {
+        "method": "thresholds",
+        "attribute": "user_group",
+        "constraint": "demographic_parity",
+        "before": side,
+        "after": after,
+        "accuracy_lost": 0.02,
+        "disparity_removed": 0.17,
+        "thresholds": {"anon": 0.61, "newcomer": 0.48},
+    }
+    html = model_card(facts_for("binary", mitigation=mitigation))
+    assert "Mitigation: thresholds (demographic_parity by user_group)" in html
+    assert '<td class="num">0.200</td><td class="num">0.030</td>' in html
+    assert '<td class="num">0.170</td>' in html and "<td>anon</td>" in html

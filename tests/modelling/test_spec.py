@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from assay.errors import SpecError
-from assay.modelling.spec import CANDIDATES, load_spec, parse_spec
+from assay.modelling.spec import (
+    CANDIDATES,
+    ModelSpec,
+    OperatingPointSpec,
+    load_spec,
+    parse_spec,
+)
 
 MINIMAL = {"name": "m", "data": {"train": "d.csv", "id": "id", "label": "y"}}
 
@@ -74,3 +80,61 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
     bad.write_text("name = [unclosed")
     with pytest.raises(SpecError, match="not valid TOML"):
         load_spec(bad)
+
+
+def test_operating_points_card_and_fairness_round_trip(tmp_path: Path) -> None:
+    raw = {
+        **MINIMAL,
+        "features": {"sensitive": ["sex", "race"]},
+        "operating_points": {
+            "plain": "maximum recall @ precision >= 0.9",
+            "named": {"query": "maximum recall @ precision >= 0.8", "class": "stub"},
+        },
+        "card": {"owner": "team", "out_of_scope": ["hiring"]},
+        "fairness": {"min_group_size": 50, "intersections": [["sex", "race"]], "mitigation": "reweighing"},
+    }
+    spec = parse_spec(raw, base=tmp_path)
+    assert spec.operating_points["named"] == OperatingPointSpec("maximum recall @ precision >= 0.8", "stub")
+    stored = spec.to_dict()
+    assert stored["operating_points"]["plain"] == "maximum recall @ precision >= 0.9"  # as before classes
+    for again in (ModelSpec.from_dict(stored),):
+        assert again.hash == spec.hash and again.card.out_of_scope == ["hiring"]
+    # A spec without the new sections keeps the hash it had before they existed.
+    assert "card" not in parse_spec(MINIMAL).to_dict() and "fairness" not in parse_spec(MINIMAL).to_dict()
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "words"),
+    [
+        (
+            {"operating_points": {"x": {"query": "maximum recall @ precision >= 0.9", "clas": "a"}}},
+            "clas",
+            "unknown key",
+        ),
+        ({"operating_points": {"x": 3}}, "operating_points.x", "query string or a table"),
+        ({"fairness": {"min_group_size": 0}}, "fairness.min_group_size", "at least 1"),
+        ({"fairness": {"bootstrap": 100_000}}, "fairness.bootstrap", "from 0 to 10000"),
+        ({"fairness": {"confidence": 1.0}}, "fairness.confidence", "below 1"),
+        (
+            {"fairness": {"intersections": [["sex", "age"]]}},
+            "fairness.intersections[0]",
+            "features.sensitive",
+        ),
+        ({"fairness": {"intersections": ["sex"]}}, "fairness.intersections", "lists of columns"),
+        ({"fairness": {"mitigation": "magic"}}, "fairness.mitigation", "must be one of"),
+        ({"fairness": {"constraint": "parity"}}, "fairness.constraint", "must be one of"),
+        ({"fairness": {"attribute": "age"}}, "fairness.attribute", "features.sensitive"),
+        ({"card": {"owner": 3}}, "card.owner", "must be str"),
+        ({"card": {"licens": "MIT"}}, "card.licens", "unknown key"),
+    ],
+)
+def test_bad_new_sections_name_the_key(section: dict, key: str, words: str) -> None:
+    raw = {**MINIMAL, "features": {"sensitive": ["sex", "race"]}, **section}
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw, source="s.toml")
+    assert key in info.value.message and words in info.value.message
+
+
+def test_mitigation_needs_a_sensitive_column() -> None:
+    with pytest.raises(SpecError, match=r"needs a features\.sensitive column"):
+        parse_spec({**MINIMAL, "fairness": {"mitigation": "thresholds"}})

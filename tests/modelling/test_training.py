@@ -9,12 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.datasets import load_wine
 from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import train_test_split
 
+from assay.engines.engine import LocalEngine
 from assay.errors import DataError, SpecError
 from assay.modelling.candidates import CANDIDATES
+from assay.modelling.queries import answer_threshold_query
 from assay.modelling.spec import load_spec
-from assay.modelling.training import train
+from assay.modelling.training import cross_validate, no_better_than_prior, prior_score, train
 from assay.registry.schema import FeatureSchema
 from assay.review.resolution import resolved_labels
 from assay.workspace import Workspace
@@ -283,3 +287,105 @@ def test_labels_from_a_review_campaign(trained_workspace: Workspace, trained_hom
     assert result.record.lineage["train_rows"] + result.record.lineage["test_rows"] == 120
     # The reviewers' rule (bad words) is learnable from the features: near-perfect on held-out items.
     assert result.record.summary["roc_auc"] > 0.9
+
+
+def _multiclass_spec_with(tmp_path: Path, extra: str) -> Path:
+    spec = write_multiclass_spec(tmp_path / "data")
+    spec.write_text(spec.read_text() + extra)
+    return spec
+
+
+def test_a_multiclass_operating_point_flags_the_class_it_names(workspace: Workspace, tmp_path: Path) -> None:
+    extra = (
+        '\n[operating_points]\nsure_good = { query = "maximum recall @ precision >= 0.8", class = "good" }\n'
+    )
+    result = train(load_spec(_multiclass_spec_with(tmp_path, extra)), workspace.registry)
+    loaded = workspace.registry.load(result.record)
+    point = loaded.card["operating_points"]["sure_good"]
+    assert point["class"] == "good" and loaded.classes[-1] != "good"
+    expected = answer_threshold_query(loaded.evaluation["thresholds"]["good"], point["query"])
+    assert point["answer"] == expected and expected is not None
+    assert loaded.operating_points["sure_good"]["class"] == "good"
+
+
+@pytest.mark.parametrize(
+    ("point", "words"),
+    [
+        ('"maximum recall @ precision >= 0.8"', "names no class"),
+        ('{ query = "maximum recall @ precision >= 0.8", class = "great" }', "names 'great', not a class"),
+    ],
+)
+def test_a_multiclass_operating_point_without_a_known_class_is_refused(
+    workspace: Workspace, tmp_path: Path, point: str, words: str
+) -> None:
+    spec = load_spec(_multiclass_spec_with(tmp_path, f"\n[operating_points]\nsure = {point}\n"))
+    with pytest.raises(SpecError, match=words) as info:
+        train(spec, workspace.registry)
+    assert info.value.field == "operating_points.sure"
+    assert workspace.registry.models() == []  # refused before any fit, nothing written
+
+
+def test_a_binary_operating_point_may_only_name_the_positive_class(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    spec_path = write_binary_spec(tmp_path / "data", n_train=300, n_test=200)
+    spec_path.write_text(
+        spec_path.read_text().replace(
+            'likelybad = "maximum recall @ precision >= 0.6"',
+            'likelybad = { query = "maximum recall @ precision >= 0.6", class = "False" }',
+        )
+    )
+    with pytest.raises(SpecError, match="flag the positive class 'True'"):
+        train(load_spec(spec_path), workspace.registry)
+
+
+def test_small_data_gets_leaves_it_can_split_and_a_constant_model_is_flagged() -> None:
+    """Wine: a 60-row leaf made HistGradientBoosting predict the class frequencies on its 106-row folds."""
+    bunch = load_wine()
+    # assay's default held-out split leaves 133 training rows, so each of 5 folds trains on 106.
+    X, _, y, _ = train_test_split(
+        bunch.data, bunch.target, test_size=0.25, stratify=bunch.target, random_state=0
+    )
+    hgb = CANDIDATES["hist_gradient_boosting"]
+    schema = FeatureSchema.learn(pd.DataFrame(X), {}, source="wine")
+    fold_rows = len(X) * 4 // 5
+    assert hgb.defaults_for(fold_rows)["min_samples_leaf"] == 5
+    assert hgb.defaults_for(100_000)["min_samples_leaf"] == hgb.defaults["min_samples_leaf"]
+    prior = prior_score(y, folds=5, metric="accuracy", seed=0)
+    assert prior == pytest.approx(np.mean(y == np.bincount(y).argmax()), abs=0.02)
+
+    def accuracy(params: dict) -> float:
+        [result] = cross_validate(
+            [("hist_gradient_boosting", params)],
+            schema,
+            X,
+            y,
+            folds=5,
+            metric="accuracy",
+            seed=0,
+            progress=print,
+            engine=LocalEngine(),
+        )
+        return result.mean_score
+
+    old = accuracy({**hgb.defaults, "max_iter": 50})
+    assert no_better_than_prior(old, prior)  # the defaults before they fitted the data's size
+    sized = accuracy({**hgb.defaults_for(fold_rows), "max_iter": 50})
+    assert sized > 0.85 and not no_better_than_prior(sized, prior)
+
+
+def test_training_reports_the_prior_and_flags_candidates_no_better(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    spec_path = write_binary_spec(tmp_path / "data", n_train=400, n_test=200)
+    # A leaf bigger than any fold: the tree cannot split, so the model is the prior.
+    spec_path.write_text(
+        spec_path.read_text().replace("learning_rate = 0.1", "learning_rate = 0.1\nmin_child_samples = 1000")
+    )
+    messages: list[str] = []
+    result = train(load_spec(spec_path), workspace.registry, progress=messages.append)
+    assert result.prior_score is not None
+    assert any("lightgbm" in m and "no better than predicting the class frequencies" in m for m in messages)
+    card = workspace.registry.card(result.record)
+    assert card["prior_score"] == result.prior_score
+    assert card["evaluation"]["log_loss"] > 0

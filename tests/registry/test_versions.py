@@ -16,6 +16,7 @@ from assay.modelling.spec import load_spec
 from assay.modelling.training import train
 from assay.settings import Settings
 from assay.workspace import Workspace
+from tests.conftest import write_binary_spec
 
 
 def test_resolve_references(trained_workspace: Workspace) -> None:
@@ -111,7 +112,9 @@ def test_export_import_into_another_workspace(trained_workspace: Workspace, tmp_
     trained_workspace.registry.export("damaging", bundle)
     other = Workspace.open(Settings.load(home=tmp_path / "other", environ={}))
     try:
-        record = other.registry.import_(bundle)
+        imported = other.registry.import_(bundle)
+        record = imported.record
+        assert imported.added and imported.origin == "damaging@1"
         assert record.ref == "damaging@1"
         assert record.lineage["imported_from"]["version"] == 1
         source = trained_workspace.registry.load(trained_workspace.registry.resolve("damaging"))
@@ -255,3 +258,32 @@ def test_registry_on_postgresql(postgres_url: str, trained_home: Path, tmp_path:
         assert [h["to_version"] for h in ws.registry.history("damaging")] == [1, 1, 2, 2]
     finally:
         ws.close()
+
+
+def test_import_keeps_the_exported_number_and_adds_a_bundle_once(
+    trained_workspace: Workspace, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "damaging-1.assay"
+    trained_workspace.registry.export("damaging@1", bundle)
+    # The very version it was exported from: nothing to add.
+    again = trained_workspace.registry.import_(bundle)
+    assert not again.added and again.record.ref == "damaging@1"
+    # A workspace whose damaging@1 is another model: the import takes the next number.
+    other = Workspace.open(Settings.load(home=tmp_path / "other", environ={}))
+    third = Workspace.open(Settings.load(home=tmp_path / "third", environ={}))
+    try:
+        train(load_spec(write_binary_spec(tmp_path / "data", n_train=300, n_test=200)), other.registry)
+        imported = other.registry.import_(bundle)
+        assert imported.added and imported.record.ref == "damaging@2" and imported.origin == "damaging@1"
+        assert imported.record.lineage["imported_from"]["version"] == 1
+        assert other.registry.import_(bundle).record.ref == "damaging@2"  # the same file again: no-op
+        assert other.registry.model("damaging").versions == [1, 2]
+        # Exported again as damaging@2, it keeps that number where it is free.
+        second = tmp_path / "damaging-2.assay"
+        other.registry.export("damaging@2", second)
+        kept = third.registry.import_(second)
+        assert kept.added and kept.record.ref == "damaging@2" and third.registry.aliases("damaging") == {}
+        assert not third.registry.import_(second).added
+    finally:
+        other.close()
+        third.close()

@@ -50,7 +50,7 @@ def train_command(ws: Workspace, spec_path: str, engine: str | None) -> None:
     """Train the model a TOML spec describes and register a new version."""
     # Modelling pulls in scikit-learn, LightGBM and matplotlib: imported by the commands that use them.
     from assay.modelling.spec import load_spec
-    from assay.modelling.training import train
+    from assay.modelling.training import no_better_than_prior, train
     from assay.review.resolution import resolved_labels
     from assay.unlearning.exclusions import ExclusionList
     from assay.unlearning.sharding import sharded_refit
@@ -70,13 +70,23 @@ def train_command(ws: Workspace, spec_path: str, engine: str | None) -> None:
     click.echo("\ncandidates (cross-validated on the training data):")
     click.echo(
         _table(
-            ["candidate", f"mean {metric}", "min", "max", "mean fit s"],
+            ["candidate", f"mean {metric}", "min", "max", "mean fit s", ""],
             [
-                [c.candidate, c.mean_score, min(c.fold_scores), max(c.fold_scores), c.mean_fit_time]
+                [
+                    c.candidate,
+                    c.mean_score,
+                    min(c.fold_scores),
+                    max(c.fold_scores),
+                    c.mean_fit_time,
+                    "NO BETTER THAN THE PRIOR"
+                    if no_better_than_prior(c.mean_score, result.prior_score)
+                    else "",
+                ]
                 for c in sorted(result.comparison, key=lambda c: -c.mean_score)
             ],
         )
     )
+    click.echo(f"prior (predicting the class frequencies): mean {metric}={_num(result.prior_score)}")
     record = result.record
     click.echo(
         f"\nchosen: {result.winner.candidate} -> {record.ref} "
@@ -136,7 +146,7 @@ def show_command(ws: Workspace, ref: str, as_json: bool) -> None:
     click.echo(
         f"{record.ref}  {card['candidate']}  created {record.created_at:%Y-%m-%d %H:%M}  aliases: {', '.join(aliases) or '-'}"
     )
-    for section in (_show_training, _show_statistics, _show_fairness, _show_decisions, _show_lineage):
+    for section in (_show_training, _show_statistics, _show_decisions, _show_fairness, _show_lineage):
         section(card)
     click.echo(f"model card: {record.directory / 'card.html'}")
 
@@ -157,7 +167,12 @@ def _show_training(card: Mapping[str, Any]) -> None:
 def _show_statistics(card: Mapping[str, Any]) -> None:
     ev = card["evaluation"]
     click.echo(f"held-out rows: {ev['n']}  counts: " + ", ".join(f"{k}={v}" for k, v in ev["counts"].items()))
-    stats = ["precision", "recall", "f1", "accuracy", "match_rate", "filter_rate", "fpr", "roc_auc", "pr_auc"]
+    # The share of items classified correctly; the averaged rows below are one-vs-rest statistics.
+    click.echo(
+        f"accuracy={_num(ev['accuracy'])}  log loss={_num(ev.get('log_loss'), 4)}"
+        f"  brier={_num(ev['calibration']['brier'], 4)}"
+    )
+    stats = ["precision", "recall", "f1", "match_rate", "filter_rate", "fpr", "roc_auc", "pr_auc"]
     rows = [[cls, *[s[k] for k in stats]] for cls, s in ev["per_class"].items()]
     rows += [["micro", *[ev["micro"][k] for k in stats]], ["macro", *[ev["macro"][k] for k in stats]]]
     click.echo("\n" + _table(["label", *stats], rows))
@@ -169,28 +184,23 @@ def _show_statistics(card: Mapping[str, Any]) -> None:
             [[label, *row] for label, row in zip(cm["labels"], cm["matrix"], strict=True)],
         )
     )
-    click.echo(f"\ncalibration: brier={_num(ev['calibration']['brier'], 4)}")
 
 
 def _show_fairness(card: Mapping[str, Any]) -> None:
     for attr, by_class in card["evaluation"]["fairness"].items():
         for cls, block in by_class.items():
-            click.echo(
-                f"\nfairness by {attr} (class {cls}): demographic parity difference={_num(block['demographic_parity_difference'])}"
-                f"  equalized odds difference={_num(block['equalized_odds_difference'])}"
-            )
-            group_rows = [
-                [g, s["count"], s["selection_rate"], s["tpr"], s["fpr"], s["precision"]]
-                for g, s in block["groups"].items()
-            ]
-            click.echo(_table(["group", "count", "selection_rate", "tpr", "fpr", "precision"], group_rows))
+            _print_fairness(f"fairness by {attr} (class {cls}) at the decision", block)
+    for point, by_attribute in card.get("fairness_at_operating_points", {}).items():
+        op = card["operating_points"][point]
+        for attr, block in by_attribute.items():
+            _print_fairness(f"fairness by {attr} at operating point {point} (class {op['class']})", block)
 
 
 def _show_decisions(card: Mapping[str, Any]) -> None:
     for name, op in card["operating_points"].items():
         answer = op["answer"]
         click.echo(
-            f"\noperating point {name}: {op['query']} -> "
+            f"\noperating point {name} (class {op['class']}): {op['query']} -> "
             + (f"threshold {answer['threshold']:.4f}" if answer else "no threshold satisfies it")
         )
     if card["importance"]:
@@ -209,6 +219,33 @@ def _show_lineage(card: Mapping[str, Any]) -> None:
         f"\nlineage: data {lin['data_fingerprint'][:16]}  spec {lin['spec_hash'][:16]}  seed {lin['seed']}  "
         f"assay {lin['assay']}  " + " ".join(f"{k} {v}" for k, v in lin["libraries"].items())
     )
+
+
+FAIRNESS_SHOWN = (
+    "demographic_parity_difference",
+    "equalized_odds_difference",
+    "demographic_parity_ratio",
+    "equalized_odds_ratio",
+)
+
+
+def _print_fairness(title: str, block: Mapping[str, Any]) -> None:
+    """One fairness block: its disparities with their intervals, then a row per group."""
+    click.echo(f"\n{title}")
+    intervals = block.get("intervals") or {}
+    confidence = f"{block.get('confidence', 0.95):.0%}"
+    for stat in FAIRNESS_SHOWN:
+        interval = intervals.get(stat)
+        shown = f" ({confidence} CI {_num(interval[0])}-{_num(interval[1])})" if interval else ""
+        click.echo(f"  {stat.replace('_', ' ')}={_num(block[stat])}{shown}")
+    if block.get("excluded_groups"):
+        click.echo(
+            f"  warning: not compared (fewer than {block['min_group_size']} rows): "
+            + ", ".join(block["excluded_groups"])
+        )
+    columns = ["count", "selection_rate", "tpr", "fpr", "fnr", "precision", "brier"]
+    rows = [[g, *[s.get(c) for c in columns]] for g, s in block["groups"].items()]
+    click.echo(_table(["group", *columns], rows))
 
 
 @main.command("thresholds")
@@ -297,8 +334,22 @@ def export_command(ws: Workspace, ref: str, out: str) -> None:
 @pass_workspace
 def import_command(ws: Workspace, bundle: str, expected: str | None) -> None:
     """Add a version from an exported file (checked before anything is written)."""
-    record = ws.registry.import_(Path(bundle), expected_sha256=expected)
-    click.echo(f"imported as {record.ref}")
+    imported = ws.registry.import_(Path(bundle), expected_sha256=expected)
+    record = imported.record
+    if not imported.added:
+        click.echo(f"{imported.origin} is already here as {record.ref} (the same bundle): nothing imported")
+        return
+    renumbered = (
+        "" if record.ref == imported.origin else f" (exported as {imported.origin}, whose card it keeps)"
+    )
+    click.echo(f"imported {record.ref}{renumbered}")
+    aliases = [a for a, v in ws.registry.aliases(record.model).items() if v == record.version]
+    if not aliases:
+        # Importing never moves an alias: name the step that makes `assay show NAME` reach it.
+        click.echo(
+            f"no alias points at it yet: `assay promote {record.model} {record.version}` makes it production "
+            f"(its gates permitting); until then call it {record.ref}"
+        )
 
 
 @main.command("settings")

@@ -33,11 +33,15 @@ from assay.errors import SpecError
 from assay.registry.schema import FeatureSchema
 
 _SEED = "it is set from the spec's seed"
+MIN_LEAF_ROWS = 5
+ROWS_PER_LEAF = 50
 _KINDS = "it is set from features.kinds"
 
 
-def _plain_fit(estimator: ClassifierMixin, X: np.ndarray, y: np.ndarray, schema: FeatureSchema) -> Any:
-    return estimator.fit(X, y)
+def _plain_fit(
+    estimator: ClassifierMixin, X: np.ndarray, y: np.ndarray, schema: FeatureSchema, **fit_params: Any
+) -> Any:
+    return estimator.fit(X, y, **fit_params)
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,23 @@ class Candidate:
     search_space: dict[str, Any]
     # parameter name -> which part of the spec sets it instead
     reserved: dict[str, str] = field(default_factory=lambda: {"random_state": _SEED})
-    fit: Callable[[ClassifierMixin, np.ndarray, np.ndarray, FeatureSchema], Any] = _plain_fit
+    # (estimator, X, y, schema, **fit params such as sample_weight) -> the fitted estimator
+    fit: Callable[..., Any] = _plain_fit
     # the estimator takes the schema's matrix as is (trees); else it is wrapped in preprocessing
     takes_codes: bool = True
     # names the estimator accepts beyond its get_params() (LightGBM takes any library parameter)
     extra_params: Callable[[], set[str]] = set
+    # defaults that are a number of rows per leaf: they shrink with small data (see defaults_for)
+    leaf_params: tuple[str, ...] = ()
+
+    def defaults_for(self, n_rows: int) -> dict[str, Any]:
+        """The defaults, with each leaf size cut to a 50th of ``n_rows`` (at least 5) when that is smaller.
+
+        The defaults suit thousands of rows; on a hundred, a leaf of 60 rows allows at most one
+        split, and boosting such trees gives a model that predicts the class frequencies.
+        """
+        leaf = max(MIN_LEAF_ROWS, n_rows // ROWS_PER_LEAF)
+        return {k: min(v, leaf) if k in self.leaf_params else v for k, v in self.defaults.items()}
 
     def model(
         self, params: dict[str, Any], seed: int, categorical: list[int] | None = None
@@ -77,6 +93,18 @@ class Candidate:
         if cat:
             parts.append(("categorical", OneHotEncoder(handle_unknown="ignore"), cat))
         return Pipeline([("columns", ColumnTransformer(parts)), ("model", model)])
+
+    def fit_weighted(
+        self,
+        estimator: ClassifierMixin,
+        X: np.ndarray,
+        y: np.ndarray,
+        schema: FeatureSchema,
+        weights: np.ndarray,
+    ) -> Any:
+        """Fit with a weight per row (a preprocessing pipeline hands them to its model step)."""
+        key = "model__sample_weight" if isinstance(estimator, Pipeline) else "sample_weight"
+        return self.fit(estimator, X, y, schema, **{key: weights})
 
     def param_names(self) -> list[str]:
         """Hyperparameters a spec may set for this family."""
@@ -108,9 +136,11 @@ def _lightgbm(params: dict[str, Any], seed: int, categorical: list[int]) -> Clas
     return LGBMClassifier(**{**settings, **params}, random_state=seed)
 
 
-def _lightgbm_fit(estimator: ClassifierMixin, X: np.ndarray, y: np.ndarray, schema: FeatureSchema) -> Any:
+def _lightgbm_fit(
+    estimator: ClassifierMixin, X: np.ndarray, y: np.ndarray, schema: FeatureSchema, **fit_params: Any
+) -> Any:
     # LightGBM takes categorical columns at fit time, not in the constructor.
-    return estimator.fit(X, y, categorical_feature=schema.categorical_indices or "auto")
+    return estimator.fit(X, y, categorical_feature=schema.categorical_indices or "auto", **fit_params)
 
 
 def _lightgbm_params() -> set[str]:
@@ -160,6 +190,7 @@ CANDIDATES: dict[str, Candidate] = {
             },
             fit=_lightgbm_fit,
             extra_params=_lightgbm_params,
+            leaf_params=("min_child_samples",),
         ),
         Candidate(
             name="hist_gradient_boosting",
@@ -181,6 +212,7 @@ CANDIDATES: dict[str, Candidate] = {
                 "l2_regularization": loguniform(1e-3, 10),
             },
             reserved={"random_state": _SEED, "categorical_features": _KINDS},
+            leaf_params=("min_samples_leaf",),
         ),
         Candidate(
             name="random_forest",

@@ -22,12 +22,15 @@ import pandas as pd
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
+    log_loss,
     precision_recall_curve,
     roc_auc_score,
     roc_curve,
 )
 
 from assay.errors import DataError
+from assay.modelling.fairness import FairnessOptions, group_fairness
+from assay.modelling.statistics import calibration_curve, json_list, num, ratio
 
 # Statistics derived from one confusion matrix, in the order the threshold
 # table lists them. Counts come first so a table row reads left to right.
@@ -36,54 +39,28 @@ RATES = ("precision", "recall", "f1", "accuracy", "match_rate", "filter_rate", "
 QUERYABLE_STATS = RATES + COUNTS
 DEFAULT_THRESHOLD = 0.5
 CURVE_POINTS = 200
-CALIBRATION_BINS = 10
-MISSING_GROUP = "(missing)"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den with NaN (later None) where den is 0: the statistic is undefined there."""
-    num = np.asarray(num, dtype=float)
-    den = np.asarray(den, dtype=float)
-    return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, np.nan), where=den > 0)
 
 
 def _rates(tp: np.ndarray, fp: np.ndarray, tn: np.ndarray, fn: np.ndarray) -> dict[str, np.ndarray]:
     """Every rate in RATES from confusion counts; works elementwise on arrays of thresholds."""
     n = tp + fp + tn + fn
     flagged = tp + fp
-    match_rate = _ratio(flagged, n)
+    match_rate = ratio(flagged, n)
     return {
-        "precision": _ratio(tp, flagged),
-        "recall": _ratio(tp, tp + fn),
+        "precision": ratio(tp, flagged),
+        "recall": ratio(tp, tp + fn),
         # 2tp / (2tp + fp + fn) is sklearn's F1 and stays defined when precision is not.
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-        "accuracy": _ratio(tp + tn, n),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "accuracy": ratio(tp + tn, n),
         "match_rate": match_rate,
         "filter_rate": 1.0 - match_rate,
-        "fpr": _ratio(fp, fp + tn),
-        "tnr": _ratio(tn, fp + tn),
-        "npv": _ratio(tn, tn + fn),
+        "fpr": ratio(fp, fp + tn),
+        "tnr": ratio(tn, fp + tn),
+        "npv": ratio(tn, tn + fn),
     }
-
-
-def _num(value: Any) -> float | None:
-    """A JSON-safe float: None for NaN/inf/None."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if np.isfinite(value) else None
-
-
-def _json_list(values: np.ndarray) -> list[Any]:
-    """A numpy vector as a list of Python numbers with None in place of NaN."""
-    out = values.tolist()
-    if values.dtype.kind == "f":
-        for i in np.flatnonzero(~np.isfinite(values)):
-            out[i] = None
-    return out
 
 
 def _roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
@@ -100,20 +77,12 @@ def _downsample(*columns: np.ndarray, points: int = CURVE_POINTS) -> list[list[f
     """Keep at most ``points`` evenly spaced rows (always the first and last) for plotting."""
     n = len(columns[0])
     keep = np.unique(np.linspace(0, n - 1, min(n, points)).round().astype(int)) if n else np.arange(0)
-    return [_json_list(np.asarray(c, dtype=float)[keep]) for c in columns]
+    return [json_list(np.asarray(c, dtype=float)[keep]) for c in columns]
 
 
 def _mean_defined(values: list[float | None]) -> float | None:
     defined = [v for v in values if v is not None]
     return float(np.mean(defined)) if defined else None
-
-
-def _groups_as_strings(groups: np.ndarray) -> np.ndarray:
-    series = pd.Series(np.asarray(groups, dtype=object), dtype=object)
-    missing = series.isna().to_numpy()
-    out = series.astype(str).to_numpy(dtype=object)
-    out[missing] = MISSING_GROUP
-    return out
 
 
 # --------------------------------------------------------------------------- threshold table
@@ -142,67 +111,12 @@ def threshold_table(y_true_binary: np.ndarray, score: np.ndarray) -> dict[str, l
     fp = (n - starts) - tp
     fn = positives - tp
     tn = (n - positives) - fp
-    table: dict[str, list[Any]] = {"threshold": _json_list(s_sorted[starts])}
+    table: dict[str, list[Any]] = {"threshold": json_list(s_sorted[starts])}
     for name, column in zip(COUNTS, (tp, fp, tn, fn), strict=True):
         table[name] = column.astype(int).tolist()
     for name, column in _rates(tp, fp, tn, fn).items():
-        table[name] = _json_list(column)
+        table[name] = json_list(column)
     return table
-
-
-# --------------------------------------------------------------------------- fairness
-
-
-def fairness(y_true_binary: np.ndarray, y_pred_binary: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
-    """Per-group selection rate, TPR, FPR, precision and Fairlearn's disparity summaries.
-
-    The summaries reproduce ``fairlearn.metrics`` exactly (method="between_groups",
-    agg="worst_case"), including its convention that a group with no positives
-    (negatives) has TPR (FPR) 0. The per-group table shows those as None instead,
-    so a reader can see the rate was undefined rather than zero.
-    """
-    y = np.asarray(y_true_binary).astype(bool)
-    pred = np.asarray(y_pred_binary).astype(bool)
-    labels = _groups_as_strings(groups)
-    if not (len(y) == len(pred) == len(labels)) or len(y) == 0:
-        raise ValueError("fairness needs non-empty y_true, y_pred and groups of equal length")
-    names, codes = np.unique(labels, return_inverse=True)
-
-    def per_group(mask: np.ndarray) -> np.ndarray:
-        return np.bincount(codes, weights=mask.astype(float), minlength=len(names))
-
-    count = per_group(np.ones_like(y))
-    positives, flagged = per_group(y), per_group(pred)
-    tp, fp = per_group(y & pred), per_group(~y & pred)
-    negatives = count - positives
-    selection = _ratio(flagged, count)
-    tpr, fpr, precision = _ratio(tp, positives), _ratio(fp, negatives), _ratio(tp, flagged)
-    tpr_fl, fpr_fl = np.nan_to_num(tpr), np.nan_to_num(fpr)
-
-    def difference(rates: np.ndarray) -> float:
-        return float(rates.max() - rates.min())
-
-    def ratio(rates: np.ndarray) -> float:
-        # min/max; NaN (-> None) when every group's rate is 0, as in Fairlearn.
-        return float(_ratio(rates.min(), rates.max()))
-
-    eo_ratios = [r for r in (ratio(tpr_fl), ratio(fpr_fl)) if not np.isnan(r)]
-    return {
-        "groups": {
-            str(name): {
-                "count": int(count[i]),
-                "selection_rate": _num(selection[i]),
-                "tpr": _num(tpr[i]),
-                "fpr": _num(fpr[i]),
-                "precision": _num(precision[i]),
-            }
-            for i, name in enumerate(names)
-        },
-        "demographic_parity_difference": _num(difference(selection)),
-        "demographic_parity_ratio": _num(ratio(selection)),
-        "equalized_odds_difference": _num(max(difference(tpr_fl), difference(fpr_fl))),
-        "equalized_odds_ratio": _num(min(eo_ratios)) if eo_ratios else None,
-    }
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -240,25 +154,9 @@ def _class_stats(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str
         "fn": int(np.sum(y & ~pred)),
     }
     rates = _rates(*(np.array(float(counts[c])) for c in COUNTS))
-    stats: dict[str, Any] = {name: _num(value) for name, value in rates.items()}
+    stats: dict[str, Any] = {name: num(value) for name, value in rates.items()}
     stats.update(roc_auc=_roc_auc(y, score), pr_auc=_pr_auc(y, score), **counts)
     return stats
-
-
-def _calibration_curve(y: np.ndarray, score: np.ndarray) -> dict[str, list[Any]]:
-    """Reliability diagram points, binned exactly like sklearn's calibration_curve(strategy="uniform")."""
-    score = np.clip(score, 0.0, 1.0)
-    bins = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
-    ids = np.searchsorted(bins[1:-1], score)
-    total = np.bincount(ids, minlength=CALIBRATION_BINS)
-    sums = np.bincount(ids, weights=score, minlength=CALIBRATION_BINS)
-    hits = np.bincount(ids, weights=y.astype(float), minlength=CALIBRATION_BINS)
-    used = total > 0
-    return {
-        "prob_pred": _json_list(sums[used] / total[used]),
-        "prob_true": _json_list(hits[used] / total[used]),
-        "count": total[used].astype(int).tolist(),
-    }
 
 
 def _curves(y: np.ndarray, score: np.ndarray) -> tuple[dict | None, dict | None]:
@@ -283,6 +181,7 @@ def evaluate(
     positive: str | None,
     sensitive: dict[str, np.ndarray] | None = None,
     decision_thresholds: dict[str, float] | None = None,
+    fairness_options: FairnessOptions | None = None,
 ) -> dict[str, Any]:
     """Everything assay reports about predictions ``proba`` against labels ``y_true``.
 
@@ -292,16 +191,8 @@ def evaluate(
     """
     classes = [str(c) for c in classes]
     y, p = _check_inputs(y_true, proba, classes, positive)
-    binary = positive is not None
-    decision_thresholds = dict(decision_thresholds or {})
-    unknown = set(decision_thresholds) - ({positive} if binary else set())
-    if unknown:
-        raise ValueError(
-            f"decision thresholds are only for the positive class of a binary task, got {sorted(unknown)}"
-        )
-    threshold = None
-    if positive is not None:
-        threshold = float(decision_thresholds.get(positive, DEFAULT_THRESHOLD))
+    threshold = _decision_threshold(positive, decision_thresholds)
+    if positive is not None and threshold is not None:
         pos = classes.index(positive)
         pred_idx = np.where(p[:, pos] >= threshold, pos, 1 - pos)
     else:
@@ -310,48 +201,14 @@ def evaluate(
     order = np.argsort(classes)
     true_idx = order[np.searchsorted(np.array(classes)[order], y)]
     k = len(classes)
-    matrix = np.bincount(true_idx * k + pred_idx, minlength=k * k).reshape(k, k)
     indicator = true_idx[:, None] == np.arange(k)[None, :]
     predicted = pred_idx[:, None] == np.arange(k)[None, :]
-
     per_class = {c: _class_stats(indicator[:, i], predicted[:, i], p[:, i]) for i, c in enumerate(classes)}
-    # Micro: every rate from the one-vs-rest counts summed over classes, i.e. over all n * k
-    # (item, class) decisions, as sklearn's average="micro" does for precision/recall/F1. With one
-    # predicted class per item that makes precision = recall = F1 = accuracy, accuracy the share
-    # of correct (item, class) decisions (1 - 2 * errors / (n * k)), match rate the share of
-    # (item, class) pairs flagged (1 / k) and filter rate its complement.
-    totals = [float(sum(per_class[c][count] for c in classes)) for count in COUNTS]
-    micro_rates = _rates(*(np.array(total) for total in totals))
-    micro = {name: _num(micro_rates[name]) for name in RATES}
-    # Micro ROC/PR AUC: sklearn's average="micro", i.e. over the flattened indicator matrix.
-    micro["roc_auc"] = _roc_auc(indicator.ravel(), p.ravel())
-    micro["pr_auc"] = _pr_auc(indicator.ravel(), p.ravel())
-    # Macro: the unweighted mean of the per-class values that are defined.
-    macro = {
-        name: _mean_defined([per_class[c][name] for c in classes]) for name in (*RATES, "roc_auc", "pr_auc")
-    }
-
     # Binary tasks are about the positive class; multiclass tasks about every class.
-    focus = [positive] if positive is not None else classes
-    columns = {c: classes.index(c) for c in focus}
-    roc, pr = {}, {}
-    for c, i in columns.items():
-        roc[c], pr[c] = _curves(indicator[:, i], p[:, i])
-    if binary:
-        brier = float(brier_score_loss(indicator[:, pos], p[:, pos]))
-    else:
-        brier = float(np.mean(np.sum((p - indicator) ** 2, axis=1)))
-
-    fairness_by_attribute: dict[str, dict[str, Any]] = {}
-    for attribute, groups in (sensitive or {}).items():
-        if len(groups) != len(y):
-            raise ValueError(f"sensitive attribute {attribute!r} has {len(groups)} rows, expected {len(y)}")
-        fairness_by_attribute[str(attribute)] = {
-            c: fairness(indicator[:, i], predicted[:, i], groups) for c, i in columns.items()
-        }
-
+    columns = {c: classes.index(c) for c in ([positive] if positive is not None else classes)}
+    matrix = np.bincount(true_idx * k + pred_idx, minlength=k * k).reshape(k, k)
     return {
-        "task": "binary" if binary else "multiclass",
+        "task": "binary" if positive is not None else "multiclass",
         "classes": classes,
         "positive": positive,
         "decision_threshold": threshold,
@@ -359,18 +216,88 @@ def evaluate(
         "counts": {c: int(indicator[:, i].sum()) for i, c in enumerate(classes)},
         "confusion_matrix": {"labels": classes, "matrix": matrix.tolist()},
         "accuracy": float(np.mean(pred_idx == true_idx)),
+        "log_loss": float(log_loss(true_idx, p, labels=list(range(k)))),
         "per_class": per_class,
-        "micro": micro,
-        "macro": macro,
+        **_averages(per_class, indicator, p, classes),
         "thresholds": {c: threshold_table(indicator[:, i], p[:, i]) for c, i in columns.items()},
         "calibration": {
-            "brier": brier,
-            "curve": {c: _calibration_curve(indicator[:, i], p[:, i]) for c, i in columns.items()},
+            "brier": _brier(indicator, p, positive, classes),
+            "curve": {c: calibration_curve(indicator[:, i], p[:, i]) for c, i in columns.items()},
         },
-        "fairness": fairness_by_attribute,
-        "roc_curve": roc,
-        "pr_curve": pr,
+        "fairness": _fairness(sensitive, indicator, predicted, p, columns, fairness_options),
+        **_curves_by_class(indicator, p, columns),
     }
+
+
+def _decision_threshold(positive: str | None, decision_thresholds: dict[str, float] | None) -> float | None:
+    """The positive class's threshold (default 0.5); None for a multiclass task, which takes the argmax."""
+    unknown = set(decision_thresholds or {}) - ({positive} if positive is not None else set())
+    if unknown:
+        raise ValueError(
+            f"decision thresholds are only for the positive class of a binary task, got {sorted(unknown)}"
+        )
+    if positive is None:
+        return None
+    return float((decision_thresholds or {}).get(positive, DEFAULT_THRESHOLD))
+
+
+def _averages(
+    per_class: dict[str, dict[str, Any]], indicator: np.ndarray, p: np.ndarray, classes: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Micro and macro averages of the one-vs-rest statistics.
+
+    Micro: every rate from the one-vs-rest counts summed over classes, i.e. over all n * k
+    (item, class) decisions, as sklearn's average="micro" does for precision/recall/F1. With one
+    predicted class per item that makes precision = recall = F1 = accuracy, accuracy the share
+    of correct (item, class) decisions (1 - 2 * errors / (n * k)), match rate the share of
+    (item, class) pairs flagged (1 / k) and filter rate its complement. (The share of items
+    classified correctly is the evaluation's own ``accuracy``.)
+    """
+    totals = [float(sum(per_class[c][count] for c in classes)) for count in COUNTS]
+    micro_rates = _rates(*(np.array(total) for total in totals))
+    micro = {name: num(micro_rates[name]) for name in RATES}
+    # Micro ROC/PR AUC: sklearn's average="micro", i.e. over the flattened indicator matrix.
+    micro["roc_auc"] = _roc_auc(indicator.ravel(), p.ravel())
+    micro["pr_auc"] = _pr_auc(indicator.ravel(), p.ravel())
+    # Macro: the unweighted mean of the per-class values that are defined.
+    macro = {
+        name: _mean_defined([per_class[c][name] for c in classes]) for name in (*RATES, "roc_auc", "pr_auc")
+    }
+    return {"micro": micro, "macro": macro}
+
+
+def _brier(indicator: np.ndarray, p: np.ndarray, positive: str | None, classes: list[str]) -> float:
+    if positive is not None:
+        pos = classes.index(positive)
+        return float(brier_score_loss(indicator[:, pos], p[:, pos]))
+    return float(np.mean(np.sum((p - indicator) ** 2, axis=1)))
+
+
+def _fairness(
+    sensitive: dict[str, np.ndarray] | None,
+    indicator: np.ndarray,
+    predicted: np.ndarray,
+    p: np.ndarray,
+    columns: dict[str, int],
+    options: FairnessOptions | None,
+) -> dict[str, dict[str, Any]]:
+    """Fairness of the decision, by sensitive attribute and by each class the task is about."""
+    out = {}
+    for attribute, groups in (sensitive or {}).items():
+        if len(groups) != len(p):
+            raise ValueError(f"sensitive attribute {attribute!r} has {len(groups)} rows, expected {len(p)}")
+        out[str(attribute)] = {
+            c: group_fairness(indicator[:, i], predicted[:, i], p[:, i], groups, options or FairnessOptions())
+            for c, i in columns.items()
+        }
+    return out
+
+
+def _curves_by_class(indicator: np.ndarray, p: np.ndarray, columns: dict[str, int]) -> dict[str, Any]:
+    roc, pr = {}, {}
+    for c, i in columns.items():
+        roc[c], pr[c] = _curves(indicator[:, i], p[:, i])
+    return {"roc_curve": roc, "pr_curve": pr}
 
 
 # --------------------------------------------------------------------------- importance

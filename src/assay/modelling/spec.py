@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,58 @@ class MonitoringSpec:
         return cls(**raw, features=features)
 
 
+@dataclass(frozen=True)
+class OperatingPointSpec:
+    """A named threshold: the query that picks it and the class it flags (None: the positive class)."""
+
+    query: str
+    cls: str | None = None
+
+    def to_json(self) -> str | dict[str, str]:
+        # A point without a class is written as its query, as specs wrote it before classes could be named.
+        return self.query if self.cls is None else {"query": self.query, "class": self.cls}
+
+    @classmethod
+    def all_from_json(cls, points: Mapping[str, Any]) -> dict[str, OperatingPointSpec]:
+        """Points as ``ModelSpec.to_dict`` stores them (``to_json``), by name."""
+        return {
+            n: cls(p) if isinstance(p, str) else cls(p["query"], p.get("class")) for n, p in points.items()
+        }
+
+
+@dataclass
+class CardSpec:
+    """``[card]``: what only people can say about a model (Mitchell et al. 2019, "Model Cards")."""
+
+    owner: str = ""
+    licence: str = ""
+    contact: str = ""
+    intended_use: str = ""
+    out_of_scope: list[str] = field(default_factory=list)
+    factors: str = ""
+    evaluation_data: str = ""
+    training_data: str = ""
+    ethical_considerations: str = ""
+    caveats: str = ""
+
+
+@dataclass
+class FairnessSpec:
+    """``[fairness]``: how groups are compared, and the mitigation chosen (if any)."""
+
+    min_group_size: int = 30  # smaller groups are listed but left out of the differences
+    bootstrap: int = 500  # resamples behind each confidence interval (0: none)
+    confidence: float = 0.95
+    intersections: list[list[str]] = field(default_factory=list)  # e.g. [["sex", "race"]]
+    mitigation: str = "none"  # one of MITIGATIONS
+    attribute: str = ""  # the sensitive attribute mitigation equalises (default: the first)
+    constraint: str = "equalized_odds"  # what per-group thresholds equalise (one of CONSTRAINTS)
+
+
+MITIGATIONS: tuple[str, ...] = ("none", "thresholds", "reweighing")
+CONSTRAINTS: tuple[str, ...] = ("equalized_odds", "true_positive_rate_parity", "demographic_parity")
+
+
 @dataclass
 class RetrainingSpec:
     """What ``assay retrain`` refuses to learn from (read by ``assay.retraining``)."""
@@ -129,9 +181,11 @@ class ModelSpec:
     features: FeatureSpec = field(default_factory=FeatureSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     gates: GateSpec = field(default_factory=GateSpec)
-    operating_points: dict[str, str] = field(default_factory=dict)
+    operating_points: dict[str, OperatingPointSpec] = field(default_factory=dict)
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
     retraining: RetrainingSpec = field(default_factory=RetrainingSpec)
+    card: CardSpec = field(default_factory=CardSpec)
+    fairness: FairnessSpec = field(default_factory=FairnessSpec)
     description: str = ""
     seed: int = 0
     source: str = "<spec>"  # the file it came from, for messages
@@ -142,11 +196,17 @@ class ModelSpec:
         if self.training.unlearning is None:
             # A spec without [training.unlearning] keeps the hash it had before the section existed.
             out["training"].pop("unlearning")
-        if self.monitoring == MonitoringSpec():
-            # A spec without [monitoring] means what it meant before the section existed (same hash).
-            out.pop("monitoring")
-        if self.retraining == RetrainingSpec():
-            out.pop("retraining")  # likewise
+        out["operating_points"] = {n: p.to_json() for n, p in self.operating_points.items()}
+        # A spec without one of the later sections means what it meant before the section
+        # existed, so its hash stays the same.
+        for section, default in (
+            ("monitoring", MonitoringSpec()),
+            ("card", CardSpec()),
+            ("fairness", FairnessSpec()),
+            ("retraining", RetrainingSpec()),
+        ):
+            if getattr(self, section) == default:
+                out.pop(section)
         return out
 
     @classmethod
@@ -163,9 +223,11 @@ class ModelSpec:
                 **training, unlearning=UnlearningSpec(**unlearning) if unlearning is not None else None
             ),
             gates=GateSpec(**raw.get("gates", {})),
-            operating_points=dict(raw.get("operating_points", {})),
+            operating_points=OperatingPointSpec.all_from_json(raw.get("operating_points", {})),
             monitoring=MonitoringSpec.from_dict(raw.get("monitoring")),
             retraining=RetrainingSpec(**raw.get("retraining", {})),
+            card=CardSpec(**raw.get("card", {})),
+            fairness=FairnessSpec(**raw.get("fairness", {})),
             description=raw.get("description", ""),
             seed=raw.get("seed", 0),
             source=source,
@@ -190,30 +252,46 @@ def load_spec(path: str | Path) -> ModelSpec:
 
 
 def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | None = None) -> ModelSpec:
+    """Check every key of a parsed spec and build the ``ModelSpec``; errors name ``source`` and the key."""
     r = _Reader(source)
-    r.keys(
-        raw,
-        "",
-        {
-            "name",
-            "description",
-            "seed",
-            "data",
-            "features",
-            "training",
-            "gates",
-            "operating_points",
-            "monitoring",
-            "retraining",
-        },
-    )
+    r.keys(raw, "", {*_SECTIONS, "name", "description", "seed"})
     name = r.get(raw, "name", str, required=True)
     try:
         check_name(name)
     except Exception as exc:
         raise SpecError(f"{source}: name: {exc}", field="name") from exc
+    features = _features(r, r.table(raw, "features"))
+    return ModelSpec(
+        name=name,
+        data=_data(r, r.table(raw, "data", required=True), base),
+        features=features,
+        training=_training(r, r.table(raw, "training")),
+        gates=_gates(r, r.table(raw, "gates")),
+        operating_points=_operating_points(r, r.table(raw, "operating_points")),
+        monitoring=_monitoring(r, r.table(raw, "monitoring")),
+        retraining=_retraining(r, r.table(raw, "retraining")),
+        card=_card(r, r.table(raw, "card")),
+        fairness=_fairness(r, r.table(raw, "fairness"), features.sensitive),
+        description=r.get(raw, "description", str, default=""),
+        seed=r.get(raw, "seed", int, default=0),
+        source=source,
+    )
 
-    d = r.table(raw, "data", required=True)
+
+_SECTIONS = (
+    "data",
+    "features",
+    "training",
+    "gates",
+    "operating_points",
+    "monitoring",
+    "retraining",
+    "card",
+    "fairness",
+)
+
+
+def _data(r: _Reader, d: Mapping[str, Any], base: Path | None) -> DataSpec:
     r.keys(
         d,
         "data.",
@@ -232,31 +310,27 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
         campaign=r.get(d, "data.campaign", str, default=None),
     )
     if not 0.0 < data.test_size < 1.0:
-        raise SpecError(
-            f"{source}: data.test_size must be between 0 and 1; got {data.test_size}", field="data.test_size"
-        )
+        raise r.fail("data.test_size", f"must be between 0 and 1; got {data.test_size}")
     if not data.header and not data.columns:
-        raise SpecError(
-            f"{source}: data.header = false needs data.columns (the column names)", field="data.columns"
-        )
+        raise r.fail("data.columns", "data.header = false needs data.columns (the column names)")
+    return data
 
-    f = r.table(raw, "features")
+
+def _features(r: _Reader, f: Mapping[str, Any]) -> FeatureSpec:
     r.keys(f, "features.", {"include", "exclude", "kinds", "sensitive"})
     kinds = r.table(f, "features.kinds")
     for col, kind in kinds.items():
         if kind not in KIND_NAMES:
-            raise SpecError(
-                f"{source}: features.kinds.{col} must be one of {', '.join(KIND_NAMES)}; got {kind!r}",
-                field=f"features.kinds.{col}",
-            )
-    features = FeatureSpec(
+            raise r.fail(f"features.kinds.{col}", f"must be one of {', '.join(KIND_NAMES)}; got {kind!r}")
+    return FeatureSpec(
         include=r.strings(f, "features.include"),
         exclude=r.strings(f, "features.exclude"),
         kinds=dict(kinds),
         sensitive=r.strings(f, "features.sensitive"),
     )
 
-    t = r.table(raw, "training")
+
+def _training(r: _Reader, t: Mapping[str, Any]) -> TrainingSpec:
     r.keys(
         t,
         "training.",
@@ -273,63 +347,100 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
     )
     for c in training.candidates:
         if c not in CANDIDATES:
-            raise SpecError(
-                f"{source}: training.candidates: unknown candidate {c!r}; known: {', '.join(CANDIDATES)}",
-                field="training.candidates",
-            )
+            raise r.fail("training.candidates", f"unknown candidate {c!r}; known: {', '.join(CANDIDATES)}")
     if training.metric not in METRICS:
-        raise SpecError(
-            f"{source}: training.metric must be one of {', '.join(METRICS)}; got {training.metric!r}",
-            field="training.metric",
-        )
+        raise r.fail("training.metric", f"must be one of {', '.join(METRICS)}; got {training.metric!r}")
     if training.folds < 2:
-        raise SpecError(f"{source}: training.folds must be at least 2", field="training.folds")
+        raise r.fail("training.folds", "must be at least 2")
     if training.search_budget_s < 0:
-        raise SpecError(
-            f"{source}: training.search_budget_s may not be negative", field="training.search_budget_s"
-        )
+        raise r.fail("training.search_budget_s", "may not be negative")
     if training.search_trials < 1:
-        raise SpecError(
-            f"{source}: training.search_trials must be at least 1", field="training.search_trials"
-        )
+        raise r.fail("training.search_trials", "must be at least 1")
     if training.unlearning is not None and training.candidates != ["lightgbm"]:
         # Slices continue a model from its checkpoint, which LightGBM does (init_model).
         raise r.fail("training.unlearning", 'sharded training needs training.candidates = ["lightgbm"]')
+    return training
 
-    g = r.table(raw, "gates")
+
+def _gates(r: _Reader, g: Mapping[str, Any]) -> GateSpec:
     r.keys(g, "gates.", {"minimum", "max_regression", "fairness"})
-    gates = GateSpec(
+    return GateSpec(
         minimum=r.numbers(g, "gates.minimum", GATE_STATS),
         max_regression=r.numbers(g, "gates.max_regression", GATE_STATS),
         fairness=r.numbers(g, "gates.fairness", FAIRNESS_STATS),
     )
 
-    ops = r.table(raw, "operating_points")
+
+def _operating_points(r: _Reader, ops: Mapping[str, Any]) -> dict[str, OperatingPointSpec]:
+    """Each point is a query string, or ``{ query = "...", class = "..." }`` to name the class it flags."""
     from assay.modelling.queries import parse_threshold_query
 
-    for op_name, query in ops.items():
-        if not isinstance(query, str):
-            raise SpecError(f"{source}: operating_points.{op_name} must be a query string", field=op_name)
+    points = {}
+    for op_name, value in ops.items():
+        key = f"operating_points.{op_name}"
+        if isinstance(value, dict):
+            r.keys(value, f"{key}.", {"query", "class"})
+            query = r.get(value, f"{key}.query", str, required=True)
+            cls = _str_or_none(r.get(value, f"{key}.class", (str, bool, int), default=None))
+        elif isinstance(value, str):
+            query, cls = value, None
+        else:
+            raise r.fail(key, 'must be a query string or a table { query = "...", class = "..." }')
         try:
             parse_threshold_query(query)
         except Exception as exc:
-            raise SpecError(
-                f"{source}: operating_points.{op_name}: {exc}", field=f"operating_points.{op_name}"
-            ) from exc
+            raise r.fail(key, str(exc)) from exc
+        points[op_name] = OperatingPointSpec(query, cls)
+    return points
 
-    return ModelSpec(
-        name=name,
-        data=data,
-        features=features,
-        training=training,
-        gates=gates,
-        operating_points=dict(ops),
-        monitoring=_monitoring(r, r.table(raw, "monitoring")),
-        retraining=_retraining(r, r.table(raw, "retraining")),
-        description=r.get(raw, "description", str, default=""),
-        seed=r.get(raw, "seed", int, default=0),
-        source=source,
+
+def _card(r: _Reader, c: Mapping[str, Any]) -> CardSpec:
+    """``[card]``: free text for the model card's sections; ``out_of_scope`` is a list of uses."""
+    texts = [f.name for f in fields(CardSpec) if f.name != "out_of_scope"]
+    r.keys(c, "card.", {*texts, "out_of_scope"})
+    values = {name: r.get(c, f"card.{name}", str, default="") for name in texts}
+    return CardSpec(**values, out_of_scope=r.strings(c, "card.out_of_scope"))
+
+
+def _fairness(r: _Reader, f: Mapping[str, Any], sensitive: list[str]) -> FairnessSpec:
+    r.keys(f, "fairness.", {fl.name for fl in fields(FairnessSpec)})
+    intersections = r.get(f, "fairness.intersections", list, default=[])
+    if not all(isinstance(i, list) and all(isinstance(c, str) for c in i) for i in intersections):
+        raise r.fail("fairness.intersections", 'must be a list of lists of columns, e.g. [["sex", "race"]]')
+    spec = FairnessSpec(
+        min_group_size=r.get(f, "fairness.min_group_size", int, default=FairnessSpec.min_group_size),
+        bootstrap=r.get(f, "fairness.bootstrap", int, default=FairnessSpec.bootstrap),
+        confidence=r.get(f, "fairness.confidence", float, default=FairnessSpec.confidence),
+        intersections=[list(i) for i in intersections],
+        mitigation=r.get(f, "fairness.mitigation", str, default="none"),
+        attribute=r.get(f, "fairness.attribute", str, default=""),
+        constraint=r.get(f, "fairness.constraint", str, default=FairnessSpec.constraint),
     )
+    if spec.min_group_size < 1:
+        raise r.fail("fairness.min_group_size", "must be at least 1")
+    if not 0 <= spec.bootstrap <= 10_000:
+        raise r.fail("fairness.bootstrap", f"must be from 0 to 10000 resamples; got {spec.bootstrap}")
+    if not 0.5 <= spec.confidence < 1.0:
+        raise r.fail("fairness.confidence", f"must be at least 0.5 and below 1; got {spec.confidence}")
+    for i, columns in enumerate(spec.intersections):
+        if len(columns) < 2 or len(set(columns)) != len(columns) or not set(columns) <= set(sensitive):
+            raise r.fail(
+                f"fairness.intersections[{i}]",
+                f"must list two or more distinct columns of features.sensitive ({', '.join(sensitive)})",
+            )
+    if spec.mitigation not in MITIGATIONS:
+        raise r.fail(
+            "fairness.mitigation", f"must be one of {', '.join(MITIGATIONS)}; got {spec.mitigation!r}"
+        )
+    if spec.constraint not in CONSTRAINTS:
+        raise r.fail(
+            "fairness.constraint", f"must be one of {', '.join(CONSTRAINTS)}; got {spec.constraint!r}"
+        )
+    if spec.mitigation != "none" and not sensitive:
+        raise r.fail("fairness.mitigation", "needs a features.sensitive column to mitigate for")
+    if spec.attribute and spec.attribute not in sensitive:
+        raise r.fail("fairness.attribute", f"must be one of features.sensitive ({', '.join(sensitive)})")
+    return spec
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

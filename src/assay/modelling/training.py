@@ -17,7 +17,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,7 +36,8 @@ from sklearn.model_selection import ParameterSampler, StratifiedKFold, train_tes
 import assay
 from assay.engines.engine import Engine, LocalEngine
 from assay.errors import DataError, GateFailed, SpecError
-from assay.modelling import evaluation
+from assay.modelling import evaluation, mitigation
+from assay.modelling.assessment import assess_held_out, operating_point_classes, sensitive_groups
 from assay.modelling.candidates import CANDIDATES, check_params
 from assay.modelling.datasets import (
     LabelledData,
@@ -47,7 +48,6 @@ from assay.modelling.datasets import (
     read_labelled,
 )
 from assay.modelling.profile import PROFILE_JSON, build_profile, profile_bytes
-from assay.modelling.queries import answer_threshold_query
 from assay.modelling.reports import model_card
 from assay.modelling.spec import ModelSpec
 from assay.registry.artifacts import library_versions, save_model
@@ -79,7 +79,7 @@ def metric_score(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
         return float(average_precision_score(onehot, proba, average="macro"))
     pred = proba.argmax(axis=1)
     if metric == "f1":
-        return float(f1_score(y, pred, average="binary" if k == 2 else "macro"))
+        return float(f1_score(y, pred, average="binary" if k == 2 else "macro", zero_division=0))
     if metric == "balanced_accuracy":
         return float(balanced_accuracy_score(y, pred))
     return float(accuracy_score(y, pred))
@@ -120,6 +120,27 @@ class TrainResult:
     promoted: bool
     search: dict[str, Any] | None = None
     messages: list[str] = field(default_factory=list)
+    prior_score: float | None = None  # the metric of predicting the class frequencies
+
+
+# A candidate within this much of the prior's score has learnt nothing the class
+# frequencies do not already say (a constant model scores exactly the prior).
+NO_BETTER_MARGIN = 0.005
+
+
+def no_better_than_prior(score: float, prior: float | None) -> bool:
+    return prior is not None and score <= prior + NO_BETTER_MARGIN
+
+
+def prior_score(y: np.ndarray, *, folds: int, metric: str, seed: int) -> float:
+    """The selection metric of predicting each fold's class frequencies, on the candidates' folds."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    k = int(y.max()) + 1
+    scores = []
+    for tr, va in splitter.split(np.zeros(len(y)), y):
+        frequencies = np.bincount(y[tr], minlength=k) / len(tr)
+        scores.append(metric_score(metric, y[va], np.tile(frequencies, (len(va), 1))))
+    return float(np.mean(scores))
 
 
 def cross_validate(
@@ -305,6 +326,7 @@ class Prepared:
     ids: np.ndarray  # training rows' item ids (strings), in row order
     excluded_rows: int = 0  # rows left out because their items were forgotten
     exclusions_through: int = 0
+    train_sensitive: dict[str, np.ndarray] = field(default_factory=dict)  # groups of each training row
 
 
 @dataclass
@@ -315,6 +337,10 @@ class Assessment:
     evaluation: dict[str, Any]
     importance: list[dict[str, Any]]
     operating_points: dict[str, dict[str, Any]]
+    # operating point -> attribute -> fairness of flagging its class at its threshold
+    fairness_at: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sensitive: dict[str, np.ndarray] = field(default_factory=dict)  # held-out groups by attribute
+    mitigation: dict[str, Any] | None = None  # what mitigation did, beside the unmitigated model
 
 
 def train(
@@ -347,7 +373,11 @@ def train(
             f"{spec.source}: training.unlearning needs sharded training", field="training.unlearning"
         )
     data = prepare(spec, campaign_labels, say, exclusion)
-    comparison, winner, search_info = compare(spec, data, say, engine)
+    operating_point_classes(spec, data.classes, data.positive)  # refuse an unclear point before any fit
+    mitigation.check_mitigation(spec, data.positive)
+    t = spec.training
+    prior = prior_score(data.y, folds=t.folds, metric=t.metric, seed=spec.seed)
+    comparison, winner, search_info = compare(spec, data, say, engine, prior=prior)
     record, ev = register(
         spec,
         registry,
@@ -359,9 +389,10 @@ def train(
         started=started,
         say=say,
         lineage_extra=lineage_extra,
+        prior=prior,
     )
     promoted = _promote_first(spec, registry, record, actor, say)
-    return TrainResult(record, comparison, winner, ev, promoted, search_info)
+    return TrainResult(record, comparison, winner, ev, promoted, search_info, prior_score=prior)
 
 
 def plain_refit(spec: ModelSpec, data: Prepared, winner: CandidateResult, say: Progress) -> Refitted:
@@ -386,6 +417,7 @@ def register(
     started: float,
     say: Progress,
     lineage_extra: dict[str, Any] | None = None,
+    prior: float | None = None,
 ) -> tuple[VersionRecord, dict[str, Any]]:
     """Refit the chosen candidate, assess it on held-out data and publish it: (record, evaluation)."""
     say(f"refitting {winner.candidate} on all {len(data.X)} training rows")
@@ -393,6 +425,11 @@ def register(
     refitted = refit(spec, data, winner, say)
     refit_s = time.perf_counter() - refit_started
     assessment = assess(spec, data, refitted.estimator, say)
+    estimator = refitted.estimator
+    if spec.fairness.mitigation != "none":
+        estimator, assessment = mitigation.mitigate(
+            spec, data, winner, estimator, assessment, lambda model: assess(spec, data, model, say), say
+        )
     lineage = _lineage(spec, data, winner, search_info, refit_s=refit_s, started=started)
     lineage["unlearning"] = {
         **refitted.lineage,
@@ -403,7 +440,9 @@ def register(
     lineage.update(lineage_extra or {})
     facts = _facts(spec, data, winner, comparison, search_info, assessment, lineage)
     facts["unlearning"] = refitted.card
-    record = publish(spec, registry, data, refitted.estimator, assessment, facts, say)
+    if prior is not None:
+        facts["prior_score"] = prior
+    record = publish(spec, registry, data, estimator, assessment, facts, say)
     return record, assessment.evaluation
 
 
@@ -459,6 +498,7 @@ def prepare(
         ids=train_data.ids.astype(str),
         excluded_rows=excluded,
         exclusions_through=exclusion.through if exclusion is not None else 0,
+        train_sensitive=sensitive_groups(spec, train_data.frame),
     )
     if excluded:
         say(f"{excluded} row(s) left out: their items were forgotten")
@@ -476,14 +516,28 @@ def prepare(
 
 
 def compare(
-    spec: ModelSpec, data: Prepared, say: Progress, engine: Engine | None = None
+    spec: ModelSpec,
+    data: Prepared,
+    say: Progress,
+    engine: Engine | None = None,
+    *,
+    prior: float | None = None,
 ) -> tuple[list[CandidateResult], CandidateResult, dict[str, Any] | None]:
-    """Cross-validate every candidate, keep the best, and search around it when the spec asks."""
+    """Cross-validate every candidate, keep the best, and search around it when the spec asks.
+
+    Each candidate starts from defaults fitted to the size of the folds' training parts (a
+    leaf of 60 rows leaves no split to make in a hundred rows); the spec's own parameters win.
+    A candidate that scores no better than ``prior`` (predicting the class frequencies) is flagged.
+    """
     engine = engine or LocalEngine()
     t = spec.training
+    fold_rows = len(data.X) * (t.folds - 1) // t.folds
     say(f"cross-validating {', '.join(t.candidates)} ({t.folds} folds each, {engine.name} engine)")
     comparison = cross_validate(
-        [(name, t.params.get(name, {})) for name in t.candidates],
+        [
+            (name, {**CANDIDATES[name].defaults_for(fold_rows), **t.params.get(name, {})})
+            for name in t.candidates
+        ],
         data.schema,
         data.X,
         data.y,
@@ -493,6 +547,12 @@ def compare(
         progress=say,
         engine=engine,
     )
+    for result in comparison:
+        if prior is not None and no_better_than_prior(result.mean_score, prior):
+            say(
+                f"warning: {result.candidate} scores {t.metric}={result.mean_score:.4f}, no better than "
+                f"predicting the class frequencies ({prior:.4f}): it has learnt nothing from the features"
+            )
     winner = max(comparison, key=lambda r: r.mean_score)
     say(f"best candidate: {winner.candidate} ({t.metric}={winner.mean_score:.4f})")
     search_info = None
@@ -511,14 +571,8 @@ def assess(spec: ModelSpec, data: Prepared, estimator: Any, say: Progress) -> As
     """Held-out statistics, fairness, permutation importance and the spec's operating points."""
     k = len(data.classes)
     proba = _full_proba(estimator, data.X_test, k)
-    frame = data.test_frame
-    sensitive = {
-        a: frame[a].astype(str).where(frame[a].notna(), "(missing)").to_numpy()
-        for a in spec.features.sensitive
-    }
-    say("evaluating on held-out data")
-    ev = evaluation.evaluate(
-        data.y_test, proba, data.classes, positive=data.positive, sensitive=sensitive or None
+    ev, operating_points, fairness_at, sensitive = assess_held_out(
+        spec, data.classes, data.positive, proba, data.y_test, data.test_frame, say
     )
     importance = evaluation.permutation_importance(
         lambda m: _full_proba(estimator, m, k),
@@ -529,12 +583,7 @@ def assess(spec: ModelSpec, data: Prepared, estimator: Any, say: Progress) -> As
         positive=data.positive,
         seed=spec.seed,
     )
-    operating_points = {}
-    for op_name, query in spec.operating_points.items():
-        cls = data.positive or data.classes[-1]
-        answer = answer_threshold_query(ev["thresholds"][cls], query)
-        operating_points[op_name] = {"query": query, "class": cls, "answer": answer}
-    return Assessment(proba, ev, importance, operating_points)
+    return Assessment(proba, ev, importance, operating_points, fairness_at, sensitive)
 
 
 def _lineage(
@@ -590,6 +639,9 @@ def _facts(
         "comparison": [c.to_dict() for c in comparison],
         "search": search_info,
         "operating_points": assessment.operating_points,
+        "fairness_at_operating_points": assessment.fairness_at,
+        "details": asdict(spec.card),
+        **({"mitigation": assessment.mitigation} if assessment.mitigation else {}),
         "lineage": lineage,
         "features": [{"name": f.name, "kind": f.kind} for f in data.schema.features],
         "sensitive": spec.features.sensitive,

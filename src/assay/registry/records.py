@@ -102,6 +102,11 @@ class GroupStats(TypedDict):
     tpr: float | None
     fpr: float | None
     precision: float | None
+    # Versions trained before fairness grew calibration and group sizes lack these:
+    fnr: NotRequired[float | None]
+    brier: NotRequired[float | None]
+    calibration: NotRequired[CalibrationCurve]
+    compared: NotRequired[bool]  # False: below min_group_size, left out of the summaries
 
 
 class Fairness(TypedDict):
@@ -110,6 +115,15 @@ class Fairness(TypedDict):
     demographic_parity_ratio: float | None
     equalized_odds_difference: float | None
     equalized_odds_ratio: float | None
+    # Versions trained before group sizes and intervals lack these:
+    true_positive_rate_difference: NotRequired[float | None]
+    false_positive_rate_difference: NotRequired[float | None]
+    excluded_groups: NotRequired[list[str]]
+    min_group_size: NotRequired[int]
+    all_groups: NotRequired[dict[str, float | None]]  # the four Fairlearn summaries over every group
+    intervals: NotRequired[dict[str, list[float] | None]]  # stat -> [low, high] (bootstrap)
+    confidence: NotRequired[float]
+    bootstrap: NotRequired[int]
 
 
 class RocCurve(TypedDict):
@@ -131,6 +145,7 @@ class EvaluationRecord(TypedDict):
     counts: dict[str, int]
     confusion_matrix: ConfusionMatrix
     accuracy: float
+    log_loss: NotRequired[float]  # versions trained before it was reported lack it
     per_class: dict[str, ClassStats]
     micro: ClassStats
     macro: ClassStats
@@ -274,6 +289,11 @@ class CardRecord(TypedDict):
     decision_threshold: float
     gates: GateLimits
     unlearning: NotRequired[dict[str, Any]]  # fast unlearning or not, its accuracy cost, the shard curve
+    # Versions trained before these were recorded lack them:
+    fairness_at_operating_points: NotRequired[dict[str, dict[str, Fairness]]]  # point -> attribute -> block
+    prior_score: NotRequired[float]  # the selection metric of predicting the class frequencies
+    details: NotRequired[dict[str, str | list[str]]]  # the spec's [card]: owner, licence, intended use...
+    mitigation: NotRequired[dict[str, Any]]  # the fairness mitigation chosen, and its trade-off
 
 
 # --------------------------------------------------------------------------- the checks
@@ -303,7 +323,7 @@ def check_schema(value: Any, name: str = "schema.json") -> SchemaRecord:
 def check_evaluation(value: Any, name: str = "evaluation.json") -> EvaluationRecord:
     """Held-out statistics: classes, counts, rates and tables that agree with each other."""
     v = _Validator(name)
-    ev = v.keys(value, "", set(EvaluationRecord.__annotations__))
+    ev = v.keys(value, "", set(EvaluationRecord.__annotations__) - {"log_loss"}, {"log_loss"})
     task = v.enum(ev["task"], "task", TASKS)
     classes = v.strings(ev["classes"], "classes", unique=True, min_length=2)
     positive = _positive(v, ev["positive"], "positive", task, classes)
@@ -327,6 +347,8 @@ def check_evaluation(value: Any, name: str = "evaluation.json") -> EvaluationRec
     if sum(cells) != n:
         raise v.fail("confusion_matrix.matrix", f"must add up to n={n}")
     v.number(ev["accuracy"], "accuracy", 0.0, 1.0)
+    if "log_loss" in ev:
+        v.number(ev["log_loss"], "log_loss", 0.0)
     per_class = v.keys(ev["per_class"], "per_class", set(classes))
     for c in classes:
         _stats(v, per_class[c], f"per_class.{c}", RATE_STATS + AUC_STATS, COUNT_STATS)
@@ -346,7 +368,7 @@ def check_evaluation(value: Any, name: str = "evaluation.json") -> EvaluationRec
     for attribute, by_class in v.mapping(ev["fairness"], "fairness").items():
         blocks = v.keys(by_class, f"fairness.{attribute}", focus)
         for c in sorted(focus):
-            _fairness(v, blocks[c], f"fairness.{attribute}.{c}")
+            check_fairness(v, blocks[c], f"fairness.{attribute}.{c}")
     for curve, columns in (("roc_curve", ("fpr", "tpr")), ("pr_curve", ("precision", "recall"))):
         by_class = v.keys(ev[curve], curve, focus)
         for c in sorted(focus):
@@ -434,7 +456,7 @@ def check_card(value: Any, name: str = "card.json") -> CardRecord:
     threshold and operating points (thresholds in [0, 1], classes among the model's), the
     features, the candidates compared and the gates."""
     v = _Validator(name)
-    card = v.keys(value, "", set(CardRecord.__annotations__) - {"unlearning"}, {"unlearning"})
+    card = v.keys(value, "", set(CardRecord.__annotations__) - _CARD_OPTIONAL, _CARD_OPTIONAL)
     v.string(card["model"], "model")
     v.integer(card["version"], "version", 1)
     v.string(card["created_at"], "created_at")
@@ -480,10 +502,30 @@ def check_card(value: Any, name: str = "card.json") -> CardRecord:
         u = v.keys(card["unlearning"], "unlearning", {"fast", "note"}, _CARD_UNLEARNING)
         v.boolean(u["fast"], "unlearning.fast")
         v.string(u["note"], "unlearning.note")
+    _card_extras(v, card)
     return cast(CardRecord, value)
 
 
 _CARD_UNLEARNING = ("shards", "slices", "metrics", "cost", "curve")
+
+
+def _card_extras(v: _Validator, card: dict[str, Any]) -> None:
+    """Fairness at each operating point, the prior's score, the spec's [card] details, mitigation."""
+    points = v.mapping(card.get("fairness_at_operating_points", {}), "fairness_at_operating_points")
+    for point, by_attribute in points.items():
+        if point not in card["operating_points"]:
+            raise v.fail(f"fairness_at_operating_points.{point}", "is no operating point of the card")
+        for attribute, block in v.mapping(by_attribute, f"fairness_at_operating_points.{point}").items():
+            check_fairness(v, block, f"fairness_at_operating_points.{point}.{attribute}")
+    if "prior_score" in card:
+        v.number(card["prior_score"], "prior_score")
+    for key, text in v.mapping(card.get("details", {}), "details").items():
+        if isinstance(text, list):
+            v.strings(text, f"details.{key}", empty_ok=True)
+        else:
+            v.string(text, f"details.{key}", empty_ok=True)
+    if "mitigation" in card:
+        v.mapping(card["mitigation"], "mitigation")
 
 
 def check_gate_limits(value: Any, name: str) -> GateLimits:
@@ -552,17 +594,55 @@ def _columns(
     return table
 
 
-def _fairness(v: _Validator, value: Any, where: str) -> None:
-    block = v.keys(value, where, set(Fairness.__annotations__))
+# The keys marked NotRequired above (string annotations hide that from TypedDict at run time).
+_FAIRNESS_OPTIONAL = {
+    "true_positive_rate_difference",
+    "false_positive_rate_difference",
+    "excluded_groups",
+    "min_group_size",
+    "all_groups",
+    "intervals",
+    "confidence",
+    "bootstrap",
+}
+_GROUP_OPTIONAL = {"fnr", "brier", "calibration", "compared"}
+_CARD_OPTIONAL = {"unlearning", "fairness_at_operating_points", "prior_score", "details", "mitigation"}
+
+
+def check_fairness(v: _Validator, value: Any, where: str) -> None:
+    """One fairness block: per-group rates, the summaries and their intervals."""
+    block = v.keys(value, where, set(Fairness.__annotations__) - _FAIRNESS_OPTIONAL, _FAIRNESS_OPTIONAL)
     for group, stats in v.mapping(block["groups"], f"{where}.groups").items():
         gwhere = f"{where}.groups.{group}"
-        entry = v.keys(stats, gwhere, set(GroupStats.__annotations__))
+        entry = v.keys(stats, gwhere, set(GroupStats.__annotations__) - _GROUP_OPTIONAL, _GROUP_OPTIONAL)
         v.integer(entry["count"], f"{gwhere}.count", 0)
-        for stat in ("selection_rate", "tpr", "fpr", "precision"):
-            v.number(entry[stat], f"{gwhere}.{stat}", 0.0, 1.0, null=True)
-    for stat in Fairness.__annotations__:
-        if stat != "groups":
+        for stat in ("selection_rate", "tpr", "fpr", "precision", "fnr", "brier"):
+            if stat in entry:
+                v.number(entry[stat], f"{gwhere}.{stat}", 0.0, 1.0, null=True)
+        if "calibration" in entry:
+            curve = {"prob_pred": False, "prob_true": False, "count": True}
+            _columns(v, entry["calibration"], f"{gwhere}.calibration", curve)
+        if "compared" in entry:
+            v.boolean(entry["compared"], f"{gwhere}.compared")
+    summaries = [k for k in Fairness.__annotations__ if k.endswith(("_difference", "_ratio"))]
+    for stat in summaries:
+        if stat in block:
             v.number(block[stat], f"{where}.{stat}", 0.0, 1.0, null=True)
+    if "excluded_groups" in block:
+        v.strings(block["excluded_groups"], f"{where}.excluded_groups", empty_ok=True)
+    if "min_group_size" in block:
+        v.integer(block["min_group_size"], f"{where}.min_group_size", 1)
+    for stat, limit in v.mapping(block.get("all_groups", {}), f"{where}.all_groups").items():
+        v.number(limit, f"{where}.all_groups.{stat}", 0.0, 1.0, null=True)
+    for stat, interval in v.mapping(block.get("intervals", {}), f"{where}.intervals").items():
+        if interval is not None:
+            low, high = v.array(interval, f"{where}.intervals.{stat}", length=2)
+            v.number(low, f"{where}.intervals.{stat}[0]", 0.0, 1.0)
+            v.number(high, f"{where}.intervals.{stat}[1]", low, 1.0)
+    if "confidence" in block:
+        v.number(block["confidence"], f"{where}.confidence", 0.0, 1.0)
+    if "bootstrap" in block:
+        v.integer(block["bootstrap"], f"{where}.bootstrap", 0)
 
 
 def _candidate(v: _Validator, value: Any, where: str) -> None:

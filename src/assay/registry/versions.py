@@ -126,6 +126,15 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
+class Imported:
+    """What an import did: the version that holds the bundle, and whether this import added it."""
+
+    record: VersionRecord
+    added: bool  # False: the same bundle (or the same files) was already here; nothing was written
+    origin: str  # the ref the bundle was exported as, e.g. reverted@2
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     name: str
     task: str
@@ -505,8 +514,12 @@ class Registry:
         summary: dict[str, Any],
         lineage: dict[str, Any],
         render: Callable[[int, Path], None] | None = None,
+        preferred: int | None = None,
     ) -> VersionRecord:
         """Publish the files in ``staging`` as the model's next version (one transaction, one rename).
+
+        ``preferred`` is a number to take instead when no version of the model holds it (an
+        import keeps the number it was exported with, which its card names).
 
         ``render(version, staging)`` writes the files that name the version (the model card).
         It runs once the version's row has claimed its number in the store, inside that
@@ -516,8 +529,9 @@ class Registry:
         check_name(name)
         check_summary(summary)
         check_lineage(lineage)
-        for _attempt in range(5):
-            version = self.next_version(name)
+        for attempt in range(5):
+            free = preferred is not None and attempt == 0 and version_of(self, name, preferred) is None
+            version = preferred if free and preferred is not None else self.next_version(name)
             target = self.artifacts_path / name / str(version)
             try:
                 with self.engine.begin() as conn:
@@ -644,8 +658,8 @@ class Registry:
         export_bundle(self.fetch(record), record.manifest, record.to_dict(), out)
         return record
 
-    def import_(self, path: Path, *, expected_sha256: str | None = None) -> VersionRecord:
-        """Add a bundle's version as the next version of its model in this workspace.
+    def import_(self, path: Path, *, expected_sha256: str | None = None) -> Imported:
+        """Add a bundle's version to this workspace, under its own number when that is free.
 
         A bundle is untrusted, and promotion gates read the summary, so before anything is added:
         the record must have a version's shape and every record inside it must pass its contract,
@@ -654,8 +668,13 @@ class Registry:
         and agree, and the summary stored is the one its evaluation gives; a header that claims
         other numbers is refused. Only ``expected_sha256`` (the hash the exporter published) catches
         a forger who rewrote the evaluation and its manifest hash together.
+
+        A bundle already here (imported before, or the very version it was exported from) adds
+        nothing: the version that holds it is returned with ``added`` false. Importing never
+        moves an alias; the lineage names the origin (model, version, bundle hash).
         """
         path = Path(path)
+        bundle_sha256 = sha256_file(path)
         work = WorkDir(self.artifacts_path / IMPORT_DIR, "")
         dest = work.path / "version"
         try:
@@ -673,15 +692,18 @@ class Registry:
                 summary = _bundle_summary(record["summary"], loaded.evaluation)
             except ArtifactError as exc:
                 raise ArtifactError(f"bundle {path.name}: {exc.message}", field=exc.field) from exc
+            origin = f"{record['model']}@{record['version']}"
+            existing = self._holder_of(record["model"], bundle_sha256, manifest)
+            if existing is not None:
+                return Imported(existing, added=False, origin=origin)
             lineage = dict(record["lineage"])
             lineage["imported_from"] = {
                 "model": record["model"],
                 "version": record["version"],
                 "created_at": record["created_at"],
-                "bundle_sha256": sha256_file(path),
+                "bundle_sha256": bundle_sha256,
             }
-            # The imported version's own number is assigned here; the card keeps the original.
-            return self.add(
+            added = self.add(
                 name=record["model"],
                 task="multiclass" if loaded.positive is None else "binary",
                 staging=dest,
@@ -691,9 +713,32 @@ class Registry:
                 data_fingerprint=record["data_fingerprint"],
                 summary=summary,
                 lineage=lineage,
+                preferred=record["version"],
             )
+            return Imported(added, added=True, origin=origin)
         finally:
             work.discard()
+
+    def _holder_of(self, name: str, bundle_sha256: str, manifest: dict[str, str]) -> VersionRecord | None:
+        """The version of ``name`` this bundle already is: imported from the same file, or the same files."""
+        columns = (db.versions.c.version, db.versions.c.lineage, db.versions.c.manifest)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(*columns).where(db.versions.c.model == name).order_by(db.versions.c.version)
+            ).all()
+        for row in rows:
+            origin = (row.lineage or {}).get("imported_from") or {}
+            if origin.get("bundle_sha256") == bundle_sha256 or row.manifest == manifest:
+                return self.get(name, row.version)
+        return None
+
+
+def version_of(registry: Registry, name: str, version: int) -> VersionRecord | None:
+    """The version, or None when the model has no such version (or no such model)."""
+    try:
+        return registry.get(name, version)
+    except NotFound:
+        return None
 
 
 def _checked(record: VersionRecord, check: Callable[[Any, str], Any], value: Any) -> Any:
