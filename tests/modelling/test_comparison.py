@@ -7,11 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from assay.errors import DataError, InvalidInput
-from assay.modelling.comparison import compare_versions, file_rows, held_out_rows, version_proba
+from assay.modelling.comparison import compare_versions, file_rows, held_out_rows, training_ids, version_proba
 from assay.modelling.comparison_report import write_report
+from assay.modelling.promotion import challenge
 from assay.modelling.spec import load_spec
 from assay.modelling.training import train
 from assay.workspace import Workspace
@@ -124,3 +126,32 @@ def test_report_as_page_and_picture(trained_workspace: Workspace, weak_version: 
     with pytest.raises(InvalidInput, match=r"write \.html or \.png"):
         write_report(c, tmp_path / "c.txt")
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_items_the_older_version_trained_on_are_left_out(
+    trained_workspace: Workspace, trained_home: Path
+) -> None:
+    """A split spec whose newer version read more rows: its held-out split holds items the older
+    version learnt from, which would flatter the older one."""
+    reg = trained_workspace.registry
+    data = trained_home.parent / "data"
+    articles = pd.read_csv(data / "articles.csv")
+    more = articles.sample(300, random_state=1).assign(page_id=[f"n{i}" for i in range(300)])
+    pd.concat([articles, more]).to_csv(data / "articles2.csv", index=False)
+    spec = load_spec(data / "quality.toml")
+    spec.data.train = [str(data / "articles2.csv")]
+    q1, q2 = reg.get("quality", 1), train(spec, reg).record
+    trained = training_ids(q1)
+    assert trained is not None and len(trained) == q1.lineage["train_rows"]
+    full = held_out_rows(q2)
+    overlap = int(full.frame["page_id"].isin(trained).sum())
+    assert overlap > 0
+    c = challenge(reg, q1, q2, resamples=100)
+    assert c.n == len(full.labels) - overlap and f"less {overlap} rows quality@1 trained on" in c.source
+    # Its files changed since: which rows it learnt is unknown, and the comparison says so.
+    pd.concat([articles, more]).to_csv(data / "articles.csv", index=False)
+    spec.data.train = [str(data / "articles.csv")]
+    q3 = train(spec, reg).record
+    articles.to_csv(data / "articles2.csv", index=False)  # what quality@2 read is gone
+    assert training_ids(q2) is None
+    assert "which rows quality@2 trained on is unknown" in challenge(reg, q2, q3, resamples=100).source

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from assay.errors import DataError, InvalidInput
+from assay.errors import AssayError, DataError, InvalidInput
 from assay.modelling import evaluation
 from assay.modelling.datasets import read_labelled
 from assay.modelling.significance import (
@@ -69,6 +69,34 @@ def held_out_rows(record: VersionRecord, campaign_labels: CampaignLabels | None 
     return Rows(
         data.test_frame, np.asarray(data.y_test, dtype=str), f"held-out data of {record.ref} ({what})"
     )
+
+
+def training_ids(record: VersionRecord, campaign_labels: CampaignLabels | None = None) -> set[str] | None:
+    """The items ``record`` trained on, or None when its files changed since (a retrained
+    version's label snapshot never does)."""
+    data = prepare(spec_of(record), campaign_labels, lambda _m: None)
+    return set(data.ids.tolist()) if data.fingerprint == record.data_fingerprint else None
+
+
+def unseen_by(
+    rows: Rows, record: VersionRecord, id_column: str, campaign_labels: CampaignLabels | None
+) -> Rows:
+    """``rows`` less the items ``record`` trained on: an older version's training data may hold
+    items of a newer version's held-out split, and would be judged on items it has learnt."""
+    try:
+        trained = training_ids(record, campaign_labels)
+        why = "its training files changed since"
+    except AssayError as exc:
+        trained, why = None, exc.message
+    if trained is None:
+        return Rows(
+            rows.frame, rows.labels, f"{rows.source}; which rows {record.ref} trained on is unknown: {why}"
+        )
+    keep = ~rows.frame[id_column].astype(str).isin(trained).to_numpy()
+    if keep.all():
+        return rows
+    source = f"{rows.source}, less {int((~keep).sum())} rows {record.ref} trained on"
+    return Rows(rows.frame[keep].reset_index(drop=True), rows.labels[keep], source)
 
 
 def file_rows(record: VersionRecord, path: str | Path) -> Rows:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assay.errors import AssayError
-from assay.modelling.comparison import Comparison, Rows, compare_versions, held_out_rows
+from assay.modelling.comparison import Comparison, Rows, compare_versions, held_out_rows, spec_of, unseen_by
 from assay.modelling.significance import DEFAULT_RESAMPLES
 from assay.modelling.training import CampaignLabels
 from assay.registry.versions import DEFAULT_ALIAS, Registry, VersionRecord
@@ -39,11 +39,16 @@ def challenge(
     campaign_labels: CampaignLabels | None = None,
     resamples: int = DEFAULT_RESAMPLES,
 ) -> Comparison:
-    """``holder`` (a) against ``challenger`` (b) on ``rows``, by default the newer one's held-out data."""
+    """``holder`` (a) against ``challenger`` (b) on ``rows``, by default the newer one's held-out
+    data less the items the older one trained on."""
     if callable(rows):
         rows = rows()
     if rows is None:
-        rows = held_out_rows(newer(holder, challenger), campaign_labels)
+        fresh = newer(holder, challenger)
+        rows = held_out_rows(fresh, campaign_labels)
+        older = challenger if fresh is holder else holder
+        if older.version != fresh.version:
+            rows = unseen_by(rows, older, spec_of(fresh).data.id, campaign_labels)
     return compare_versions(
         registry, holder, challenger, rows, resamples=resamples, seed=challenger.spec.get("seed", 0)
     )
