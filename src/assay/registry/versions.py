@@ -582,6 +582,16 @@ class Registry:
     ) -> None:
         check_name(alias, "alias")
         self.get(name, version)
+        try:
+            self._move_alias(name, alias, version, actor=actor, reason=reason, forced=forced, gates=gates)
+        except sa.exc.IntegrityError:
+            # Another process created the alias between our look-up and our insert: it exists now,
+            # so the second attempt moves it (and records the move from the version it set).
+            self._move_alias(name, alias, version, actor=actor, reason=reason, forced=forced, gates=gates)
+
+    def _move_alias(
+        self, name: str, alias: str, version: int, *, actor: str, reason: str, forced: bool, gates: list[dict]
+    ) -> None:
         with self.engine.begin() as conn:
             current = conn.execute(
                 sa.select(db.aliases.c.version).where(db.aliases.c.model == name, db.aliases.c.alias == alias)
