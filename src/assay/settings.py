@@ -46,7 +46,7 @@ class Settings:
     cache_ttl_s: int = _setting(86_400, "Seconds a cached score lives in Redis.")
     engine: str = _setting(
         "local",
-        "Where heavy work runs (training folds and searches, scoring Parquet folders, "
+        "Where heavy work runs (training folds and searches, retrains, scoring Parquet folders, "
         "unlearning retrains): local (this process) or ray (needs assay[ray]).",
     )
     ray_address: str = _setting(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from assay.engines.engine import open_engine
 from assay.errors import AssayError, Conflict, DataError
 from assay.modelling.comparison import Comparison, spec_of
 from assay.modelling.datasets import feature_kinds
@@ -118,6 +119,7 @@ def _run(
         result = train(
             snapshot.spec_for(spec), ws.registry, progress=say, actor=actor,
             lineage_extra={"labels": dict(snapshot.facts)},
+            engine=open_engine(ws.settings.engine, ws.settings.ray_address),
         )  # fmt: skip
     except AssayError as exc:
         shutil.rmtree(folder, ignore_errors=True)
