@@ -60,10 +60,10 @@ def editquality_spec(folder: Path, data: Path) -> str:
 
 
 def synthetic_spec(folder: Path, rows: int, seed: int = 0) -> str:
-    """``rows`` training rows and rows/10 held-out ones of a learnable binary task (12 features:
-    numeric, boolean and a categorical one, interactions and noise), written as CSV."""
+    """``rows`` training rows and rows/50 (at least 2,000) held-out ones of a learnable binary
+    task (10 features: numeric, boolean and a categorical one, interactions and noise), as CSV."""
     rng = np.random.default_rng(seed)
-    n = rows + rows // 10
+    n = rows + max(2000, rows // 50)
     X = rng.normal(size=(n, 8))
     flag = rng.random(n) < 0.3
     group = rng.choice(["a", "b", "c", "d", "e"], n)

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 import assay
-from assay.errors import InvalidInput, NotFound
+from assay.errors import ArtifactError, InvalidInput, NotFound
 from assay.modelling.spec import ModelSpec
 from assay.modelling.training import train
 from assay.monitoring.log import read_log, write_rows
@@ -181,3 +181,16 @@ def test_a_forget_killed_mid_way_leaves_no_alias_on_held_data_and_resumes(sharde
     replacement = request.versions[0]["replacement"]
     assert ws.registry.aliases("damaging") == {"production": replacement, "candidate": replacement}
     assert forgetting.verify(_forgetting(ws), request.id)["equal"] is True
+
+
+def test_a_tampered_checkpoint_stops_the_forget_without_serving_the_old_version(sharded_workspace):
+    ws = sharded_workspace
+    ids = training_ids(ws.settings.home.parent / "data")
+    old = ws.registry.get("damaging", 1)
+    for path in old.directory.glob("shard-*.slice-*.txt"):
+        path.write_text(path.read_text().replace("num_leaves=", "num_leaves=1", 1))
+    with pytest.raises(ArtifactError, match="hash mismatch"):
+        forgetting.forget(_forgetting(ws), ["damaging"], [ids[30]], actor="dpo")
+    [request] = requests.list_requests(ws.engine)
+    assert request.status == "running" and "hash mismatch" in request.error
+    assert ws.registry.aliases("damaging") == {}  # retired at once; nothing replaced it yet

@@ -418,13 +418,17 @@ def register(
     say: Progress,
     lineage_extra: dict[str, Any] | None = None,
     prior: float | None = None,
+    importance: list[dict[str, Any]] | None = None,
 ) -> tuple[VersionRecord, dict[str, Any]]:
-    """Refit the chosen candidate, assess it on held-out data and publish it: (record, evaluation)."""
+    """Refit the chosen candidate, assess it on held-out data and publish it: (record, evaluation).
+
+    ``importance``, when given, is kept instead of measured again (a replacement that forgot a
+    few rows keeps its predecessor's: permutation importance costs many predictions)."""
     say(f"refitting {winner.candidate} on all {len(data.X)} training rows")
     refit_started = time.perf_counter()
     refitted = refit(spec, data, winner, say)
     refit_s = time.perf_counter() - refit_started
-    assessment = assess(spec, data, refitted.estimator, say)
+    assessment = assess(spec, data, refitted.estimator, say, importance)
     estimator = refitted.estimator
     if spec.fairness.mitigation != "none":
         estimator, assessment = mitigation.mitigate(
@@ -567,21 +571,32 @@ def compare(
     return comparison, winner, search_info
 
 
-def assess(spec: ModelSpec, data: Prepared, estimator: Any, say: Progress) -> Assessment:
-    """Held-out statistics, fairness, permutation importance and the spec's operating points."""
+def assess(
+    spec: ModelSpec,
+    data: Prepared,
+    estimator: Any,
+    say: Progress,
+    importance: list[dict[str, Any]] | None = None,
+) -> Assessment:
+    """Held-out statistics, fairness, permutation importance (unless ``importance`` is given)
+    and the spec's operating points."""
     k = len(data.classes)
     proba = _full_proba(estimator, data.X_test, k)
     ev, operating_points, fairness_at, sensitive = assess_held_out(
         spec, data.classes, data.positive, proba, data.y_test, data.test_frame, say
     )
-    importance = evaluation.permutation_importance(
-        lambda m: _full_proba(estimator, m, k),
-        data.X_test,
-        data.y_test,
-        data.classes,
-        data.schema.names,
-        positive=data.positive,
-        seed=spec.seed,
+    importance = (
+        importance
+        if importance is not None
+        else evaluation.permutation_importance(
+            lambda m: _full_proba(estimator, m, k),
+            data.X_test,
+            data.y_test,
+            data.classes,
+            data.schema.names,
+            positive=data.positive,
+            seed=spec.seed,
+        )
     )
     return Assessment(proba, ev, importance, operating_points, fairness_at, sensitive)
 

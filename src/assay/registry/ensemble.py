@@ -41,7 +41,7 @@ from assay.registry.files import (
     write_atomic,
     write_json,
 )
-from assay.registry.lightgbm_text import check_lightgbm_text
+from assay.registry.lightgbm_text import LightGBMShape, check_lightgbm_text
 
 if TYPE_CHECKING:
     import lightgbm
@@ -89,7 +89,17 @@ class ShardedModel:
         return ShardedPredictor(shards, reference=None)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.predictor().predict_proba(X)
+        """The mean of the shards' probabilities, each booster on every core (training evaluates
+        whole held-out sets; the served predictor uses one thread per request)."""
+        self.predictor()
+        X = as_matrix(X, self.n_features)
+        total: np.ndarray | None = None
+        for booster in self._boosters:  # the served predictor's arithmetic, so the same bits
+            p = np.asarray(booster.predict(X))
+            part = np.column_stack((1.0 - p, p)) if self.n_classes == 2 else p
+            total = part if total is None else total + part
+        assert total is not None
+        return total / len(self._boosters)
 
 
 class ShardedPredictor:
@@ -128,10 +138,11 @@ def save_sharded(model: ShardedModel, directory: Path, reference: np.ndarray) ->
     shards, checkpoints = [], []
     for s, texts in enumerate(model.texts):
         data = [t.encode("utf-8") for t in texts]
-        for text in data:
-            shape = check_lightgbm_text(text)  # refuse now what loading would refuse later
-            if shape.n_features != model.n_features:
-                raise ValueError(f"shard {s} takes {shape.n_features} features, not {model.n_features}")
+        # The served model is refused now if loading would refuse it later; checkpoints are
+        # checked when forgetting reads one to continue from (each check parses the whole text).
+        shape = check_lightgbm_text(data[-1])
+        if shape.n_features != model.n_features:
+            raise ValueError(f"shard {s} takes {shape.n_features} features, not {model.n_features}")
         name = shard_file(s)
         written[name] = write_atomic(directory / name, data[-1])
         shards.append({"file": name, "sha256": written[name]})
@@ -170,13 +181,25 @@ def load_sharded(directory: Path, manifest: dict[str, str]) -> ShardedPredictor:
 
 
 def read_sharded(directory: Path, manifest: dict[str, str]) -> ShardedModel:
-    """The whole sharded model, checkpoints included, as forgetting continues it."""
+    """The whole sharded model, checkpoints included, as forgetting continues it.
+
+    Every file is hash-checked; the shards' models are checked in full (they are parsed to
+    evaluate the model), a checkpoint only when one is continued from (``check_text``)."""
     meta = _meta(directory, manifest, checkpoints_too=True)
     texts = []
     for s, entry in enumerate(meta["shards"]):
-        row = [_text(directory, manifest, c, meta) for c in meta["checkpoints"][s]]
+        row = [
+            _checked_bytes(directory, c["file"], manifest[c["file"]]).decode("utf-8")
+            for c in meta["checkpoints"][s]
+        ]
         texts.append([*row, _text(directory, manifest, entry, meta)])
     return ShardedModel(texts, meta["n_classes"], meta["n_features"], meta["plan"])
+
+
+def check_text(text: str, n_classes: int, n_features: int) -> str:
+    """A shard's text model, refused unless the strict reader accepts it for this shape."""
+    _check_shape(check_lightgbm_text(text.encode("utf-8")), n_classes, n_features, "a checkpoint")
+    return text
 
 
 def _meta(directory: Path, manifest: dict[str, str], *, checkpoints_too: bool = False) -> dict[str, Any]:
@@ -218,15 +241,18 @@ def _checked_bytes(directory: Path, name: str, expected: str) -> bytes:
 
 def _text(directory: Path, manifest: dict[str, str], entry: dict[str, str], meta: dict[str, Any]) -> str:
     data = _checked_bytes(directory, entry["file"], manifest[entry["file"]])
-    shape = check_lightgbm_text(data)
-    binary = meta["n_classes"] == 2
-    if (
-        shape.n_features != meta["n_features"]
-        or (shape.objective == "binary") != binary
-        or (not binary and shape.num_class != meta["n_classes"])
-    ):
-        raise ArtifactError(f"{entry['file']} does not match {ENSEMBLE_JSON}'s classes and features")
+    _check_shape(check_lightgbm_text(data), meta["n_classes"], meta["n_features"], entry["file"])
     return data.decode("utf-8")
+
+
+def _check_shape(shape: LightGBMShape, n_classes: int, n_features: int, name: str) -> None:
+    binary = n_classes == 2
+    if (
+        shape.n_features != n_features
+        or (shape.objective == "binary") != binary
+        or (not binary and shape.num_class != n_classes)
+    ):
+        raise ArtifactError(f"{name} does not match {ENSEMBLE_JSON}'s classes and features")
 
 
 def _booster(directory: Path, manifest: dict[str, str], entry: dict[str, str], meta: dict[str, Any]) -> Any:

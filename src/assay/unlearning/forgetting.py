@@ -314,14 +314,27 @@ def _replace(f: Forgetting, request_id: int, entry: dict[str, Any]) -> None:
     data = prepare(spec, f.campaign_labels, f.say, exclusions.ExclusionList(f.engine, old.model))
     card = f.registry.card(old)
     forgot = {"request": request_id, "replaces": old.version}
+    importance = None
     if entry["mode"] == "shards":
         winner, comparison, search = _winner(card, old)
         refit, shards = _continued(f, old, data, entry, card, forgot)
+        importance = [
+            dict(i) for i in card["importance"]
+        ]  # a few rows less do not move it; training measures it anew
     else:
         comparison, winner, search = compare(spec, data, f.say, f.work)
         refit, shards = _full(forgot), None
     record, _ev = register(
-        spec, f.registry, data, refit, winner, comparison, search, started=started, say=f.say
+        spec,
+        f.registry,
+        data,
+        refit,
+        winner,
+        comparison,
+        search,
+        started=started,
+        say=f.say,
+        importance=importance,
     )
     for alias in sorted(entry["aliases"]):
         f.registry.set_alias(

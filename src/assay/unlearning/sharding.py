@@ -26,7 +26,7 @@ from assay.errors import DataError
 from assay.modelling.candidates import CANDIDATES
 from assay.modelling.spec import ModelSpec, UnlearningSpec
 from assay.modelling.training import CandidateResult, Prepared, Progress, Refitted, metric_score, plain_refit
-from assay.registry.ensemble import ShardedModel
+from assay.registry.ensemble import ShardedModel, check_text
 
 # Statistics the card compares sharded and unsharded models by (binary and multi-class alike).
 CARD_METRICS = ("roc_auc", "average_precision", "log_loss")
@@ -110,6 +110,8 @@ def _fit_slices(
             {**params, "n_estimators": trees[r]}, data.schema, spec.seed
         )
         # The checkpoint goes through its text, as a stored one does: the same bytes either way.
+        if texts and r == first:  # a stored checkpoint: the strict reader sees it before LightGBM
+            check_text(texts[-1], k, data.X.shape[1])
         init = lightgbm.Booster(model_str=texts[-1]) if texts else None
         estimator.fit(
             X[rows], y[rows], categorical_feature=data.schema.categorical_indices or "auto", init_model=init

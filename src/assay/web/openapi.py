@@ -35,6 +35,7 @@ from assay.web.openapi_schema import (
     ref,
 )
 from assay.web.review_openapi import review_paths, review_schemas
+from assay.web.unlearning import UNLEARNING_TAG, unlearning_paths
 
 _MODEL = path_param("model", "A model: `name` (its production alias), `name@3` or `name@alias`.", MODEL_REF)
 
@@ -47,6 +48,7 @@ _TAGS = [
         "description": "Reviewers' sessions, campaigns, worksets, labels and skips; judgments of scores.",
     },
     MONITORING_TAG,
+    UNLEARNING_TAG,
 ]
 
 
@@ -374,6 +376,7 @@ def document() -> dict[str, Any]:
         **_tagged("inference", oip_paths()),
         **_tagged("review", review_paths()),
         **_tagged("monitoring", monitoring_paths()),
+        **_tagged("unlearning", unlearning_paths()),
     }
     return {
         "openapi": "3.0.3",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -24,6 +25,7 @@ from assay.review.resolution import resolved_labels
 from assay.serving.tokens import TokenInfo
 from assay.unlearning import forgetting, requests
 from assay.web.api import json_response, query_flag, require_token, services
+from assay.web.openapi_schema import ERROR, TOKEN, json_content, path_param
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,51 @@ async def get_request(request: Request) -> Response:
         raise InvalidInput(f"a deletion request is named by its number, not {raw[:40]!r}", field="request")
     found = await run_in_threadpool(requests.get_request, services(request).workspace.engine, int(raw))
     return json_response(found.to_dict())
+
+
+UNLEARNING_TAG = {
+    "name": "unlearning",
+    "description": "Deletion requests: forget an item everywhere (an admin token).",
+}
+
+
+def unlearning_paths() -> dict[str, Any]:
+    request = json_content({"type": "object", "required": ["id", "status"]}, "The deletion request")
+    text = {"type": "string"}
+    return {
+        "/v1/items/{item_id}": {
+            "delete": {
+                "summary": "Forget an item everywhere; 202 once the stores are clean, retraining goes on",
+                "operationId": "delete_item",
+                "security": TOKEN,
+                "parameters": [
+                    path_param("item_id", "The item's id.", {"type": "string", "maxLength": 200}),
+                    {
+                        "name": "model",
+                        "in": "query",
+                        "schema": text,
+                        "description": "Only this model (repeatable).",
+                    },
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "schema": {"type": "boolean"},
+                        "description": "Answer when done.",
+                    },
+                ],
+                "responses": {"200": request, "202": request, **ERROR},
+            }
+        },
+        "/v1/forget/{request_id}": {
+            "get": {
+                "summary": "A deletion request: its status, stores cleaned, versions retired and replaced",
+                "operationId": "get_forget_request",
+                "security": TOKEN,
+                "parameters": [path_param("request_id", "The request's number.", text)],
+                "responses": {"200": request, **ERROR},
+            }
+        },
+    }
 
 
 def routes() -> list[BaseRoute]:
