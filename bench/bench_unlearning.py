@@ -38,8 +38,7 @@ from assay.modelling.spec import load_spec
 from assay.modelling.training import train
 from assay.settings import Settings
 from assay.unlearning import forgetting
-from assay.unlearning.exclusions import ExclusionList
-from assay.unlearning.sharding import sharded_refit
+from assay.unlearning.sharding import training_options
 from assay.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,12 +92,9 @@ def timed_train(home: Path, spec_path: Path, *, sharded: bool) -> tuple[float, A
     try:
         spec = load_spec(spec_path)
         started = time.perf_counter()
-        result = train(
-            spec,
-            ws.registry,
-            exclusion=ExclusionList(ws.engine, spec.name),
-            refit=sharded_refit if sharded else None,
-        )
+        options = training_options(ws.engine, spec)
+        assert (options["refit"] is not None) == sharded
+        result = train(spec, ws.registry, **options)
         return time.perf_counter() - started, result.record
     finally:
         ws.close()

@@ -52,8 +52,7 @@ def train_command(ws: Workspace, spec_path: str, engine: str | None) -> None:
     from assay.modelling.spec import load_spec
     from assay.modelling.training import no_better_than_prior, train
     from assay.review.resolution import resolved_labels
-    from assay.unlearning.exclusions import ExclusionList
-    from assay.unlearning.sharding import sharded_refit
+    from assay.unlearning.sharding import training_options
 
     spec = load_spec(spec_path)
     result = train(
@@ -62,9 +61,8 @@ def train_command(ws: Workspace, spec_path: str, engine: str | None) -> None:
         progress=_progress,
         actor=getpass.getuser(),
         campaign_labels=functools.partial(resolved_labels, ws.engine),
-        exclusion=ExclusionList(ws.engine, spec.name),
-        refit=sharded_refit if spec.training.unlearning is not None else None,
         engine=open_engine(engine or ws.settings.engine, ws.settings.ray_address),
+        **training_options(ws.engine, spec),
     )
     metric = spec.training.metric
     click.echo("\ncandidates (cross-validated on the training data):")

@@ -37,6 +37,7 @@ from assay.monitoring.alerts import states
 from assay.registry.versions import VersionRecord
 from assay.retraining import runs
 from assay.retraining.snapshot import Snapshot, base_spec, count_later_labels, take_snapshot
+from assay.unlearning.sharding import training_options
 from assay.workspace import Workspace
 
 Progress = Callable[[str], None]
@@ -116,10 +117,12 @@ def _run(
         snapshot = take_snapshot(ws.engine, ws.registry, champion, spec, folder)
         say(_describe(snapshot))
         _refuse_unusable(ws, champion, spec, snapshot)
+        trained = snapshot.spec_for(spec)
         result = train(
-            snapshot.spec_for(spec), ws.registry, progress=say, actor=actor,
+            trained, ws.registry, progress=say, actor=actor,
             lineage_extra={"labels": dict(snapshot.facts)},
             engine=open_engine(ws.settings.engine, ws.settings.ray_address),
+            **training_options(ws.engine, trained),
         )  # fmt: skip
     except AssayError as exc:
         shutil.rmtree(folder, ignore_errors=True)

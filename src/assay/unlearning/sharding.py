@@ -168,3 +168,14 @@ def held_out_metrics(data: Prepared, proba: np.ndarray) -> dict[str, float]:
     out = {m: metric_score(m, y, proba) for m in CARD_METRICS}
     out["log_loss"] = -out["log_loss"]
     return {m: round(v, 6) for m, v in out.items()}
+
+
+def training_options(engine: Any, spec: ModelSpec) -> dict[str, Any]:
+    """What every training of ``spec`` passes to ``train``: the model's exclusion list (forgotten
+    items stay out) and, for a spec with ``[training.unlearning]``, the sharded refit."""
+    from assay.unlearning.exclusions import ExclusionList
+
+    return {
+        "exclusion": ExclusionList(engine, spec.name),
+        "refit": sharded_refit if spec.training.unlearning is not None else None,
+    }
