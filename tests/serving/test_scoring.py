@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from assay.cli import main
 from assay.errors import ArtifactError, InvalidInput, NotFound
 from assay.registry.artifacts import load_model, save_model
+from assay.registry.schema import FeatureSchema
 from assay.registry.versions import LOAD_CACHE_SIZE, LoadedModel
 from assay.serving.cache import MemoryCache, RedisCache, score_key
 from assay.serving.features import FeatureTable
@@ -625,3 +626,33 @@ def test_loaded_models_stay_flat_over_promotions(trained_workspace: Workspace) -
     assert sum(isinstance(o, LoadedModel) for o in gc.get_objects()) <= LOAD_CACHE_SIZE + 2
     # Roughly flat: each leaked version of these small models would cost about a megabyte.
     assert rss[-1] - rss[0] < 20 * 1024
+
+
+def test_a_file_and_a_request_get_one_answer(scorer: Scorer) -> None:
+    """``assay score`` (keys="api") writes what the API answers, field for field."""
+    frame = edits_frame(50, seed=9)
+    frame["rev_id"] = frame["rev_id"].astype(str)
+    out = scorer.score_frame("damaging", frame, id_column="rev_id", keys="api")
+    assert list(out.columns) == ["id", "version", "prediction", "probability_true", "probability_false"]
+    scores = scorer.score(["damaging"], edit_items(50, seed=9))["scores"]
+    for row in out.itertuples():
+        expected = scores[row.id]["damaging"]
+        assert row.prediction == expected["prediction"]
+        assert row.probability_true == expected["probability"]["true"]
+        assert row.probability_false == expected["probability"]["false"]
+
+
+def test_a_file_with_an_unknown_category_is_refused_as_a_request_is() -> None:
+    """Files score through ``encode_frame(strict=True)``: an unseen category is refused with the
+    API's code, never scored as missing."""
+    frame = pd.DataFrame({"kind": ["a", "b", "a"], "size": [1.0, 2.0, 3.0]})
+    schema = FeatureSchema.learn(frame, {"kind": "categorical", "size": "numeric"}, source="t")
+    bad = pd.DataFrame({"kind": ["a", None, "zzz"], "size": [1.0, 2.0, 3.0]})
+    with pytest.raises(InvalidInput, match=r"row 2: feature 'kind' has no category 'zzz'") as info:
+        schema.encode_frame(bad, source="scores.csv", strict=True)
+    assert info.value.code == "unknown_category"
+    with pytest.raises(InvalidInput) as request:
+        schema.encode_record({"kind": "zzz", "size": 3.0})
+    assert request.value.code == info.value.code
+    # Held-out data in training keeps reading an unseen category as missing.
+    assert np.isnan(schema.encode_frame(bad, source="test.csv")[2, 0])

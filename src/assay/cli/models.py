@@ -64,11 +64,10 @@ def train_command(ws: Workspace, spec_path: str, engine: str | None) -> None:
         engine=open_engine(engine or ws.settings.engine, ws.settings.ray_address),
         **training_options(ws.engine, spec),
     )
-    metric = spec.training.metric
     click.echo("\ncandidates (cross-validated on the training data):")
     click.echo(
         _table(
-            ["candidate", f"mean {metric}", "min", "max", "mean fit s", ""],
+            ["candidate", f"mean {metric}", "min", "max", "mean fit s", *_COST_HEADER, ""],
             [
                 [
                     c.candidate,
@@ -76,6 +75,7 @@ def train_command(ws: Workspace, spec_path: str, engine: str | None) -> None:
                     min(c.fold_scores),
                     max(c.fold_scores),
                     c.mean_fit_time,
+                    *_cost_cells(c.serving),
                     "NO BETTER THAN THE PRIOR"
                     if no_better_than_prior(c.mean_score, result.prior_score)
                     else "",
@@ -95,6 +95,36 @@ def train_command(ws: Workspace, spec_path: str, engine: str | None) -> None:
     aliases = ", ".join(f"{a}={v}" for a, v in sorted(ws.registry.aliases(record.model).items()))
     click.echo(f"aliases: {aliases}")
     click.echo(f"model card: {record.directory / 'card.html'}")
+
+
+_COST_HEADER = ["1 row µs", "1,000 rows ms", "served by"]
+
+
+def _cost_cells(cost: Mapping[str, Any] | None) -> list[Any]:
+    """What one row and 1,000 rows cost to predict as served, and what serves them."""
+    if not cost:
+        return ["-", "-", "-"]
+    return [_num(cost["predict_us"], 0), _num(cost["batch_us"] / 1000, 1), cost["runtime"]]
+
+
+def _comparison_table(comparison: list[dict[str, Any]], metric: str) -> str:
+    """Candidates by score, with their serving cost (as a version's card recorded them)."""
+    rows = [
+        [c["candidate"], c["mean_score"], min(c["fold_scores"]), max(c["fold_scores"]), c["mean_fit_time"]]
+        + _cost_cells(c.get("serving"))
+        for c in sorted(comparison, key=lambda c: -c["mean_score"])
+    ]
+    return _table(["candidate", f"mean {metric}", "min", "max", "mean fit s", *_COST_HEADER], rows)
+
+
+def _served_by(inference: Mapping[str, Any]) -> str:
+    """How a version's probabilities are computed, and how closely they match the estimator's."""
+    runtime, diff = inference["runtime"], inference["max_abs_diff"]
+    if runtime == "reference":
+        return f"the estimator itself ({inference['reason']})"
+    if diff is None:
+        return f"{runtime} (the model as trained)"
+    return f"compiled {runtime} (largest difference from the estimator on held-out rows: {diff:.3g})"
 
 
 def _params(params: dict[str, Any]) -> str:
@@ -212,7 +242,12 @@ def _show_decisions(card: Mapping[str, Any]) -> None:
 
 
 def _show_lineage(card: Mapping[str, Any]) -> None:
+    click.echo("\ncandidates (cross-validated on the training data):")
+    click.echo(_comparison_table(card["comparison"], card["metric"]))
     lin = card["lineage"]
+    inference = lin.get("inference")
+    if inference is not None:
+        click.echo(f"\nserved by: {_served_by(inference)}")
     click.echo(
         f"\nlineage: data {lin['data_fingerprint'][:16]}  spec {lin['spec_hash'][:16]}  seed {lin['seed']}  "
         f"assay {lin['assay']}  " + " ".join(f"{k} {v}" for k, v in lin["libraries"].items())

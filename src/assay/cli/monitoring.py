@@ -118,7 +118,7 @@ def log_import_command(
     scored = scorer.score_frame(model, frame, id_column=id_column or frame.columns[0])
     classes = served.loaded.classes
     proba = scored[[f"probability_{c}" for c in classes]].to_numpy(dtype=float)
-    X = served.loaded.schema.encode_frame(frame, source=path)
+    X = served.loaded.schema.encode_frame(frame, source=path, strict=True)
     n = log.write_rows(ws.engine, served.name, served.version, at, ids, X, proba)
     click.echo(f"logged {n} rows of {path} as {served.name}@{served.version}")
 

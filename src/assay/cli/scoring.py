@@ -176,6 +176,13 @@ def _check_grpc(settings: Settings) -> None:
     default=True,
     help="Write a file's scores to the prediction log (sampled by log_sample, as served scores are).",
 )
+@click.option(
+    "--keys",
+    type=click.Choice(["api", "classes"]),
+    default="api",
+    show_default=True,
+    help="api: the HTTP API's answer (binary: true/false); classes: columns named by the model's classes.",
+)
 @click.option("--engine", type=click.Choice(ENGINES), default=None, help="For a folder (ASSAY_ENGINE).")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="For a folder.")
 @pass_workspace
@@ -189,15 +196,17 @@ def score_command(
     log_scores: bool,
     engine: str | None,
     workers: int,
+    keys: str,
 ) -> None:
     """Score every row of a file, or of a folder of Parquet files, with MODEL (name, name@3 or name@alias).
 
-    Writes id, version, prediction and probability_<class> per row: a file for a file (its
+    Writes id, version, prediction and probability_<key> per row (the same answer as
+    the API unless ``--keys classes``): a file for a file (its
     scores logged for monitoring unless ``--no-log``), a folder of Parquet files for a folder,
     scored by ``--workers`` workers of the engine, each loading the model once.
     """
     if Path(input_path).is_dir():
-        _score_folder(ws, model, Path(input_path), Path(output_path), id_column, engine, workers)
+        _score_folder(ws, model, Path(input_path), Path(output_path), id_column, engine, workers, keys)
         return
     from assay.monitoring.log import open_log
 
@@ -208,7 +217,7 @@ def score_command(
     try:
         frame = _read_input(scorer, model, input_path, header)
         id_column = id_column or _spec_data(scorer, model).get("id") or "id"
-        scored = scorer.score_frame(model, frame, id_column=id_column)
+        scored = scorer.score_frame(model, frame, id_column=id_column, keys=keys)
     finally:
         scorer.close()
     _write_output(scored, Path(output_path))
@@ -231,6 +240,7 @@ def _score_folder(
     id_column: str | None,
     engine: str | None,
     workers: int,
+    keys: str,
 ) -> None:
     from assay.serving.batch import score_parquet
 
@@ -247,6 +257,7 @@ def _score_folder(
             id_column=id_column or _spec_data(scorer, model).get("id") or "id",
             engine=open_engine(settings.engine, settings.ray_address),
             workers=workers,
+            keys=keys,
         )
     finally:
         scorer.close()

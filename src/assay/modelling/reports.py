@@ -249,20 +249,25 @@ def _comparison(facts: dict[str, Any]) -> dict[str, Any] | None:
         if prior is not None and mean is not None and mean <= prior + PRIOR_MARGIN:
             notes.append("no better than the prior")
         std = float(np.std(scores[np.isfinite(scores)])) if np.isfinite(scores).any() else None
+        cost = entry.get("serving") or {}  # what one row and 1,000 rows cost to predict as served
         rows.append(
             [
                 entry.get("candidate", "?"),
                 mean,
                 std,
                 entry.get("mean_fit_time"),
+                round(cost["predict_us"], 1) if cost else None,
+                round(cost["batch_us"] / 1000, 2) if cost else None,
+                cost.get("runtime"),
                 ", ".join(notes),
                 entry.get("params"),
             ]
         )
     if prior is not None:
-        rows.append(["(prior: the class frequencies)", prior, None, None, "", None])
+        rows.append(["(prior: the class frequencies)", prior, None, None, None, None, None, "", None])
     metric = facts.get("metric") or "score"
-    return table(["candidate", f"mean {metric}", "std", "mean fit time (s)", "note", "params"], rows)
+    header = ["candidate", f"mean {metric}", "std", "mean fit time (s)", "1 row (µs)", "1,000 rows (ms)"]
+    return table([*header, "served by", "note", "params"], rows)
 
 
 PRIOR_MARGIN = 0.005  # as training's NO_BETTER_MARGIN: within this of the prior is no better

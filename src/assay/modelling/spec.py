@@ -77,6 +77,8 @@ class TrainingSpec:
     search_trials: int = 20  # the search's seeded trials; the budget may cut them short
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     unlearning: UnlearningSpec | None = None  # None: one model, forgetting retrains it in full
+    # A candidate whose one-row predict (as served) takes longer than this many µs cannot win.
+    max_predict_us: float | None = None
 
 
 @dataclass
@@ -207,6 +209,8 @@ class ModelSpec:
         ):
             if getattr(self, section) == default:
                 out.pop(section)
+        if self.training.max_predict_us is None:
+            out["training"].pop("max_predict_us")  # the hash a spec had before the bound existed
         return out
 
     @classmethod
@@ -334,7 +338,16 @@ def _training(r: _Reader, t: Mapping[str, Any]) -> TrainingSpec:
     r.keys(
         t,
         "training.",
-        {"candidates", "metric", "folds", "search_budget_s", "search_trials", "params", "unlearning"},
+        {
+            "candidates",
+            "metric",
+            "folds",
+            "search_budget_s",
+            "search_trials",
+            "params",
+            "unlearning",
+            "max_predict_us",
+        },
     )
     training = TrainingSpec(
         candidates=r.strings(t, "training.candidates") or list(CANDIDATES),
@@ -344,6 +357,7 @@ def _training(r: _Reader, t: Mapping[str, Any]) -> TrainingSpec:
         search_trials=r.get(t, "training.search_trials", int, default=20),
         params=_candidate_params(r, r.table(t, "training.params")),
         unlearning=_unlearning(r, t),
+        max_predict_us=r.get(t, "training.max_predict_us", float, default=None),
     )
     for c in training.candidates:
         if c not in CANDIDATES:
@@ -354,6 +368,8 @@ def _training(r: _Reader, t: Mapping[str, Any]) -> TrainingSpec:
         raise r.fail("training.folds", "must be at least 2")
     if training.search_budget_s < 0:
         raise r.fail("training.search_budget_s", "may not be negative")
+    if training.max_predict_us is not None and not training.max_predict_us > 0:
+        raise r.fail("training.max_predict_us", "must be a positive number of microseconds")
     if training.search_trials < 1:
         raise r.fail("training.search_trials", "must be at least 1")
     if training.unlearning is not None and training.candidates != ["lightgbm"]:

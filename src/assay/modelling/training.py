@@ -39,6 +39,7 @@ from assay.errors import DataError, GateFailed, SpecError
 from assay.modelling import evaluation, mitigation
 from assay.modelling.assessment import assess_held_out, operating_point_classes, sensitive_groups
 from assay.modelling.candidates import CANDIDATES, check_params
+from assay.modelling.compilation import compile_for_serving
 from assay.modelling.datasets import (
     LabelledData,
     check_held_out,
@@ -50,6 +51,7 @@ from assay.modelling.datasets import (
 from assay.modelling.profile import PROFILE_JSON, build_profile, profile_bytes
 from assay.modelling.reports import model_card
 from assay.modelling.spec import ModelSpec
+from assay.modelling.timing import fast_enough, serving_cost
 from assay.registry.artifacts import library_versions, save_model
 from assay.registry.ensemble import ShardedModel, save_sharded
 from assay.registry.files import write_file, write_json
@@ -91,6 +93,7 @@ class CandidateResult:
     params: dict[str, Any]
     fold_scores: list[float]
     fit_times: list[float]
+    serving: dict[str, Any] | None = None  # timing.serving_cost of the first fold's model
 
     @property
     def mean_score(self) -> float:
@@ -108,6 +111,7 @@ class CandidateResult:
             "fit_times": self.fit_times,
             "mean_score": self.mean_score,
             "mean_fit_time": self.mean_fit_time,
+            **({"serving": self.serving} if self.serving is not None else {}),
         }
 
 
@@ -155,12 +159,18 @@ def cross_validate(
     progress: Progress,
     engine: Engine,
     deadline: float = math.inf,
+    measure: bool = False,
 ) -> list[CandidateResult]:
     """Stratified k-fold scores and fit times of each (candidate, params), every fold a call of
-    ``engine``; a trial whose folds did not all finish before ``deadline`` (monotonic) has fewer."""
+    ``engine``; a trial whose folds did not all finish before ``deadline`` (monotonic) has fewer.
+    ``measure``: each trial's first fold model also has its serving cost measured (``timing``)."""
     splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(X, y))
     k = int(y.max()) + 1
-    calls = [(name, params, seed, metric, k, tr, va) for name, params in trials for tr, va in splits]
+    calls = [
+        (name, params, seed, metric, k, tr, va, measure and f == 0)
+        for name, params in trials
+        for f, (tr, va) in enumerate(splits)
+    ]
 
     def done(i: int, outcome: tuple[float, float]) -> None:
         name, fold = trials[i // folds][0], i % folds + 1
@@ -177,6 +187,7 @@ def cross_validate(
                 break
             result.fold_scores.append(outcome[0])
             result.fit_times.append(outcome[1])
+            result.serving = result.serving or (outcome[2] if len(outcome) > 2 else None)
         results.append(result)
     return results
 
@@ -189,18 +200,21 @@ def fit_fold(
     k: int,
     train_rows: np.ndarray,
     valid_rows: np.ndarray,
+    measure: bool = False,
     *,
     X: np.ndarray,
     y: np.ndarray,
     schema: FeatureSchema,
-) -> tuple[float, float]:
-    """One cross-validation fold: fit on ``train_rows``, score ``valid_rows``; (score, fit seconds)."""
+) -> tuple[float, float, dict[str, Any] | None]:
+    """One cross-validation fold: fit on ``train_rows``, score ``valid_rows``; (score, fit seconds,
+    the model's serving cost when ``measure``)."""
     candidate = CANDIDATES[name]
     estimator = candidate.estimator(params, schema, seed)
     started = time.perf_counter()
     candidate.fit(estimator, X[train_rows], y[train_rows], schema)
     fit_s = time.perf_counter() - started
-    return metric_score(metric, y[valid_rows], _full_proba(estimator, X[valid_rows], k)), fit_s
+    score = metric_score(metric, y[valid_rows], _full_proba(estimator, X[valid_rows], k))
+    return score, fit_s, serving_cost(estimator, X[valid_rows])[0] if measure else None
 
 
 def _full_proba(estimator: Any, X: np.ndarray, k: int) -> np.ndarray:
@@ -434,7 +448,9 @@ def register(
         estimator, assessment = mitigation.mitigate(
             spec, data, winner, estimator, assessment, lambda model: assess(spec, data, model, say), say
         )
+    compilation = compile_for_serving(estimator, data.X_test, say)
     lineage = _lineage(spec, data, winner, search_info, refit_s=refit_s, started=started)
+    lineage["inference"] = compilation.lineage()
     lineage["unlearning"] = {
         **refitted.lineage,
         "excluded_rows": data.excluded_rows,
@@ -446,7 +462,7 @@ def register(
     facts["unlearning"] = refitted.card
     if prior is not None:
         facts["prior_score"] = prior
-    record = publish(spec, registry, data, estimator, assessment, facts, say)
+    record = publish(spec, registry, data, estimator, assessment, facts, say, compilation.stored())
     return record, assessment.evaluation
 
 
@@ -550,6 +566,7 @@ def compare(
         seed=spec.seed,
         progress=say,
         engine=engine,
+        measure=True,
     )
     for result in comparison:
         if prior is not None and no_better_than_prior(result.mean_score, prior):
@@ -557,7 +574,7 @@ def compare(
                 f"warning: {result.candidate} scores {t.metric}={result.mean_score:.4f}, no better than "
                 f"predicting the class frequencies ({prior:.4f}): it has learnt nothing from the features"
             )
-    winner = max(comparison, key=lambda r: r.mean_score)
+    winner = max(fast_enough(comparison, t.max_predict_us, spec.source), key=lambda r: r.mean_score)
     say(f"best candidate: {winner.candidate} ({t.metric}={winner.mean_score:.4f})")
     search_info = None
     if t.search_budget_s > 0:
@@ -673,8 +690,11 @@ def publish(
     assessment: Assessment,
     facts: dict[str, Any],
     say: Progress,
+    compiled: tuple[dict[str, Any], bytes] | None = None,
 ) -> VersionRecord:
-    """Write the version's files and register it; every record is checked before a byte is written."""
+    """Write the version's files and register it; every record is checked before a byte is written.
+
+    ``compiled`` is the form the version is served by (``compilation.Compilation.stored``)."""
     ev, lineage = assessment.evaluation, facts["lineage"]
     summary = summarize(ev, data.positive)
     # Every record is held to the contract the registry loads it by.
@@ -694,7 +714,7 @@ def publish(
         if isinstance(estimator, ShardedModel):
             save_sharded(estimator, staging, reference)
         else:
-            save_model(estimator, staging, reference)
+            save_model(estimator, staging, reference, compiled)
         write_json(staging / "schema.json", schema_record)
         write_json(staging / "evaluation.json", ev)
         # The reference monitoring compares served traffic with (training rows, held-out scores).

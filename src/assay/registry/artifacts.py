@@ -21,14 +21,20 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from assay.errors import ArtifactError, InvalidInput
+from assay.errors import ArtifactError
+from assay.registry.attributions import (
+    as_matrix,
+    linear_contributions,
+    occlusion_contributions,
+    pipeline_sources,
+)
+from assay.registry.compiled import LinearPredictor, check_compiled_meta, read_linear
 from assay.registry.files import (
     check_hash,
     check_manifest,
@@ -42,7 +48,6 @@ from assay.registry.lightgbm_text import LIGHTGBM_FILE, LightGBMShape, check_lig
 
 if TYPE_CHECKING:
     import lightgbm
-    from sklearn.pipeline import Pipeline
 
 # LightGBM, scikit-learn and skops are imported where a model is saved or loaded, not here:
 # commands that never touch a model (``assay --help``, ``assay show``) start without them.
@@ -67,12 +72,6 @@ SKOPS_TRUSTED_TYPES: frozenset[str] = frozenset(
         "sklearn.utils.validation.check_array",
     }
 )
-
-# Occlusion turns probabilities into log-odds; clipping keeps hard 0/1 votes of a random
-# forest finite (logit(1e-6) ~ -13.8) instead of producing inf - inf = nan.
-_PROBA_CLIP = 1e-6
-# Occlusion scores n * (d + 1) rows; chunk the rows so one call holds at most this many cells.
-_OCCLUSION_MAX_CELLS = 4_000_000
 
 
 class ArtifactVersionWarning(UserWarning):
@@ -102,21 +101,32 @@ class Predictor(Protocol):
 
 class LightGBMPredictor:
     """A LightGBM booster read from its text model. Contributions are exact TreeSHAP values
-    in raw-score space (log-odds for binary, per-class softmax input for multiclass)."""
+    in raw-score space (log-odds for binary, per-class softmax input for multiclass).
+
+    ``average``: the model is a compiled forest whose probabilities are its trees' raw scores
+    averaged (LightGBM averages only before its objective's transform, which such a model must
+    not get), so raw scores and contributions are divided by the number of rounds here.
+    """
 
     kind = "lightgbm"
     explanation_method = "exact"
 
-    def __init__(self, booster: lightgbm.Booster, n_classes: int, n_features: int) -> None:
+    def __init__(
+        self, booster: lightgbm.Booster, n_classes: int, n_features: int, *, average: bool = False
+    ) -> None:
         self.booster = booster
         self.n_classes = n_classes
         self.n_features = n_features
+        self.average = average
+        self.rounds = booster.current_iteration()
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         X = as_matrix(X, self.n_features)
         # One thread: this runs per request, and OpenMP fan-out on a single row costs
         # more than it saves and fights with the server's own workers.
-        proba = np.asarray(self.booster.predict(X, num_threads=1))
+        proba = np.asarray(self.booster.predict(X, num_threads=1, raw_score=self.average))
+        if self.average:
+            proba = proba / self.rounds
         if self.n_classes == 2:
             # Filling a preallocated array is ~3 µs cheaper per call than np.column_stack.
             out = np.empty((proba.shape[0], 2))
@@ -128,6 +138,8 @@ class LightGBMPredictor:
     def contributions(self, X: np.ndarray) -> np.ndarray:
         X = as_matrix(X, self.n_features)
         contrib = np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=1))
+        if self.average:
+            contrib = contrib / self.rounds
         if self.n_classes == 2:
             # The booster has one score, the log-odds of class 1; class 0's is its negation.
             return np.stack((-contrib, contrib), axis=1)
@@ -169,7 +181,7 @@ class SklearnPredictor:
     def contributions(self, X: np.ndarray) -> np.ndarray:
         X = as_matrix(X, self.n_features)
         if self.sources is not None:
-            return _linear_contributions(self.estimator, self.sources, X, self.n_classes)
+            return linear_contributions(self.estimator, self.sources, X, self.n_classes)
         if self.reference is None:
             raise ArtifactError("this model was saved without a reference row; it cannot be explained")
         return occlusion_contributions(self.estimator.predict_proba, self.n_classes, X, self.reference)
@@ -178,12 +190,19 @@ class SklearnPredictor:
 # --------------------------------------------------------------------------- save / load
 
 
-def save_model(estimator: Any, directory: Path, reference: np.ndarray | None = None) -> dict[str, str]:
+def save_model(
+    estimator: Any,
+    directory: Path,
+    reference: np.ndarray | None = None,
+    compiled: tuple[dict[str, Any], bytes] | None = None,
+) -> dict[str, str]:
     """Write a fitted estimator into ``directory``; return {file name: sha256} of every file written.
 
     ``reference`` is one row of feature values (median for numeric, mode for categorical,
     NaN allowed) that occlusion explanations compare against. It is required for
     HistGradientBoosting and RandomForest models and stored, when given, for the others.
+    ``compiled`` is (model.json's ``compiled`` entry, the compiled file's bytes): the form
+    the version is served by (``assay.modelling.compilation`` made and checked it).
     """
     import skops.io
     from sklearn.pipeline import Pipeline
@@ -200,7 +219,7 @@ def save_model(estimator: Any, directory: Path, reference: np.ndarray | None = N
         model_bytes = skops.io.dumps(estimator)
         # Refuse now what load_model would refuse later.
         _skops_trusted(model_bytes)
-    sources = _pipeline_sources(estimator) if isinstance(estimator, Pipeline) else None
+    sources = pipeline_sources(estimator) if isinstance(estimator, Pipeline) else None
     method = "exact" if kind == "lightgbm" or sources is not None else "occlusion"
     if reference is not None:
         reference = np.asarray(reference, dtype=np.float64)
@@ -213,6 +232,10 @@ def save_model(estimator: Any, directory: Path, reference: np.ndarray | None = N
 
     directory.mkdir(parents=True, exist_ok=True)
     manifest = {model_file: write_atomic(directory / model_file, model_bytes)}
+    if compiled is not None:
+        entry = check_compiled_meta(compiled[0])
+        assert entry is not None
+        manifest[entry["file"]] = write_atomic(directory / entry["file"], compiled[1])
     meta = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
@@ -223,6 +246,7 @@ def save_model(estimator: Any, directory: Path, reference: np.ndarray | None = N
         "explanation_method": method,
         "reference": None if reference is None else [None if np.isnan(v) else float(v) for v in reference],
         "versions": library_versions(),
+        "compiled": None if compiled is None else compiled[0],
     }
     manifest[MODEL_JSON] = write_json(directory / MODEL_JSON, meta)
     return manifest
@@ -231,19 +255,32 @@ def save_model(estimator: Any, directory: Path, reference: np.ndarray | None = N
 def load_model(directory: Path, manifest: dict[str, str]) -> Predictor:
     """Check every manifest file against its sha256, then read the model without running its code."""
     meta, data, trusted = _checked_model(Path(directory), manifest)
-    if meta["kind"] == "lightgbm":
-        return _load_lightgbm(data, meta)
+    compiled = meta["compiled"]
+    if compiled is not None and compiled["format"] == "linear-json":
+        return LinearPredictor(read_linear(data, meta["n_classes"], meta["n_features"]))
+    if meta["kind"] == "lightgbm" or compiled is not None:
+        return lightgbm_predictor(
+            data,
+            meta["n_classes"],
+            meta["n_features"],
+            average=bool(compiled and compiled["output"] == "average"),
+        )
     return _load_sklearn(data, meta, trusted)
 
 
 def check_model(directory: Path, manifest: dict[str, str]) -> None:
     """Everything ``load_model`` checks before a parser sees a byte of the model: hashes,
-    model.json, and the model file's own format (the LightGBM text in full, a skops file's types)."""
-    _checked_model(Path(directory), manifest)
+    model.json, and the model file's own format (the LightGBM text in full, a skops file's types).
+    A compiled model's reference is held to its format too, though serving never parses it."""
+    meta, _, _ = _checked_model(Path(directory), manifest)
+    if meta["compiled"] is not None:
+        _skops_trusted(_read_checked(Path(directory), SKOPS_FILE, manifest[SKOPS_FILE]))
 
 
 def _checked_model(directory: Path, manifest: dict[str, str]) -> tuple[dict[str, Any], bytes, list[str]]:
-    """(model.json's description, the model file's bytes, the skops types to trust) once all is checked."""
+    """(model.json's description, the bytes of the file the model is served from, the skops types
+    to trust) once all is checked. A compiled model is served from its compiled file: the
+    reference (``model.skops``) is then hash-checked but never parsed."""
     check_manifest(manifest)
     if MODEL_JSON not in manifest:
         raise ArtifactError(f"manifest does not list {MODEL_JSON}")
@@ -251,32 +288,40 @@ def _checked_model(directory: Path, manifest: dict[str, str]) -> tuple[dict[str,
     if len(model_files) != 1:
         raise ArtifactError(f"manifest must list exactly one model file, got {model_files or 'none'}")
     model_file = model_files[0]
-
-    contents: dict[str, bytes] = {}
-    for name, expected in manifest.items():
-        path = directory / name
-        check_regular(path, name)
-        if name in (MODEL_JSON, model_file):
-            # Parse exactly the bytes that were hashed (no check-then-reopen race).
-            data = path.read_bytes()
-            check_hash(name, hashlib.sha256(data).hexdigest(), expected)
-            contents[name] = data
-        else:
-            check_hash(name, sha256_file(path), expected)
-
-    meta = read_model_json(contents[MODEL_JSON])
+    meta = read_model_json(_read_checked(directory, MODEL_JSON, manifest[MODEL_JSON]))
     expected_file = LIGHTGBM_FILE if meta["kind"] == "lightgbm" else SKOPS_FILE
     if model_file != expected_file:
         raise ArtifactError(f"model.json says kind {meta['kind']!r} but the manifest lists {model_file}")
+    compiled = meta["compiled"]
+    if compiled is not None and (meta["kind"] != "sklearn" or compiled["file"] not in manifest):
+        raise ArtifactError(
+            f"model.json names a compiled form the manifest does not list: {compiled['file']}"
+        )
+    served_file = compiled["file"] if compiled is not None else model_file
+    served = b""
+    for name, expected in manifest.items():
+        if name == served_file:
+            # Parse exactly the bytes that were hashed (no check-then-reopen race).
+            served = _read_checked(directory, name, expected)
+        elif name != MODEL_JSON:
+            check_regular(directory / name, name)
+            check_hash(name, sha256_file(directory / name), expected)
     _warn_on_version_mismatch(meta)
-    if meta["kind"] == "lightgbm":
+    if compiled is not None and compiled["format"] == "linear-json":
+        return meta, served, []
+    if meta["kind"] == "lightgbm" or compiled is not None:
         # LightGBM's C parser trusts its input (a bad feature index reads out of bounds when it
         # predicts), so it only ever sees text the strict reader has accepted.
-        _check_lightgbm_shape(
-            check_lightgbm_text(contents[model_file]), meta["n_classes"], meta["n_features"]
-        )
-        return meta, contents[model_file], []
-    return meta, contents[model_file], _skops_trusted(contents[model_file])
+        _check_lightgbm_shape(check_lightgbm_text(served), meta["n_classes"], meta["n_features"])
+        return meta, served, []
+    return meta, served, _skops_trusted(served)
+
+
+def _read_checked(directory: Path, name: str, expected: str) -> bytes:
+    check_regular(directory / name, name)
+    data = (directory / name).read_bytes()
+    check_hash(name, hashlib.sha256(data).hexdigest(), expected)
+    return data
 
 
 def _describe(estimator: Any) -> tuple[str, int, int]:
@@ -309,15 +354,17 @@ def _describe(estimator: Any) -> tuple[str, int, int]:
     return kind, len(classes), int(estimator.n_features_in_)
 
 
-def _load_lightgbm(data: bytes, meta: dict[str, Any]) -> LightGBMPredictor:
-    """A LightGBMPredictor over text ``_checked_model`` has accepted."""
+def lightgbm_predictor(
+    data: bytes, n_classes: int, n_features: int, *, average: bool = False
+) -> LightGBMPredictor:
+    """A LightGBMPredictor over text ``check_lightgbm_text`` has accepted."""
     import lightgbm
 
     try:
         booster = lightgbm.Booster(model_str=data.decode("utf-8"))
     except lightgbm.basic.LightGBMError as exc:
         raise ArtifactError(f"{LIGHTGBM_FILE} is not a readable LightGBM text model: {exc}") from exc
-    return LightGBMPredictor(booster, meta["n_classes"], meta["n_features"])
+    return LightGBMPredictor(booster, n_classes, n_features, average=average)
 
 
 def _check_lightgbm_shape(shape: LightGBMShape, n_classes: int, n_features: int) -> None:
@@ -356,7 +403,7 @@ def _load_sklearn(data: bytes, meta: dict[str, Any], trusted: list[str]) -> Skle
     sources = None
     if isinstance(estimator, Pipeline):
         try:
-            sources = _pipeline_sources(estimator)
+            sources = pipeline_sources(estimator)
         except ValueError as exc:
             raise ArtifactError(f"{SKOPS_FILE}: {exc}") from exc
     reference = meta["reference"]
@@ -399,6 +446,8 @@ def read_model_json(data: bytes) -> dict[str, Any]:
     reference = read_reference(meta.get("reference"), meta["n_features"], MODEL_JSON)
     if reference is not None:
         meta["reference"] = reference.tolist()
+    # Models saved before compiled forms existed have no entry: they are served as they are.
+    meta["compiled"] = check_compiled_meta(meta.get("compiled"))
     return meta
 
 
@@ -429,142 +478,6 @@ def _warn_on_version_mismatch(meta: dict[str, Any]) -> None:
             ArtifactVersionWarning,
             stacklevel=3,
         )
-
-
-# --------------------------------------------------------------------------- explanations
-
-
-def as_matrix(X: np.ndarray, n_features: int) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[1] != n_features:
-        raise InvalidInput(f"expected a 2-D array with {n_features} feature columns, got shape {X.shape}")
-    return X
-
-
-def _pipeline_sources(pipeline: Pipeline) -> np.ndarray:
-    """Source feature index of every column the pipeline's preprocessing feeds to the
-    LogisticRegression; raises ValueError for steps whose columns cannot be traced."""
-    n_features = int(pipeline.n_features_in_)
-    sources = np.arange(n_features)
-    for _, step in pipeline.steps[:-1]:
-        sources = _output_sources(step, sources)
-    width = pipeline[-1].coef_.shape[1]
-    if len(sources) != width:
-        raise ValueError(f"traced {len(sources)} transformed columns, the model has {width}")
-    return sources
-
-
-def _output_sources(transformer: Any, inputs: np.ndarray) -> np.ndarray:
-    """For a fitted transformer whose input columns come from source features ``inputs``,
-    the source feature of each output column."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
-
-    if transformer is None or transformer == "passthrough":
-        return inputs
-    if isinstance(transformer, Pipeline):
-        for _, step in transformer.steps:
-            inputs = _output_sources(step, inputs)
-        return inputs
-    if isinstance(transformer, ColumnTransformer):
-        width = max((s.stop for s in transformer.output_indices_.values()), default=0)
-        out = np.full(width, -1)
-        for name, part, columns in transformer.transformers_:
-            piece = transformer.output_indices_[name]
-            if part == "drop" or piece.stop == piece.start:
-                continue
-            try:
-                selected = inputs[np.arange(len(inputs))[columns]]
-            except (IndexError, TypeError) as exc:
-                raise ValueError(f"column selection {columns!r} of {name!r} is not positional") from exc
-            part_sources = _output_sources(part, selected)
-            if len(part_sources) != piece.stop - piece.start:
-                raise ValueError(f"cannot trace the columns of transformer {name!r}")
-            out[piece] = part_sources
-        return out
-    if isinstance(transformer, OneHotEncoder):
-        if transformer.min_frequency is not None or transformer.max_categories is not None:
-            raise ValueError("OneHotEncoder with infrequent categories is not supported")
-        dropped = transformer.drop_idx_
-        counts = [
-            len(cats) - (dropped is not None and dropped[i] is not None)
-            for i, cats in enumerate(transformer.categories_)
-        ]
-        return np.repeat(inputs, counts)
-    if isinstance(transformer, SimpleImputer):
-        statistics = np.asarray(transformer.statistics_, dtype=np.float64)
-        # Features with no observed value at fit are dropped unless keep_empty_features.
-        kept = inputs if transformer.keep_empty_features else inputs[~np.isnan(statistics)]
-        if transformer.add_indicator:
-            kept = np.concatenate((kept, inputs[transformer.indicator_.features_]))
-        return kept
-    if isinstance(transformer, StandardScaler | MinMaxScaler | RobustScaler | MaxAbsScaler):
-        return inputs
-    raise ValueError(f"cannot trace columns through {type(transformer).__name__}")
-
-
-def _linear_contributions(
-    pipeline: Pipeline, sources: np.ndarray, X: np.ndarray, n_classes: int
-) -> np.ndarray:
-    """Exact contributions of a preprocessing + LogisticRegression pipeline, in decision_function
-    space: coef x transformed value, summed over the columns that came from each source feature
-    (one-hot columns and missing indicators included); bias = intercept.
-
-    Binary: class 1 holds the log-odds terms and class 0 their negation, so both classes sum
-    to their own log-odds, as for LightGBM.
-    """
-    import scipy.sparse
-
-    Z = pipeline[:-1].transform(X)
-    if scipy.sparse.issparse(Z):
-        Z = Z.toarray()
-    model = pipeline[-1]
-    n_features = int(pipeline.n_features_in_)
-    # (transformed column -> source feature) as a 0/1 matrix so that the regrouping is one matmul.
-    to_source = np.zeros((len(sources), n_features))
-    to_source[np.arange(len(sources)), sources] = 1.0
-    terms = Z[:, None, :] * model.coef_[None, :, :]  # (n, rows of coef_, transformed columns)
-    per_feature = terms @ to_source
-    bias = np.broadcast_to(model.intercept_, (X.shape[0], model.coef_.shape[0]))[:, :, None]
-    scores = np.concatenate((per_feature, bias), axis=2)
-    if n_classes == 2:
-        return np.concatenate((-scores, scores), axis=1)
-    return scores
-
-
-def _logit(proba: np.ndarray) -> np.ndarray:
-    p = np.clip(proba, _PROBA_CLIP, 1.0 - _PROBA_CLIP)
-    return np.log(p) - np.log1p(-p)
-
-
-def occlusion_contributions(
-    predict_proba: Callable[[np.ndarray], np.ndarray], n_classes: int, X: np.ndarray, reference: np.ndarray
-) -> np.ndarray:
-    """Approximate contributions for models without exact attributions (scikit-learn's tree
-    ensembles, averaged shard models).
-
-    Per class k the score is the one-vs-rest log-odds logit(p_k) (the usual log-odds for
-    binary, with class 0 = -class 1). Feature j's contribution is score(x) minus the score
-    of x with feature j set to its reference value; bias = score of the reference row.
-    Interactions make the sum differ from score(x) - bias; it is exact only for a row that
-    equals the reference.
-    """
-    n, d = X.shape
-    base = _logit(predict_proba(reference[None, :]))[0]
-    out = np.empty((n, n_classes, d + 1))
-    out[:, :, d] = base
-    step = max(1, _OCCLUSION_MAX_CELLS // ((d + 1) * d))
-    for start in range(0, n, step):
-        rows = X[start : start + step]
-        m = rows.shape[0]
-        # Block 0 is the rows as given, block j+1 the rows with feature j replaced.
-        stacked = np.repeat(rows[None, :, :], d + 1, axis=0)
-        stacked[np.arange(1, d + 1), :, np.arange(d)] = reference[:, None]
-        scores = _logit(predict_proba(stacked.reshape(-1, d))).reshape(d + 1, m, -1)
-        out[start : start + m, :, :d] = (scores[0][None] - scores[1:]).transpose(1, 2, 0)
-    return out
 
 
 def library_versions() -> dict[str, str]:

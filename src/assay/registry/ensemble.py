@@ -26,13 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from assay.errors import ArtifactError
-from assay.registry.artifacts import (
-    LightGBMPredictor,
-    as_matrix,
-    library_versions,
-    occlusion_contributions,
-    read_reference,
-)
+from assay.registry.artifacts import LightGBMPredictor, library_versions, read_reference
+from assay.registry.attributions import as_matrix, occlusion_contributions
 from assay.registry.files import (
     check_hash,
     check_manifest,

@@ -31,6 +31,9 @@ Kind = Literal["numeric", "boolean", "categorical"]
 KINDS: tuple[str, ...] = ("numeric", "boolean", "categorical")
 Task = Literal["binary", "multiclass"]
 TASKS: tuple[str, ...] = ("binary", "multiclass")
+# What serves a version's probabilities: a compiled form, LightGBM as trained (one booster or
+# shards), or the estimator itself (the reference).
+RUNTIMES: tuple[str, ...] = ("lightgbm-text", "linear-json", "lightgbm", "lightgbm-shards", "reference")
 
 # Statistics of one confusion matrix (evaluation's threshold table columns and per-class stats).
 COUNT_STATS: tuple[str, ...] = ("tp", "fp", "tn", "fn")
@@ -206,6 +209,18 @@ class Sources(TypedDict):
 Params = dict[str, str | int | float | bool | None]
 
 
+class Inference(TypedDict):
+    runtime: str  # COMPILED_RUNTIMES: what serves the version's probabilities
+    max_abs_diff: float | None  # compiled vs the estimator's own, on the held-out rows
+    reason: str | None  # why the reference (the estimator itself) serves, when it does
+
+
+class ServingCost(TypedDict):
+    runtime: str
+    predict_us: float  # one row, as the server predicts it
+    batch_us: float  # 1,000 rows
+
+
 class LineageRecord(TypedDict):
     data_fingerprint: str
     spec_hash: str
@@ -224,6 +239,7 @@ class LineageRecord(TypedDict):
     imported_from: NotRequired[ImportedFrom]
     unlearning: NotRequired[dict[str, Any]]  # shards, exclusions honoured, the request a version forgot
     labels: NotRequired[LabelSnapshot]
+    inference: NotRequired[Inference]  # versions trained before compiled inference lack it
 
 
 OperatingPoint = TypedDict("OperatingPoint", {"query": str, "class": str, "answer": ThresholdRow | None})
@@ -242,6 +258,7 @@ class Candidate(TypedDict):
     fit_times: list[float]
     mean_score: float
     mean_fit_time: float
+    serving: NotRequired[ServingCost]  # versions trained before serving costs were measured lack it
 
 
 class Trial(TypedDict):
@@ -392,7 +409,7 @@ def check_summary(value: Any, name: str = "summary") -> SummaryRecord:
 def check_lineage(value: Any, name: str = "lineage") -> LineageRecord:
     """Where a version came from: data and spec hashes, seed, rows, parameters, library versions."""
     v = _Validator(name)
-    optional = ("search", "imported_from", "unlearning", "labels")
+    optional = ("search", "imported_from", "unlearning", "labels", "inference")
     required = {k for k in LineageRecord.__annotations__ if k not in optional}
     lineage = v.keys(value, "", required, optional)
     for key in ("data_fingerprint", "spec_hash"):
@@ -445,6 +462,13 @@ def check_lineage(value: Any, name: str = "lineage") -> LineageRecord:
             v.integer(snapshot[key], f"labels.{key}", 0)
         for campaign, count in v.mapping(snapshot["campaigns"], "labels.campaigns").items():
             v.integer(count, f"labels.campaigns.{campaign}", 0)
+    if "inference" in lineage:
+        inference = v.keys(lineage["inference"], "inference", set(Inference.__annotations__))
+        v.enum(inference["runtime"], "inference.runtime", RUNTIMES)
+        if inference["max_abs_diff"] is not None:
+            v.number(inference["max_abs_diff"], "inference.max_abs_diff", 0.0)
+        if inference["reason"] is not None:
+            v.string(inference["reason"], "inference.reason")
     return cast(LineageRecord, value)
 
 
@@ -646,13 +670,18 @@ def check_fairness(v: _Validator, value: Any, where: str) -> None:
 
 
 def _candidate(v: _Validator, value: Any, where: str) -> None:
-    entry = v.keys(value, where, set(Candidate.__annotations__))
+    entry = v.keys(value, where, set(Candidate.__annotations__) - {"serving"}, {"serving"})
     v.string(entry["candidate"], f"{where}.candidate")
     v.params(entry["params"], f"{where}.params")
     v.numbers(v.array(entry["fold_scores"], f"{where}.fold_scores", min_length=1), f"{where}.fold_scores")
     v.numbers(v.array(entry["fit_times"], f"{where}.fit_times", min_length=1), f"{where}.fit_times", 0.0)
     v.number(entry["mean_score"], f"{where}.mean_score")
     v.number(entry["mean_fit_time"], f"{where}.mean_fit_time", 0.0)
+    if "serving" in entry:
+        cost = v.keys(entry["serving"], f"{where}.serving", set(ServingCost.__annotations__))
+        v.enum(cost["runtime"], f"{where}.serving.runtime", RUNTIMES)
+        v.number(cost["predict_us"], f"{where}.serving.predict_us", 0.0)
+        v.number(cost["batch_us"], f"{where}.serving.batch_us", 0.0)
 
 
 def _search(v: _Validator, value: Any, where: str) -> None:

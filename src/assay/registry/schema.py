@@ -97,15 +97,35 @@ class FeatureSchema:
 
     # --- data sets -----------------------------------------------------------
 
-    def encode_frame(self, frame: pd.DataFrame, *, source: str) -> np.ndarray:
-        """The float64 matrix for a data set; a bad value raises ``DataError`` naming file and column."""
+    def encode_frame(self, frame: pd.DataFrame, *, source: str, strict: bool = False) -> np.ndarray:
+        """The float64 matrix for a data set; a bad value raises ``DataError`` naming file and column.
+
+        A category the schema does not know is missing in held-out data; with ``strict`` (rows to
+        score) it is refused as ``encode_record`` refuses it, never scored as something else.
+        """
         missing = [n for n in self.names if n not in frame.columns]
         if missing:
             raise DataError(f"{source}: missing feature column(s): {', '.join(missing)}", field=missing[0])
         out = np.empty((len(frame), len(self.features)), dtype=np.float64)
         for j, feature in enumerate(self.features):
             out[:, j] = self._encode_column(frame[feature.name], j, source)
+            if strict and feature.kind == "categorical":
+                self._refuse_unknown(frame[feature.name], out[:, j], j, source)
         return out
+
+    def _refuse_unknown(self, column: pd.Series, codes: np.ndarray, j: int, source: str) -> None:
+        unknown = np.isnan(codes) & ~np.array([is_missing(v) for v in column], dtype=bool)
+        if unknown.any():
+            row = int(np.argmax(unknown))
+            feature = self.features[j]
+            known = ", ".join(repr(c) for c in feature.categories[:10])
+            more = ", ..." if len(feature.categories) > 10 else ""
+            raise InvalidInput(
+                f"{source}: row {row}: feature {feature.name!r} has no category {str(column.iloc[row])[:100]!r} "
+                f"(known: {known}{more}); leave it empty to score it as missing",
+                field=feature.name,
+                code="unknown_category",
+            )
 
     def _encode_column(self, column: pd.Series, j: int, source: str) -> np.ndarray:
         feature = self.features[j]

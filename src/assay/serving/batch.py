@@ -29,16 +29,16 @@ BATCH_ROWS = 65_536
 class FrameScoring:
     """Built once per worker: the workspace, a scorer, and the version loaded."""
 
-    def __init__(self, settings: Settings, ref: str, id_column: str) -> None:
+    def __init__(self, settings: Settings, ref: str, id_column: str, keys: str = "classes") -> None:
         from assay.workspace import Workspace  # the composition root: opened here, in the worker
 
         self.workspace = Workspace.open(settings)
         self.scorer = Scorer(self.workspace.registry, FeatureTable(self.workspace.engine), MemoryCache(0))
-        self.ref, self.id_column = ref, id_column
+        self.ref, self.id_column, self.keys = ref, id_column, keys
         self.scorer.model(ref)  # load it now, not on the first batch
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return self.scorer.score_frame(self.ref, batch, id_column=self.id_column)
+        return self.scorer.score_frame(self.ref, batch, id_column=self.id_column, keys=self.keys)
 
 
 def score_parquet(
@@ -52,12 +52,13 @@ def score_parquet(
     engine: Engine,
     workers: int,
     batch_rows: int = BATCH_ROWS,
+    keys: str = "classes",
 ) -> tuple[str, int]:
     """Score every row of the Parquet files under ``source`` into ``dest``; (version ref, rows)."""
     if dest.exists() and any(dest.iterdir()):
         raise InvalidInput(f"{dest}: the output folder must be empty or new", field="--output")
     pinned = scorer.model(ref).loaded.record.ref  # name@N: every worker scores the same version
-    kwargs = {"settings": settings, "ref": pinned, "id_column": id_column}
+    kwargs = {"settings": settings, "ref": pinned, "id_column": id_column, "keys": keys}
     return pinned, engine.map_parquet(
         FrameScoring, kwargs, source, dest, workers=max(workers, 1), batch_rows=batch_rows
     )

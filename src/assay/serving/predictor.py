@@ -2,7 +2,9 @@
 
 Serving answers many one-item requests; ``Booster.predict`` sets a predictor up
 on every call, which costs several times the prediction itself for one row.
-Every other model, and every batch, keeps the artifact's ``predict_proba``.
+Compiled tree ensembles are LightGBM models too, so they take the same path; a
+compiled linear model answers one row in plain Python by itself. Every other
+model, and every batch, keeps the artifact's ``predict_proba``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class _FastRows:
     """Callable predict_proba: one FastConfig per thread (a FastConfig must not be shared by threads)."""
 
     _PREDICT_NORMAL = 0
+    _PREDICT_RAW = 1
     _FLOAT64 = 1
 
     def __init__(self, predictor: Predictor, booster: Any, lib: Any, c_str: Any, safe_call: Any) -> None:
@@ -51,6 +54,9 @@ class _FastRows:
         self.n_features = predictor.n_features
         # Booster.predict's default: the best iteration when training recorded one, else all.
         self.num_iteration = booster.best_iteration if booster.best_iteration > 0 else -1
+        # A compiled forest's probabilities are its raw scores averaged (see LightGBMPredictor).
+        self.average = getattr(predictor, "average", False)
+        self.rounds = float(booster.current_iteration())
         self._lib, self._c_str, self._safe_call = lib, c_str, safe_call
         self._local = threading.local()
 
@@ -61,7 +67,7 @@ class _FastRows:
             self._safe_call(
                 self._lib.LGBM_BoosterPredictForMatSingleRowFastInit(
                     self.booster._handle,
-                    ctypes.c_int(self._PREDICT_NORMAL),
+                    ctypes.c_int(self._PREDICT_RAW if self.average else self._PREDICT_NORMAL),
                     ctypes.c_int(0),
                     ctypes.c_int(self.num_iteration),
                     ctypes.c_int(self._FLOAT64),
@@ -91,6 +97,6 @@ class _FastRows:
         if predict(config, ctypes.c_void_p(row.ctypes.data), out_len, out_ptr) != 0:
             self._safe_call(-1)  # raises LightGBM's own error message
         if self.n_classes == 2:
-            p = float(out[0])
+            p = float(out[0]) / self.rounds if self.average else float(out[0])
             return np.array([[1.0 - p, p]])
-        return out.reshape(1, -1).copy()
+        return out.reshape(1, -1) / self.rounds if self.average else out.reshape(1, -1).copy()

@@ -405,20 +405,24 @@ class Scorer:
 
     # --- batch files -------------------------------------------------------------
 
-    def score_frame(self, ref: str, frame: pd.DataFrame, *, id_column: str) -> pd.DataFrame:
+    def score_frame(
+        self, ref: str, frame: pd.DataFrame, *, id_column: str, keys: str = "classes"
+    ) -> pd.DataFrame:
         """Score every row of ``frame`` (raw feature columns, as in training files).
 
-        Returns columns ``id``, ``version``, ``prediction`` and ``probability_<class>`` per
-        class, named by the model's classes for binary models too (a file is read by people
-        and by the next training run, which know the classes, not JSON's ``true``/``false``).
-        A bad value refuses the file with a ``DataError`` naming the column, like training does.
+        Returns columns ``id``, ``version``, ``prediction`` and ``probability_<key>`` per class.
+        ``keys="api"``: the answer the HTTP API gives, column for field (a binary model's
+        prediction true/false and ``probability_true``/``probability_false``, ORES's shape);
+        ``keys="classes"``: named by the model's classes (what the next training run reads).
+        A bad value, an unknown category included, refuses the file naming row and column,
+        as the API refuses the item.
         The rows go to the prediction log, as served scores do.
         """
         served = self.model(ref)
         source = str(frame.attrs.get("source", "<frame>"))
         if id_column not in frame.columns:
             raise InvalidInput(f"{source}: no id column {id_column!r}", field="id_column")
-        X = served.loaded.schema.encode_frame(frame, source=source)
+        X = served.loaded.schema.encode_frame(frame, source=source, strict=True)
         proba = self._predict(served, X)
         import pandas as pd  # batch files only: requests never need it
 
@@ -427,13 +431,14 @@ class Scorer:
             self._log(served, out["id"].tolist(), X, proba)
         classes = served.loaded.classes
         prediction = served.predictions(proba)
-        if served.positive_index is not None:  # flagged or not, as the class it stands for
+        named = keys == "classes"
+        if served.positive_index is not None and named:  # flagged or not, as the class it stands for
             pi = served.positive_index
             prediction = np.where(prediction, classes[pi], classes[1 - pi])
         out["version"] = served.version
         out["prediction"] = prediction
         for j in served.order:
-            out[f"probability_{classes[j]}"] = proba[:, j]
+            out[f"probability_{classes[j] if named else served.keys[j]}"] = proba[:, j]
         return out
 
 
