@@ -424,7 +424,8 @@ def test_score_command_scores_a_file(trained_home: Path, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert "scored 500 rows with damaging@1" in result.stderr
     scored = pd.read_csv(out, dtype={"id": str})
-    assert list(scored.columns) == ["id", "version", "prediction", "probability_True", "probability_False"]
+    # The API's answer, column for field (ORES's true/false for a binary model).
+    assert list(scored.columns) == ["id", "version", "prediction", "probability_true", "probability_false"]
     assert len(scored) == 500 and (scored["version"] == 1).all()
     raw = pd.read_csv(data, sep="\t", header=None, names=["rev_id", *FEATURES, "reverted"])
     first = {"id": str(raw["rev_id"][0]), "features": {name: raw[name][0].item() for name in FEATURES}}
@@ -435,7 +436,7 @@ def test_score_command_scores_a_file(trained_home: Path, tmp_path: Path) -> None
         ws.close()
     assert scored["id"][0] == first["id"]
     score = expected["scores"][first["id"]]["damaging"]
-    assert scored["probability_True"][0] == pytest.approx(score["probability"]["true"], abs=1e-12)
+    assert scored["probability_true"][0] == pytest.approx(score["probability"]["true"], abs=1e-12)
     assert str(scored["prediction"][0]) == str(score["prediction"])  # a CSV reader may make it a bool
 
     parquet = tmp_path / "scores.parquet"
@@ -449,9 +450,12 @@ def test_score_command_scores_a_file(trained_home: Path, tmp_path: Path) -> None
         str(parquet),
         "--no-header",
         "--no-log",
+        "--keys",
+        "classes",
     ]
     assert runner.invoke(main, args).exit_code == 0
-    assert set(pd.read_parquet(parquet)["prediction"]) <= {"True", "False"}
+    named = pd.read_parquet(parquet)
+    assert set(named["prediction"]) <= {"True", "False"} and "probability_True" in named.columns
     bad = runner.invoke(
         main, [*home, "score", "damaging", "--input", str(data), "--output", str(tmp_path / "x.json")]
     )
@@ -484,7 +488,7 @@ def test_score_command_logs_its_scores_sampled_like_served_ones(trained_home: Pa
     assert 500 + 180 < len(logged) < 500 + 320  # all of the first run, about half of the second
     k = (logged.ids or []).index(scored["id"][0])
     assert logged.proba[k, loaded.classes.index("True")] == pytest.approx(
-        scored["probability_True"][0], abs=1e-12
+        scored["probability_true"][0], abs=1e-12
     )
 
 

@@ -64,6 +64,7 @@ def train_command(ws: Workspace, spec_path: str, engine: str | None) -> None:
         engine=open_engine(engine or ws.settings.engine, ws.settings.ray_address),
         **training_options(ws.engine, spec),
     )
+    metric = spec.training.metric
     click.echo("\ncandidates (cross-validated on the training data):")
     click.echo(
         _table(
@@ -110,8 +111,14 @@ def _cost_cells(cost: Mapping[str, Any] | None) -> list[Any]:
 def _comparison_table(comparison: list[dict[str, Any]], metric: str) -> str:
     """Candidates by score, with their serving cost (as a version's card recorded them)."""
     rows = [
-        [c["candidate"], c["mean_score"], min(c["fold_scores"]), max(c["fold_scores"]), c["mean_fit_time"]]
-        + _cost_cells(c.get("serving"))
+        [
+            c["candidate"],
+            c["mean_score"],
+            min(c["fold_scores"]),
+            max(c["fold_scores"]),
+            c["mean_fit_time"],
+            *_cost_cells(c.get("serving")),
+        ]
         for c in sorted(comparison, key=lambda c: -c["mean_score"])
     ]
     return _table(["candidate", f"mean {metric}", "min", "max", "mean fit s", *_COST_HEADER], rows)
