@@ -243,7 +243,7 @@ def bench_hosts(data: Path, seconds: float) -> None:
         assay(admin, "db", "upgrade", env=env)
         spec = spec_for(data, root)
         assay(admin, "train", str(spec), env=env)
-        token = assay(admin, "token", "create", "bench", env=env)[1].split()[-1]
+        token = assay(admin, "token", "create", "bench", env=env)[1].split()[0]  # stdout first: the token
         with server(root / "a", env) as a, server(root / "b", env) as b:
             promotion_latency(admin, spec, env, [a, b])
             invalidation(a, b, token)
