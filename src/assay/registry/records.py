@@ -2,10 +2,9 @@
 
 A version carries JSON records besides its model: ``card.json`` (the model card's facts),
 ``evaluation.json`` (the held-out statistics), the ``summary`` gates read, the ``lineage`` and
-the feature schema (``schema.json``). This module owns what each of them is:
+the feature schema (``schema.json``). Their typed definitions live in ``registry.contracts``;
+this module owns checking them:
 
-* the ``TypedDict`` definitions the readers use (``CardRecord``, ``EvaluationRecord``,
-  ``SummaryRecord``, ``LineageRecord``, ``SchemaRecord`` and their parts);
 * ``check_card``, ``check_evaluation``, ``check_summary``, ``check_lineage`` and
   ``check_schema``: each takes parsed JSON and returns it typed, or raises an ``ArtifactError``
   naming the record and the field (``card.json: decision_threshold must be a number from 0 to
@@ -20,305 +19,41 @@ here is one every reader (scorer, ``assay show``, the API, promotion gates) can 
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, NotRequired, TypedDict, TypeVar, cast
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
-from assay.errors import ArtifactError
-
-Kind = Literal["numeric", "boolean", "categorical"]
-KINDS: tuple[str, ...] = ("numeric", "boolean", "categorical")
-Task = Literal["binary", "multiclass"]
-TASKS: tuple[str, ...] = ("binary", "multiclass")
-# What serves a version's probabilities: a compiled form, LightGBM as trained (one booster or
-# shards), or the estimator itself (the reference).
-RUNTIMES: tuple[str, ...] = ("lightgbm-text", "linear-json", "lightgbm", "lightgbm-shards", "reference")
-
-# Statistics of one confusion matrix (evaluation's threshold table columns and per-class stats).
-COUNT_STATS: tuple[str, ...] = ("tp", "fp", "tn", "fn")
-RATE_STATS: tuple[str, ...] = (
-    "precision",
-    "recall",
-    "f1",
-    "accuracy",
-    "match_rate",
-    "filter_rate",
-    "fpr",
-    "tnr",
-    "npv",
+from assay.registry.contracts import (
+    AUC_STATS,
+    COUNT_STATS,
+    FAIRNESS_STATS,
+    GATE_KINDS,
+    KINDS,
+    RATE_STATS,
+    RUNTIMES,
+    SUMMARY_STATS,
+    TASKS,
+    Candidate,
+    CardRecord,
+    EvaluationRecord,
+    Fairness,
+    GateLimits,
+    GroupStats,
+    ImportedFrom,
+    Inference,
+    LabelSnapshot,
+    LineageRecord,
+    SchemaRecord,
+    ServingCost,
+    SummaryRecord,
 )
-AUC_STATS: tuple[str, ...] = ("roc_auc", "pr_auc")
-# The headline numbers of a summary, which promotion gates compare.
-SUMMARY_STATS: tuple[str, ...] = ("roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "brier")
-FAIRNESS_STATS: tuple[str, ...] = ("demographic_parity_difference", "equalized_odds_difference")
-GATE_KINDS: tuple[str, ...] = ("minimum", "max_regression", "fairness")
-
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-# Rates computed in floating point land a rounding step outside [0, 1] (an average precision
-# of 1.0000000000000002): ranges are checked with this much slack.
-_SLACK = 1e-9
-_MAX_NAME = 1000
-
-
-# --------------------------------------------------------------------------- contracts
-
-
-class FeatureRecord(TypedDict):
-    name: str
-    kind: Kind
-    nullable: bool
-    categories: NotRequired[list[str]]  # categorical features only, in code order
-
-
-class SchemaRecord(TypedDict):
-    features: list[FeatureRecord]
-
-
-# Per-class statistics: RATE_STATS and AUC_STATS (number in [0, 1] or None) and COUNT_STATS.
-ClassStats = dict[str, float | int | None]
-# A threshold table: "threshold" plus every COUNT_STATS and RATE_STATS column, equally long.
-ThresholdTable = dict[str, list[float | int | None]]
-# One row of a threshold table: what a threshold query answers.
-ThresholdRow = dict[str, float | int | None]
-
-
-class ConfusionMatrix(TypedDict):
-    labels: list[str]
-    matrix: list[list[int]]
-
-
-class CalibrationCurve(TypedDict):
-    prob_pred: list[float]
-    prob_true: list[float]
-    count: list[int]
-
-
-class Calibration(TypedDict):
-    brier: float
-    curve: dict[str, CalibrationCurve]
-
-
-class GroupStats(TypedDict):
-    count: int
-    selection_rate: float | None
-    tpr: float | None
-    fpr: float | None
-    precision: float | None
-    # Versions trained before fairness grew calibration and group sizes lack these:
-    fnr: NotRequired[float | None]
-    brier: NotRequired[float | None]
-    calibration: NotRequired[CalibrationCurve]
-    compared: NotRequired[bool]  # False: below min_group_size, left out of the summaries
-
-
-class Fairness(TypedDict):
-    groups: dict[str, GroupStats]
-    demographic_parity_difference: float | None
-    demographic_parity_ratio: float | None
-    equalized_odds_difference: float | None
-    equalized_odds_ratio: float | None
-    # Versions trained before group sizes and intervals lack these:
-    true_positive_rate_difference: NotRequired[float | None]
-    false_positive_rate_difference: NotRequired[float | None]
-    excluded_groups: NotRequired[list[str]]
-    min_group_size: NotRequired[int]
-    all_groups: NotRequired[dict[str, float | None]]  # the four Fairlearn summaries over every group
-    intervals: NotRequired[dict[str, list[float] | None]]  # stat -> [low, high] (bootstrap)
-    confidence: NotRequired[float]
-    bootstrap: NotRequired[int]
-
-
-class RocCurve(TypedDict):
-    fpr: list[float]
-    tpr: list[float]
-
-
-class PrCurve(TypedDict):
-    precision: list[float]
-    recall: list[float]
-
-
-class EvaluationRecord(TypedDict):
-    task: Task
-    classes: list[str]
-    positive: str | None  # binary tasks only
-    decision_threshold: float | None  # binary tasks only
-    n: int
-    counts: dict[str, int]
-    confusion_matrix: ConfusionMatrix
-    accuracy: float
-    log_loss: NotRequired[float]  # versions trained before it was reported lack it
-    per_class: dict[str, ClassStats]
-    micro: ClassStats
-    macro: ClassStats
-    # The classes a task is about (binary: the positive one; multiclass: each) key these:
-    thresholds: dict[str, ThresholdTable]
-    calibration: Calibration
-    fairness: dict[str, dict[str, Fairness]]  # attribute -> class -> fairness
-    roc_curve: dict[str, RocCurve | None]
-    pr_curve: dict[str, PrCurve | None]
-
-
-class SummaryRecord(TypedDict):
-    roc_auc: float | None
-    pr_auc: float | None
-    f1: float | None
-    precision: float | None
-    recall: float | None
-    accuracy: float | None
-    brier: float | None
-    fairness: dict[str, float]  # FAIRNESS_STATS: the worst over attributes and classes
-
-
-class LineageSearch(TypedDict):
-    trials: int
-    max_trials: int
-    cut_short: bool
-    budget_s: float
-
-
-class ImportedFrom(TypedDict):
-    model: str
-    version: int
-    created_at: str
-    bundle_sha256: str
-
-
-class LabelSnapshot(TypedDict):
-    """The labels a retrained version learnt from (``assay.retraining``)."""
-
-    fingerprint: str  # sha256 over every training row's (id, label)
-    retrained_from: str  # the production version whose spec was re-run
-    base_train: list[str]  # the spec's own training files, before the labels were added
-    base_campaign: str | None  # the spec's own data.campaign, whose labels the rows already carry
-    rows: int  # training rows
-    campaigns: dict[str, int]  # resolved labels used, per review campaign
-    api: int  # labels received through the label API or `assay labels load`
-    relabelled: int  # training-file rows whose label a later label replaced
-    added: int  # rows added from the prediction log
-    held_out: int  # labels left out because their item is in the held-out data
-    without_features: int  # labels left out because no features of their item were found
-
-
-class Sources(TypedDict):
-    train: list[str]
-    test: list[str]
-
-
-Params = dict[str, str | int | float | bool | None]
-
-
-class Inference(TypedDict):
-    runtime: str  # COMPILED_RUNTIMES: what serves the version's probabilities
-    max_abs_diff: float | None  # compiled vs the estimator's own, on the held-out rows
-    reason: str | None  # why the reference (the estimator itself) serves, when it does
-
-
-class ServingCost(TypedDict):
-    runtime: str
-    predict_us: float  # one row, as the server predicts it
-    batch_us: float  # 1,000 rows
-
-
-class LineageRecord(TypedDict):
-    data_fingerprint: str
-    spec_hash: str
-    seed: int
-    sources: Sources
-    train_rows: int
-    test_rows: int
-    task: Task
-    params: Params
-    refit_s: float
-    libraries: dict[str, str]
-    assay: str
-    python: str
-    training_seconds: float
-    search: NotRequired[LineageSearch]
-    imported_from: NotRequired[ImportedFrom]
-    unlearning: NotRequired[dict[str, Any]]  # shards, exclusions honoured, the request a version forgot
-    labels: NotRequired[LabelSnapshot]
-    inference: NotRequired[Inference]  # versions trained before compiled inference lack it
-
-
-OperatingPoint = TypedDict("OperatingPoint", {"query": str, "class": str, "answer": ThresholdRow | None})
-
-
-class Importance(TypedDict):
-    feature: str
-    importance: float
-    std: float
-
-
-class Candidate(TypedDict):
-    candidate: str
-    params: Params
-    fold_scores: list[float]
-    fit_times: list[float]
-    mean_score: float
-    mean_fit_time: float
-    serving: NotRequired[ServingCost]  # versions trained before serving costs were measured lack it
-
-
-class Trial(TypedDict):
-    params: Params
-    mean_score: float
-
-
-class Search(TypedDict):
-    budget_s: float
-    max_trials: NotRequired[int]  # versions trained before the trial cap lack it and cut_short
-    trials: int
-    cut_short: NotRequired[bool]
-    elapsed_s: float
-    best_params: Params
-    history: list[Trial]
-
-
-class CardFeature(TypedDict):
-    name: str
-    kind: Kind
-
-
-GateLimits = dict[str, dict[str, float]]  # GATE_KINDS -> stat -> limit
-
-
-class CardRecord(TypedDict):
-    model: str
-    version: int
-    created_at: str
-    description: str
-    task: Task
-    classes: list[str]
-    positive: str | None
-    candidate: str
-    params: Params
-    metric: str
-    evaluation: EvaluationRecord
-    importance: list[Importance]
-    comparison: list[Candidate]
-    search: Search | None
-    operating_points: dict[str, OperatingPoint]
-    lineage: LineageRecord
-    features: list[CardFeature]
-    sensitive: list[str]
-    decision_threshold: float
-    gates: GateLimits
-    unlearning: NotRequired[dict[str, Any]]  # fast unlearning or not, its accuracy cost, the shard curve
-    # Versions trained before these were recorded lack them:
-    fairness_at_operating_points: NotRequired[dict[str, dict[str, Fairness]]]  # point -> attribute -> block
-    prior_score: NotRequired[float]  # the selection metric of predicting the class frequencies
-    details: NotRequired[dict[str, str | list[str]]]  # the spec's [card]: owner, licence, intended use...
-    mitigation: NotRequired[dict[str, Any]]  # the fairness mitigation chosen, and its trade-off
-
+from assay.registry.validation import Validator
 
 # --------------------------------------------------------------------------- the checks
 
 
 def check_schema(value: Any, name: str = "schema.json") -> SchemaRecord:
     """A feature schema: features with unique names, a kind each, categories only when categorical."""
-    v = _Validator(name)
+    v = Validator(name)
     record = v.keys(value, "", {"features"})
     features = v.array(record["features"], "features", min_length=1)
     names: set[str] = set()
@@ -339,7 +74,7 @@ def check_schema(value: Any, name: str = "schema.json") -> SchemaRecord:
 
 def check_evaluation(value: Any, name: str = "evaluation.json") -> EvaluationRecord:
     """Held-out statistics: classes, counts, rates and tables that agree with each other."""
-    v = _Validator(name)
+    v = Validator(name)
     ev = v.keys(value, "", set(EvaluationRecord.__annotations__) - {"log_loss"}, {"log_loss"})
     task = v.enum(ev["task"], "task", TASKS)
     classes = v.strings(ev["classes"], "classes", unique=True, min_length=2)
@@ -396,7 +131,7 @@ def check_evaluation(value: Any, name: str = "evaluation.json") -> EvaluationRec
 
 def check_summary(value: Any, name: str = "summary") -> SummaryRecord:
     """The headline numbers promotion gates compare: each in [0, 1] (Brier up to 2) or null."""
-    v = _Validator(name)
+    v = Validator(name)
     summary = v.keys(value, "", set(SUMMARY_STATS) | {"fairness"})
     for stat in SUMMARY_STATS:
         v.number(summary[stat], stat, 0.0, 2.0 if stat == "brier" else 1.0, null=True)
@@ -408,7 +143,7 @@ def check_summary(value: Any, name: str = "summary") -> SummaryRecord:
 
 def check_lineage(value: Any, name: str = "lineage") -> LineageRecord:
     """Where a version came from: data and spec hashes, seed, rows, parameters, library versions."""
-    v = _Validator(name)
+    v = Validator(name)
     optional = ("search", "imported_from", "unlearning", "labels", "inference")
     required = {k for k in LineageRecord.__annotations__ if k not in optional}
     lineage = v.keys(value, "", required, optional)
@@ -479,7 +214,7 @@ def check_card(value: Any, name: str = "card.json") -> CardRecord:
     """The model card's facts: the evaluation and lineage (checked as such), the decision
     threshold and operating points (thresholds in [0, 1], classes among the model's), the
     features, the candidates compared and the gates."""
-    v = _Validator(name)
+    v = Validator(name)
     card = v.keys(value, "", set(CardRecord.__annotations__) - _CARD_OPTIONAL, _CARD_OPTIONAL)
     v.string(card["model"], "model")
     v.integer(card["version"], "version", 1)
@@ -533,7 +268,7 @@ def check_card(value: Any, name: str = "card.json") -> CardRecord:
 _CARD_UNLEARNING = ("shards", "slices", "metrics", "cost", "curve")
 
 
-def _card_extras(v: _Validator, card: dict[str, Any]) -> None:
+def _card_extras(v: Validator, card: dict[str, Any]) -> None:
     """Fairness at each operating point, the prior's score, the spec's [card] details, mitigation."""
     points = v.mapping(card.get("fairness_at_operating_points", {}), "fairness_at_operating_points")
     for point, by_attribute in points.items():
@@ -554,7 +289,7 @@ def _card_extras(v: _Validator, card: dict[str, Any]) -> None:
 
 def check_gate_limits(value: Any, name: str) -> GateLimits:
     """Promotion gates as a spec states them: under each kind, known statistics to finite limits."""
-    v = _Validator(name)
+    v = Validator(name)
     gates = v.keys(value, "", set(), set(GATE_KINDS))
     for kind, limits in gates.items():
         stats = FAIRNESS_STATS if kind == "fairness" else SUMMARY_STATS
@@ -566,7 +301,7 @@ def check_gate_limits(value: Any, name: str) -> GateLimits:
 # --------------------------------------------------------------------------- parts
 
 
-def _positive(v: _Validator, value: Any, where: str, task: str, classes: list[str]) -> str | None:
+def _positive(v: Validator, value: Any, where: str, task: str, classes: list[str]) -> str | None:
     if task == "multiclass":
         if value is not None:
             raise v.fail(where, "must be null for a multiclass task")
@@ -576,7 +311,7 @@ def _positive(v: _Validator, value: Any, where: str, task: str, classes: list[st
     return v.enum(value, where, classes)
 
 
-def _stats(v: _Validator, value: Any, where: str, rates: Iterable[str], counts: Iterable[str]) -> None:
+def _stats(v: Validator, value: Any, where: str, rates: Iterable[str], counts: Iterable[str]) -> None:
     stats = v.keys(value, where, {*rates, *counts})
     for stat in rates:
         v.number(stats[stat], f"{where}.{stat}", 0.0, 1.0, null=True)
@@ -584,14 +319,14 @@ def _stats(v: _Validator, value: Any, where: str, rates: Iterable[str], counts: 
         v.integer(stats[stat], f"{where}.{stat}", 0)
 
 
-def _threshold_table(v: _Validator, value: Any, where: str) -> None:
+def _threshold_table(v: Validator, value: Any, where: str) -> None:
     columns = {"threshold": False, **dict.fromkeys(COUNT_STATS, True), **dict.fromkeys(RATE_STATS, False)}
     table = _columns(v, value, where, columns, null={"threshold": False, **dict.fromkeys(RATE_STATS, True)})
     if not table["threshold"]:
         raise v.fail(f"{where}.threshold", "must not be empty")
 
 
-def _threshold_row(v: _Validator, value: Any, where: str) -> None:
+def _threshold_row(v: Validator, value: Any, where: str) -> None:
     row = v.keys(value, where, {"threshold", *COUNT_STATS, *RATE_STATS})
     v.number(row["threshold"], f"{where}.threshold", 0.0, 1.0)
     for stat in RATE_STATS:
@@ -601,7 +336,7 @@ def _threshold_row(v: _Validator, value: Any, where: str) -> None:
 
 
 def _columns(
-    v: _Validator, value: Any, where: str, integer: Mapping[str, bool], null: Mapping[str, bool] | None = None
+    v: Validator, value: Any, where: str, integer: Mapping[str, bool], null: Mapping[str, bool] | None = None
 ) -> dict[str, Any]:
     """Parallel lists of equal length: whole counts where ``integer``, else values in [0, 1]."""
     table = v.keys(value, where, set(integer))
@@ -633,7 +368,7 @@ _GROUP_OPTIONAL = {"fnr", "brier", "calibration", "compared"}
 _CARD_OPTIONAL = {"unlearning", "fairness_at_operating_points", "prior_score", "details", "mitigation"}
 
 
-def check_fairness(v: _Validator, value: Any, where: str) -> None:
+def check_fairness(v: Validator, value: Any, where: str) -> None:
     """One fairness block: per-group rates, the summaries and their intervals."""
     block = v.keys(value, where, set(Fairness.__annotations__) - _FAIRNESS_OPTIONAL, _FAIRNESS_OPTIONAL)
     for group, stats in v.mapping(block["groups"], f"{where}.groups").items():
@@ -669,7 +404,7 @@ def check_fairness(v: _Validator, value: Any, where: str) -> None:
         v.integer(block["bootstrap"], f"{where}.bootstrap", 0)
 
 
-def _candidate(v: _Validator, value: Any, where: str) -> None:
+def _candidate(v: Validator, value: Any, where: str) -> None:
     entry = v.keys(value, where, set(Candidate.__annotations__) - {"serving"}, {"serving"})
     v.string(entry["candidate"], f"{where}.candidate")
     v.params(entry["params"], f"{where}.params")
@@ -684,7 +419,7 @@ def _candidate(v: _Validator, value: Any, where: str) -> None:
         v.number(cost["batch_us"], f"{where}.serving.batch_us", 0.0)
 
 
-def _search(v: _Validator, value: Any, where: str) -> None:
+def _search(v: Validator, value: Any, where: str) -> None:
     required = {"budget_s", "trials", "elapsed_s", "best_params", "history"}
     search = v.keys(value, where, required, {"max_trials", "cut_short"})
     v.number(search["budget_s"], f"{where}.budget_s", 0.0)
@@ -699,158 +434,3 @@ def _search(v: _Validator, value: Any, where: str) -> None:
         entry = v.keys(trial, f"{where}.history[{i}]", {"params", "mean_score"})
         v.params(entry["params"], f"{where}.history[{i}].params")
         v.number(entry["mean_score"], f"{where}.history[{i}].mean_score")
-
-
-# --------------------------------------------------------------------------- primitives
-
-_T = TypeVar("_T")
-
-
-class _Validator:
-    """Type and range checks whose errors name the record and the field."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def fail(self, where: str, problem: str) -> ArtifactError:
-        field = where or None
-        return ArtifactError(f"{self.name}: {where + ' ' if where else ''}{problem}", field=field)
-
-    def keys(
-        self, value: Any, where: str, required: set[str], optional: Iterable[str] = ()
-    ) -> dict[str, Any]:
-        """``value`` as an object with every ``required`` key, and no key but those and ``optional``."""
-        record = self.mapping(value, where)
-        missing = sorted(required - record.keys())
-        if missing:
-            raise self.fail(where, f"lacks {', '.join(map(repr, missing))}")
-        unknown = sorted(record.keys() - required - set(optional))
-        if unknown:
-            raise self.fail(where, f"has unknown key {_show(unknown[0])}")
-        return record
-
-    def get(self, value: Any, where: str, key: str) -> Any:
-        record = self.mapping(value, where)
-        if key not in record:
-            raise self.fail(where, f"lacks {key!r}")
-        return record[key]
-
-    def mapping(self, value: Any, where: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(where, f"must be an object, got {_show(value)}")
-        return value
-
-    def array(self, value: Any, where: str, *, length: int | None = None, min_length: int = 0) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.fail(where, f"must be a list, got {_show(value)}")
-        if length is not None and len(value) != length:
-            raise self.fail(where, f"must have {length} entries, not {len(value)}")
-        if len(value) < min_length:
-            raise self.fail(where, f"must have at least {min_length} entries")
-        return value
-
-    def string(self, value: Any, where: str, *, empty_ok: bool = False) -> str:
-        if not isinstance(value, str) or (not value and not empty_ok) or len(value) > 100_000:
-            raise self.fail(where, f"must be a{'' if empty_ok else ' non-empty'} string, got {_show(value)}")
-        return value
-
-    def strings(
-        self, value: Any, where: str, *, unique: bool = False, empty_ok: bool = False, min_length: int = 0
-    ) -> list[str]:
-        values = self.array(value, where, min_length=max(min_length, 0 if empty_ok else 1))
-        for i, item in enumerate(values):
-            if not isinstance(item, str) or not item or len(item) > _MAX_NAME:
-                raise self.fail(f"{where}[{i}]", f"must be a non-empty string, got {_show(item)}")
-        if unique and len(set(values)) != len(values):
-            duplicate = next(s for i, s in enumerate(values) if s in values[:i])
-            raise self.fail(where, f"names {duplicate!r} twice")
-        return values
-
-    def enum(self, value: Any, where: str, options: Iterable[str]) -> str:
-        allowed = list(options)
-        if not isinstance(value, str) or value not in allowed:
-            raise self.fail(where, f"must be one of {', '.join(map(repr, allowed))}, got {_show(value)}")
-        return value
-
-    def boolean(self, value: Any, where: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(where, f"must be true or false, got {_show(value)}")
-        return value
-
-    def integer(self, value: Any, where: str, lo: int | None = None) -> int:
-        # type() rather than isinstance: JSON's true is no count.
-        if type(value) is not int or (lo is not None and value < lo):
-            bound = "" if lo is None else f" of at least {lo}"
-            raise self.fail(where, f"must be a whole number{bound}, got {_show(value)}")
-        return value
-
-    def number(
-        self, value: Any, where: str, lo: float = -math.inf, hi: float = math.inf, *, null: bool = False
-    ) -> float | None:
-        if value is None and null:
-            return None
-        if (
-            type(value) not in (int, float)
-            or not math.isfinite(value)
-            or not lo - _SLACK <= value <= hi + _SLACK
-        ):
-            raise self.fail(
-                where, f"must be {_range(lo, hi)}{' or null' if null else ''}, got {_show(value)}"
-            )
-        return float(value)
-
-    def numbers(self, values: list[Any], where: str, lo: float = -math.inf) -> None:
-        for i, value in enumerate(values):
-            self.number(value, f"{where}[{i}]", lo)
-
-    def integers(self, values: list[Any], where: str) -> None:
-        # Threshold tables are long: one pass over the types, the messages only on failure.
-        if not all(type(x) is int and x >= 0 for x in values):
-            i = next(i for i, x in enumerate(values) if type(x) is not int or x < 0)
-            self.integer(values[i], f"{where}[{i}]", 0)
-
-    def unit_numbers(self, values: list[Any], where: str, *, null: bool) -> None:
-        lo, hi = -_SLACK, 1.0 + _SLACK
-
-        def ok(x: Any) -> bool:
-            return (x is None and null) or (type(x) in (int, float) and lo <= x <= hi)
-
-        if not all(map(ok, values)):
-            i = next(i for i, x in enumerate(values) if not ok(x))
-            self.number(values[i], f"{where}[{i}]", 0.0, 1.0, null=null)
-
-    def params(self, value: Any, where: str) -> None:
-        """Hyperparameters: names to JSON scalars (finite numbers)."""
-        for key, item in self.mapping(value, where).items():
-            if item is None or isinstance(item, str | bool):
-                continue
-            self.number(item, f"{where}.{key}")
-
-    def sha256(self, value: Any, where: str) -> str:
-        if not isinstance(value, str) or not _SHA256_HEX.fullmatch(value):
-            raise self.fail(where, f"must be a lowercase sha256 hex digest, got {_show(value)}")
-        return value
-
-    def nested(self, check: Callable[[Any, str], _T], value: Any, where: str) -> _T:
-        return check(value, f"{self.name}: {where}")
-
-
-def _range(lo: float, hi: float) -> str:
-    if math.isinf(lo) and math.isinf(hi):
-        return "a finite number"
-    if math.isinf(hi):
-        return f"a finite number of at least {lo:g}"
-    return f"a number from {lo:g} to {hi:g}"
-
-
-def _show(value: Any) -> str:
-    """A value as JSON shows it, cut short: messages must stay one readable line."""
-    if isinstance(value, bool) or value is None:
-        text = {True: "true", False: "false", None: "null"}[value]
-    elif isinstance(value, dict):
-        text = "an object"
-    elif isinstance(value, list):
-        text = "a list"
-    else:
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from assay.errors import DataError, InvalidInput
-from assay.registry.records import Kind, check_schema
+from assay.registry.contracts import Kind
+from assay.registry.records import check_schema
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -36,14 +36,12 @@ from sqlalchemy.engine import Connection, Engine
 from assay.errors import ArtifactError, Conflict, GateFailed, InvalidInput, NotFound
 from assay.registry.artifacts import Predictor, check_model, load_model
 from assay.registry.bundles import export_bundle, import_bundle
+from assay.registry.contracts import CardRecord, EvaluationRecord, LineageRecord
 from assay.registry.ensemble import is_sharded, load_sharded
 from assay.registry.files import BUNDLE_JSON, WorkDir, check_manifest, remove_stale_workdirs, sha256_file
 from assay.registry.gates import check_gates, summarize
 from assay.registry.probe import probe_model
 from assay.registry.records import (
-    CardRecord,
-    EvaluationRecord,
-    LineageRecord,
     check_card,
     check_evaluation,
     check_gate_limits,
