@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,7 +59,11 @@ class RayEngine:
             compute=self.ray.data.ActorPoolStrategy(size=workers),
             num_cpus=min(1.0, max((cores - 1) / workers, 0.1)),
         )
-        scored.write_parquet(str(dest))
+        with warnings.catch_warnings():
+            # An input of fewer blocks than workers leaves actors idle, which Ray warns about; it
+            # is right for a small folder, not a fault.
+            warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
+            scored.write_parquet(str(dest))
         return sum(pq.ParquetFile(path).metadata.num_rows for path in sorted(dest.glob("*.parquet")))
 
     def __init__(self, address: str = "") -> None:

@@ -33,13 +33,13 @@ asg_t = db.assignments
 labels_t = db.labels
 
 
-def _item(conn: Connection, campaign: Campaign, item_id: str) -> sa.Row:
-    """The item's row, locked until the transaction ends (PostgreSQL; SQLite's writes take turns)."""
-    row = conn.execute(
-        sa.select(items_t.c.id, items_t.c.probabilities, items_t.c.prediction)
-        .where(items_t.c.campaign_id == campaign.id, items_t.c.item_id == str(item_id))
-        .with_for_update()
-    ).first()
+def _item(conn: Connection, campaign: Campaign, item_id: str, *, lock: bool = True) -> sa.Row:
+    """The item's row, locked until the transaction ends unless ``lock`` is false (PostgreSQL;
+    SQLite's writes take turns)."""
+    query = sa.select(items_t.c.id, items_t.c.probabilities, items_t.c.prediction).where(
+        items_t.c.campaign_id == campaign.id, items_t.c.item_id == str(item_id)
+    )
+    row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None:
         raise NotFound(
             f"campaign {campaign.name!r} has no item {item_id!r}", field="item_id", code="unknown_item"
@@ -86,19 +86,24 @@ def submit_label(
     comment = _checked(campaign, label, comment)
     now = db.now()
     with engine.begin() as conn:
-        item = _item(conn, campaign, item_id)
+        item = _item(conn, campaign, item_id, lock=False)
         held = conn.execute(
             sa.select(asg_t.c.id, asg_t.c.state, asg_t.c.workset_id).where(_mine(item.id, user))
         ).first()
         if held is None or held.state not in ("open", "done", "unsure"):
-            raise Conflict(
-                f"item {item_id!r} is not in your workset (skipped, or the workset expired); take a new workset",
-                field="item_id",
-                code="not_assigned",
-            )
+            raise _not_assigned(item_id)
+        if held.state == "open":
+            # The claim is finished only if it is still open now: a taker of an expired workset may
+            # have taken it back since it was read, and its slot then belongs to someone else.
+            # Claim before item, the order in which expiry takes claims back: no deadlock.
+            finished = conn.execute(
+                sa.update(asg_t).where(asg_t.c.id == held.id, asg_t.c.state == "open").values(finished_at=now)
+            ).rowcount
+            if not finished:
+                raise _not_assigned(item_id)
+        _item(conn, campaign, item_id)  # the item's lock: labels of one item take turns
         if held.state == "open":
             _insert_label(conn, campaign, item, user, label, comment, now)
-            conn.execute(sa.update(asg_t).where(asg_t.c.id == held.id).values(finished_at=now))
             # Working keeps a workset alive: only abandoned ones expire.
             conn.execute(
                 sa.update(db.worksets)
@@ -112,6 +117,14 @@ def submit_label(
             outcome = "updated"
         requeue_ties(conn, campaign, [item.id])
     return outcome
+
+
+def _not_assigned(item_id: str) -> Conflict:
+    return Conflict(
+        f"item {item_id!r} is not in your workset (skipped, or the workset expired); take a new workset",
+        field="item_id",
+        code="not_assigned",
+    )
 
 
 def _insert_label(

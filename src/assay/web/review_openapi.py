@@ -58,6 +58,16 @@ def _campaign_schemas() -> dict[str, Any]:
         "model_version": {"type": "integer"},
         "classes": _TEXTS,
         "labels_per_item": {"type": "integer", "minimum": 1},
+        "extra_labels": {
+            **_COUNT,
+            "description": "Labels an item may get beyond labels_per_item while it ties.",
+        },
+        "guidelines": {**_TEXT, "description": "What reviewers read before they label."},
+        "class_descriptions": {
+            "type": "object",
+            "additionalProperties": _TEXT,
+            "description": "Class -> what it means, shown next to its button.",
+        },
         "reviewers": {**_TEXTS, "description": "Usernames who may label; empty: every account."},
         "blind": {"type": "boolean", "description": "Reviewers are never shown the model's score."},
         "selection": {"type": "object", "description": "How the items were chosen (method, source, ...)."},
