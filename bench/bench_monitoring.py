@@ -40,6 +40,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_serving as serving
+import harness
 
 from assay.modelling.datasets import read_table
 from assay.monitoring import monitor
@@ -144,7 +145,7 @@ def main() -> int:
     if not test_file.is_file():
         print(f"skipped: {args.data} has no editquality data")
         return 0
-    serving.OUT = OUT  # the serving helpers write their specs and logs here
+    serving.OUT = harness.OUT = OUT  # the serving helpers write their specs and logs here
     results: dict[str, Any] = {"rows": args.rows}
     if args.serving_only:
         home = OUT / "home"
@@ -251,16 +252,16 @@ def serve(home: Path, test_file: Path, args: argparse.Namespace, results: dict[s
         say(f"single-item scoring, prediction log on vs off: {args.rounds} rounds side by side")
         # Numbers as JSON numbers (read_table keeps every value a string, as training reads files).
         items = serving.items_of(pd.read_csv(test_file, sep="\t", header=None, names=serving.COLUMNS))
-        single = serving.lua(
+        single = harness.lua(
             "single.lua",
             serving.POST_LUA.format(
-                body=serving._write(OUT / "single.json", {"models": [serving.MODEL], "items": items[:1]})
+                body=harness.write_json(OUT / "single.json", {"models": [serving.MODEL], "items": items[:1]})
             ),
         )
         rounds = []
         with (
-            serving.assay_server(home, "log-on") as on,
-            serving.assay_server(home, "log-off", ASSAY_LOG_SAMPLE="0") as off,
+            harness.assay_server(home, "log-on") as on,
+            harness.assay_server(home, "log-off", ASSAY_LOG_SAMPLE="0") as off,
         ):
             for url in (on, off):
                 request = urllib.request.Request(
@@ -270,17 +271,17 @@ def serve(home: Path, test_file: Path, args: argparse.Namespace, results: dict[s
                 )
                 with urllib.request.urlopen(request) as answer:
                     assert b'"error"' not in answer.read(), "the benchmark's item is refused"
-                serving.wrk(url + "/v1/scores", single, 2, args.connections)
+                harness.wrk(url + "/v1/scores", single, 2, args.connections)
             for k in range(args.rounds):
                 say(f"  round {k + 1} of {args.rounds}")
                 measured = {}
                 # Which server goes first alternates: a round's second run meets a warmer machine.
                 for name in ("on", "off") if k % 2 == 0 else ("off", "on"):
                     url = on if name == "on" else off
-                    before = cpu_seconds(serving.PIDS[url])
-                    measured[name] = serving.wrk(url + "/v1/scores", single, args.duration, args.connections)
+                    before = cpu_seconds(harness.PIDS[url])
+                    measured[name] = harness.wrk(url + "/v1/scores", single, args.duration, args.connections)
                     time.sleep(1.5)  # the log's writer flushes every second: its work counts for the run
-                    spent = cpu_seconds(serving.PIDS[url]) - before
+                    spent = cpu_seconds(harness.PIDS[url]) - before
                     measured[name]["cpu_us"] = spent / (measured[name]["rps"] * args.duration) * 1e6
                 rounds.append(measured)
             time.sleep(1.0)

@@ -24,3 +24,17 @@ def test_listing_models_imports_no_modelling_library(tmp_path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == ["no models yet", "loaded:"]
+
+
+def test_a_command_on_an_up_to_date_store_does_not_import_alembic(tmp_path) -> None:
+    # The first command migrates the new home (Alembic); later ones only read the version row.
+    code = (
+        "import sys\n"
+        "from assay.cli import main\n"
+        f"main(['--home', {str(tmp_path)!r}, 'models'], standalone_mode=False)\n"
+        "print('alembic' in sys.modules)"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True) for _ in "12"
+    ]
+    assert [r.stdout.splitlines()[-1] for r in runs] == ["True", "False"]

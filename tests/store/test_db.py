@@ -95,6 +95,30 @@ def test_upgrade_gives_back_the_slots_unsure_labels_held(tmp_path: Path) -> None
     assert states == {1: "done", 2: "unsure"}
 
 
+def test_the_head_read_from_the_files_is_alembics(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    assert (
+        db.head_revision() == ScriptDirectory.from_config(db._alembic_config("sqlite://")).get_current_head()
+    )
+
+
+def test_a_store_behind_the_head_is_migrated(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    db.connect(url).dispose()
+    engine = db.create_engine(url)
+    try:
+        with engine.begin() as conn:  # as a store made by an assay one migration older says
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = '0007'"))
+            conn.execute(sa.text("DROP TABLE notices"))
+        assert db.current_revision(engine) == "0007"
+        assert db.upgrade(engine) is True
+        assert db.current_revision(engine) == db.head_revision()
+        assert "notices" in sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
 def test_a_new_sqlite_home_upgrades_itself(tmp_path: Path) -> None:
     # The embedded store belongs to one host: the first command on a fresh home needs no step.
     engine = db.connect(f"sqlite:///{tmp_path / 'fresh.db'}")

@@ -10,7 +10,9 @@ to migrate it on start-up: ``connect`` refuses it, in one line, while it is behi
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,21 +201,38 @@ def create_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def head_revision() -> str:
-    """The newest migration this assay knows."""
-    from alembic.script import ScriptDirectory  # here, not at the top: only opening a store needs it
+_MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
+_REVISION_LINE = re.compile(r"^(down_revision|revision)\s*=\s*(?:[\"']([^\"']+)[\"']|None)", re.M)
 
-    head = ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
-    assert head is not None  # the package ships its migrations
-    return head
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration this assay knows: the one no other migration revises.
+
+    Read from the migration files' ``revision``/``down_revision`` lines, not through Alembic,
+    whose import costs more than the rest of a read-only command (the tests check that both
+    agree): Alembic is imported only when a store must actually be migrated.
+    """
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for path in _MIGRATIONS.glob("*.py"):
+        lines = dict((key, value) for key, value in _REVISION_LINE.findall(path.read_text()))
+        revisions.add(lines["revision"])
+        if lines.get("down_revision"):
+            revised.add(lines["down_revision"])
+    heads = revisions - revised
+    assert len(heads) == 1, f"the migrations have {len(heads)} heads"  # the package ships one chain
+    return heads.pop()
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The migration the store is at (None for an empty store)."""
-    from alembic.runtime.migration import MigrationContext
-
+    """The migration the store is at (None for an empty store), read from Alembic's own table."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+    # Several rows would be several heads: no single answer, so never "up to date".
+    return ",".join(sorted(rows)) or None
 
 
 # Any constant: the key of the PostgreSQL advisory lock that lets one host at a time migrate.
@@ -226,12 +245,12 @@ def upgrade(engine: Engine) -> bool:
     On PostgreSQL the migration runs under an advisory lock, so hosts that run it at once
     take turns (the second finds the store up to date) instead of racing on the DDL.
     """
+    if current_revision(engine) == head_revision():
+        return False
     from alembic import command
     from alembic.runtime.migration import MigrationContext
 
     cfg = _alembic_config(engine.url.render_as_string(hide_password=False))
-    if current_revision(engine) == head_revision():
-        return False
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
