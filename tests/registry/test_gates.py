@@ -14,8 +14,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from assay.modelling.evaluation import evaluate
+from assay.registry.contracts import VersionRecord
 from assay.registry.gates import check_gates, summarize
-from assay.registry.versions import VersionRecord
 from tests.conftest import EDITQUALITY_FEATURES, edits_frame
 
 

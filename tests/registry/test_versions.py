@@ -15,6 +15,7 @@ from assay.errors import ArtifactError, GateFailed, InvalidInput, NotFound
 from assay.modelling.promotion import promote
 from assay.modelling.spec import load_spec
 from assay.modelling.training import train
+from assay.registry.importer import import_version
 from assay.settings import Settings
 from assay.workspace import Workspace
 from tests.conftest import write_binary_spec
@@ -113,7 +114,7 @@ def test_export_import_into_another_workspace(trained_workspace: Workspace, tmp_
     trained_workspace.registry.export("damaging", bundle)
     other = Workspace.open(Settings.load(home=tmp_path / "other", environ={}))
     try:
-        imported = other.registry.import_(bundle)
+        imported = import_version(other.registry, bundle)
         record = imported.record
         assert imported.added and imported.origin == "damaging@1"
         assert record.ref == "damaging@1"
@@ -144,7 +145,7 @@ def test_import_refuses_a_modified_bundle(trained_workspace: Workspace, tmp_path
                 data = data.replace(b"<body", b"<body onload='alert(1)'", 1)
             dst.writestr(info, data)
     with pytest.raises(ArtifactError):
-        trained_workspace.registry.import_(evil)
+        import_version(trained_workspace.registry, evil)
     assert trained_workspace.registry.model("damaging").versions == [1]
 
 
@@ -222,7 +223,7 @@ def test_import_refuses_a_forged_bundle_and_writes_nothing(
     trained_workspace.registry.export("damaging", bundle)
     forged = _forge(bundle, tmp_path / "forged.assay", change)
     with pytest.raises(ArtifactError, match=r"^bundle forged\.assay: .*" + message):
-        workspace.registry.import_(forged)
+        import_version(workspace.registry, forged)
     assert workspace.registry.models() == []
     assert [p for p in workspace.registry.artifacts_path.rglob("*") if not p.is_dir()] == []
 
@@ -238,7 +239,7 @@ def test_import_refuses_a_summary_that_leaves_numbers_out(
         record["summary"] = {"accuracy": record["summary"]["accuracy"]}
 
     with pytest.raises(ArtifactError, match=r"record: summary: lacks 'brier'.*'roc_auc'"):
-        workspace.registry.import_(_forge(bundle, tmp_path / "short.assay", claim_only_accuracy))
+        import_version(workspace.registry, _forge(bundle, tmp_path / "short.assay", claim_only_accuracy))
     assert workspace.registry.models() == []
 
 
@@ -268,24 +269,24 @@ def test_import_keeps_the_exported_number_and_adds_a_bundle_once(
     bundle = tmp_path / "damaging-1.assay"
     trained_workspace.registry.export("damaging@1", bundle)
     # The very version it was exported from: nothing to add.
-    again = trained_workspace.registry.import_(bundle)
+    again = import_version(trained_workspace.registry, bundle)
     assert not again.added and again.record.ref == "damaging@1"
     # A workspace whose damaging@1 is another model: the import takes the next number.
     other = Workspace.open(Settings.load(home=tmp_path / "other", environ={}))
     third = Workspace.open(Settings.load(home=tmp_path / "third", environ={}))
     try:
         train(load_spec(write_binary_spec(tmp_path / "data", n_train=300, n_test=200)), other.registry)
-        imported = other.registry.import_(bundle)
+        imported = import_version(other.registry, bundle)
         assert imported.added and imported.record.ref == "damaging@2" and imported.origin == "damaging@1"
         assert imported.record.lineage["imported_from"]["version"] == 1
-        assert other.registry.import_(bundle).record.ref == "damaging@2"  # the same file again: no-op
+        assert import_version(other.registry, bundle).record.ref == "damaging@2"  # the same file again: no-op
         assert other.registry.model("damaging").versions == [1, 2]
         # Exported again as damaging@2, it keeps that number where it is free.
         second = tmp_path / "damaging-2.assay"
         other.registry.export("damaging@2", second)
-        kept = third.registry.import_(second)
+        kept = import_version(third.registry, second)
         assert kept.added and kept.record.ref == "damaging@2" and third.registry.aliases("damaging") == {}
-        assert not third.registry.import_(second).added
+        assert not import_version(third.registry, second).added
     finally:
         other.close()
         third.close()

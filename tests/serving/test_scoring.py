@@ -20,8 +20,9 @@ from click.testing import CliRunner
 from assay.cli import main
 from assay.errors import ArtifactError, InvalidInput, NotFound
 from assay.registry.artifacts import load_model, save_model
+from assay.registry.loaded import LoadedModel
 from assay.registry.schema import FeatureSchema
-from assay.registry.versions import LOAD_CACHE_SIZE, LoadedModel
+from assay.registry.versions import LOAD_CACHE_SIZE
 from assay.serving.cache import MemoryCache, RedisCache, score_key
 from assay.serving.features import FeatureTable
 from assay.serving.predictor import fast_predict

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from assay.errors import ArtifactError, SettingsError
+from assay.registry.importer import import_version
 from assay.settings import Settings
 from assay.store.artifact_store import S3ArtifactStore, open_artifact_store
 from assay.workspace import Workspace
@@ -67,7 +68,7 @@ def test_a_version_published_on_one_host_loads_on_another(
     first = _host(tmp_path, "a", endpoint, url)
     second = _host(tmp_path, "b", endpoint, url)
     try:
-        record = first.registry.import_(tmp_path / "d.assay").record
+        record = import_version(first.registry, tmp_path / "d.assay").record
         listed = client.list_objects_v2(Bucket=name, Prefix="models/damaging/1/")["Contents"]
         assert {e["Key"] for e in listed} == {f"models/damaging/1/{f}" for f in record.manifest}
         head = client.head_object(Bucket=name, Key="models/damaging/1/card.json")
@@ -91,7 +92,7 @@ def test_a_modified_object_is_refused_and_not_cached(
     first = _host(tmp_path, "a", endpoint, url)
     second = _host(tmp_path, "b", endpoint, url)
     try:
-        record = first.registry.import_(tmp_path / "d.assay").record
+        record = import_version(first.registry, tmp_path / "d.assay").record
         client.put_object(Bucket=name, Key="damaging/1/schema.json", Body=b'{"features": []}')
         there = second.registry.get("damaging", record.version)
         with pytest.raises(ArtifactError, match=r"damaging@1: s3://.*schema.json is truncated or modified"):

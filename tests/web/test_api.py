@@ -22,6 +22,7 @@ from assay.modelling.queries import answer_threshold_query
 from assay.modelling.spec import load_spec
 from assay.modelling.training import train
 from assay.registry.artifacts import LIGHTGBM_FILE
+from assay.registry.importer import import_version
 from assay.serving import tokens
 from assay.settings import Settings
 from assay.web.app import create_app
@@ -437,7 +438,7 @@ def test_changes_reach_every_host_on_postgres(trained_home: Path, postgres_url: 
     target = Workspace.open(settings)
     try:
         source.registry.export("damaging@1", tmp_path / "d.assay")
-        target.registry.import_(tmp_path / "d.assay")
+        import_version(target.registry, tmp_path / "d.assay")
         target.registry.promote("damaging", 1, actor="tests", reason="a copy", force=True)
     finally:
         source.close()

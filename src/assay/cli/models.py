@@ -15,6 +15,7 @@ from assay.cli import main, pass_workspace
 from assay.engines.engine import ENGINES, open_engine
 from assay.errors import InvalidInput
 from assay.registry.files import sha256_file
+from assay.registry.importer import import_version
 from assay.retraining import runs
 from assay.settings import Settings
 from assay.workspace import Workspace
@@ -374,7 +375,7 @@ def export_command(ws: Workspace, ref: str, out: str) -> None:
 @pass_workspace
 def import_command(ws: Workspace, bundle: str, expected: str | None) -> None:
     """Add a version from an exported file (checked before anything is written)."""
-    imported = ws.registry.import_(Path(bundle), expected_sha256=expected)
+    imported = import_version(ws.registry, Path(bundle), expected_sha256=expected)
     record = imported.record
     if not imported.added:
         click.echo(f"{imported.origin} is already here as {record.ref} (the same bundle): nothing imported")

@@ -21,7 +21,7 @@ from assay.cli import main, pass_workspace
 from assay.cli.review import labels_group
 from assay.errors import DataError, InvalidInput
 from assay.monitoring import alerts, labels, log
-from assay.registry.versions import parse_ref, version_number
+from assay.registry.refs import parse_ref, version_number
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer

@@ -35,8 +35,10 @@ from assay.modelling.significance import (
 )
 from assay.modelling.spec import ModelSpec
 from assay.modelling.training import CampaignLabels, prepare
+from assay.registry.contracts import VersionRecord
 from assay.registry.gates import summarize
-from assay.registry.versions import LoadedModel, Registry, VersionRecord
+from assay.registry.loaded import LoadedModel
+from assay.registry.versions import Registry
 
 # Statistics whose paired difference gets a bootstrap interval (Brier: lower is better).
 BOOTSTRAPPED = ("roc_auc", "pr_auc", "brier")

@@ -16,7 +16,9 @@ from assay.errors import AssayError
 from assay.modelling.comparison import Comparison, Rows, compare_versions, held_out_rows, spec_of, unseen_by
 from assay.modelling.significance import DEFAULT_RESAMPLES
 from assay.modelling.training import CampaignLabels
-from assay.registry.versions import DEFAULT_ALIAS, Registry, VersionRecord
+from assay.registry.contracts import VersionRecord
+from assay.registry.refs import DEFAULT_ALIAS
+from assay.registry.versions import Registry
 
 
 @dataclass

@@ -39,7 +39,8 @@ from assay.monitoring.monitor import (
     window_detail,
 )
 from assay.monitoring.windows import Window, WindowSpec, count_windows, time_windows
-from assay.registry.versions import DEFAULT_ALIAS, Registry
+from assay.registry.refs import DEFAULT_ALIAS
+from assay.registry.versions import Registry
 from assay.store import db
 
 # Closed windows before the new ones whose label-driven verdicts late labels can change, and over

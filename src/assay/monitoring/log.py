@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import InvalidInput
-from assay.registry.versions import LoadedModel
+from assay.registry.loaded import LoadedModel
 from assay.settings import Settings
 from assay.store import db
 

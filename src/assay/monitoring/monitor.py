@@ -32,7 +32,8 @@ from assay.monitoring.drift import WindowDrift, window_drift
 from assay.monitoring.labels import read_labels
 from assay.monitoring.log import LogFrame, frame_of
 from assay.monitoring.windows import Window, WindowSpec, count_windows, time_windows
-from assay.registry.versions import LoadedModel, Registry
+from assay.registry.loaded import LoadedModel
+from assay.registry.versions import Registry
 
 # Concept drift detectors carry their own confidence: one detection is enough to alert.
 CONCEPT_ALERT_AFTER = 1

@@ -24,7 +24,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from assay.modelling import evaluation
 from assay.modelling.profile import Profile
 from assay.registry.gates import summarize
-from assay.registry.versions import LoadedModel
+from assay.registry.loaded import LoadedModel
 
 ASSUMPTION = (
     "Estimated from the scores alone (confidence-based performance estimation): valid only while "

@@ -10,6 +10,9 @@ they draw on are what the scorer, ``assay show``, the API and the promotion gate
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
 Kind = Literal["numeric", "boolean", "categorical"]
@@ -287,3 +290,37 @@ class CardRecord(TypedDict):
     prior_score: NotRequired[float]  # the selection metric of predicting the class frequencies
     details: NotRequired[dict[str, str | list[str]]]  # the spec's [card]: owner, licence, intended use...
     mitigation: NotRequired[dict[str, Any]]  # the fairness mitigation chosen, and its trade-off
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One registry version as stored (no artifact loaded)."""
+
+    model: str
+    version: int
+    created_at: datetime
+    candidate: str
+    spec: dict[str, Any]
+    spec_hash: str
+    data_fingerprint: str
+    summary: dict[str, Any]  # a SummaryRecord (gates read it by statistic names they compute)
+    lineage: LineageRecord
+    manifest: dict[str, str]
+    directory: Path
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}@{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "created_at": self.created_at.isoformat(),
+            "candidate": self.candidate,
+            "spec": self.spec,
+            "spec_hash": self.spec_hash,
+            "data_fingerprint": self.data_fingerprint,
+            "summary": self.summary,
+            "lineage": self.lineage,
+        }

@@ -34,7 +34,7 @@ from assay.modelling.significance import DEFAULT_RESAMPLES
 from assay.modelling.spec import ModelSpec
 from assay.modelling.training import train
 from assay.monitoring.alerts import states
-from assay.registry.versions import VersionRecord
+from assay.registry.contracts import VersionRecord
 from assay.retraining import runs
 from assay.retraining.snapshot import Snapshot, base_spec, count_later_labels, take_snapshot
 from assay.unlearning.sharding import training_options

@@ -20,7 +20,8 @@ from assay.errors import InvalidInput
 from assay.modelling.comparison import Comparison, Rows, compare_versions, version_proba
 from assay.monitoring.labels import campaign_labels, read_labels
 from assay.monitoring.log import decoded, frame_of
-from assay.registry.versions import LoadedModel, Registry
+from assay.registry.loaded import LoadedModel
+from assay.registry.versions import Registry
 
 CHALLENGER_ALIAS = "challenger"
 MAX_ROWS = 200_000  # the latest logged rows a shadow comparison reads

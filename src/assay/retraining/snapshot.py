@@ -25,8 +25,8 @@ from assay.modelling.datasets import read_labelled
 from assay.modelling.spec import ModelSpec
 from assay.monitoring.labels import read_labels
 from assay.monitoring.log import decoded, frame_of, logged_versions
-from assay.registry.contracts import LabelSnapshot
-from assay.registry.versions import Registry, VersionRecord
+from assay.registry.contracts import LabelSnapshot, VersionRecord
+from assay.registry.versions import Registry
 from assay.review.campaigns import list_campaigns
 from assay.review.resolution import resolved_labels
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import Conflict, DataError, Forbidden, InvalidInput, NotFound
-from assay.registry.versions import check_name
+from assay.registry.refs import check_name
 from assay.review.accounts import User
 from assay.review.autorules import AutoRule, parse_rule
 from assay.review.judgments import RULES

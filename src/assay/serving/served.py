@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from assay.registry.versions import LoadedModel
+from assay.registry.loaded import LoadedModel
 from assay.serving.encoding import Encoder
 from assay.serving.predictor import fast_predict
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from assay.errors import ArtifactError, AssayError, InvalidInput, NotFound
-from assay.registry.versions import DEFAULT_ALIAS, ModelInfo, Registry, parse_ref, version_number
+from assay.registry.refs import DEFAULT_ALIAS, parse_ref, version_number
+from assay.registry.versions import ModelInfo, Registry
 from assay.serving.served import ServedModel
 from assay.store import notices
 from assay.store.notices import NoticeWatcher

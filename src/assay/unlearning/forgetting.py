@@ -53,8 +53,9 @@ from assay.modelling.training import (
 from assay.monitoring.labels import forget_labels
 from assay.monitoring.log import forget_items as forget_logged
 from assay.registry.artifacts import load_model, save_model
+from assay.registry.contracts import VersionRecord
 from assay.registry.ensemble import is_sharded, read_sharded
-from assay.registry.versions import Registry, VersionRecord
+from assay.registry.versions import Registry
 from assay.review.erasure import forget_items as forget_review_items
 from assay.serving.cache import ScoreCache, score_key
 from assay.serving.features import delete_rows
