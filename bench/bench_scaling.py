@@ -68,7 +68,6 @@ def spec_for(data: Path, folder: Path) -> Path:
 
 
 def bench_train(data: Path, rounds: int) -> None:
-    import ray
 
     from assay.engines.engine import LocalEngine, open_engine
     from assay.modelling.spec import load_spec
@@ -79,7 +78,8 @@ def bench_train(data: Path, rounds: int) -> None:
     spec = load_spec(spec_for(data, OUT / "train"))
     started = time.perf_counter()
     engines = {"local": LocalEngine(), "ray": open_engine("ray")}
-    print(f"ray started in {time.perf_counter() - started:.1f}s ({ray.cluster_resources().get('CPU')} CPUs)")
+    cpus = engines["ray"].ray.cluster_resources().get("CPU")  # type: ignore[attr-defined]  # starts Ray
+    print(f"ray started in {time.perf_counter() - started:.1f}s ({cpus} CPUs)")
     times: dict[str, list[float]] = {"local": [], "ray": []}
     models: dict[str, set[str]] = {"local": set(), "ray": set()}
     for r in range(rounds):
@@ -93,7 +93,10 @@ def bench_train(data: Path, rounds: int) -> None:
                 times[name].append(time.perf_counter() - t)
                 model = next(f for f in result.record.manifest if f.startswith("model."))
                 models[name].add(result.record.manifest[model])
-                print(f"round {r + 1} {name}: {times[name][-1]:.1f}s, {result.winner.candidate}")
+                print(
+                    f"round {r + 1} {name}: {times[name][-1]:.1f}s, {result.winner.candidate}"
+                    f" (load average {os.getloadavg()[0]:.1f})"
+                )
             finally:
                 ws.close()
     local, on_ray = statistics.median(times["local"]), statistics.median(times["ray"])

@@ -1,17 +1,24 @@
 """The Ray engine on a local Ray: the same training results as the local engine for the same seed,
-and a Parquet folder scored by Ray Data actors exactly as the scorer scores the file."""
+a Parquet folder scored by Ray Data actors exactly as the scorer scores the file, and the same
+monitoring report (the windows' drift tests as Ray tasks) as the local engine gives.
+
+Ray is started with the machine's cores and tasks and actors ask for at most one each; every test
+has a timeout, so a Ray that waits for a core it will never get fails the test instead of blocking
+the run."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pandas as pd
 import pytest
 
 from assay.engines.engine import LocalEngine, open_engine
 from assay.modelling.spec import load_spec
 from assay.modelling.training import train
+from assay.monitoring import monitor
 from assay.serving.batch import score_parquet
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
@@ -19,8 +26,10 @@ from assay.serving.scoring import Scorer
 from assay.settings import Settings
 from assay.workspace import Workspace
 from tests.conftest import edits_frame, write_binary_spec
+from tests.monitoring.conftest import DAY, T0, log_frame, traffic
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.timeout(420)
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +96,31 @@ def test_a_parquet_folder_scored_by_ray_actors(
     )
     expected = expected.sort_values("id", key=lambda s: s.astype(int)).reset_index(drop=True)
     pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False)
+
+
+def test_a_monitoring_report_on_ray_equals_the_local_one(
+    ray_engine: object, trained_workspace: Workspace
+) -> None:
+    ws = trained_workspace
+    frame = traffic(4, drift_from=2)
+    log_frame(ws, frame, frame["at"].to_numpy())
+    reports = [
+        orjson.dumps(
+            monitor.analyse(
+                ws.engine,
+                ws.registry,
+                "damaging",
+                since=T0,
+                until=T0 + 4 * DAY,
+                window="1d",
+                with_psi=True,
+                work=work,  # type: ignore[arg-type]
+            ).to_dict(),
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+        for work in (None, ray_engine)
+    ]
+    assert reports[0] == reports[1]
+    drifted = [w["drift"]["drifted_features"] for w in orjson.loads(reports[1])["windows"]]
+    # A report that says something: the drift injected from the third day on is found there.
+    assert len(drifted) == 4 and all("words_added" in d and "user_is_anon" in d for d in drifted[2:])

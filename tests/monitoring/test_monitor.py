@@ -4,11 +4,14 @@ assumption, and concept drift is dated."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from assay.engines.engine import LocalEngine
 from assay.modelling import evaluation
 from assay.monitoring import monitor, performance
 from assay.monitoring.labels import add_labels
@@ -41,6 +44,31 @@ def test_the_drifted_features_are_flagged_in_the_drifted_windows_only(ws: Worksp
     # Windows by count cut the same rows.
     b = monitor.analyse(ws.engine, ws.registry, "damaging", window=PER_DAY)
     assert [w.drift.drifted_features for w in b.windows] == flagged
+
+
+class CountingEngine(LocalEngine):
+    """The local engine, counting the calls it is handed."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def map(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], **kwargs: Any) -> list[Any]:
+        self.calls.extend(calls)
+        return super().map(fn, calls, **kwargs)
+
+
+def test_each_window_is_judged_for_drift_through_the_engine(ws: Workspace) -> None:
+    frame = traffic(4, drift_from=2)
+    log_frame(ws, frame, frame["at"].to_numpy())
+    work = CountingEngine()
+    args = {"since": T0, "until": T0 + 4 * DAY, "window": "1d", "with_psi": True}
+    here = monitor.analyse(ws.engine, ws.registry, "damaging", **args)  # type: ignore[arg-type]
+    handed = monitor.analyse(ws.engine, ws.registry, "damaging", work=work, **args)  # type: ignore[arg-type]
+    assert work.calls == [(w.window.lo, w.window.hi) for w in handed.windows] and len(work.calls) == 4
+    assert handed.to_dict() == here.to_dict()
+    assert [w.drift.drifted_features for w in handed.windows] == [[]] * 2 + [
+        ["words_added", "user_is_anon"]
+    ] * 2
 
 
 def test_labels_give_the_training_statistics_per_window(ws: Workspace) -> None:

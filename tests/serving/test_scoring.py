@@ -493,6 +493,43 @@ def test_score_command_logs_its_scores_sampled_like_served_ones(trained_home: Pa
     )
 
 
+def test_score_command_logs_a_folders_scores_sampled_like_a_files(trained_home: Path, tmp_path: Path) -> None:
+    from assay.monitoring.log import frame_of
+
+    copy, source = tmp_path / "home", tmp_path / "in"
+    shutil.copytree(trained_home, copy)
+    source.mkdir()
+    frame = edits_frame(3000, seed=8)
+    for part in range(3):
+        frame.iloc[part * 1000 : (part + 1) * 1000].to_parquet(source / f"part-{part}.parquet")
+    args = ["--home", str(copy), "score", "damaging", "--input", str(source)]
+    runs = [
+        ({}, ["--output", str(tmp_path / "a")], "logged 3000 rows of damaging@1"),
+        ({}, ["--output", str(tmp_path / "b"), "--no-log"], None),
+        ({"ASSAY_LOG_SAMPLE": "0"}, ["--output", str(tmp_path / "c")], None),
+        ({"ASSAY_LOG_SAMPLE": "0.5"}, ["--output", str(tmp_path / "d")], "logged 1"),
+    ]
+    for env, more, said in runs:
+        result = CliRunner(env=env).invoke(main, [*args, *more])
+        assert result.exit_code == 0, result.output
+        assert "scored 3000 rows" in result.stderr
+        assert (said in result.stderr) if said else "logged" not in result.stderr
+    ws = Workspace.open(Settings.load(home=copy, environ={}))
+    try:
+        loaded = ws.registry.load(ws.registry.resolve("damaging"))
+        logged = frame_of(loaded, ws.engine, with_ids=True)
+    finally:
+        ws.close()
+    assert 3000 + 1300 < len(logged) < 3000 + 1700  # all of the first run, about half of the last
+    scored = pd.read_parquet(tmp_path / "a")
+    ids = logged.ids or []
+    assert sorted(ids[:3000]) == sorted(scored["id"]) == sorted(frame["rev_id"].astype(str))
+    k = ids.index(scored["id"][0])
+    assert logged.proba[k, loaded.classes.index("True")] == pytest.approx(
+        scored["probability_true"][0], abs=1e-12
+    )
+
+
 @pytest.mark.redis
 def test_precache_command_fills_the_shared_cache(trained_home: Path, redis_url: str, tmp_path: Path) -> None:
     data = trained_home.parent / "data" / "edits.test.tsv"

@@ -19,6 +19,7 @@ import orjson
 
 from assay.cli import main, pass_workspace
 from assay.cli.review import labels_group
+from assay.engines.engine import ENGINES, open_engine
 from assay.errors import DataError, InvalidInput
 from assay.monitoring import alerts, labels, log
 from assay.registry.refs import parse_ref, version_number
@@ -186,6 +187,12 @@ def monitor_group() -> None:
     default=None,
     help="Also write the analysis as JSON.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=None,
+    help="Where the windows' drift tests run (ASSAY_ENGINE).",
+)
 @pass_workspace
 def monitor_report_command(
     ws: Workspace,
@@ -196,6 +203,7 @@ def monitor_report_command(
     psi: bool,
     output: str | None,
     json_path: str | None,
+    engine: str | None,
 ) -> None:
     """Print MODEL's drift, performance and alerts over a period and write the HTML report."""
     from assay.monitoring import monitor, report
@@ -211,6 +219,7 @@ def monitor_report_command(
         window=window,
         with_psi=psi,
         extra_labels=labels.campaign_labels(ws.engine, name),
+        work=open_engine(engine or ws.settings.engine, ws.settings.ray_address),
     )
     html_path = Path(output or f"{name}-monitoring.html")
     html_path.parent.mkdir(parents=True, exist_ok=True)

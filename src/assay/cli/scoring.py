@@ -174,7 +174,7 @@ def _check_grpc(settings: Settings) -> None:
     "--log/--no-log",
     "log_scores",
     default=True,
-    help="Write a file's scores to the prediction log (sampled by log_sample, as served scores are).",
+    help="Write the scores to the prediction log (sampled by log_sample, as served scores are).",
 )
 @click.option(
     "--keys",
@@ -201,12 +201,13 @@ def score_command(
     """Score every row of a file, or of a folder of Parquet files, with MODEL (name, name@3 or name@alias).
 
     Writes id, version, prediction and probability_<key> per row (the same answer as
-    the API unless ``--keys classes``): a file for a file (its
-    scores logged for monitoring unless ``--no-log``), a folder of Parquet files for a folder,
-    scored by ``--workers`` workers of the engine, each loading the model once.
+    the API unless ``--keys classes``): a file for a file, a folder of Parquet files for a
+    folder, scored by ``--workers`` workers of the engine, each loading the model once.
+    The scores are logged for monitoring unless ``--no-log``.
     """
     if Path(input_path).is_dir():
-        _score_folder(ws, model, Path(input_path), Path(output_path), id_column, engine, workers, keys)
+        folder = Path(input_path), Path(output_path)
+        _score_folder(ws, model, *folder, id_column, engine, workers, keys, log_scores)
         return
     from assay.monitoring.log import open_log
 
@@ -241,13 +242,18 @@ def _score_folder(
     engine: str | None,
     workers: int,
     keys: str,
+    log_scores: bool,
 ) -> None:
+    from assay.monitoring.log import logged_versions
     from assay.serving.batch import score_parquet
 
     settings = dataclasses.replace(ws.settings, engine=engine or ws.settings.engine)
     started = time.perf_counter()
     scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0))
+    log = log_scores and settings.log_sample > 0
     try:
+        served = scorer.model(model)
+        before = logged_versions(ws.engine, served.name).get(served.version, 0) if log else 0
         used, rows = score_parquet(
             settings,
             scorer,
@@ -258,10 +264,14 @@ def _score_folder(
             engine=open_engine(settings.engine, settings.ray_address),
             workers=workers,
             keys=keys,
+            log=log,
         )
     finally:
         scorer.close()
     _say_scored(rows, used, time.perf_counter() - started, str(dest))
+    if log:  # the workers wrote them: counted in the store
+        logged = logged_versions(ws.engine, served.name).get(served.version, 0) - before
+        click.echo(f"logged {logged} rows of {used}", err=True)
 
 
 def _say_scored(rows: int, ref: str, seconds: float, output: str) -> None:

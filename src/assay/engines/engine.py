@@ -5,7 +5,7 @@ returns their results in the order of the calls. ``map_parquet`` streams a folde
 Parquet files through a batch function built once per worker (a scorer that loads its
 model once) and writes what it returns as Parquet files in another folder.
 
-In ``map``, the calls The calls share read-only data (``shared``: the training matrix, say),
+In ``map``, the calls share read-only data (``shared``: the training matrix, say),
 which an engine ships once, not once per call. A ``deadline`` (monotonic seconds) stops
 the work: every call not finished by then gives ``None``. The local engine runs the calls in
 order, so those that finished are a prefix of them; other engines run them side by side, so
@@ -34,7 +34,9 @@ ENGINES = ("local", "ray")
 
 
 class BatchFunction(Protocol):
-    """Built once per worker (``cls(**kwargs)``), then called with each batch of rows."""
+    """Built once per worker (``cls(**kwargs)``), then called with each batch of rows; its
+    ``close()``, if it has one, is called when the worker is done where the engine can (the
+    local engine does; Ray stops its actors), so a batch must leave nothing unfinished."""
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame: ...
 
@@ -92,10 +94,18 @@ class LocalEngine:
         apply = function(**kwargs)
         dest.mkdir(parents=True, exist_ok=True)
         written = 0
-        for i, batch in enumerate(pads.dataset(source, format="parquet").to_batches(batch_size=batch_rows)):
-            out = apply(batch.to_pandas())
-            pq.write_table(pa.Table.from_pandas(out, preserve_index=False), dest / f"part-{i:06d}.parquet")
-            written += len(out)
+        try:
+            batches = pads.dataset(source, format="parquet").to_batches(batch_size=batch_rows)
+            for i, batch in enumerate(batches):
+                out = apply(batch.to_pandas())
+                pq.write_table(
+                    pa.Table.from_pandas(out, preserve_index=False), dest / f"part-{i:06d}.parquet"
+                )
+                written += len(out)
+        finally:
+            close = getattr(apply, "close", None)  # what the function holds (a store, a thread)
+            if close is not None:
+                close()
         return written
 
     def map(

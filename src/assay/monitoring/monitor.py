@@ -10,6 +10,10 @@ have started and ended.
 
 The live check (``checks.check``) judges closed windows with the same ``judge`` and moves the
 stored monitor states.
+
+The windows' drift tests are independent of each other, so ``judge`` hands them to the engine
+(``ASSAY_ENGINE``: this process by default, Ray tasks when set), one call per window, the log's
+arrays shipped once; either engine gives the same report.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy.engine import Engine
 
+from assay.engines.engine import Engine as WorkEngine
+from assay.engines.engine import LocalEngine
 from assay.errors import ArtifactError, NotFound
 from assay.modelling.profile import PROFILE_JSON, Profile, output_matrix
 from assay.modelling.spec import MonitoringSpec
@@ -159,6 +165,44 @@ def _iso(seconds: float | None) -> str | None:
 # --- judging windows -------------------------------------------------------------------------
 
 
+def rows_drift(
+    lo: int,
+    hi: int,
+    *,
+    profile: Profile,
+    X: np.ndarray,
+    outputs: np.ndarray,
+    config: MonitoringSpec,
+    with_psi: bool,
+) -> WindowDrift:
+    """The drift of rows ``lo:hi``: one engine call (module level, so that Ray can ship it)."""
+    return window_drift(
+        profile,
+        X[lo:hi],
+        outputs[lo:hi],
+        features=config.features,
+        drift_share=config.drift_share,
+        min_rows=config.min_rows,
+        with_psi=with_psi,
+    )
+
+
+def windows_drift(
+    t: Target,
+    X: np.ndarray,
+    outputs: np.ndarray,
+    spans: list[tuple[int, int]],
+    *,
+    with_psi: bool = False,
+    work: WorkEngine | None = None,
+) -> list[WindowDrift]:
+    """The drift of each span of rows, computed by ``work`` (this process when None)."""
+    shared = {"profile": t.profile, "X": X, "outputs": outputs, "config": t.config, "with_psi": with_psi}
+    drifts = (work or LocalEngine()).map(rows_drift, spans, shared=shared)
+    assert all(d is not None for d in drifts)  # no deadline: every call finishes
+    return drifts  # type: ignore[return-value]
+
+
 def judge(
     t: Target,
     frame: LogFrame,
@@ -168,32 +212,25 @@ def judge(
     with_psi: bool = False,
     detections: list[dict[str, Any]] | None = None,
     drift_from: float | None = None,
+    work: WorkEngine | None = None,
 ) -> list[WindowResult]:
     """Drift, performance and monitor verdicts of each window of ``frame``.
 
     ``drift_from``: windows that start before it are judged on labels only (performance and
     concept drift), as when late labels make the live check judge earlier windows again.
+    ``work``: the engine the windows' drift tests run on (this process when None).
     """
     cfg = t.config
     outputs = t.outputs(frame.proba)
     metric, drop = cfg.performance_metric, cfg.performance_drop
     held_out = t.reference.get(metric)
     sensitive = list(t.loaded.record.spec.get("features", {}).get("sensitive", []))
+    # Rows judged for drift: none in a window before ``drift_from``.
+    spans = [(w.lo, w.hi if drift_from is None or w.start >= drift_from else w.lo) for w in windows]
+    drifts = windows_drift(t, frame.X, outputs, spans, with_psi=with_psi, work=work)
     results = []
-    for w in windows:
-        sl = slice(w.lo, w.hi)
-        seen = (
-            sl if drift_from is None or w.start >= drift_from else slice(w.lo, w.lo)
-        )  # rows judged for drift
-        drift = window_drift(
-            t.profile,
-            frame.X[seen],
-            outputs[seen],
-            features=cfg.features,
-            drift_share=cfg.drift_share,
-            min_rows=cfg.min_rows,
-            with_psi=with_psi,
-        )
+    for w, (lo, hi), drift in zip(windows, spans, drifts, strict=True):
+        sl, seen = slice(w.lo, w.hi), slice(lo, hi)
         realized = None
         if labels and frame.ids is not None:
             rows, y = performance.labelled_rows(frame.ids[sl], labels)
@@ -332,8 +369,10 @@ def analyse(
     window: str | int | None = None,
     with_psi: bool = False,
     extra_labels: Mapping[str, str] | None = None,
+    work: WorkEngine | None = None,
 ) -> Analysis:
-    """Every window of ``ref``'s log in [since, until) (see the module docstring)."""
+    """Every window of ``ref``'s log in [since, until) (see the module docstring); the windows'
+    drift tests run on ``work`` (this process when None)."""
     t = target(registry, ref)
     spec = WindowSpec.parse(window if window is not None else t.config.window)
     until = time.time() if until is None else until
@@ -341,7 +380,7 @@ def analyse(
     frame = frame_of(t.loaded, engine, since=since, until=until, with_ids=bool(labels))
     windows = _windows(spec, frame, since=since, until=until)
     detections = error_events(t, frame, labels)
-    results = judge(t, frame, windows, labels, with_psi=with_psi, detections=detections)
+    results = judge(t, frame, windows, labels, with_psi=with_psi, detections=detections, work=work)
     labelled = sum(r.performance["n"] for r in results if r.performance)
     judged = [r for r in results if r.drift.judged]
     latest_scores = None

@@ -6,6 +6,10 @@ rows through ``FrameScoring``: each worker opens the workspace and loads that ve
 once, and scores every batch it is given with ``Scorer.score_frame`` — the same path as
 ``assay score`` on a file and the HTTP API. Output: Parquet files of ``id``, ``version``,
 ``prediction`` and ``probability_<class>``, one per input batch.
+
+With ``log``, each worker writes its batches' scores to the prediction log as a file's are
+(sampled by ``log_sample``), and a batch counts as done only once its rows are written: a Ray
+worker may be stopped as soon as its last batch is done, with nothing left queued to lose.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from assay.engines.engine import Engine
-from assay.errors import InvalidInput
+from assay.errors import InvalidInput, Unavailable
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
@@ -24,21 +28,37 @@ if TYPE_CHECKING:
     import pandas as pd
 
 BATCH_ROWS = 65_536
+LOG_WRITE_S = 600.0  # how long a batch may wait for its rows to reach the prediction log
 
 
 class FrameScoring:
-    """Built once per worker: the workspace, a scorer, and the version loaded."""
+    """Built once per worker: the workspace, a scorer (logging when ``log``), the version loaded."""
 
-    def __init__(self, settings: Settings, ref: str, id_column: str, keys: str = "classes") -> None:
+    def __init__(
+        self, settings: Settings, ref: str, id_column: str, keys: str = "classes", log: bool = False
+    ) -> None:
+        from assay.monitoring.log import open_log
         from assay.workspace import Workspace  # the composition root: opened here, in the worker
 
         self.workspace = Workspace.open(settings)
-        self.scorer = Scorer(self.workspace.registry, FeatureTable(self.workspace.engine), MemoryCache(0))
+        # A whole batch is queued at once: nothing waits on the log but the batch itself.
+        self.log = open_log(self.workspace.engine, settings, queue_rows=2**62) if log else None
+        features = FeatureTable(self.workspace.engine)
+        self.scorer = Scorer(self.workspace.registry, features, MemoryCache(0), prediction_log=self.log)
         self.ref, self.id_column, self.keys = ref, id_column, keys
         self.scorer.model(ref)  # load it now, not on the first batch
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return self.scorer.score_frame(self.ref, batch, id_column=self.id_column, keys=self.keys)
+        scored = self.scorer.score_frame(self.ref, batch, id_column=self.id_column, keys=self.keys)
+        if self.log is not None and not self.log.flush(LOG_WRITE_S):
+            raise Unavailable(f"the prediction log did not take a batch in {LOG_WRITE_S:g}s")
+        return scored
+
+    def close(self) -> None:
+        """Stop the log's writer and let the store go (an engine calls it when it can)."""
+        if self.log is not None:
+            self.log.close()
+        self.workspace.close()
 
 
 def score_parquet(
@@ -53,12 +73,14 @@ def score_parquet(
     workers: int,
     batch_rows: int = BATCH_ROWS,
     keys: str = "classes",
+    log: bool = False,
 ) -> tuple[str, int]:
-    """Score every row of the Parquet files under ``source`` into ``dest``; (version ref, rows)."""
+    """Score every row of the Parquet files under ``source`` into ``dest``; (version ref, rows).
+    ``log``: the scores go to the prediction log too (sampled by the settings' ``log_sample``)."""
     if dest.exists() and any(dest.iterdir()):
         raise InvalidInput(f"{dest}: the output folder must be empty or new", field="--output")
     pinned = scorer.model(ref).loaded.record.ref  # name@N: every worker scores the same version
-    kwargs = {"settings": settings, "ref": pinned, "id_column": id_column, "keys": keys}
+    kwargs = {"settings": settings, "ref": pinned, "id_column": id_column, "keys": keys, "log": log}
     return pinned, engine.map_parquet(
         FrameScoring, kwargs, source, dest, workers=max(workers, 1), batch_rows=batch_rows
     )
