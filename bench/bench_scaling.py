@@ -4,15 +4,17 @@
   ships with) with the local engine and with a local Ray (started before the clock runs),
   alternating, ``--rounds`` times each: the Ray engine's overhead, and that both give the
   same model.
-* ``score``: ``assay score`` of a folder of Parquet files (``--rows`` rows of editquality's
-  held-out edits, repeated) with the Ray engine and 1 then 2 workers: the speed-up.
+* ``score``: the scoring job of ``assay score --engine ray`` on a hive-partitioned folder of
+  Parquet files (``--rows`` rows of editquality's held-out edits drawn with replacement, written
+  under ``--folder``, by default in /tmp) with 1 and 2 workers, alternating, on one Ray started
+  beforehand (its start timed apart), and the local engine as the peer: the speed-up.
 * ``hosts``: two ``assay serve`` processes (one worker each) on one PostgreSQL database, one
   Redis and one S3-compatible bucket (``moto_server``): how long after a promotion commits
   each server answers with the new version; whether a ``PUT /v1/features`` on one server has
   reached the other before the call returns; and 60 s of single-item requests at 80 % of the
   two servers' measured capacity through a promotion, counting failed requests.
 
-    python bench/bench_scaling.py train|score|hosts [--data ../shared/data/editquality]
+    python bench/bench_scaling.py train|score|hosts [--data ../shared/data/editquality] [--rounds N]
 
 ``hosts`` needs ``ASSAY_TEST_POSTGRES_URL`` (a role that may create databases) and
 ``ASSAY_TEST_REDIS_URL``, as the tests do, and ``moto_server`` on the PATH.
@@ -110,51 +112,90 @@ def bench_train(data: Path, rounds: int) -> None:
 # --- score ---------------------------------------------------------------------------------
 
 
-def bench_score(data: Path, rows: int, rounds: int) -> None:
-    home = OUT / "score" / "home"
-    if not (home / "assay.db").exists():
-        assay(home, "train", str(spec_for(data, OUT / "score")))
-    source = OUT / "score" / f"in-{rows}"
-    if not source.exists():
-        from assay.modelling.datasets import read_table
+def score_input(data: Path, rows: int, folder: Path) -> Path:
+    """``rows`` rows of editquality's held-out edits drawn with replacement, new ids, in a
+    hive-partitioned folder (``day=NN/part.parquet``, 500,000 rows a file)."""
+    source = folder / f"in-{rows}"
+    if source.exists():
+        return source
+    from assay.modelling.datasets import read_table
 
-        columns = (
-            __import__("tomllib").loads(SPEC.read_text())["data"]["columns"]  # the spec's own names
-        )
-        held_out = read_table(
-            str(data / "enwiki.features_reverted.testing.20k_2015.tsv.bz2"), header=False, columns=columns
-        )
-        source.mkdir(parents=True)
-        per_file, written = 500_000, 0
-        while written < rows:
-            n = min(per_file, rows - written)
-            frame = held_out.sample(n=n, replace=True, random_state=written)
-            frame["rev_id"] = range(written, written + n)
-            frame.to_parquet(source / f"part-{written // per_file:04d}.parquet", index=False)
-            written += n
-    times: dict[int, list[float]] = {1: [], 2: []}
-    for _ in range(rounds):
-        for workers in (1, 2):
-            dest = OUT / "score" / f"out-{workers}"
-            shutil.rmtree(dest, ignore_errors=True)
-            seconds, said = assay(
-                home,
-                "score",
-                "reverted",
-                "--input",
-                str(source),
-                "--output",
-                str(dest),
-                "--engine",
-                "ray",
-                "--workers",
-                str(workers),
-            )
-            times[workers].append(seconds)
-            print(f"{workers} worker(s): {seconds:.1f}s  {said.strip().splitlines()[-1]}")
-    one, two = statistics.median(times[1]), statistics.median(times[2])
-    print(f"assay score --engine ray, {rows:,} rows: 1 worker {one:.1f}s, 2 workers {two:.1f}s")
-    print(f"speed-up with 2 workers: {one / two:.2f}x (goal >= 1.6x; each run includes Ray's start)")
+    columns = __import__("tomllib").loads(SPEC.read_text())["data"]["columns"]  # the spec's own names
+    held_out = read_table(
+        str(data / "enwiki.features_reverted.testing.20k_2015.tsv.bz2"), header=False, columns=columns
+    )
+    per_file, written = 500_000, 0
+    while written < rows:
+        n = min(per_file, rows - written)
+        frame = held_out.sample(n=n, replace=True, random_state=written).drop(columns=["reverted"])
+        frame["rev_id"] = range(written, written + n)
+        part = source / f"day={written // per_file:02d}"
+        part.mkdir(parents=True)
+        frame.to_parquet(part / "part.parquet", index=False)
+        written += n
+    return source
+
+
+def bench_score(data: Path, rows: int, rounds: int, home: Path | None, folder: Path) -> None:
+    """The scoring job of ``assay score --engine ray --no-log`` (``score_parquet``, as the command
+    calls it) with 1 and 2 workers on one Ray started beforehand, alternating, and the local
+    engine as the peer; Ray's start is timed apart (each command pays it once)."""
+    from assay.engines.engine import LocalEngine, open_engine
+    from assay.serving.batch import score_parquet
+    from assay.serving.cache import MemoryCache
+    from assay.serving.features import FeatureTable
+    from assay.serving.scoring import Scorer
+    from assay.settings import Settings
+    from assay.workspace import Workspace
+
+    if home is None:
+        home = OUT / "score" / "home"
+        if not (home / "assay.db").exists():
+            assay(home, "train", str(spec_for(data, OUT / "score")))
+    source = score_input(data, rows, folder)
+    settings = Settings.load(home=home, environ={})
+    ray_engine = open_engine("ray")
+    started = time.perf_counter()
+    cpus = ray_engine.ray.cluster_resources().get("CPU")  # type: ignore[attr-defined]  # starts Ray
+    ray_start = time.perf_counter() - started
+    print(f"ray started in {ray_start:.1f}s ({cpus} CPUs)")
+    runs = {"local": (LocalEngine(), 1), "ray, 1 worker": (ray_engine, 1), "ray, 2 workers": (ray_engine, 2)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    ws = Workspace.open(settings)
+    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0))
+    try:
+        for r in range(rounds):
+            for name, (engine, workers) in runs.items():
+                dest = folder / "out"
+                shutil.rmtree(dest, ignore_errors=True)
+                t = time.perf_counter()
+                used, n = score_parquet(
+                    settings,
+                    scorer,
+                    "reverted",
+                    source,
+                    dest,
+                    id_column="rev_id",
+                    engine=engine,
+                    workers=workers,
+                )
+                times[name].append(time.perf_counter() - t)
+                print(
+                    f"round {r + 1} {name}: {times[name][-1]:.1f}s, {n:,} rows with {used}, "
+                    f"{n / times[name][-1]:,.0f} rows/s (load average {os.getloadavg()[0]:.1f})"
+                )
+    finally:
+        scorer.close()
+        ws.close()
+    median = {name: statistics.median(t) for name, t in times.items()}
+    print(
+        f"scoring {rows:,} rows, median of {rounds}: " + ", ".join(f"{k} {v:.1f}s" for k, v in median.items())
+    )
+    print(
+        f"speed-up with 2 workers: {median['ray, 1 worker'] / median['ray, 2 workers']:.2f}x (goal >= 1.6x); "
+        f"with Ray's start added to each: "
+        f"{(median['ray, 1 worker'] + ray_start) / (median['ray, 2 workers'] + ray_start):.2f}x"
+    )
 
 
 # --- hosts ---------------------------------------------------------------------------------
@@ -403,12 +444,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--home", type=Path, default=None, help="score: a home with the example model")
+    parser.add_argument(
+        "--folder", type=Path, default=Path("/tmp/assay-bench-scaling"), help="score: input and output"
+    )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores (shared with other work: see the note in RESULTS.md)")
     if args.what == "train":
         bench_train(args.data.resolve(), args.rounds)
     elif args.what == "score":
-        bench_score(args.data.resolve(), args.rows, args.rounds)
+        bench_score(args.data.resolve(), args.rows, args.rounds, args.home, args.folder)
     else:
         bench_hosts(args.data.resolve(), args.seconds)
 

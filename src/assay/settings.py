@@ -47,7 +47,8 @@ class Settings:
     engine: str = _setting(
         "local",
         "Where heavy work runs (training folds and searches, retrains, scoring Parquet folders, "
-        "unlearning retrains): local (this process) or ray (needs assay[ray]).",
+        "unlearning retrains, the windows of monitoring reports): local (this process) or ray "
+        "(needs assay[ray]).",
     )
     ray_address: str = _setting(
         "", "The Ray cluster of ASSAY_ENGINE=ray; empty means Ray's RAY_ADDRESS, else a Ray started here."
