@@ -33,8 +33,8 @@ ROUNDS = 5  # interleaved rounds; the median of each is reported
 
 
 def _data(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, object]:
-    from assay.modelling.spec import load_spec
-    from assay.modelling.training import prepare
+    from assay.modelling.preparation import prepare
+    from assay.modelling.spec_file import load_spec
 
     if any(folder.glob("*.tsv*")):
         spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "editquality.toml")

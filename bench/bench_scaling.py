@@ -72,7 +72,7 @@ def spec_for(data: Path, folder: Path) -> Path:
 def bench_train(data: Path, rounds: int) -> None:
 
     from assay.engines.engine import LocalEngine, open_engine
-    from assay.modelling.spec import load_spec
+    from assay.modelling.spec_file import load_spec
     from assay.modelling.training import train
     from assay.settings import Settings
     from assay.workspace import Workspace

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from assay.modelling.datasets import read_labelled
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.settings import Settings
 from assay.unlearning import forgetting

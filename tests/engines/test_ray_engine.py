@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from assay.engines.engine import LocalEngine, open_engine
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.monitoring import monitor
 from assay.serving.batch import score_parquet

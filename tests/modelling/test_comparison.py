@@ -14,7 +14,7 @@ from assay.errors import DataError, InvalidInput
 from assay.modelling.comparison import compare_versions, file_rows, held_out_rows, training_ids, version_proba
 from assay.modelling.comparison_report import write_report
 from assay.modelling.promotion import challenge
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.workspace import Workspace
 

@@ -15,7 +15,7 @@ import pytest
 
 from assay.errors import DataError
 from assay.modelling.datasets import check_labels, feature_kinds, fingerprint, read_labelled, read_table
-from assay.modelling.spec import parse_spec
+from assay.modelling.spec_file import parse_spec
 
 FRAME = pd.DataFrame(
     {"id": ["007", "2", "3"], "x": [1.5, 2.0, None], "flag": [True, False, True], "y": ["a", "b", "a"]}

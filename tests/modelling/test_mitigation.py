@@ -19,7 +19,7 @@ from assay.modelling.mitigation import (
     fit_group_thresholds,
     reweighing_weights,
 )
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.workspace import Workspace
 from tests.conftest import write_binary_spec, write_multiclass_spec

@@ -11,7 +11,7 @@ import pytest
 from assay.errors import Conflict, GateFailed, InvalidInput
 from assay.modelling.comparison import compare_versions, held_out_rows
 from assay.modelling.promotion import promote
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.workspace import Workspace
 from tests.modelling.test_comparison import WEAK_FEATURES, write_variant

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.monitoring.log import write_rows
 from assay.serving.cache import MemoryCache

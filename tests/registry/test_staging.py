@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.registry.files import WorkDir
 from assay.registry.versions import Registry
@@ -118,7 +118,7 @@ TRAINER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from assay.cli import main
-    from assay.modelling import training
+    from assay.modelling import publication
 
     # Hold the training inside the writing of its version, where a kill hurts most: the store's
     # transaction is open and the staging folder full.
@@ -126,7 +126,7 @@ TRAINER = textwrap.dedent(
         Path(sys.argv[3]).touch()
         time.sleep(600)
 
-    training.model_card = card
+    publication.model_card = card
     main(["--home", sys.argv[1], "train", sys.argv[2]])
     """
 )

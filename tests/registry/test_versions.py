@@ -13,7 +13,7 @@ import pytest
 
 from assay.errors import ArtifactError, GateFailed, InvalidInput, NotFound
 from assay.modelling.promotion import promote
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.registry.importer import import_version
 from assay.settings import Settings

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.workspace import Workspace
 from tests.conftest import write_binary_spec

@@ -20,7 +20,7 @@ import pytest
 import assay
 from assay.errors import Conflict
 from assay.modelling.comparison import spec_of
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.monitoring import alerts
 from assay.monitoring.labels import add_labels
 from assay.monitoring.log import write_rows

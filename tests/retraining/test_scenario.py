@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.retraining import runs
 from assay.retraining.retrain import Outcome, retrain

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from assay.errors import InvalidInput
 from assay.modelling.comparison import version_proba
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.retraining.shadow import shadow
 from assay.workspace import Workspace

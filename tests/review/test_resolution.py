@@ -9,7 +9,7 @@ import pytest
 
 from assay.errors import Forbidden, InvalidInput
 from assay.modelling.datasets import read_labelled
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.review import campaigns, judgments, labelling, progress, resolution, worksets
 from tests.reviewing import campaign, items_file, users
 

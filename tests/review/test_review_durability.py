@@ -33,7 +33,7 @@ import pytest
 import sqlalchemy as sa
 
 from assay.errors import Conflict
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.review import campaigns, judgments, labelling, resolution, worksets
 from assay.review.accounts import User, user_by_name

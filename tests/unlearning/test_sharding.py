@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 
 from assay.errors import ArtifactError, DataError, SpecError
-from assay.modelling.spec import UnlearningSpec, load_spec
-from assay.modelling.training import CandidateResult, prepare, train
+from assay.modelling.preparation import prepare
+from assay.modelling.selection import CandidateResult
+from assay.modelling.spec import UnlearningSpec
+from assay.modelling.spec_file import load_spec
+from assay.modelling.training import train
 from assay.registry.ensemble import ShardedPredictor, read_sharded
 from assay.unlearning.sharding import assign, fit_shards, sharded_refit, trees_per_slice
 from tests.unlearning.conftest import write_sharded_spec

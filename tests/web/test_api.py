@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from assay.cli import main
 from assay.modelling.queries import answer_threshold_query
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.registry.artifacts import LIGHTGBM_FILE
 from assay.registry.importer import import_version

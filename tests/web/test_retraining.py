@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from assay.modelling.spec import load_spec
+from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.retraining import runs
 from assay.review import accounts

@@ -50,8 +50,9 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 def train_command(ws: Workspace, spec_path: str, engine: str | None) -> None:
     """Train the model a TOML spec describes and register a new version."""
     # Modelling pulls in scikit-learn, LightGBM and matplotlib: imported by the commands that use them.
-    from assay.modelling.spec import load_spec
-    from assay.modelling.training import no_better_than_prior, train
+    from assay.modelling.selection import no_better_than_prior
+    from assay.modelling.spec_file import load_spec
+    from assay.modelling.training import train
     from assay.review.resolution import resolved_labels
     from assay.unlearning.sharding import training_options
 

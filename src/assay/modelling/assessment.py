@@ -1,6 +1,7 @@
 """What held-out data says of a trained model: statistics, operating points and fairness at each.
 
-Training calls ``assess_held_out`` once the winner is refitted. It evaluates the model on
+Training calls ``assess_held_out`` once the winner is refitted (``publication.assess``
+gathers what it says, with feature importance, into an ``Assessment``). It evaluates the model on
 the held-out rows (``evaluation.evaluate``, with the spec's fairness options),
 answers each named operating point for the class the point names, and measures
 fairness at every operating point as well as at the decision threshold, for each
@@ -10,6 +11,7 @@ sensitive attribute and each intersection of attributes the spec asks for.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,30 @@ from assay.modelling.spec import ModelSpec
 from assay.modelling.statistics import groups_as_strings
 
 Progress = Callable[[str], None]
+
+
+@dataclass
+class Assessment:
+    """What held-out data says of the refitted winner."""
+
+    proba: np.ndarray
+    evaluation: dict[str, Any]
+    importance: list[dict[str, Any]]
+    operating_points: dict[str, dict[str, Any]]
+    # operating point -> attribute -> fairness of flagging its class at its threshold
+    fairness_at: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sensitive: dict[str, np.ndarray] = field(default_factory=dict)  # held-out groups by attribute
+    mitigation: dict[str, Any] | None = None  # what mitigation did, beside the unmitigated model
+
+
+def full_proba(estimator: Any, X: np.ndarray, k: int) -> np.ndarray:
+    """Probabilities with a column for every class, even one missing from a fold's training part."""
+    proba = estimator.predict_proba(X)
+    if proba.shape[1] == k:
+        return proba
+    full = np.zeros((len(X), k))
+    full[:, estimator.classes_] = proba
+    return full
 
 
 def operating_point_classes(spec: ModelSpec, classes: list[str], positive: str | None) -> dict[str, str]:

@@ -23,6 +23,7 @@ import pandas as pd
 from assay.errors import AssayError, DataError, InvalidInput
 from assay.modelling import evaluation
 from assay.modelling.datasets import read_labelled
+from assay.modelling.preparation import CampaignLabels, prepare
 from assay.modelling.significance import (
     DEFAULT_RESAMPLES,
     WeightedStat,
@@ -34,7 +35,6 @@ from assay.modelling.significance import (
     weighted_roc_auc,
 )
 from assay.modelling.spec import ModelSpec
-from assay.modelling.training import CampaignLabels, prepare
 from assay.registry.contracts import VersionRecord
 from assay.registry.gates import summarize
 from assay.registry.loaded import LoadedModel

@@ -24,18 +24,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from assay.errors import SpecError
+from assay.modelling.assessment import Assessment
 from assay.modelling.candidates import CANDIDATES
 from assay.modelling.fairness import FairnessOptions, group_fairness
+from assay.modelling.preparation import Prepared
+from assay.modelling.selection import CandidateResult
 from assay.modelling.spec import ModelSpec
-
-if TYPE_CHECKING:  # training imports this module; these are its types
-    from assay.modelling.training import Assessment, CandidateResult, Prepared
 
 # How many reference points the threshold search tries, and how much worse than the most
 # equal choice (in the constraint's disparity) a more accurate one may be.

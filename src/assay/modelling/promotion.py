@@ -14,8 +14,8 @@ from typing import Any
 
 from assay.errors import AssayError
 from assay.modelling.comparison import Comparison, Rows, compare_versions, held_out_rows, spec_of, unseen_by
+from assay.modelling.preparation import CampaignLabels
 from assay.modelling.significance import DEFAULT_RESAMPLES
-from assay.modelling.training import CampaignLabels
 from assay.registry.contracts import VersionRecord
 from assay.registry.refs import DEFAULT_ALIAS
 from assay.registry.versions import Registry

@@ -45,7 +45,7 @@ def id_hashes(key: bytes, ids: Iterable[str]) -> list[str]:
 
 
 class ExclusionList:
-    """A model's forgotten items as training sees them (``assay.modelling.training.Exclusion``).
+    """A model's forgotten items as training sees them (``assay.modelling.preparation.Exclusion``).
 
     ``through`` limits it to the requests up to that one: what a version trained then left out.
     """

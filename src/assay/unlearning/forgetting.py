@@ -35,21 +35,13 @@ import sqlalchemy as sa
 
 from assay.engines.engine import Engine as WorkEngine
 from assay.errors import AssayError, Conflict, InvalidInput
+from assay.modelling.assessment import Progress
 from assay.modelling.candidates import CANDIDATES
 from assay.modelling.datasets import read_table
+from assay.modelling.preparation import CampaignLabels, Prepared, prepare
+from assay.modelling.publication import Refitted, plain_refit, reference_row, register
+from assay.modelling.selection import CandidateResult, compare
 from assay.modelling.spec import ModelSpec
-from assay.modelling.training import (
-    CampaignLabels,
-    CandidateResult,
-    Prepared,
-    Progress,
-    Refitted,
-    compare,
-    plain_refit,
-    prepare,
-    reference_row,
-    register,
-)
 from assay.monitoring.labels import forget_labels
 from assay.monitoring.log import forget_items as forget_logged
 from assay.registry.artifacts import load_model, save_model

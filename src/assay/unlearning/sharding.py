@@ -23,9 +23,12 @@ import numpy as np
 import pandas as pd
 
 from assay.errors import DataError
+from assay.modelling.assessment import Progress
 from assay.modelling.candidates import CANDIDATES
+from assay.modelling.preparation import Prepared
+from assay.modelling.publication import Refitted, plain_refit
+from assay.modelling.selection import CandidateResult, metric_score
 from assay.modelling.spec import ModelSpec, UnlearningSpec
-from assay.modelling.training import CandidateResult, Prepared, Progress, Refitted, metric_score, plain_refit
 from assay.registry.ensemble import ShardedModel, check_text
 
 # Statistics the card compares sharded and unsharded models by (binary and multi-class alike).
