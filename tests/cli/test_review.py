@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from assay.cli import main
 from assay.settings import Settings
-from assay.store import db
+from assay.store import tables
 from assay.workspace import Workspace
 from tests.reviewing import PASSWORD, items_file, scorer_for
 
@@ -45,10 +45,10 @@ def stored_items(home: Path, name: str) -> list[sa.Row]:
     try:
         with ws.engine.connect() as conn:
             return conn.execute(
-                sa.select(db.campaign_items)
-                .join(db.campaigns, db.campaigns.c.id == db.campaign_items.c.campaign_id)
-                .where(db.campaigns.c.name == name)
-                .order_by(db.campaign_items.c.position)
+                sa.select(tables.campaign_items)
+                .join(tables.campaigns, tables.campaigns.c.id == tables.campaign_items.c.campaign_id)
+                .where(tables.campaigns.c.name == name)
+                .order_by(tables.campaign_items.c.position)
             ).all()
     finally:
         ws.close()

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from assay.monitoring import alerts, checks, monitor
 from assay.monitoring.labels import add_labels
-from assay.store import db
+from assay.store import tables
 from assay.workspace import Workspace
 from tests.monitoring.conftest import DAY, PER_DAY, T0, classes_of, log_frame, traffic
 
@@ -52,7 +52,7 @@ def test_an_alert_fires_once_and_clears_once(ws: Workspace) -> None:
     deliveries = [e["delivery"] for e in reversed(alert_events())]
     assert deliveries == ["none", "pending", "pending"]  # webhooks hear of the alert and its end only
     with ws.engine.connect() as conn:
-        assert conn.execute(sa.select(db.monitor_cursors.c.position)).scalar() == T0 + 13 * DAY
+        assert conn.execute(sa.select(tables.monitor_cursors.c.position)).scalar() == T0 + 13 * DAY
 
 
 def test_two_checkers_judge_a_window_once(ws: Workspace) -> None:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from assay.monitoring.log import PredictionLog, export_log, logged_versions, prune, read_log, write_rows
-from assay.store import db
+from assay.store import db, tables
 
 
 def _rows(n: int, d: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +126,7 @@ def test_storage_is_bounded_by_age_and_count(store: Engine) -> None:
     assert len(kept) == 20 and kept.at.min() == 280.0 and kept.ids == [f"i{k}" for k in range(280, 300)]
     assert logged_versions(store, "other") == {1: 20}
     with store.connect() as conn:  # the items of deleted chunks went with them
-        assert conn.execute(sa.select(sa.func.count()).select_from(db.prediction_items)).scalar() == 20
+        assert conn.execute(sa.select(sa.func.count()).select_from(tables.prediction_items)).scalar() == 20
 
 
 def test_export_writes_every_format(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from assay.monitoring.log import logged_versions
 from assay.review import accounts
 from assay.serving import tokens
 from assay.settings import Settings
-from assay.store import db
+from assay.store import tables
 from assay.web.app import create_app
 from assay.workspace import Workspace
 from tests.conftest import EDITQUALITY_FEATURES, edits_frame
@@ -85,7 +85,7 @@ def test_scores_are_logged_and_labels_join_them(client: AppClient) -> None:
         "unknown_class",
     ]
     with engine.connect() as conn:
-        assert conn.execute(sa.select(db.monitor_labels.c.source).limit(1)).scalar() == "api:product"
+        assert conn.execute(sa.select(tables.monitor_labels.c.source).limit(1)).scalar() == "api:product"
 
 
 def test_labels_need_a_token_and_a_known_model(client: AppClient) -> None:

@@ -22,7 +22,7 @@ from assay.registry.files import sha256_file
 from assay.registry.gates import summarize
 from assay.registry.records import check_card, check_evaluation, check_lineage, check_schema, check_summary
 from assay.registry.schema import FeatureSchema
-from assay.store import db
+from assay.store import tables
 from assay.workspace import Workspace
 from tests.registry.test_versions import _forge
 
@@ -45,8 +45,8 @@ def tamper(ws: Workspace, name: str, version: int, file: str, change: Change) ->
     manifest = {**record.manifest, file: sha256_file(path)}
     with ws.engine.begin() as conn:
         conn.execute(
-            sa.update(db.versions)
-            .where(db.versions.c.model == name, db.versions.c.version == version)
+            sa.update(tables.versions)
+            .where(tables.versions.c.model == name, tables.versions.c.version == version)
             .values(manifest=manifest)
         )
 
@@ -218,8 +218,8 @@ def test_show_names_a_bad_card_in_one_line(trained_workspace: Workspace, trained
 def test_a_row_written_past_the_registry_is_refused_by_name(trained_workspace: Workspace) -> None:
     with trained_workspace.engine.begin() as conn:
         conn.execute(
-            sa.update(db.versions)
-            .where(db.versions.c.model == "damaging")
+            sa.update(tables.versions)
+            .where(tables.versions.c.model == "damaging")
             .values(summary={"roc_auc": "high"})
         )
     with pytest.raises(ArtifactError, match=r"^damaging@1: summary: lacks"):

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from assay.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from assay.review import accounts
 from assay.settings import Settings
-from assay.store import db
+from assay.store import tables
 from assay.workspace import Workspace
 
 
@@ -19,7 +19,7 @@ def test_password_is_stored_only_as_an_argon2id_hash(workspace):
     user = accounts.create_user(workspace.engine, "ana", "violet-harbor-engine", "admin")
     assert user.is_admin and user.pseudonym.startswith("rv-") and user.pseudonym != "ana"
     with workspace.engine.connect() as conn:
-        stored = conn.execute(sa.select(db.users.c.password_hash)).scalar_one()
+        stored = conn.execute(sa.select(tables.users.c.password_hash)).scalar_one()
     assert stored.startswith("$argon2id$") and "violet-harbor-engine" not in stored
     assert accounts.authenticate(workspace.engine, "ana", "violet-harbor-engine").id == user.id
 
@@ -74,7 +74,7 @@ def test_session_tokens_are_stored_hashed(workspace):
     user = accounts.create_user(workspace.engine, "ana", "violet-harbor-engine")
     token = accounts.start_session(workspace.engine, user)
     with workspace.engine.connect() as conn:
-        stored = conn.execute(sa.select(db.user_sessions.c.token_hash)).scalar_one()
+        stored = conn.execute(sa.select(tables.user_sessions.c.token_hash)).scalar_one()
     assert token not in stored and len(stored) == 64
 
 
@@ -139,7 +139,7 @@ def test_the_sqlite_store_is_private_to_its_owner(tmp_path):
         try:
             accounts.create_user(ws.engine, "ana", "violet-harbor-engine")
             with ws.engine.connect() as conn:  # the WAL files exist while a connection is open
-                conn.execute(sa.select(db.users.c.id)).all()
+                conn.execute(sa.select(tables.users.c.id)).all()
                 files = [tmp_path / "home" / f"assay.db{s}" for s in ("", "-wal", "-shm")]
                 assert all(f.exists() for f in files)
                 assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from assay.review import erasure, judgments, labelling, resolution, worksets
-from assay.store import db
+from assay.store import tables
 from tests.reviewing import campaign, items_file, users
 
 
@@ -31,9 +31,9 @@ def test_forget_items_removes_labels_judgments_and_comments(trained_workspace, t
     counts = erasure.forget_items(ws.engine, [gone], model="damaging")
     assert counts == {"campaign_items": 1, "labels": 1, "assignments": 1, "judgments": 1, "endorsements": 1}
     with ws.engine.connect() as conn:
-        for table, column in ((db.campaign_items, "item_id"), (db.judgments, "item_id")):
+        for table, column in ((tables.campaign_items, "item_id"), (tables.judgments, "item_id")):
             assert conn.execute(sa.select(sa.func.count()).where(table.c[column] == gone)).scalar_one() == 0
-        assert conn.execute(sa.select(sa.func.count()).select_from(db.endorsements)).scalar_one() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(tables.endorsements)).scalar_one() == 0
     frame = resolution.resolved_labels(ws.engine, "c1")
     assert gone not in set(frame["id"]) and kept in set(frame["id"]) and len(frame) == 4
     assert erasure.forget_items(ws.engine, [gone])["campaign_items"] == 0  # a second time: nothing left

@@ -38,7 +38,7 @@ from assay.modelling.training import train
 from assay.review import campaigns, judgments, labelling, resolution, worksets
 from assay.review.accounts import User, user_by_name
 from assay.settings import Settings
-from assay.store import db
+from assay.store import tables
 from assay.workspace import Workspace
 from tests.conftest import write_binary_spec
 from tests.reviewing import PASSWORD, Server, campaign, items_file, users
@@ -98,16 +98,21 @@ def _check_store(store: Store, acked: dict[tuple[str, str], str] | None = None) 
     try:
         with ws.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(db.campaign_items.c.item_id, db.users.c.username, db.labels.c.label)
-                .join(db.labels, db.labels.c.campaign_item_id == db.campaign_items.c.id)
-                .join(db.users, db.users.c.id == db.labels.c.user_id)
+                sa.select(tables.campaign_items.c.item_id, tables.users.c.username, tables.labels.c.label)
+                .join(tables.labels, tables.labels.c.campaign_item_id == tables.campaign_items.c.id)
+                .join(tables.users, tables.users.c.id == tables.labels.c.user_id)
             ).all()
-            claimed = conn.execute(sa.select(db.campaign_items.c.item_id, db.campaign_items.c.claimed)).all()
+            claimed = conn.execute(
+                sa.select(tables.campaign_items.c.item_id, tables.campaign_items.c.claimed)
+            ).all()
             holding = Counter(
                 conn.execute(
-                    sa.select(db.campaign_items.c.item_id)
-                    .join(db.assignments, db.assignments.c.campaign_item_id == db.campaign_items.c.id)
-                    .where(db.assignments.c.state.in_(["open", "done"]))
+                    sa.select(tables.campaign_items.c.item_id)
+                    .join(
+                        tables.assignments,
+                        tables.assignments.c.campaign_item_id == tables.campaign_items.c.id,
+                    )
+                    .where(tables.assignments.c.state.in_(["open", "done"]))
                 ).scalars()
             )
     finally:
@@ -196,7 +201,7 @@ def test_worksets_expiring_under_contention_never_double_up(store, tmp_path):
     ws = Workspace.open(store.settings())
     try:
         with ws.engine.connect() as conn:
-            states = Counter(conn.execute(sa.select(db.assignments.c.state)).scalars())
+            states = Counter(conn.execute(sa.select(tables.assignments.c.state)).scalars())
     finally:
         ws.close()
     assert states["expired"] > 0 and states["open"] == 0
@@ -279,7 +284,7 @@ def test_two_labels_at_once_that_tie_always_requeue_the_item(store, tmp_path):
                     future.result()
         with ws.engine.connect() as conn:
             wanted = conn.execute(
-                sa.select(db.campaign_items.c.wanted).where(db.campaign_items.c.campaign_id == c.id)
+                sa.select(tables.campaign_items.c.wanted).where(tables.campaign_items.c.campaign_id == c.id)
             ).scalars()
             assert list(wanted) == [3] * len(items)
         frame = resolution.resolved_frame(ws.engine, c)
@@ -355,7 +360,7 @@ def _check_judgment(store: Store, judged: dict[str, object]) -> None:
     ws = Workspace.open(store.settings())
     try:
         with ws.engine.connect() as conn:
-            row = conn.execute(sa.select(db.judgments).where(db.judgments.c.id == judged["id"])).one()
+            row = conn.execute(sa.select(tables.judgments).where(tables.judgments.c.id == judged["id"])).one()
     finally:
         ws.close()
     assert (row.item_id, row.label, row.rationale) == ("crash-1", "False", "said before the kill")

@@ -22,7 +22,7 @@ from assay.review.autorules import parse_rule
 from assay.review.campaigns import CampaignOptions, create_campaign
 from assay.serving.features import FeatureTable
 from assay.settings import Settings
-from assay.store import db
+from assay.store import db, tables
 from assay.web.app import create_app
 from tests.conftest import edits_frame
 from tests.reviewing import PASSWORD, campaign, items_file, scorer_for, users
@@ -60,7 +60,7 @@ def test_random_campaign_stores_scored_items_with_explanations(ws, source):
     assert c.label_choices == ["False", "True", "unsure"]
     assert c.link("12 3") == "https://example.org/?diff=12%203"
     with ws.engine.connect() as conn:
-        rows = conn.execute(sa.select(db.campaign_items).order_by(db.campaign_items.c.position)).all()
+        rows = conn.execute(sa.select(tables.campaign_items).order_by(tables.campaign_items.c.position)).all()
     assert len({r.item_id for r in rows}) == 40
     first = rows[0]
     assert set(first.probabilities) == {"False", "True"}
@@ -85,9 +85,9 @@ def test_same_seed_same_sample(ws, source):
 def _items(ws, c):
     with ws.engine.connect() as conn:
         return conn.execute(
-            sa.select(db.campaign_items)
-            .where(db.campaign_items.c.campaign_id == c.id)
-            .order_by(db.campaign_items.c.position)
+            sa.select(tables.campaign_items)
+            .where(tables.campaign_items.c.campaign_id == c.id)
+            .order_by(tables.campaign_items.c.position)
         ).all()
 
 
@@ -263,8 +263,8 @@ def test_expired_worksets_go_back_to_the_pool(ws, source):
     assert worksets.take_workset(ws.engine, c, ben, size=3, ttl_s=TTL) is None
     with ws.engine.begin() as conn:  # ana walked away an hour ago
         conn.execute(
-            sa.update(db.worksets)
-            .where(db.worksets.c.id == w.id)
+            sa.update(tables.worksets)
+            .where(tables.worksets.c.id == w.id)
             .values(expires_at=db.now() - timedelta(seconds=1))
         )
     got = worksets.take_workset(ws.engine, c, ben, size=3, ttl_s=TTL)
@@ -275,8 +275,8 @@ def test_expired_worksets_go_back_to_the_pool(ws, source):
     # Ben walks away too: the items go back to the pool, but never to ana, who had them first.
     with ws.engine.begin() as conn:
         conn.execute(
-            sa.update(db.worksets)
-            .where(db.worksets.c.id == got.id)
+            sa.update(tables.worksets)
+            .where(tables.worksets.c.id == got.id)
             .values(expires_at=db.now() - timedelta(seconds=1))
         )
     assert worksets.take_workset(ws.engine, c, ana, size=3, ttl_s=TTL) is None
@@ -293,8 +293,8 @@ def test_expired_worksets_go_back_to_the_pool(ws, source):
         labelling.skip_item(ws.engine, c, ben, "100002")
     with ws.engine.connect() as conn:
         claims = conn.execute(
-            sa.select(db.campaign_items.c.item_id, db.campaign_items.c.claimed).order_by(
-                db.campaign_items.c.position
+            sa.select(tables.campaign_items.c.item_id, tables.campaign_items.c.claimed).order_by(
+                tables.campaign_items.c.position
             )
         ).all()
     assert [tuple(r) for r in claims] == [("100001", 1), ("100002", 1), ("100003", 1)]

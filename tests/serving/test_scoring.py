@@ -28,7 +28,7 @@ from assay.serving.features import FeatureTable
 from assay.serving.predictor import fast_predict
 from assay.serving.scoring import Scorer
 from assay.settings import Settings
-from assay.store import db
+from assay.store import tables
 from assay.web.app import create_app
 from assay.workspace import Workspace
 from tests.conftest import edits_frame
@@ -572,8 +572,8 @@ def _threshold_as_text(ws: Workspace, version: int) -> None:
 def _break_row(ws: Workspace, version: int) -> None:
     with ws.engine.begin() as conn:
         conn.execute(
-            sa.update(db.versions)
-            .where(db.versions.c.model == "damaging", db.versions.c.version == version)
+            sa.update(tables.versions)
+            .where(tables.versions.c.model == "damaging", tables.versions.c.version == version)
             .values(summary={"roc_auc": "high"})
         )
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from assay.cli import main
 from assay.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from assay.serving import tokens
-from assay.store import db
+from assay.store import tables
 from assay.workspace import Workspace
 
 
@@ -17,7 +17,7 @@ def test_a_token_is_stored_only_as_its_hash(workspace: Workspace) -> None:
     token = tokens.create_token(workspace.engine, "ingest")
     assert token.startswith(tokens.PREFIX) and len(token) > 40
     with workspace.engine.connect() as conn:
-        rows = conn.execute(sa.select(db.tokens)).all()
+        rows = conn.execute(sa.select(tables.tokens)).all()
     assert len(rows) == 1
     assert rows[0].token_hash == tokens.hash_token(token)
     assert token not in repr(tuple(rows[0]))

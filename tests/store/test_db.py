@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from assay.cli import main
 from assay.errors import StoreOutOfDate
-from assay.store import db
+from assay.store import db, tables
 
 
 def _check_store(url: str) -> None:
@@ -24,7 +24,7 @@ def _check_store(url: str) -> None:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn)
             # Every table and column the code declares exists as the migrations made it.
-            assert compare_metadata(context, db.metadata) == []
+            assert compare_metadata(context, tables.metadata) == []
             assert context.get_current_revision() is not None
     finally:
         engine.dispose()
@@ -88,8 +88,8 @@ def test_upgrade_gives_back_the_slots_unsure_labels_held(tmp_path: Path) -> None
             )
     db.upgrade(engine)
     with engine.connect() as conn:
-        item = conn.execute(sa.select(db.campaign_items)).one()
-        states = dict(conn.execute(sa.select(db.assignments.c.user_id, db.assignments.c.state)).all())
+        item = conn.execute(sa.select(tables.campaign_items)).one()
+        states = dict(conn.execute(sa.select(tables.assignments.c.user_id, tables.assignments.c.state)).all())
     engine.dispose()
     assert (item.wanted, item.claimed, item.available) == (2, 1, True)
     assert states == {1: "done", 2: "unsure"}

@@ -21,7 +21,7 @@ from assay.registry.ensemble import read_sharded
 from assay.review.judgments import record_judgment
 from assay.serving.cache import MemoryCache, score_key
 from assay.serving.features import FeatureTable
-from assay.store import db
+from assay.store import db, tables
 from assay.unlearning import forgetting, requests
 from assay.unlearning.exclusions import ExclusionList
 from assay.unlearning.sharding import assign, sharded_refit
@@ -73,7 +73,12 @@ def test_the_audit_and_exclusion_list_keep_no_id(sharded_workspace):
     with ws.engine.connect() as conn:
         stored = [
             json.dumps([list(map(str, r)) for r in conn.execute(sa.select(t)).all()])
-            for t in (db.forget_requests, db.forgotten_ids, db.retired_versions, db.alias_events)
+            for t in (
+                tables.forget_requests,
+                tables.forgotten_ids,
+                tables.retired_versions,
+                tables.alias_events,
+            )
         ]
     assert not any(ids[7] in text for text in stored)
     assert ExclusionList(ws.engine, "damaging").mask(np.array([ids[7], ids[8]])).tolist() == [True, False]
@@ -96,7 +101,7 @@ def test_every_store_loses_the_items_rows_and_only_theirs(sharded_workspace):
         record_judgment(ws.engine, model="damaging", item_id=item, label="True", classes=loaded.classes,
                         rationale="vandalism", token_name="tests")  # fmt: skip
     with ws.engine.begin() as conn:
-        conn.execute(sa.insert(db.monitor_labels), [
+        conn.execute(sa.insert(tables.monitor_labels), [
             {"model": "damaging", "item_id": i, "label": "True", "source": "tests", "created_at": db.now()} for i in (keep, gone)
         ])  # fmt: skip
     cache = MemoryCache(100)
@@ -111,8 +116,8 @@ def test_every_store_loses_the_items_rows_and_only_theirs(sharded_workspace):
     assert read_log(ws.engine, "damaging", 1, width=(d, k), with_ids=True).ids == [keep, keep]
     assert set(FeatureTable(ws.engine).lookup("damaging", [keep, gone])) == {keep}
     with ws.engine.connect() as conn:
-        assert conn.execute(sa.select(db.judgments.c.item_id)).scalars().all() == [keep]
-        assert conn.execute(sa.select(db.monitor_labels.c.item_id)).scalars().all() == [keep]
+        assert conn.execute(sa.select(tables.judgments.c.item_id)).scalars().all() == [keep]
+        assert conn.execute(sa.select(tables.monitor_labels.c.item_id)).scalars().all() == [keep]
     assert cache.get_many([score_key("damaging", 1, gone), score_key("damaging", 1, keep)])[0] is None
     assert ws.registry.aliases("damaging")["production"] == 1  # version 1 never held the item
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from assay.serving import tokens
 from assay.settings import Settings
-from assay.store import db
+from assay.store import tables
 from assay.web import sessions
 from assay.web.app import create_app
 from tests.reviewing import PASSWORD, items_file
@@ -172,7 +172,7 @@ async def test_every_form_needs_its_csrf_token(app):
         # Nothing was written, and the refused DELETE did not log anyone out.
         assert (await c.get("/v1/campaigns")).status_code == 200
         with _store(app).connect() as conn:
-            for table in (db.worksets, db.labels, db.judgments, db.endorsements):
+            for table in (tables.worksets, tables.labels, tables.judgments, tables.endorsements):
                 assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 0
 
 
@@ -206,7 +206,7 @@ async def test_label_through_the_pages_is_committed_before_saved_is_shown(app):
         )
         assert r.status_code == 303 and r.headers["location"].endswith(f"saved={item}")
         with _store(app).connect() as conn:
-            stored = conn.execute(sa.select(db.labels.c.label, db.labels.c.comment)).all()
+            stored = conn.execute(sa.select(tables.labels.c.label, tables.labels.c.comment)).all()
         assert [tuple(s) for s in stored] == [("True", "bad")]
         page = await c.get(r.headers["location"])
         assert f"Saved: item <strong>{item}</strong> labelled <strong>True</strong>" in page.text
@@ -232,7 +232,7 @@ async def test_no_one_acts_for_someone_else(app):
         )
         assert r.status_code == 422 and r.json()["error"]["field"] == "user"
         with _store(app).connect() as conn:
-            assert conn.execute(sa.select(sa.func.count()).select_from(db.labels)).scalar_one() == 0
+            assert conn.execute(sa.select(sa.func.count()).select_from(tables.labels)).scalar_one() == 0
 
 
 async def test_review_api_workset_labels_and_skips(app):
@@ -389,7 +389,10 @@ async def test_weak_passwords_are_refused_in_the_user_form(app):
             )
             assert r.status_code == 422 and problem in r.text, password
         with _store(app).connect() as conn:
-            assert conn.execute(sa.select(db.users.c.id).where(db.users.c.username == "dee")).first() is None
+            assert (
+                conn.execute(sa.select(tables.users.c.id).where(tables.users.c.username == "dee")).first()
+                is None
+            )
 
 
 # --- judgments ---------------------------------------------------------------------------------
@@ -440,7 +443,7 @@ async def test_judgments_through_the_api_with_a_session(app):
         # The session's user is the author (no token involved); the campaign pins the version shown.
         assert (j["author"], j["campaign"], j["model_version"], j["preferred"]) == ("ana", "c1", 1, False)
         with _store(app).connect() as conn:
-            row = conn.execute(sa.select(db.judgments).where(db.judgments.c.id == j["id"])).one()
+            row = conn.execute(sa.select(tables.judgments).where(tables.judgments.c.id == j["id"])).one()
         assert row.author_token is None and row.author_user_id is not None
         r1 = await b.post(
             f"/v1/judgments/{j['id']}/endorsements",
@@ -697,7 +700,7 @@ async def test_blind_campaigns_hide_the_prediction_in_judgments(app):
         made = await a.post("/v1/judgments", headers=ana, json=body)
         assert made.status_code == 201 and made.json()["model_prediction"] is None
         with _store(app).connect() as conn:  # the store keeps what the model said, for admins
-            stored = conn.execute(sa.select(db.judgments.c.model_prediction)).scalar_one()
+            stored = conn.execute(sa.select(tables.judgments.c.model_prediction)).scalar_one()
         assert stored in ("True", "False")
         listed = (await a.get(f"/v1/judgments?model=damaging&item_id={item}")).json()["judgments"]
         assert [j["model_prediction"] for j in listed] == [None]

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from assay.settings import Settings
-from assay.store import db
+from assay.store import tables
 from assay.workspace import Workspace
 from tests.reviewing import PASSWORD, Server, campaign, items_file, users
 
@@ -150,8 +150,8 @@ def test_two_reviewers_and_an_admin_in_chromium(server, browser):
     with server.engine.connect() as conn:  # type: ignore[attr-defined]
         stored = dict(
             conn.execute(
-                sa.select(db.campaign_items.c.item_id, db.labels.c.label).join(
-                    db.campaign_items, db.campaign_items.c.id == db.labels.c.campaign_item_id
+                sa.select(tables.campaign_items.c.item_id, tables.labels.c.label).join(
+                    tables.campaign_items, tables.campaign_items.c.id == tables.labels.c.campaign_item_id
                 )
             ).all()
         )
@@ -159,7 +159,9 @@ def test_two_reviewers_and_an_admin_in_chromium(server, browser):
     assert stored == {k: v for k, v in expected.items() if v is not None}
     with server.engine.connect() as conn:  # type: ignore[attr-defined]
         comments = (
-            conn.execute(sa.select(db.labels.c.comment).where(db.labels.c.comment != "")).scalars().all()
+            conn.execute(sa.select(tables.labels.c.comment).where(tables.labels.c.comment != ""))
+            .scalars()
+            .all()
         )
     assert comments == ["2 spaces, no label"]  # typed into the comment box, not taken as shortcuts
 

@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import SettingsError
 from assay.settings import Settings
-from assay.store import db
+from assay.store import db, tables
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def delivers(from_state: str | None, to_state: str) -> bool:
 
 
 def load_states(conn: Connection, model: str) -> dict[str, MonitorState]:
-    table = db.monitor_states
+    table = tables.monitor_states
     rows = conn.execute(sa.select(table).where(table.c.model == model)).all()
     return {r.monitor: MonitorState(r.state, r.drifting, r.clean, r.value, r.window_end) for r in rows}
 
@@ -96,7 +96,7 @@ def load_states(conn: Connection, model: str) -> dict[str, MonitorState]:
 def save_states(
     conn: Connection, model: str, states: Mapping[str, MonitorState], before: Mapping[str, MonitorState]
 ) -> None:
-    table = db.monitor_states
+    table = tables.monitor_states
     now = db.now()
     for monitor, s in states.items():
         values = {
@@ -128,7 +128,7 @@ def add_event(
     deliver: bool,
 ) -> None:
     conn.execute(
-        sa.insert(db.monitor_events).values(
+        sa.insert(tables.monitor_events).values(
             model=model,
             monitor=monitor,
             kind=kind,
@@ -146,7 +146,7 @@ def add_event(
 
 def states(engine: Engine, model: str | None = None) -> list[dict[str, Any]]:
     """Every monitor's current state (of one model, or all), for ``assay monitor status`` and gauges."""
-    table = db.monitor_states
+    table = tables.monitor_states
     query = sa.select(table).order_by(table.c.model, table.c.monitor)
     if model is not None:
         query = query.where(table.c.model == model)
@@ -168,7 +168,7 @@ def states(engine: Engine, model: str | None = None) -> list[dict[str, Any]]:
 
 def events(engine: Engine, model: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
     """The latest events, newest first."""
-    table = db.monitor_events
+    table = tables.monitor_events
     query = sa.select(table).order_by(table.c.id.desc()).limit(limit)
     if model is not None:
         query = query.where(table.c.model == model)
@@ -264,7 +264,7 @@ class WebhookSender:
         thread; returns how many were sent."""
         if not self.urls:
             return 0
-        table = db.monitor_events
+        table = tables.monitor_events
         now = time.time()
         claimable = sa.or_(
             table.c.delivery == "pending",

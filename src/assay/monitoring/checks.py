@@ -41,7 +41,7 @@ from assay.monitoring.monitor import (
 from assay.monitoring.windows import Window, WindowSpec, count_windows, time_windows
 from assay.registry.refs import DEFAULT_ALIAS
 from assay.registry.versions import Registry
-from assay.store import db
+from assay.store import db, tables
 
 # Closed windows before the new ones whose label-driven verdicts late labels can change, and over
 # which the concept drift detectors are run again (a change shows over several windows).
@@ -126,7 +126,7 @@ def check(
 
 
 def _read_cursor(engine: Engine, model: str, spec: WindowSpec) -> _Cursor:
-    cursors = db.monitor_cursors
+    cursors = tables.monitor_cursors
     with engine.connect() as conn:
         row = conn.execute(sa.select(cursors).where(cursors.c.model == model)).first()
     if row is None:
@@ -193,7 +193,7 @@ def _advance(
     conn: Connection, model: str, spec: WindowSpec, cursor: _Cursor, position: float | None, mark: int
 ) -> bool:
     """Move the cursor, compare-and-set: whoever moves it first judges these windows."""
-    cursors = db.monitor_cursors
+    cursors = tables.monitor_cursors
     values = {"kind": spec.kind, "position": position, "labels_seen": mark, "updated_at": db.now()}
     if cursor.row is None:
         try:

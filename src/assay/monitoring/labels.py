@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import InvalidInput
 from assay.serving.features import MAX_ID_LENGTH
-from assay.store import db
+from assay.store import db, tables
 
 _CHUNK = 900  # bound parameters per IN (...) list, far below SQLite's limit
 MAX_LABEL_LENGTH = 200
@@ -145,7 +145,7 @@ def _known(engine: Engine, model: str, ids: list[str]) -> tuple[dict[str, int], 
     """Which version last scored each of ``ids`` (logged ones only), and which already have a label."""
     versions: dict[str, int] = {}
     existing: set[str] = set()
-    chunks, logged, labels = db.prediction_log, db.prediction_items, db.monitor_labels
+    chunks, logged, labels = tables.prediction_log, tables.prediction_items, tables.monitor_labels
     with engine.connect() as conn:
         # Item rows of pruned chunks may linger until purged: only chunks still kept count.
         oldest = conn.execute(sa.select(sa.func.min(chunks.c.id)).where(chunks.c.model == model)).scalar()
@@ -185,7 +185,7 @@ def _insert_new(
     wanted: dict[str, tuple[int, Any]],
 ) -> None:
     """Insert, skipping items someone labelled since the check; those are refused as duplicates."""
-    table = db.monitor_labels
+    table = tables.monitor_labels
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -226,7 +226,7 @@ def _naive(at: Any) -> Any:
 
 def read_labels(engine: Engine, model: str) -> dict[str, str]:
     """Item id -> label of every stored label of ``model``."""
-    table = db.monitor_labels
+    table = tables.monitor_labels
     with engine.connect() as conn:
         return dict(
             conn.execute(sa.select(table.c.item_id, table.c.label).where(table.c.model == model)).all()
@@ -235,7 +235,7 @@ def read_labels(engine: Engine, model: str) -> dict[str, str]:
 
 def latest_label(engine: Engine, model: str) -> int:
     """The id of ``model``'s newest label (0 without any): labels past a mark arrived after it."""
-    table = db.monitor_labels
+    table = tables.monitor_labels
     with engine.connect() as conn:
         latest = conn.execute(sa.select(sa.func.max(table.c.id)).where(table.c.model == model)).scalar()
     return int(latest or 0)
@@ -243,7 +243,7 @@ def latest_label(engine: Engine, model: str) -> int:
 
 def forget_labels(conn: Connection, model: str, item_ids: Sequence[str]) -> int:
     """Delete ``model``'s stored labels of ``item_ids`` in the caller's transaction; how many."""
-    table = db.monitor_labels
+    table = tables.monitor_labels
     ids = list(dict.fromkeys(item_ids))
     deleted = 0
     for lo in range(0, len(ids), 500):

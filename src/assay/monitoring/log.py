@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from assay.errors import InvalidInput
 from assay.registry.loaded import LoadedModel
 from assay.settings import Settings
-from assay.store import db
+from assay.store import tables
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -105,7 +105,7 @@ def write_rows(
             if chunk_ids is not None and all(i is None for i in chunk_ids):
                 chunk_ids = None
             key = conn.execute(
-                sa.insert(db.prediction_log).values(
+                sa.insert(tables.prediction_log).values(
                     model=model,
                     version=version,
                     at_min=float(times[lo:hi].min()),
@@ -349,7 +349,7 @@ def prune(engine: Engine, *, max_rows: int, retention_s: float, now: float | Non
     """Delete chunks past the retention, then each model's oldest chunks beyond ``max_rows`` rows,
     and the item rows of the chunks gone; returns the rows deleted. Whole chunks go: a model keeps
     at most one chunk more than the cap."""
-    chunks = db.prediction_log
+    chunks = tables.prediction_log
     now = time.time() if now is None else now
     doomed: list[tuple[int, int]] = []  # (chunk id, rows)
     with engine.connect() as conn:
@@ -384,7 +384,7 @@ def prune(engine: Engine, *, max_rows: int, retention_s: float, now: float | Non
 def purge_items(engine: Engine) -> int:
     """Delete the item rows whose chunks are gone (chunks go oldest first: those below a model's
     oldest chunk); returns how many."""
-    chunks, items = db.prediction_log, db.prediction_items
+    chunks, items = tables.prediction_log, tables.prediction_items
     deleted = 0
     with engine.begin() as conn:
         oldest = dict(
@@ -406,7 +406,7 @@ def forget_items(conn: Connection, model: str, item_ids: Sequence[str]) -> int:
     Rows after a removed one in its chunk move up a place, so a count-window cursor inside
     that chunk may judge a few rows twice or skip them once.
     """
-    chunks, items = db.prediction_log, db.prediction_items
+    chunks, items = tables.prediction_log, tables.prediction_items
     ids = list(dict.fromkeys(item_ids))
     wanted = set(ids)
     holding: set[int] = set()
@@ -451,7 +451,7 @@ def forget_items(conn: Connection, model: str, item_ids: Sequence[str]) -> int:
 
 def logged_versions(engine: Engine, model: str) -> dict[int, int]:
     """Version -> logged rows of a model."""
-    table = db.prediction_log
+    table = tables.prediction_log
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(table.c.version, sa.func.sum(table.c.n))
@@ -466,7 +466,7 @@ def log_span(
 ) -> tuple[float, float, int] | None:
     """(first time, last time, rows) of ``model@version``'s log, or None if empty; ``after`` (a
     position) leaves out the chunks before it (the rows are then an upper bound)."""
-    table = db.prediction_log
+    table = tables.prediction_log
     query = sa.select(sa.func.min(table.c.at_min), sa.func.max(table.c.at_max), sa.func.sum(table.c.n)).where(
         table.c.model == model, table.c.version == version
     )
@@ -490,7 +490,7 @@ def read_log(
 ) -> LogFrame:
     """The rows of ``model@version`` logged in [since, until) (and after position ``after``),
     sorted by time; ``width`` is (features, classes) of the version."""
-    table = db.prediction_log
+    table = tables.prediction_log
     d, k = width
     columns = [table.c.id, table.c.n, table.c.data] + ([table.c.ids] if with_ids else [])
     query = sa.select(*columns).where(table.c.model == model, table.c.version == version)

@@ -15,13 +15,13 @@ from sqlalchemy.engine import Engine
 from assay.errors import Conflict, GateFailed, InvalidInput
 from assay.registry.contracts import VersionRecord
 from assay.registry.gates import check_gates
-from assay.store import db, notices
+from assay.store import db, notices, tables
 
 
 def aliases_of(engine: Engine, name: str) -> dict[str, int]:
     """alias -> version for one model."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(db.aliases).where(db.aliases.c.model == name)).all()
+        rows = conn.execute(sa.select(tables.aliases).where(tables.aliases.c.model == name)).all()
     return {r.alias: r.version for r in rows}
 
 
@@ -39,20 +39,24 @@ def move_alias(
     """Point ``alias`` at ``version`` (creating it if need be) and record the move, in one transaction."""
     with engine.begin() as conn:
         current = conn.execute(
-            sa.select(db.aliases.c.version).where(db.aliases.c.model == name, db.aliases.c.alias == alias)
+            sa.select(tables.aliases.c.version).where(
+                tables.aliases.c.model == name, tables.aliases.c.alias == alias
+            )
         ).scalar()
         if current is None:
             conn.execute(
-                sa.insert(db.aliases).values(model=name, alias=alias, version=version, updated_at=db.now())
+                sa.insert(tables.aliases).values(
+                    model=name, alias=alias, version=version, updated_at=db.now()
+                )
             )
         else:
             conn.execute(
-                sa.update(db.aliases)
-                .where(db.aliases.c.model == name, db.aliases.c.alias == alias)
+                sa.update(tables.aliases)
+                .where(tables.aliases.c.model == name, tables.aliases.c.alias == alias)
                 .values(version=version, updated_at=db.now())
             )
         conn.execute(
-            sa.insert(db.alias_events).values(
+            sa.insert(tables.alias_events).values(
                 model=name,
                 alias=alias,
                 from_version=current,
@@ -71,7 +75,9 @@ def alias_history(engine: Engine, name: str) -> list[dict[str, Any]]:
     """Every alias move of a model, oldest first."""
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(db.alias_events).where(db.alias_events.c.model == name).order_by(db.alias_events.c.id)
+            sa.select(tables.alias_events)
+            .where(tables.alias_events.c.model == name)
+            .order_by(tables.alias_events.c.id)
         ).all()
     return [
         {

@@ -29,7 +29,7 @@ from assay.registry.probe import probe_model
 from assay.registry.records import check_gate_limits, check_lineage, check_summary
 from assay.registry.refs import check_name
 from assay.registry.versions import IMPORT_DIR, Registry
-from assay.store import db
+from assay.store import tables
 
 
 @dataclass(frozen=True)
@@ -107,10 +107,10 @@ def _holder_of(
     registry: Registry, name: str, bundle_sha256: str, manifest: dict[str, str]
 ) -> VersionRecord | None:
     """The version of ``name`` this bundle already is: imported from the same file, or the same files."""
-    columns = (db.versions.c.version, db.versions.c.lineage, db.versions.c.manifest)
+    columns = (tables.versions.c.version, tables.versions.c.lineage, tables.versions.c.manifest)
     with registry.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(*columns).where(db.versions.c.model == name).order_by(db.versions.c.version)
+            sa.select(*columns).where(tables.versions.c.model == name).order_by(tables.versions.c.version)
         ).all()
     for row in rows:
         origin = (row.lineage or {}).get("imported_from") or {}

@@ -37,7 +37,7 @@ from assay.registry.files import WorkDir, check_manifest, remove_stale_workdirs,
 from assay.registry.loaded import LoadedModel
 from assay.registry.records import check_gate_limits, check_lineage, check_summary
 from assay.registry.refs import DEFAULT_ALIAS, check_name, parse_ref, version_number
-from assay.store import db, notices
+from assay.store import db, notices, tables
 from assay.store.artifact_store import ArtifactStore, LocalArtifactStore
 
 # Loaded versions kept in memory after their last use, beyond those a caller still holds.
@@ -85,9 +85,9 @@ class Registry:
 
     def models(self) -> list[ModelInfo]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(db.models).order_by(db.models.c.name)).all()
-            vers = conn.execute(sa.select(db.versions.c.model, db.versions.c.version)).all()
-            als = conn.execute(sa.select(db.aliases)).all()
+            rows = conn.execute(sa.select(tables.models).order_by(tables.models.c.name)).all()
+            vers = conn.execute(sa.select(tables.versions.c.model, tables.versions.c.version)).all()
+            als = conn.execute(sa.select(tables.aliases)).all()
         out = []
         for row in rows:
             out.append(
@@ -114,13 +114,15 @@ class Registry:
         ``retired_ok`` (so nothing can alias, load or score it)."""
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(db.versions).where(db.versions.c.model == name, db.versions.c.version == version)
+                sa.select(tables.versions).where(
+                    tables.versions.c.model == name, tables.versions.c.version == version
+                )
             ).first()
             retired = (
                 not retired_ok
                 and conn.execute(
-                    sa.select(db.retired_versions.c.version).where(
-                        db.retired_versions.c.model == name, db.retired_versions.c.version == version
+                    sa.select(tables.retired_versions.c.version).where(
+                        tables.retired_versions.c.model == name, tables.retired_versions.c.version == version
                     )
                 ).first()
             )
@@ -137,7 +139,7 @@ class Registry:
 
     def retired(self, name: str) -> set[int]:
         """The versions of ``name`` retired by deletion requests."""
-        table = db.retired_versions
+        table = tables.retired_versions
         with self.engine.connect() as conn:
             return set(conn.execute(sa.select(table.c.version).where(table.c.model == name)).scalars())
 
@@ -146,20 +148,24 @@ class Registry:
         pointed at it is removed (returned, alias -> version, for a replacement to take over)."""
         held = dict(
             conn.execute(
-                sa.select(db.aliases.c.alias, db.aliases.c.version).where(
-                    db.aliases.c.model == name, db.aliases.c.version == version
+                sa.select(tables.aliases.c.alias, tables.aliases.c.version).where(
+                    tables.aliases.c.model == name, tables.aliases.c.version == version
                 )
             ).all()
         )
-        conn.execute(sa.delete(db.aliases).where(db.aliases.c.model == name, db.aliases.c.version == version))
+        conn.execute(
+            sa.delete(tables.aliases).where(
+                tables.aliases.c.model == name, tables.aliases.c.version == version
+            )
+        )
         exists = conn.execute(
-            sa.select(db.retired_versions.c.version).where(
-                db.retired_versions.c.model == name, db.retired_versions.c.version == version
+            sa.select(tables.retired_versions.c.version).where(
+                tables.retired_versions.c.model == name, tables.retired_versions.c.version == version
             )
         ).first()
         if exists is None:
             conn.execute(
-                sa.insert(db.retired_versions).values(
+                sa.insert(tables.retired_versions).values(
                     model=name,
                     version=version,
                     request_id=request_id,
@@ -174,8 +180,8 @@ class Registry:
         shutil.rmtree(self.artifacts_path / check_name(name) / str(int(version)), ignore_errors=True)
         with self.engine.begin() as conn:
             conn.execute(
-                sa.update(db.retired_versions)
-                .where(db.retired_versions.c.model == name, db.retired_versions.c.version == version)
+                sa.update(tables.retired_versions)
+                .where(tables.retired_versions.c.model == name, tables.retired_versions.c.version == version)
                 .values(artifacts_deleted=True)
             )
 
@@ -266,7 +272,7 @@ class Registry:
     def next_version(self, name: str) -> int:
         with self.engine.connect() as conn:
             current = conn.execute(
-                sa.select(sa.func.max(db.versions.c.version)).where(db.versions.c.model == name)
+                sa.select(sa.func.max(tables.versions.c.version)).where(tables.versions.c.model == name)
             ).scalar()
         return int(current or 0) + 1
 
@@ -371,11 +377,11 @@ class Registry:
         process took raises IntegrityError); its manifest is filled in by ``_publish`` once the
         files that name the number exist.
         """
-        exists = conn.execute(sa.select(db.models.c.name).where(db.models.c.name == name)).first()
+        exists = conn.execute(sa.select(tables.models.c.name).where(tables.models.c.name == name)).first()
         if exists is None:
-            conn.execute(sa.insert(db.models).values(name=name, task=task, created_at=db.now()))
+            conn.execute(sa.insert(tables.models).values(name=name, task=task, created_at=db.now()))
         conn.execute(
-            sa.insert(db.versions).values(
+            sa.insert(tables.versions).values(
                 model=name, version=version, created_at=db.now(), manifest={}, **row
             )
         )
@@ -386,8 +392,8 @@ class Registry:
         manifest = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         self.store.publish(staging, name, version, manifest)  # before the commit
         conn.execute(
-            sa.update(db.versions)
-            .where(db.versions.c.model == name, db.versions.c.version == version)
+            sa.update(tables.versions)
+            .where(tables.versions.c.model == name, tables.versions.c.version == version)
             .values(manifest=manifest)
         )
         target = self.artifacts_path / name / str(version)

@@ -17,10 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from assay.store import db
+from assay.store import db, tables
 
 STATUSES = ("running", "promoted", "kept", "refused", "failed", "interrupted")
-_runs = db.retrain_runs
+_runs = tables.retrain_runs
 
 
 @dataclass(frozen=True)

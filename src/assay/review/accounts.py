@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 
 from assay.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from assay.settings import Settings
-from assay.store import db
+from assay.store import db, tables
 
 ROLES: tuple[str, ...] = ("admin", "reviewer")
 DEFAULT_ROLE = "reviewer"  # the least privileged: an admin account is made on purpose only
@@ -134,7 +134,7 @@ def create_user(engine: Engine, username: str, password: str, role: str = DEFAUL
     try:
         with engine.begin() as conn:
             conn.execute(
-                sa.insert(db.users).values(
+                sa.insert(tables.users).values(
                     username=username,
                     pseudonym="rv-" + secrets.token_hex(5),
                     password_hash=_hasher.hash(password),
@@ -149,7 +149,7 @@ def create_user(engine: Engine, username: str, password: str, role: str = DEFAUL
 
 def user_by_name(engine: Engine, username: str) -> User:
     with engine.connect() as conn:
-        row = conn.execute(sa.select(db.users).where(db.users.c.username == username)).first()
+        row = conn.execute(sa.select(tables.users).where(tables.users.c.username == username)).first()
     if row is None:
         raise NotFound(f"no user named {username!r}", field="username", code="unknown_user")
     return _user(row)
@@ -157,7 +157,7 @@ def user_by_name(engine: Engine, username: str) -> User:
 
 def list_users(engine: Engine) -> list[User]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(db.users).order_by(db.users.c.username)).all()
+        rows = conn.execute(sa.select(tables.users).order_by(tables.users.c.username)).all()
     return [_user(r) for r in rows]
 
 
@@ -165,36 +165,36 @@ def set_password(engine: Engine, username: str, password: str) -> None:
     check_password(password, username)
     with engine.begin() as conn:
         done = conn.execute(
-            sa.update(db.users)
-            .where(db.users.c.username == username)
+            sa.update(tables.users)
+            .where(tables.users.c.username == username)
             .values(password_hash=_hasher.hash(password))
         ).rowcount
         if not done:
             raise NotFound(f"no user named {username!r}", field="username", code="unknown_user")
         # A new password ends every session the old one opened.
-        user_ids = sa.select(db.users.c.id).where(db.users.c.username == username).scalar_subquery()
-        conn.execute(sa.delete(db.user_sessions).where(db.user_sessions.c.user_id == user_ids))
+        user_ids = sa.select(tables.users.c.id).where(tables.users.c.username == username).scalar_subquery()
+        conn.execute(sa.delete(tables.user_sessions).where(tables.user_sessions.c.user_id == user_ids))
 
 
 def set_disabled(engine: Engine, username: str, disabled: bool) -> None:
     """Disable (or re-enable) an account; a disabled account cannot log in and its sessions end."""
     with engine.begin() as conn:
-        row = conn.execute(sa.select(db.users.c.id).where(db.users.c.username == username)).first()
+        row = conn.execute(sa.select(tables.users.c.id).where(tables.users.c.username == username)).first()
         if row is None:
             raise NotFound(f"no user named {username!r}", field="username", code="unknown_user")
         conn.execute(
-            sa.update(db.users)
-            .where(db.users.c.id == row.id)
+            sa.update(tables.users)
+            .where(tables.users.c.id == row.id)
             .values(disabled_at=db.now() if disabled else None)
         )
         if disabled:
-            conn.execute(sa.delete(db.user_sessions).where(db.user_sessions.c.user_id == row.id))
+            conn.execute(sa.delete(tables.user_sessions).where(tables.user_sessions.c.user_id == row.id))
 
 
 def authenticate(engine: Engine, username: str, password: str) -> User:
     """The user these credentials belong to; ``Unauthorized`` (one message for every failure) otherwise."""
     with engine.connect() as conn:
-        row = conn.execute(sa.select(db.users).where(db.users.c.username == username)).first()
+        row = conn.execute(sa.select(tables.users).where(tables.users.c.username == username)).first()
     failure = Unauthorized("wrong username or password", code="bad_credentials")
     try:
         _hasher.verify(row.password_hash if row is not None else _dummy_hash(), password)
@@ -205,8 +205,8 @@ def authenticate(engine: Engine, username: str, password: str) -> User:
     if _hasher.check_needs_rehash(row.password_hash):
         with engine.begin() as conn:
             conn.execute(
-                sa.update(db.users)
-                .where(db.users.c.id == row.id)
+                sa.update(tables.users)
+                .where(tables.users.c.id == row.id)
                 .values(password_hash=_hasher.hash(password))
             )
     return _user(row)
@@ -224,9 +224,9 @@ def start_session(engine: Engine, user: User) -> str:
     token = secrets.token_urlsafe(32)
     now = db.now()
     with engine.begin() as conn:
-        conn.execute(sa.delete(db.user_sessions).where(db.user_sessions.c.expires_at < now))
+        conn.execute(sa.delete(tables.user_sessions).where(tables.user_sessions.c.expires_at < now))
         conn.execute(
-            sa.insert(db.user_sessions).values(
+            sa.insert(tables.user_sessions).values(
                 token_hash=_digest(token), user_id=user.id, created_at=now, expires_at=now + SESSION_TTL
             )
         )
@@ -236,12 +236,12 @@ def start_session(engine: Engine, user: User) -> str:
 def session_user(engine: Engine, token: str) -> User | None:
     """The user a live session token belongs to, or None (expired, ended, unknown, disabled)."""
     query = (
-        sa.select(db.users)
-        .join(db.user_sessions, db.user_sessions.c.user_id == db.users.c.id)
+        sa.select(tables.users)
+        .join(tables.user_sessions, tables.user_sessions.c.user_id == tables.users.c.id)
         .where(
-            db.user_sessions.c.token_hash == _digest(token),
-            db.user_sessions.c.expires_at > db.now(),
-            db.users.c.disabled_at.is_(None),
+            tables.user_sessions.c.token_hash == _digest(token),
+            tables.user_sessions.c.expires_at > db.now(),
+            tables.users.c.disabled_at.is_(None),
         )
     )
     with engine.connect() as conn:
@@ -251,7 +251,9 @@ def session_user(engine: Engine, token: str) -> User | None:
 
 def end_session(engine: Engine, token: str) -> None:
     with engine.begin() as conn:
-        conn.execute(sa.delete(db.user_sessions).where(db.user_sessions.c.token_hash == _digest(token)))
+        conn.execute(
+            sa.delete(tables.user_sessions).where(tables.user_sessions.c.token_hash == _digest(token))
+        )
 
 
 # --- signing ------------------------------------------------------------------

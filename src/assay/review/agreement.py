@@ -23,10 +23,10 @@ from sqlalchemy.engine import Engine
 
 from assay.review.campaigns import UNSURE, Campaign
 from assay.review.resolution import resolve
-from assay.store import db
+from assay.store import tables
 
-labels_t = db.labels
-items_t = db.campaign_items
+labels_t = tables.labels
+items_t = tables.campaign_items
 
 
 def krippendorff_alpha(engine: Engine, campaign: Campaign) -> float | None:
@@ -62,8 +62,8 @@ def pairwise_kappa(engine: Engine, campaign: Campaign, *, min_overlap: int = 2) 
     """
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(labels_t.c.campaign_item_id, db.users.c.username, labels_t.c.label)
-            .join(db.users, db.users.c.id == labels_t.c.user_id)
+            sa.select(labels_t.c.campaign_item_id, tables.users.c.username, labels_t.c.label)
+            .join(tables.users, tables.users.c.id == labels_t.c.user_id)
             .where(labels_t.c.campaign_id == campaign.id, labels_t.c.label != UNSURE)
         ).all()
     by_user: dict[str, dict[int, str]] = defaultdict(dict)

@@ -37,7 +37,7 @@ from assay.review.selection import (
     table_items,
 )
 from assay.serving.scoring import Scorer, ServedModel
-from assay.store import db
+from assay.store import db, tables
 from assay.workspace import Workspace
 
 UNSURE = "unsure"
@@ -111,7 +111,7 @@ def _campaign(row: sa.Row) -> Campaign:
 
 def get_campaign(engine: Engine, name: str) -> Campaign:
     with engine.connect() as conn:
-        row = conn.execute(sa.select(db.campaigns).where(db.campaigns.c.name == name)).first()
+        row = conn.execute(sa.select(tables.campaigns).where(tables.campaigns.c.name == name)).first()
     if row is None:
         raise NotFound(f"no campaign named {name!r}", field="campaign", code="unknown_campaign")
     return _campaign(row)
@@ -119,7 +119,7 @@ def get_campaign(engine: Engine, name: str) -> Campaign:
 
 def list_campaigns(engine: Engine) -> list[Campaign]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(db.campaigns).order_by(db.campaigns.c.created_at.desc())).all()
+        rows = conn.execute(sa.select(tables.campaigns).order_by(tables.campaigns.c.created_at.desc())).all()
     return [_campaign(r) for r in rows]
 
 
@@ -128,7 +128,9 @@ def set_status(engine: Engine, campaign: Campaign, status: str) -> None:
     if status not in ("open", "closed"):
         raise InvalidInput(f"status must be 'open' or 'closed'; got {status!r}", field="status")
     with engine.begin() as conn:
-        conn.execute(sa.update(db.campaigns).where(db.campaigns.c.id == campaign.id).values(status=status))
+        conn.execute(
+            sa.update(tables.campaigns).where(tables.campaigns.c.id == campaign.id).values(status=status)
+        )
 
 
 MAX_GUIDELINES = 20_000
@@ -179,7 +181,7 @@ def _checked_edit(engine: Engine, campaign: Campaign | None, edit: CampaignEdit)
         with engine.connect() as conn:
             known = set(
                 conn.execute(
-                    sa.select(db.users.c.username).where(db.users.c.username.in_(edit.reviewers))
+                    sa.select(tables.users.c.username).where(tables.users.c.username.in_(edit.reviewers))
                 ).scalars()
             )
         unknown = [r for r in edit.reviewers if r not in known]
@@ -194,7 +196,9 @@ def edit_campaign(engine: Engine, campaign: Campaign, edit: CampaignEdit) -> Cam
     values = _checked_edit(engine, campaign, edit)
     if values:
         with engine.begin() as conn:
-            conn.execute(sa.update(db.campaigns).where(db.campaigns.c.id == campaign.id).values(**values))
+            conn.execute(
+                sa.update(tables.campaigns).where(tables.campaigns.c.id == campaign.id).values(**values)
+            )
             if values.get("extra_labels", 0) > campaign.extra_labels:
                 # Ties that waited at the old cap get their next label now.
                 requeue_ties(conn, dataclasses.replace(campaign, extra_labels=values["extra_labels"]))
@@ -208,7 +212,7 @@ def requeue_ties(conn: Connection, campaign: Campaign, item_pks: list[int] | Non
     ("unsure" is no vote). Called after every label (for that item) and when
     an admin raises the cap (for all items); returns how many items were requeued.
     """
-    labels_t, items_t = db.labels, db.campaign_items
+    labels_t, items_t = tables.labels, tables.campaign_items
     query = (
         sa.select(labels_t.c.campaign_item_id, sa.func.count().label("n"))
         .where(labels_t.c.campaign_id == campaign.id, labels_t.c.label != UNSURE)
@@ -315,7 +319,9 @@ def _check(engine: Engine, options: CampaignOptions, served: ServedModel) -> lis
             f"no class {sorted(unknown)[0]!r} in model {served.name!r}", field="class_descriptions"
         )
     with engine.connect() as conn:
-        taken = conn.execute(sa.select(db.campaigns.c.id).where(db.campaigns.c.name == options.name)).first()
+        taken = conn.execute(
+            sa.select(tables.campaigns.c.id).where(tables.campaigns.c.name == options.name)
+        ).first()
     if taken is not None:  # before the scoring work, not only at the insert
         raise Conflict(f"a campaign named {options.name!r} already exists", field="name")
     return rules
@@ -370,11 +376,11 @@ def _store(
     try:
         with engine.begin() as conn:
             campaign_id = conn.execute(
-                sa.insert(db.campaigns).values(**values).returning(db.campaigns.c.id)
+                sa.insert(tables.campaigns).values(**values).returning(tables.campaigns.c.id)
             ).scalar_one()
             for start in range(0, len(rows), _INSERT_CHUNK):
                 chunk = [{**r, "campaign_id": campaign_id} for r in rows[start : start + _INSERT_CHUNK]]
-                conn.execute(sa.insert(db.campaign_items), chunk)
+                conn.execute(sa.insert(tables.campaign_items), chunk)
     except sa.exc.IntegrityError as exc:
         raise Conflict(f"a campaign named {options.name!r} already exists", field="name") from exc
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from assay.store import db
+from assay.store import tables
 
 _CHUNK = 500  # ids per statement: well under every store's bound-parameter limit
 
@@ -34,37 +34,37 @@ def forget_items(
     """
     ids = sorted({str(i) for i in item_ids})
     counts = dict.fromkeys(("campaign_items", "labels", "assignments", "judgments", "endorsements"), 0)
-    items_t, j_t = db.campaign_items, db.judgments
+    items_t, j_t = tables.campaign_items, tables.judgments
     with _transaction(engine) as conn:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             items = sa.select(items_t.c.id, items_t.c.campaign_id).where(items_t.c.item_id.in_(chunk))
             judged = sa.select(j_t.c.id).where(j_t.c.item_id.in_(chunk))
             if model is not None:
-                items = items.join(db.campaigns, db.campaigns.c.id == items_t.c.campaign_id).where(
-                    db.campaigns.c.model == model
+                items = items.join(tables.campaigns, tables.campaigns.c.id == items_t.c.campaign_id).where(
+                    tables.campaigns.c.model == model
                 )
                 judged = judged.where(j_t.c.model == model)
             rows = conn.execute(items).all()
             pks = [r.id for r in rows]
             jids = list(conn.execute(judged).scalars())
             counts["labels"] += conn.execute(
-                sa.delete(db.labels).where(db.labels.c.campaign_item_id.in_(pks))
+                sa.delete(tables.labels).where(tables.labels.c.campaign_item_id.in_(pks))
             ).rowcount
             counts["assignments"] += conn.execute(
-                sa.delete(db.assignments).where(db.assignments.c.campaign_item_id.in_(pks))
+                sa.delete(tables.assignments).where(tables.assignments.c.campaign_item_id.in_(pks))
             ).rowcount
             counts["campaign_items"] += conn.execute(sa.delete(items_t).where(items_t.c.id.in_(pks))).rowcount
             counts["endorsements"] += conn.execute(
-                sa.delete(db.endorsements).where(db.endorsements.c.judgment_id.in_(jids))
+                sa.delete(tables.endorsements).where(tables.endorsements.c.judgment_id.in_(jids))
             ).rowcount
             counts["judgments"] += conn.execute(sa.delete(j_t).where(j_t.c.id.in_(jids))).rowcount
             for campaign_id in {r.campaign_id for r in rows}:
                 removed = sum(1 for r in rows if r.campaign_id == campaign_id)
                 conn.execute(
-                    sa.update(db.campaigns)
-                    .where(db.campaigns.c.id == campaign_id)
-                    .values(item_count=db.campaigns.c.item_count - removed)
+                    sa.update(tables.campaigns)
+                    .where(tables.campaigns.c.id == campaign_id)
+                    .values(item_count=tables.campaigns.c.item_count - removed)
                 )
     return counts
 

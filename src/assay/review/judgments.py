@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import Conflict, Forbidden, InvalidInput, NotFound
 from assay.review.accounts import User
-from assay.store import db
+from assay.store import db, tables
 
 STANCES = ("endorse", "dispute")
 RULES = ("admin", "most_endorsed")
@@ -36,8 +36,8 @@ MAX_RATIONALE = 4000
 # and the database driver would fail on it rather than find nothing.
 MAX_ID = 2**31 - 1
 
-j_t = db.judgments
-e_t = db.endorsements
+j_t = tables.judgments
+e_t = tables.endorsements
 
 
 @dataclass(frozen=True)
@@ -231,9 +231,11 @@ def _apply_rule(conn: Connection, model: str, item_id: str) -> None:
     best = conn.execute(
         sa.select(j_t.c.id, net.label("net"))
         .select_from(j_t.outerjoin(e_t, e_t.c.judgment_id == j_t.c.id))
-        .join(db.campaigns, db.campaigns.c.id == j_t.c.campaign_id)
+        .join(tables.campaigns, tables.campaigns.c.id == j_t.c.campaign_id)
         .where(
-            j_t.c.model == model, j_t.c.item_id == item_id, db.campaigns.c.judgment_rule == "most_endorsed"
+            j_t.c.model == model,
+            j_t.c.item_id == item_id,
+            tables.campaigns.c.judgment_rule == "most_endorsed",
         )
         .group_by(j_t.c.id)
         .order_by(net.desc(), j_t.c.id)
@@ -253,12 +255,12 @@ def _query() -> sa.Select:
     return (
         sa.select(
             j_t,
-            db.users.c.username.label("author_name"),
-            db.campaigns.c.name.label("campaign_name"),
-            db.campaigns.c.blind.label("campaign_blind"),
+            tables.users.c.username.label("author_name"),
+            tables.campaigns.c.name.label("campaign_name"),
+            tables.campaigns.c.blind.label("campaign_blind"),
         )
-        .outerjoin(db.users, db.users.c.id == j_t.c.author_user_id)
-        .outerjoin(db.campaigns, db.campaigns.c.id == j_t.c.campaign_id)
+        .outerjoin(tables.users, tables.users.c.id == j_t.c.author_user_id)
+        .outerjoin(tables.campaigns, tables.campaigns.c.id == j_t.c.campaign_id)
     )
 
 
@@ -266,8 +268,10 @@ def _load(engine: Engine, query: sa.Select) -> list[Judgment]:
     with engine.connect() as conn:
         rows = conn.execute(query).all()
         ends = conn.execute(
-            sa.select(e_t.c.judgment_id, e_t.c.stance, e_t.c.comment, e_t.c.created_at, db.users.c.username)
-            .join(db.users, db.users.c.id == e_t.c.user_id)
+            sa.select(
+                e_t.c.judgment_id, e_t.c.stance, e_t.c.comment, e_t.c.created_at, tables.users.c.username
+            )
+            .join(tables.users, tables.users.c.id == e_t.c.user_id)
             .where(e_t.c.judgment_id.in_([r.id for r in rows]))
             .order_by(e_t.c.id)
         ).all()

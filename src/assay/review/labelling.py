@@ -26,11 +26,11 @@ from assay.errors import Conflict, InvalidInput, NotFound
 from assay.review.accounts import User
 from assay.review.campaigns import MAX_COMMENT, UNSURE, Campaign, check_may_label, requeue_ties
 from assay.review.worksets import give_back_slots, take_slot
-from assay.store import db
+from assay.store import db, tables
 
-items_t = db.campaign_items
-asg_t = db.assignments
-labels_t = db.labels
+items_t = tables.campaign_items
+asg_t = tables.assignments
+labels_t = tables.labels
 
 
 def _item(conn: Connection, campaign: Campaign, item_id: str, *, lock: bool = True) -> sa.Row:
@@ -106,8 +106,8 @@ def submit_label(
             _insert_label(conn, campaign, item, user, label, comment, now)
             # Working keeps a workset alive: only abandoned ones expire.
             conn.execute(
-                sa.update(db.worksets)
-                .where(db.worksets.c.id == held.workset_id)
+                sa.update(tables.worksets)
+                .where(tables.worksets.c.id == held.workset_id)
                 .values(expires_at=now + timedelta(seconds=ttl_s))
             )
             _finish(conn, item.id, user, label)
@@ -236,9 +236,9 @@ def undo_last(engine: Engine, campaign: Campaign, user: User, *, ttl_s: int) -> 
                     code="item_full",
                 )
         workset = conn.execute(
-            sa.select(db.worksets.c.id)
-            .where(db.worksets.c.campaign_id == campaign.id, db.worksets.c.user_id == user.id)
-            .order_by(db.worksets.c.id.desc())
+            sa.select(tables.worksets.c.id)
+            .where(tables.worksets.c.campaign_id == campaign.id, tables.worksets.c.user_id == user.id)
+            .order_by(tables.worksets.c.id.desc())
             .limit(1)
         ).scalar_one()
         conn.execute(sa.delete(labels_t).where(labels_t.c.id == last.id))
@@ -248,8 +248,8 @@ def undo_last(engine: Engine, campaign: Campaign, user: User, *, ttl_s: int) -> 
             .values(state="open", slot=slot, workset_id=workset, finished_at=None)
         )
         conn.execute(
-            sa.update(db.worksets)
-            .where(db.worksets.c.id == workset)
+            sa.update(tables.worksets)
+            .where(tables.worksets.c.id == workset)
             .values(expires_at=now + timedelta(seconds=ttl_s))
         )
     return str(last.item_id)

@@ -9,11 +9,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from assay.review.campaigns import UNSURE, Campaign
-from assay.store import db
+from assay.store import tables
 
-items_t = db.campaign_items
-asg_t = db.assignments
-labels_t = db.labels
+items_t = tables.campaign_items
+asg_t = tables.assignments
+labels_t = tables.labels
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ def _reviewers(conn: Connection, campaign: Campaign) -> list[dict[str, Any]]:
         ).all()
     )
     users = conn.execute(
-        sa.select(db.users.c.id, db.users.c.username, db.users.c.pseudonym)
-        .where(db.users.c.id.in_({r.user_id for r in label_counts} | set(skip_counts)))
-        .order_by(db.users.c.id)
+        sa.select(tables.users.c.id, tables.users.c.username, tables.users.c.pseudonym)
+        .where(tables.users.c.id.in_({r.user_id for r in label_counts} | set(skip_counts)))
+        .order_by(tables.users.c.id)
     ).all()
     counts = {r.user_id: (int(r.labels or 0), int(r.unsure or 0)) for r in label_counts}
     return [

@@ -21,13 +21,13 @@ from assay.review.accounts import User
 from assay.review.campaigns import UNSURE, Campaign, get_campaign
 from assay.review.judgments import RULE_MARK, Judgment
 from assay.review.worksets import get_item
-from assay.store import db
+from assay.store import tables
 
 if TYPE_CHECKING:
     import pandas as pd
 
-items_t = db.campaign_items
-labels_t = db.labels
+items_t = tables.campaign_items
+labels_t = tables.labels
 
 
 def resolve(votes: Counter[str]) -> tuple[str | None, str]:
@@ -59,7 +59,7 @@ COLUMNS = [
     "first_labelled_at", "last_labelled_at",
 ]  # fmt: skip
 RESOLVED = ("judgment", "unanimous", "majority", "auto")
-j_t = db.judgments
+j_t = tables.judgments
 
 
 def _label_rows(conn: Connection, campaign: Campaign, item_pks: list[int] | None = None) -> Iterator[sa.Row]:
@@ -79,14 +79,14 @@ def _label_rows(conn: Connection, campaign: Campaign, item_pks: list[int] | None
             labels_t.c.model_version,
             labels_t.c.shown_prediction,
             labels_t.c.shown_probability,
-            db.users.c.pseudonym,
-            db.users.c.username,
+            tables.users.c.pseudonym,
+            tables.users.c.username,
             j_t.c.id.label("judgment_id"),
             j_t.c.label.label("judgment_label"),
             j_t.c.preferred_by,
         )
         .outerjoin(labels_t, labels_t.c.campaign_item_id == items_t.c.id)
-        .outerjoin(db.users, db.users.c.id == labels_t.c.user_id)
+        .outerjoin(tables.users, tables.users.c.id == labels_t.c.user_id)
         .outerjoin(
             j_t,
             (j_t.c.model == campaign.model)

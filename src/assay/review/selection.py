@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from assay.errors import DataError, InvalidInput
 from assay.serving.scoring import Scorer, ServedModel
-from assay.store import db
+from assay.store import tables
 from assay.workspace import Workspace
 
 SELECTIONS = ("random", "flagged", "uncertain", "list")
@@ -99,7 +99,7 @@ def file_items(
 
 
 def table_items(ws: Workspace, model: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    t = db.feature_rows
+    t = tables.feature_rows
     with ws.engine.connect() as conn:
         rows = conn.execution_options(yield_per=5000).execute(
             sa.select(t.c.item_id, t.c.features).where(t.c.model == model).order_by(t.c.item_id)

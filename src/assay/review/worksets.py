@@ -28,11 +28,11 @@ from sqlalchemy.engine import Connection, Engine
 from assay.errors import Conflict, InvalidInput, NotFound
 from assay.review.accounts import User
 from assay.review.campaigns import Campaign, check_may_label, get_campaign
-from assay.store import db
+from assay.store import db, tables
 
-items_t = db.campaign_items
-asg_t = db.assignments
-labels_t = db.labels
+items_t = tables.campaign_items
+asg_t = tables.assignments
+labels_t = tables.labels
 
 _CLAIM_ROUNDS = 10  # candidate queries per workset before giving up on a contended pool
 
@@ -92,8 +92,8 @@ def _release_expired(conn: Connection, campaign_id: int, now: datetime) -> int:
     UPDATE is also the statement that takes the write lock, so the rest of the
     claim runs with the store to itself.
     """
-    expired = sa.select(db.worksets.c.id).where(
-        db.worksets.c.campaign_id == campaign_id, db.worksets.c.expires_at <= now
+    expired = sa.select(tables.worksets.c.id).where(
+        tables.worksets.c.campaign_id == campaign_id, tables.worksets.c.expires_at <= now
     )
     freed = conn.execute(
         sa.update(asg_t)
@@ -180,7 +180,7 @@ def _take(conn: Connection, campaign: Campaign, user: User, size: int, ttl_s: in
     now = db.now()
     if _is_pg(conn):
         # One claim at a time per reviewer (two browser tabs), none blocking other reviewers.
-        conn.execute(sa.select(db.users.c.id).where(db.users.c.id == user.id).with_for_update())
+        conn.execute(sa.select(tables.users.c.id).where(tables.users.c.id == user.id).with_for_update())
     _release_expired(conn, campaign.id, now)
     expires = now + timedelta(seconds=ttl_s)
     live = conn.execute(
@@ -189,12 +189,14 @@ def _take(conn: Connection, campaign: Campaign, user: User, size: int, ttl_s: in
         .limit(1)
     ).scalar()
     if live is not None:
-        conn.execute(sa.update(db.worksets).where(db.worksets.c.id == live).values(expires_at=expires))
+        conn.execute(
+            sa.update(tables.worksets).where(tables.worksets.c.id == live).values(expires_at=expires)
+        )
         return int(live)
     workset_id = conn.execute(
-        sa.insert(db.worksets)
+        sa.insert(tables.worksets)
         .values(campaign_id=campaign.id, user_id=user.id, created_at=now, expires_at=expires)
-        .returning(db.worksets.c.id)
+        .returning(tables.worksets.c.id)
     ).scalar_one()
     taken = 0
     for _round in range(_CLAIM_ROUNDS):
@@ -215,7 +217,7 @@ def _take(conn: Connection, campaign: Campaign, user: User, size: int, ttl_s: in
         if taken >= size:
             break
     if taken == 0:
-        conn.execute(sa.delete(db.worksets).where(db.worksets.c.id == workset_id))
+        conn.execute(sa.delete(tables.worksets).where(tables.worksets.c.id == workset_id))
         return None
     return int(workset_id)
 
@@ -224,9 +226,9 @@ def get_workset(engine: Engine, campaign: Campaign, user: User) -> Workset | Non
     """The reviewer's most recent workset in this campaign with its items, or None."""
     with engine.connect() as conn:
         ws = conn.execute(
-            sa.select(db.worksets)
-            .where(db.worksets.c.campaign_id == campaign.id, db.worksets.c.user_id == user.id)
-            .order_by(db.worksets.c.id.desc())
+            sa.select(tables.worksets)
+            .where(tables.worksets.c.campaign_id == campaign.id, tables.worksets.c.user_id == user.id)
+            .order_by(tables.worksets.c.id.desc())
             .limit(1)
         ).first()
         if ws is None:
@@ -278,10 +280,10 @@ def latest_campaign_of(engine: Engine, model: str, item_id: str) -> Campaign | N
     """The most recent campaign of ``model`` that holds the item, or None (the judgments page's context)."""
     with engine.connect() as conn:
         name = conn.execute(
-            sa.select(db.campaigns.c.name)
-            .join(items_t, items_t.c.campaign_id == db.campaigns.c.id)
-            .where(db.campaigns.c.model == model, items_t.c.item_id == str(item_id))
-            .order_by(db.campaigns.c.id.desc())
+            sa.select(tables.campaigns.c.name)
+            .join(items_t, items_t.c.campaign_id == tables.campaigns.c.id)
+            .where(tables.campaigns.c.model == model, items_t.c.item_id == str(item_id))
+            .order_by(tables.campaigns.c.id.desc())
             .limit(1)
         ).scalar()
     return None if name is None else get_campaign(engine, name)

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import DataError, InvalidInput
 from assay.registry.schema import FeatureSchema
-from assay.store import db
+from assay.store import db, tables
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,11 +34,11 @@ _WRITE_CHUNK = 2000
 MAX_ID_LENGTH = 200  # the width of feature_rows.item_id
 
 # Built once: constructing a select costs more than running it on SQLite.
-_ROW = sa.select(db.feature_rows.c.item_id, db.feature_rows.c.features).where(
-    db.feature_rows.c.model == sa.bindparam("model")
+_ROW = sa.select(tables.feature_rows.c.item_id, tables.feature_rows.c.features).where(
+    tables.feature_rows.c.model == sa.bindparam("model")
 )
-_LOOKUP_ONE = _ROW.where(db.feature_rows.c.item_id == sa.bindparam("item_id"))
-_LOOKUP_MANY = _ROW.where(db.feature_rows.c.item_id.in_(sa.bindparam("ids", expanding=True)))
+_LOOKUP_ONE = _ROW.where(tables.feature_rows.c.item_id == sa.bindparam("item_id"))
+_LOOKUP_MANY = _ROW.where(tables.feature_rows.c.item_id.in_(sa.bindparam("ids", expanding=True)))
 
 
 class FeatureTable:
@@ -67,8 +67,8 @@ class FeatureTable:
             return int(
                 conn.execute(
                     sa.select(sa.func.count())
-                    .select_from(db.feature_rows)
-                    .where(db.feature_rows.c.model == model)
+                    .select_from(tables.feature_rows)
+                    .where(tables.feature_rows.c.model == model)
                 ).scalar_one()
             )
 
@@ -155,7 +155,7 @@ class FeatureTable:
 
 def delete_rows(conn: Connection, model: str, ids: Sequence[str]) -> int:
     """Delete ``model``'s feature rows of ``ids`` in the caller's transaction; how many existed."""
-    table = db.feature_rows
+    table = tables.feature_rows
     deleted = 0
     for start in range(0, len(ids), _LOOKUP_CHUNK):
         chunk = list(ids[start : start + _LOOKUP_CHUNK])
@@ -180,9 +180,9 @@ def _upsert(conn: Connection, batch: list[dict[str, Any]]) -> None:
     dialect = conn.engine.dialect.name
     stmt: sqlite.Insert | postgresql.Insert
     if dialect == "sqlite":
-        stmt = sqlite.insert(db.feature_rows)
+        stmt = sqlite.insert(tables.feature_rows)
     elif dialect == "postgresql":
-        stmt = postgresql.insert(db.feature_rows)
+        stmt = postgresql.insert(tables.feature_rows)
     else:  # pragma: no cover - the store is SQLite or PostgreSQL
         raise DataError(f"feature tables need SQLite or PostgreSQL, not {dialect}")
     conn.execute(

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from assay.errors import Conflict, InvalidInput, NotFound, Unauthorized
-from assay.store import db
+from assay.store import db, tables
 
 PREFIX = "assay_"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.@")
@@ -49,7 +49,7 @@ def create_token(engine: Engine, name: str, *, admin: bool = False) -> str:
     try:
         with engine.begin() as conn:
             conn.execute(
-                sa.insert(db.tokens).values(
+                sa.insert(tables.tokens).values(
                     name=name, token_hash=hash_token(token), created_at=db.now(), admin=admin
                 )
             )
@@ -60,24 +60,28 @@ def create_token(engine: Engine, name: str, *, admin: bool = False) -> str:
 
 def list_tokens(engine: Engine) -> list[TokenInfo]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(db.tokens).order_by(db.tokens.c.name)).all()
+        rows = conn.execute(sa.select(tables.tokens).order_by(tables.tokens.c.name)).all()
     return [TokenInfo(r.name, r.created_at, r.revoked_at, r.admin) for r in rows]
 
 
 def revoke_token(engine: Engine, name: str) -> None:
     """Stop a token from working from now on (idempotent for a token already revoked)."""
     with engine.begin() as conn:
-        row = conn.execute(sa.select(db.tokens.c.revoked_at).where(db.tokens.c.name == name)).first()
+        row = conn.execute(sa.select(tables.tokens.c.revoked_at).where(tables.tokens.c.name == name)).first()
         if row is None:
             raise NotFound(f"no token named {name!r}", field="name", code="unknown_token")
         if row.revoked_at is None:
-            conn.execute(sa.update(db.tokens).where(db.tokens.c.name == name).values(revoked_at=db.now()))
+            conn.execute(
+                sa.update(tables.tokens).where(tables.tokens.c.name == name).values(revoked_at=db.now())
+            )
 
 
 def verify_token(engine: Engine, token: str) -> TokenInfo:
     """The active token ``token`` is; ``Unauthorized`` when it is unknown or revoked."""
     with engine.connect() as conn:
-        row = conn.execute(sa.select(db.tokens).where(db.tokens.c.token_hash == hash_token(token))).first()
+        row = conn.execute(
+            sa.select(tables.tokens).where(tables.tokens.c.token_hash == hash_token(token))
+        ).first()
     if row is None or row.revoked_at is not None:
         raise Unauthorized("the API token is unknown or revoked", field="Authorization", code="invalid_token")
     return TokenInfo(row.name, row.created_at, row.revoked_at, row.admin)

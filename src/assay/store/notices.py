@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from assay.store import db
+from assay.store import db, tables
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class NoticeHandler(Protocol):
 
 def publish(conn: Connection, topic: str, payload: Mapping[str, Any]) -> None:
     """Record a notice in the caller's transaction; PostgreSQL wakes the watchers when it commits."""
-    conn.execute(sa.insert(db.notices).values(topic=topic, payload=dict(payload), at=db.now()))
+    conn.execute(sa.insert(tables.notices).values(topic=topic, payload=dict(payload), at=db.now()))
     if conn.dialect.name == "postgresql":
         conn.execute(sa.select(sa.func.pg_notify(CHANNEL, topic)))
 
@@ -139,7 +139,7 @@ class NoticeWatcher:
 
     def _max_id(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.max(db.notices.c.id))).scalar() or 0)
+            return int(conn.execute(sa.select(sa.func.max(tables.notices.c.id))).scalar() or 0)
 
     def _deliver(self) -> None:
         if self._last_id is None:  # starting over: handlers re-read the store
@@ -149,7 +149,9 @@ class NoticeWatcher:
             return
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(db.notices).where(db.notices.c.id > self._last_id).order_by(db.notices.c.id)
+                sa.select(tables.notices)
+                .where(tables.notices.c.id > self._last_id)
+                .order_by(tables.notices.c.id)
             ).all()
         if rows:
             self._last_id = rows[-1].id
@@ -175,4 +177,4 @@ class NoticeWatcher:
         self._last_prune = now
         cutoff = db.now() - timedelta(seconds=KEEP_S)
         with self.engine.begin() as conn:
-            conn.execute(sa.delete(db.notices).where(db.notices.c.at < cutoff))
+            conn.execute(sa.delete(tables.notices).where(tables.notices.c.at < cutoff))

@@ -17,12 +17,12 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from assay.store import db
+from assay.store import tables
 
 
 def salt(engine: Engine) -> bytes:
     """The workspace's salt for id hashes, made (once, whoever asks first) when first needed."""
-    table = db.unlearning_salt
+    table = tables.unlearning_salt
     with engine.begin() as conn:
         row = conn.execute(sa.select(table.c.salt).where(table.c.id == 1)).first()
         if row is None:
@@ -51,7 +51,7 @@ class ExclusionList:
     """
 
     def __init__(self, engine: Engine, model: str, *, through: int | None = None) -> None:
-        table = db.forgotten_ids
+        table = tables.forgotten_ids
         query = sa.select(table.c.id_hash, table.c.request_id).where(table.c.model == model)
         if through is not None:
             query = query.where(table.c.request_id <= through)
@@ -74,7 +74,7 @@ class ExclusionList:
 
 def add(conn: Connection, model: str, hashes: Iterable[str], request_id: int) -> int:
     """List ``hashes`` for ``model`` (those already listed keep their first request); how many are new."""
-    table = db.forgotten_ids
+    table = tables.forgotten_ids
     listed = set(conn.execute(sa.select(table.c.id_hash).where(table.c.model == model)).scalars().all())
     new = [
         {"model": model, "id_hash": h, "request_id": request_id}

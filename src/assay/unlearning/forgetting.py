@@ -51,7 +51,7 @@ from assay.registry.versions import Registry
 from assay.review.erasure import forget_items as forget_review_items
 from assay.serving.cache import ScoreCache, score_key
 from assay.serving.features import delete_rows
-from assay.store import db
+from assay.store import db, tables
 from assay.unlearning import exclusions, requests
 from assay.unlearning.requests import ForgetRequest
 from assay.unlearning.sharding import assign, fit_shards
@@ -246,11 +246,11 @@ def _files(holdings: dict[str, list[_Holding]]) -> list[dict[str, Any]]:
 def _in_stores(conn: sa.Connection, models: Sequence[str], ids: list[str]) -> set[str]:
     """The ids any store holds under ``models``."""
     found: set[str] = set()
-    tables = (db.feature_rows, db.prediction_items, db.monitor_labels, db.judgments)
-    items, campaigns = db.campaign_items, db.campaigns
+    holders = (tables.feature_rows, tables.prediction_items, tables.monitor_labels, tables.judgments)
+    items, campaigns = tables.campaign_items, tables.campaigns
     for lo in range(0, len(ids), 500):
         part = ids[lo : lo + 500]
-        for table in tables:
+        for table in holders:
             query = sa.select(table.c.item_id).where(table.c.model.in_(models), table.c.item_id.in_(part))
             found.update(conn.execute(query).scalars())
         query = (

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import NotFound
-from assay.store import db
+from assay.store import db, tables
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 
@@ -56,7 +56,7 @@ def open_request(
 ) -> int:
     """Record a new request (status running) in the caller's transaction; its id."""
     key = conn.execute(
-        sa.insert(db.forget_requests).values(
+        sa.insert(tables.forget_requests).values(
             actor=actor,
             models=models,
             status=RUNNING,
@@ -74,7 +74,9 @@ def open_request(
 
 def update(engine: Engine | Connection, request_id: int, **values: Any) -> None:
     """Set fields of a request (its own transaction, or the caller's connection)."""
-    query = sa.update(db.forget_requests).where(db.forget_requests.c.id == request_id).values(**values)
+    query = (
+        sa.update(tables.forget_requests).where(tables.forget_requests.c.id == request_id).values(**values)
+    )
     if isinstance(engine, Connection):
         engine.execute(query)
         return
@@ -84,7 +86,9 @@ def update(engine: Engine | Connection, request_id: int, **values: Any) -> None:
 
 def get_request(engine: Engine, request_id: int) -> ForgetRequest:
     with engine.connect() as conn:
-        row = conn.execute(sa.select(db.forget_requests).where(db.forget_requests.c.id == request_id)).first()
+        row = conn.execute(
+            sa.select(tables.forget_requests).where(tables.forget_requests.c.id == request_id)
+        ).first()
     if row is None:
         raise NotFound(f"no deletion request {request_id}", field="request", code="unknown_request")
     return _request(row)
@@ -92,9 +96,9 @@ def get_request(engine: Engine, request_id: int) -> ForgetRequest:
 
 def list_requests(engine: Engine, *, status: str | None = None) -> list[ForgetRequest]:
     """Every request, oldest first (only those with ``status`` when given)."""
-    query = sa.select(db.forget_requests).order_by(db.forget_requests.c.id)
+    query = sa.select(tables.forget_requests).order_by(tables.forget_requests.c.id)
     if status is not None:
-        query = query.where(db.forget_requests.c.status == status)
+        query = query.where(tables.forget_requests.c.status == status)
     with engine.connect() as conn:
         return [_request(r) for r in conn.execute(query).all()]
 

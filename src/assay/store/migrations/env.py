@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from assay.store.db import metadata
+from assay.store.tables import metadata
 
 config = context.config
 connection = config.attributes.get("connection")
