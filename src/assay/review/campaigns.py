@@ -36,7 +36,8 @@ from assay.review.selection import (
     select,
     table_items,
 )
-from assay.serving.scoring import Scorer, ServedModel
+from assay.serving.scoring import Scorer
+from assay.serving.served import ServedModel
 from assay.store import db, tables
 from assay.workspace import Workspace
 

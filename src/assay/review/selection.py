@@ -24,7 +24,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from assay.errors import DataError, InvalidInput
-from assay.serving.scoring import Scorer, ServedModel
+from assay.serving.scoring import Scorer
+from assay.serving.served import ServedModel
 from assay.store import tables
 from assay.workspace import Workspace
 

@@ -3,6 +3,8 @@ product page or a reviewer sees.
 
 The numbers come from ``Predictor.contributions`` (see ``assay.registry.artifacts``); this module
 only picks the class, names the features and orders them by how much they moved the score.
+A request's ``explain`` is a top-N count (``check_explain``); ``explain_scores`` adds each
+score's explanation of the class it predicts.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import numpy as np
 
 from assay.errors import InvalidInput
 from assay.registry.artifacts import Predictor
+from assay.serving.served import ServedModel
+
+MAX_EXPLAIN = 50
 
 
 def explain(
@@ -55,3 +60,32 @@ def explain(
             }
         )
     return explanations
+
+
+def check_explain(explain: Any) -> int:
+    """``explain`` as a top-N count: true means 5, false/0 means none."""
+    if explain is True:
+        return 5
+    if explain is False or explain is None:
+        return 0
+    if isinstance(explain, int) and 0 <= explain <= MAX_EXPLAIN:
+        return explain
+    raise InvalidInput(f"explain must be true, false or a count from 0 to {MAX_EXPLAIN}", field="explain")
+
+
+def explain_scores(served: ServedModel, X: np.ndarray, scores: list[dict[str, Any]], top: int) -> None:
+    """Explain each row's predicted class (the positive class for binary models)."""
+    loaded = served.loaded
+    if served.positive_index is not None:
+        groups = {served.positive_index: list(range(len(scores)))}
+    else:
+        groups = {}
+        for k, score in enumerate(scores):
+            groups.setdefault(loaded.classes.index(score["prediction"]), []).append(k)
+    for class_index, rows in groups.items():
+        explained = explain(loaded.predictor, X[rows], served.names, class_index, top=top)
+        for k, explanation in zip(rows, explained, strict=True):
+            values = scores[k].get("features") or loaded.schema.decode_row(X[k])
+            for entry in explanation["contributions"]:
+                entry["value"] = values[entry["feature"]]
+            scores[k]["explanation"] = {"class": loaded.classes[class_index], **explanation}

@@ -31,7 +31,7 @@ Public calls::
     scorer.model(ref) -> ServedModel;  scorer.models() -> [ModelInfo];  scorer.refresh();  scorer.close()
     scorer.invalidate(model, ids);  scorer.follow(watcher)      # cached scores of changed items, everywhere
 
-``explain`` is a top-N count (``True`` means 5, at most ``MAX_EXPLAIN``).
+``explain`` is a top-N count (``True`` means 5, at most ``explain.MAX_EXPLAIN``).
 
 ``items`` are JSON-like dicts ``{"id": str|int, "features": {name: value}}``
 (``features`` optional; ``id`` required). A score is ``{"version": "3",
@@ -53,11 +53,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from assay.errors import AssayError, InvalidInput, NotFound
+from assay.errors import AssayError, InvalidInput
 from assay.registry.versions import ModelInfo, Registry
 from assay.serving.cache import ScoreCache, score_key
-from assay.serving.explain import explain as explain_rows
-from assay.serving.features import MAX_ID_LENGTH, FeatureTable, item_id_of
+from assay.serving.explain import check_explain, explain_scores
+from assay.serving.features import FeatureTable, item_id_of
+from assay.serving.items import features_of, parse_items
 from assay.serving.served import ServedModel
 from assay.serving.table import ModelTable, ScoringObserver
 from assay.store import notices
@@ -68,13 +69,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_EXPLAIN = 50
 # Below this many items a row-by-row encode beats setting up column arrays.
 # Big batches are split over a thread pool (LightGBM and numpy release the GIL while they work),
 # so one request or file uses every core as the model's own batch predict would.
 _PARALLEL_MIN_ROWS = 256
 _MAX_CHUNK_ROWS = 65_536
-_ITEM_KEYS = frozenset({"id", "features"})
 
 
 class PredictionSink(Protocol):
@@ -382,7 +381,7 @@ class Scorer:
                 results[i] = supplied
                 continue
             try:
-                records.append(_features_of(served, item_id, supplied, stored.get(item_id)))
+                records.append(features_of(served, item_id, supplied, stored.get(item_id)))
                 where.append(i)
             except AssayError as exc:
                 results[i] = exc
@@ -400,7 +399,7 @@ class Scorer:
             for score, row in zip(scores, X, strict=True):
                 score["features"] = served.loaded.schema.decode_row(row)
         if explain:
-            _add_explanations(served, X, scores, explain)
+            explain_scores(served, X, scores, explain)
         return scores
 
     # --- batch files -------------------------------------------------------------
@@ -445,96 +444,5 @@ class Scorer:
 # --- helpers -------------------------------------------------------------------
 
 
-def parse_items(items: Sequence[Any]) -> list[tuple[str, Mapping[str, Any] | AssayError | None]]:
-    """(id, supplied features | the item's error | None) per item; request-level errors raise.
-
-    An item that is not an object, lacks a usable id, repeats an id or has unknown keys
-    cannot be reported on by id, so it fails the request; a bad ``features`` value is
-    that item's own error.
-    """
-    if not isinstance(items, list | tuple):
-        raise InvalidInput("items must be a list", field="items")
-    out: list[tuple[str, Mapping[str, Any] | AssayError | None]] = []
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        # ``type(x) is dict`` first: JSON gives dicts, and the ABC check costs more than the rest.
-        if type(item) is not dict and not isinstance(item, Mapping):
-            raise InvalidInput(f"items[{i}] must be an object with an 'id'", field=f"items[{i}]")
-        if not item.keys() <= _ITEM_KEYS:
-            extra = sorted(k for k in item if k not in _ITEM_KEYS)[0]
-            raise InvalidInput(
-                f"items[{i}] has unknown field {extra!r}; items take 'id' and 'features'", field=f"items[{i}]"
-            )
-        raw_id = item.get("id")
-        item_id = (
-            raw_id
-            if type(raw_id) is str and 0 < len(raw_id) <= MAX_ID_LENGTH
-            else item_id_of(raw_id, f"items[{i}].id")
-        )
-        if item_id in seen:
-            raise InvalidInput(
-                f"item id {item_id!r} appears twice", field=f"items[{i}].id", code="duplicate_id"
-            )
-        seen.add(item_id)
-        supplied = item.get("features")
-        if supplied is not None and type(supplied) is not dict and not isinstance(supplied, Mapping):
-            out.append((item_id, InvalidInput("features must be an object", field="features")))
-        else:
-            out.append((item_id, supplied))
-    return out
-
-
-def check_explain(explain: Any) -> int:
-    """``explain`` as a top-N count: true means 5, false/0 means none."""
-    if explain is True:
-        return 5
-    if explain is False or explain is None:
-        return 0
-    if isinstance(explain, int) and 0 <= explain <= MAX_EXPLAIN:
-        return explain
-    raise InvalidInput(f"explain must be true, false or a count from 0 to {MAX_EXPLAIN}", field="explain")
-
-
-def _features_of(
-    served: ServedModel, item_id: str, supplied: Mapping[str, Any] | None, stored: dict[str, Any] | None
-) -> Mapping[str, Any]:
-    """The record to encode: supplied features over stored ones (ORES's inject)."""
-    if supplied is not None and supplied.keys() == served.name_set:  # every feature, nothing else
-        return supplied
-    if supplied is None:
-        if stored is None:
-            raise NotFound(
-                f"no stored features for item {item_id!r} in model {served.name!r}; send its features "
-                f"or load them with 'assay features load'",
-                field="id",
-                code="unknown_item",
-            )
-        return {name: stored[name] for name in served.names if name in stored}
-    unknown = [k for k in supplied if k not in served.name_set]
-    if unknown:
-        raise served.loaded.schema.unknown_feature(unknown[0])
-    if stored is None or served.name_set <= supplied.keys():
-        return supplied
-    return {**{name: stored[name] for name in served.names if name in stored}, **supplied}
-
-
 def _base(score: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in score.items() if k not in ("features", "explanation")}
-
-
-def _add_explanations(served: ServedModel, X: np.ndarray, scores: list[dict[str, Any]], top: int) -> None:
-    """Explain each row's predicted class (the positive class for binary models)."""
-    loaded = served.loaded
-    if served.positive_index is not None:
-        groups = {served.positive_index: list(range(len(scores)))}
-    else:
-        groups = {}
-        for k, score in enumerate(scores):
-            groups.setdefault(loaded.classes.index(score["prediction"]), []).append(k)
-    for class_index, rows in groups.items():
-        explained = explain_rows(loaded.predictor, X[rows], served.names, class_index, top=top)
-        for k, explanation in zip(rows, explained, strict=True):
-            values = scores[k].get("features") or loaded.schema.decode_row(X[k])
-            for entry in explanation["contributions"]:
-                entry["value"] = values[entry["feature"]]
-            scores[k]["explanation"] = {"class": loaded.classes[class_index], **explanation}

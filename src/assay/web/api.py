@@ -26,8 +26,9 @@ from starlette.routing import BaseRoute, Route
 from assay.errors import InvalidInput, MalformedRequest, PayloadTooLarge, Unavailable
 from assay.modelling.queries import ThresholdQuery, answer_threshold_query, parse_threshold_query
 from assay.serving import tokens
+from assay.serving.explain import check_explain
 from assay.serving.features import FeatureTable
-from assay.serving.scoring import Scorer, check_explain
+from assay.serving.scoring import Scorer
 from assay.settings import Settings
 from assay.web.limits import in_thread
 from assay.web.metrics import CONTENT_TYPE, Metrics

@@ -37,7 +37,8 @@ import orjson
 
 from assay import __version__
 from assay.errors import InvalidInput, MalformedRequest, PayloadTooLarge
-from assay.serving.scoring import Scorer, ServedModel
+from assay.serving.scoring import Scorer
+from assay.serving.served import ServedModel
 from assay.web.tensors import (
     FLOATS,
     INTEGERS,

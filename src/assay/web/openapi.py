@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from assay import __version__
-from assay.serving.scoring import MAX_EXPLAIN
+from assay.serving.explain import MAX_EXPLAIN
 from assay.web.monitoring import TAG as MONITORING_TAG
 from assay.web.monitoring import monitoring_paths, monitoring_schemas
 from assay.web.oip_openapi import oip_paths, oip_schemas

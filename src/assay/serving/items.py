@@ -1,0 +1,79 @@
+"""A score request's items: their ids and supplied features, checked, and the record each scores with.
+
+``parse_items`` reads the items of a request (a request-level fault raises; a bad ``features``
+value is that item's own error), ``features_of`` merges what an item supplied over the features
+stored for its id (ORES's "inject").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from assay.errors import AssayError, InvalidInput, NotFound
+from assay.serving.features import MAX_ID_LENGTH, item_id_of
+from assay.serving.served import ServedModel
+
+_ITEM_KEYS = frozenset({"id", "features"})
+
+
+def parse_items(items: Sequence[Any]) -> list[tuple[str, Mapping[str, Any] | AssayError | None]]:
+    """(id, supplied features | the item's error | None) per item; request-level errors raise.
+
+    An item that is not an object, lacks a usable id, repeats an id or has unknown keys
+    cannot be reported on by id, so it fails the request; a bad ``features`` value is
+    that item's own error.
+    """
+    if not isinstance(items, list | tuple):
+        raise InvalidInput("items must be a list", field="items")
+    out: list[tuple[str, Mapping[str, Any] | AssayError | None]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        # ``type(x) is dict`` first: JSON gives dicts, and the ABC check costs more than the rest.
+        if type(item) is not dict and not isinstance(item, Mapping):
+            raise InvalidInput(f"items[{i}] must be an object with an 'id'", field=f"items[{i}]")
+        if not item.keys() <= _ITEM_KEYS:
+            extra = sorted(k for k in item if k not in _ITEM_KEYS)[0]
+            raise InvalidInput(
+                f"items[{i}] has unknown field {extra!r}; items take 'id' and 'features'", field=f"items[{i}]"
+            )
+        raw_id = item.get("id")
+        item_id = (
+            raw_id
+            if type(raw_id) is str and 0 < len(raw_id) <= MAX_ID_LENGTH
+            else item_id_of(raw_id, f"items[{i}].id")
+        )
+        if item_id in seen:
+            raise InvalidInput(
+                f"item id {item_id!r} appears twice", field=f"items[{i}].id", code="duplicate_id"
+            )
+        seen.add(item_id)
+        supplied = item.get("features")
+        if supplied is not None and type(supplied) is not dict and not isinstance(supplied, Mapping):
+            out.append((item_id, InvalidInput("features must be an object", field="features")))
+        else:
+            out.append((item_id, supplied))
+    return out
+
+
+def features_of(
+    served: ServedModel, item_id: str, supplied: Mapping[str, Any] | None, stored: dict[str, Any] | None
+) -> Mapping[str, Any]:
+    """The record to encode: supplied features over stored ones (ORES's inject)."""
+    if supplied is not None and supplied.keys() == served.name_set:  # every feature, nothing else
+        return supplied
+    if supplied is None:
+        if stored is None:
+            raise NotFound(
+                f"no stored features for item {item_id!r} in model {served.name!r}; send its features "
+                f"or load them with 'assay features load'",
+                field="id",
+                code="unknown_item",
+            )
+        return {name: stored[name] for name in served.names if name in stored}
+    unknown = [k for k in supplied if k not in served.name_set]
+    if unknown:
+        raise served.loaded.schema.unknown_feature(unknown[0])
+    if stored is None or served.name_set <= supplied.keys():
+        return supplied
+    return {**{name: stored[name] for name in served.names if name in stored}, **supplied}
