@@ -19,7 +19,7 @@ here is one every reader (scorer, ``assay show``, the API, promotion gates) can 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from assay.registry.contracts import (
@@ -142,11 +142,11 @@ def check_summary(value: Any, name: str = "summary") -> SummaryRecord:
 
 
 def check_lineage(value: Any, name: str = "lineage") -> LineageRecord:
-    """Where a version came from: data and spec hashes, seed, rows, parameters, library versions."""
+    """Where a version came from: data and spec hashes, seed, rows, parameters, library versions,
+    and the optional parts some versions carry (``_LINEAGE_PARTS``)."""
     v = Validator(name)
-    optional = ("search", "imported_from", "unlearning", "labels", "inference")
-    required = {k for k in LineageRecord.__annotations__ if k not in optional}
-    lineage = v.keys(value, "", required, optional)
+    required = {k for k in LineageRecord.__annotations__ if k not in _LINEAGE_PARTS}
+    lineage = v.keys(value, "", required, tuple(_LINEAGE_PARTS))
     for key in ("data_fingerprint", "spec_hash"):
         v.sha256(lineage[key], key)
     v.integer(lineage["seed"], "seed")
@@ -163,50 +163,71 @@ def check_lineage(value: Any, name: str = "lineage") -> LineageRecord:
         v.string(version, f"libraries.{library}")
     v.string(lineage["assay"], "assay")
     v.string(lineage["python"], "python")
-    if "search" in lineage:
-        search = v.keys(lineage["search"], "search", {"trials", "max_trials", "cut_short", "budget_s"})
-        trials = v.integer(search["trials"], "search.trials", 0)
-        v.integer(search["max_trials"], "search.max_trials", max(trials, 1))
-        v.boolean(search["cut_short"], "search.cut_short")
-        v.number(search["budget_s"], "search.budget_s", 0.0)
-    if "imported_from" in lineage:
-        origin = v.keys(lineage["imported_from"], "imported_from", set(ImportedFrom.__annotations__))
-        v.string(origin["model"], "imported_from.model")
-        v.integer(origin["version"], "imported_from.version", 1)
-        v.string(origin["created_at"], "imported_from.created_at")
-        v.sha256(origin["bundle_sha256"], "imported_from.bundle_sha256")
-    if "unlearning" in lineage:
-        u = v.keys(lineage["unlearning"], "unlearning", {"shards", "slices"}, _LINEAGE_UNLEARNING)
-        v.integer(u["shards"], "unlearning.shards", 1)
-        v.integer(u["slices"], "unlearning.slices", 1)
-        for key in ("excluded_rows", "exclusions_through"):
-            if key in u:
-                v.integer(u[key], f"unlearning.{key}", 0)
-        if "source_fingerprint" in u:
-            v.sha256(u["source_fingerprint"], "unlearning.source_fingerprint")
-        if "forgot" in u:
-            v.mapping(u["forgot"], "unlearning.forgot")
-    if "labels" in lineage:
-        snapshot = v.keys(lineage["labels"], "labels", set(LabelSnapshot.__annotations__))
-        v.sha256(snapshot["fingerprint"], "labels.fingerprint")
-        v.string(snapshot["retrained_from"], "labels.retrained_from")
-        v.strings(snapshot["base_train"], "labels.base_train", min_length=1)
-        if snapshot["base_campaign"] is not None:
-            v.string(snapshot["base_campaign"], "labels.base_campaign")
-        for key in ("rows", "api", "relabelled", "added", "held_out", "without_features"):
-            v.integer(snapshot[key], f"labels.{key}", 0)
-        for campaign, count in v.mapping(snapshot["campaigns"], "labels.campaigns").items():
-            v.integer(count, f"labels.campaigns.{campaign}", 0)
-    if "inference" in lineage:
-        inference = v.keys(lineage["inference"], "inference", set(Inference.__annotations__))
-        v.enum(inference["runtime"], "inference.runtime", RUNTIMES)
-        if inference["max_abs_diff"] is not None:
-            v.number(inference["max_abs_diff"], "inference.max_abs_diff", 0.0)
-        if inference["reason"] is not None:
-            v.string(inference["reason"], "inference.reason")
+    for key, check in _LINEAGE_PARTS.items():
+        if key in lineage:
+            check(v, lineage[key])
     return cast(LineageRecord, value)
 
 
+def _check_search(v: Validator, value: Any) -> None:
+    search = v.keys(value, "search", {"trials", "max_trials", "cut_short", "budget_s"})
+    trials = v.integer(search["trials"], "search.trials", 0)
+    v.integer(search["max_trials"], "search.max_trials", max(trials, 1))
+    v.boolean(search["cut_short"], "search.cut_short")
+    v.number(search["budget_s"], "search.budget_s", 0.0)
+
+
+def _check_imported_from(v: Validator, value: Any) -> None:
+    origin = v.keys(value, "imported_from", set(ImportedFrom.__annotations__))
+    v.string(origin["model"], "imported_from.model")
+    v.integer(origin["version"], "imported_from.version", 1)
+    v.string(origin["created_at"], "imported_from.created_at")
+    v.sha256(origin["bundle_sha256"], "imported_from.bundle_sha256")
+
+
+def _check_unlearning(v: Validator, value: Any) -> None:
+    u = v.keys(value, "unlearning", {"shards", "slices"}, _LINEAGE_UNLEARNING)
+    v.integer(u["shards"], "unlearning.shards", 1)
+    v.integer(u["slices"], "unlearning.slices", 1)
+    for key in ("excluded_rows", "exclusions_through"):
+        if key in u:
+            v.integer(u[key], f"unlearning.{key}", 0)
+    if "source_fingerprint" in u:
+        v.sha256(u["source_fingerprint"], "unlearning.source_fingerprint")
+    if "forgot" in u:
+        v.mapping(u["forgot"], "unlearning.forgot")
+
+
+def _check_labels(v: Validator, value: Any) -> None:
+    snapshot = v.keys(value, "labels", set(LabelSnapshot.__annotations__))
+    v.sha256(snapshot["fingerprint"], "labels.fingerprint")
+    v.string(snapshot["retrained_from"], "labels.retrained_from")
+    v.strings(snapshot["base_train"], "labels.base_train", min_length=1)
+    if snapshot["base_campaign"] is not None:
+        v.string(snapshot["base_campaign"], "labels.base_campaign")
+    for key in ("rows", "api", "relabelled", "added", "held_out", "without_features"):
+        v.integer(snapshot[key], f"labels.{key}", 0)
+    for campaign, count in v.mapping(snapshot["campaigns"], "labels.campaigns").items():
+        v.integer(count, f"labels.campaigns.{campaign}", 0)
+
+
+def _check_inference(v: Validator, value: Any) -> None:
+    inference = v.keys(value, "inference", set(Inference.__annotations__))
+    v.enum(inference["runtime"], "inference.runtime", RUNTIMES)
+    if inference["max_abs_diff"] is not None:
+        v.number(inference["max_abs_diff"], "inference.max_abs_diff", 0.0)
+    if inference["reason"] is not None:
+        v.string(inference["reason"], "inference.reason")
+
+
+# The parts of a lineage only some versions carry, each with its check.
+_LINEAGE_PARTS: dict[str, Callable[[Validator, Any], None]] = {
+    "search": _check_search,
+    "imported_from": _check_imported_from,
+    "unlearning": _check_unlearning,
+    "labels": _check_labels,
+    "inference": _check_inference,
+}
 _LINEAGE_UNLEARNING = ("seed", "trees", "excluded_rows", "exclusions_through", "source_fingerprint", "forgot")
 
 

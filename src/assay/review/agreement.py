@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import krippendorff
@@ -116,29 +117,14 @@ def model_vs_labels(
     decision: dict[str, list[int]] = {c: [0, 0, 0, 0] for c in campaign.classes}
     at_op: dict[str, list[int]] = {name: [0, 0, 0, 0] for name in ops}
     n = 0
-    query = (
-        sa.select(items_t.c.id, items_t.c.prediction, items_t.c.probabilities, labels_t.c.label)
-        .join(labels_t, labels_t.c.campaign_item_id == items_t.c.id)
-        .where(items_t.c.campaign_id == campaign.id, items_t.c.auto_label.is_(None))
-        .order_by(items_t.c.id)
-    )
-    with engine.connect() as conn:
-        rows = conn.execution_options(yield_per=5000).execute(query)
-        for _pk, grouped in itertools.groupby(rows, key=lambda r: r.id):
-            group = list(grouped)
-            if len(group) < campaign.labels_per_item:
-                continue
-            truth, _status = resolve(Counter(r.label for r in group))
-            if truth is None or group[0].probabilities is None:
-                continue
-            n += 1
-            first = group[0]
-            for cls, cell in decision.items():
-                cell[_cell(first.prediction == cls, truth == cls)] += 1
-            for name, op in ops.items():
-                p = first.probabilities.get(op["class"])
-                flagged = p is not None and not math.isnan(p) and p >= op["threshold"]
-                at_op[name][_cell(flagged, truth == op["class"])] += 1
+    for item, truth in _resolved_items(engine, campaign):
+        n += 1
+        for cls, cell in decision.items():
+            cell[_cell(item.prediction == cls, truth == cls)] += 1
+        for name, op in ops.items():
+            p = item.probabilities.get(op["class"])
+            flagged = p is not None and not math.isnan(p) and p >= op["threshold"]
+            at_op[name][_cell(flagged, truth == op["class"])] += 1
     rows_out = [
         {"name": "decision", "class": c, "threshold": None, "query": None, **_rates(*v)}
         for c, v in decision.items()
@@ -160,6 +146,26 @@ def model_vs_labels(
         else f"items were chosen by '{method}', not at random: recall counts only the reviewed items"
     )
     return {"resolved_items": n, "rows": rows_out, "note": note}
+
+
+def _resolved_items(engine: Engine, campaign: Campaign) -> Iterator[tuple[Any, str]]:
+    """(the item's row, its resolved label) for every fully labelled, resolved item the model
+    scored with probabilities; auto-labelled items are left out. Streamed, in item order."""
+    query = (
+        sa.select(items_t.c.id, items_t.c.prediction, items_t.c.probabilities, labels_t.c.label)
+        .join(labels_t, labels_t.c.campaign_item_id == items_t.c.id)
+        .where(items_t.c.campaign_id == campaign.id, items_t.c.auto_label.is_(None))
+        .order_by(items_t.c.id)
+    )
+    with engine.connect() as conn:
+        rows = conn.execution_options(yield_per=5000).execute(query)
+        for _pk, grouped in itertools.groupby(rows, key=lambda r: r.id):
+            group = list(grouped)
+            if len(group) < campaign.labels_per_item:
+                continue
+            truth, _status = resolve(Counter(r.label for r in group))
+            if truth is not None and group[0].probabilities is not None:
+                yield group[0], truth
 
 
 def _cell(predicted: bool, actual: bool) -> int:
