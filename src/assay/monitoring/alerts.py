@@ -24,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
-import secrets
 import threading
 import time
 import urllib.error
@@ -33,7 +31,6 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import SettingsError
+from assay.home_secret import home_secret
 from assay.settings import Settings
 from assay.store import db, tables
 
@@ -377,22 +375,7 @@ def webhook_urls(settings: Settings) -> list[str]:
 def alert_secret(settings: Settings) -> bytes:
     """The secret that signs webhook bodies: the setting, else a random one kept (0600) in the home,
     so every worker signs alike and receivers keep one secret across restarts."""
-    if settings.alert_secret:
-        return settings.alert_secret.encode("utf-8")
-    path = Path(settings.home) / SECRET_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process wrote it first: use theirs
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-    secret = path.read_text().strip()
-    if not secret:
-        raise SettingsError(f"{path} is empty; delete it to have a new secret made", field="alert_secret")
-    return secret.encode("utf-8")
+    return home_secret(settings.home, SECRET_FILE, settings.alert_secret, "alert_secret")
 
 
 def sender_from(settings: Settings, engine: Engine, **kwargs: Any) -> WebhookSender:

@@ -17,13 +17,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import os
 import secrets
 import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
-from pathlib import Path
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -31,6 +29,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.engine import Engine
 
 from assay.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from assay.home_secret import home_secret
 from assay.settings import Settings
 from assay.store import db, tables
 
@@ -265,24 +264,7 @@ def session_secret(settings: Settings) -> bytes:
     Keeping it in the home means sessions survive a restart and every worker
     process of one server signs alike.
     """
-    if settings.session_secret:
-        return settings.session_secret.encode("utf-8")
-    path = Path(settings.home) / SECRET_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process wrote it first: use theirs
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-                fh.flush()
-                os.fsync(fh.fileno())
-    secret = path.read_text().strip()
-    if not secret:
-        raise InvalidInput(f"{path} is empty; delete it to have a new secret made", field="session_secret")
-    return secret.encode("utf-8")
+    return home_secret(settings.home, SECRET_FILE, settings.session_secret, "session_secret")
 
 
 def _mac(secret: bytes, purpose: str, value: str) -> str:
