@@ -8,28 +8,21 @@ plot, and each paired difference with its bootstrap interval.
 from __future__ import annotations
 
 import io
-from functools import lru_cache
 from pathlib import Path
 
 import jinja2
 from markupsafe import Markup
 from matplotlib.figure import Figure
 
+from assay import templating
 from assay.errors import InvalidInput
 from assay.modelling.comparison import BOOTSTRAPPED, Comparison
 
 REPORT_SUFFIXES = (".html", ".png")
 
 
-@lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    return templating.environment(Path(__file__).with_name("templates"))
 
 
 def figure(comparison: Comparison) -> Figure:

@@ -27,17 +27,26 @@ STAT_NAMES = {
 }
 
 
-def fmt(value: Any) -> str:
-    """A value's text: three decimals for every float, separators for counts, '—' for undefined."""
+def plain(value: Any) -> str | None:
+    """The text of the values every page writes alike: '—' for undefined (None, NaN, infinities),
+    yes/no, counts with separators; None for any other value (each page formats those its way)."""
     if value is None:
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return "—"
+    return None
+
+
+def fmt(value: Any) -> str:
+    """A value's text: three decimals for every float, separators for counts, '—' for undefined."""
+    text = plain(value)
+    if text is not None:
+        return text
     if isinstance(value, float):
-        if not np.isfinite(value):
-            return "—"
         if 0 < abs(value) < 0.5 * 10**-DECIMALS:  # would print as 0.000 though it is not zero
             return f"< {10**-DECIMALS:.{DECIMALS}f}" if value > 0 else f"> -{10**-DECIMALS:.{DECIMALS}f}"
         return f"{value:,.{DECIMALS}f}"

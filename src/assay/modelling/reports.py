@@ -16,7 +16,6 @@ text goes through Jinja2's autoescaping (SVG text is escaped by matplotlib).
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +24,7 @@ import jinja2
 import matplotlib
 import numpy as np
 
+from assay import templating
 from assay.modelling import plots
 from assay.modelling.formatting import fmt, stat_name, table
 from assay.registry.gates import check_gates, summarize
@@ -34,15 +34,8 @@ from assay.registry.gates import check_gates, summarize
 _SVG_RC: Any = {"svg.fonttype": "none", "font.size": 9}
 
 
-@lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    return templating.environment(Path(__file__).with_name("templates"))
 
 
 # --------------------------------------------------------------------------- performance

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ import numpy as np
 from markupsafe import Markup
 from matplotlib.figure import Figure
 
+from assay import templating
+from assay.modelling.formatting import plain
 from assay.monitoring.drift import P_VALUE_TESTS
 from assay.monitoring.monitor import Analysis, WindowResult
 
@@ -29,15 +30,8 @@ MAX_HEATMAP_WINDOWS = 200
 MAX_TABLE_WINDOWS = 400
 
 
-@lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    return templating.environment(Path(__file__).with_name("templates"))
 
 
 def _when(seconds: float | None) -> str:
@@ -47,12 +41,9 @@ def _when(seconds: float | None) -> str:
 
 
 def _num(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
+    text = plain(value)
+    if text is not None:
+        return text
     value = float(value)
     if not np.isfinite(value):
         return "—"
