@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from assay.errors import SettingsError
 
@@ -41,8 +43,49 @@ class BatchFunction(Protocol):
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame: ...
 
 
-class Engine(Protocol):
+@dataclass(frozen=True)
+class Fanout(Generic[T]):
+    """Independent calls of one function: ``fn(*call, **shared)`` for each call, until ``deadline``."""
+
+    fn: Callable[..., T]
+    calls: Sequence[tuple[Any, ...]]
+    shared: Mapping[str, Any]
+    deadline: float
+    done: Done | None
+
+    def finished(self, i: int, result: T | None) -> None:
+        if self.done is not None:
+            self.done(i, result)
+
+
+@dataclass(frozen=True)
+class ParquetJob:
+    """``function(**kwargs)`` over every batch of ``source``'s Parquet files, written to ``dest``."""
+
+    function: type[BatchFunction]
+    kwargs: Mapping[str, Any]
+    source: Path
+    dest: Path
+    workers: int
+    batch_rows: int
+
+
+class Engine(ABC):
+    """What every engine offers its callers; an engine implements ``run`` and ``stream``."""
+
     name: str
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        calls: Sequence[tuple[Any, ...]],
+        *,
+        shared: Mapping[str, Any] | None = None,
+        deadline: float = math.inf,
+        done: Done | None = None,
+    ) -> list[T | None]:
+        """``[fn(*call, **shared) for call in calls]``; ``None`` for calls the deadline cut off."""
+        return self.run(Fanout(fn, calls, shared or {}, deadline, done))
 
     def map_parquet(
         self,
@@ -56,50 +99,37 @@ class Engine(Protocol):
     ) -> int:
         """Write ``function(**kwargs)(batch)`` of every batch of ``source``'s Parquet files as Parquet
         files in ``dest``, with ``workers`` workers; returns the rows written."""
-        ...
+        return self.stream(ParquetJob(function, kwargs, source, dest, workers, batch_rows))
 
-    def map(
-        self,
-        fn: Callable[..., T],
-        calls: Sequence[tuple[Any, ...]],
-        *,
-        shared: Mapping[str, Any] | None = None,
-        deadline: float = math.inf,
-        done: Done | None = None,
-    ) -> list[T | None]:
-        """``[fn(*call, **shared) for call in calls]``; ``None`` for calls the deadline cut off."""
-        ...
+    @abstractmethod
+    def run(self, fanout: Fanout[T]) -> list[T | None]:
+        """The results of ``fanout``'s calls in call order, ``None`` for those the deadline cut off."""
+
+    @abstractmethod
+    def stream(self, job: ParquetJob) -> int:
+        """Run ``job``; the rows written."""
 
 
-class LocalEngine:
+class LocalEngine(Engine):
     """The calls one after the other in this process (the libraries use the cores within each)."""
 
     name = "local"
 
-    def map_parquet(
-        self,
-        function: type[BatchFunction],
-        kwargs: Mapping[str, Any],
-        source: Path,
-        dest: Path,
-        *,
-        workers: int,
-        batch_rows: int,
-    ) -> int:
+    def stream(self, job: ParquetJob) -> int:
         """One worker in this process (its batch function may use every core itself)."""
         import pyarrow as pa
         import pyarrow.dataset as pads
         import pyarrow.parquet as pq
 
-        apply = function(**kwargs)
-        dest.mkdir(parents=True, exist_ok=True)
+        apply = job.function(**job.kwargs)
+        job.dest.mkdir(parents=True, exist_ok=True)
         written = 0
         try:
-            batches = pads.dataset(source, format="parquet").to_batches(batch_size=batch_rows)
+            batches = pads.dataset(job.source, format="parquet").to_batches(batch_size=job.batch_rows)
             for i, batch in enumerate(batches):
                 out = apply(batch.to_pandas())
                 pq.write_table(
-                    pa.Table.from_pandas(out, preserve_index=False), dest / f"part-{i:06d}.parquet"
+                    pa.Table.from_pandas(out, preserve_index=False), job.dest / f"part-{i:06d}.parquet"
                 )
                 written += len(out)
         finally:
@@ -108,23 +138,14 @@ class LocalEngine:
                 close()
         return written
 
-    def map(
-        self,
-        fn: Callable[..., T],
-        calls: Sequence[tuple[Any, ...]],
-        *,
-        shared: Mapping[str, Any] | None = None,
-        deadline: float = math.inf,
-        done: Done | None = None,
-    ) -> list[T | None]:
+    def run(self, fanout: Fanout[T]) -> list[T | None]:
         results: list[T | None] = []
-        for i, call in enumerate(calls):
-            if time.monotonic() >= deadline:
-                results.extend([None] * (len(calls) - i))
+        for i, call in enumerate(fanout.calls):
+            if time.monotonic() >= fanout.deadline:
+                results.extend([None] * (len(fanout.calls) - i))
                 break
-            results.append(fn(*call, **(shared or {})))
-            if done is not None:
-                done(i, results[-1])
+            results.append(fanout.fn(*call, **fanout.shared))
+            fanout.finished(i, results[-1])
         return results
 
 

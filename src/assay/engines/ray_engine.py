@@ -12,11 +12,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
-from assay.engines.engine import BatchFunction, Done
+from assay.engines.engine import Engine, Fanout, ParquetJob
 from assay.errors import SettingsError
 
 T = TypeVar("T")
@@ -31,40 +29,31 @@ def ray_module() -> Any:
     return ray
 
 
-class RayEngine:
+class RayEngine(Engine):
     name = "ray"
 
-    def map_parquet(
-        self,
-        function: type[BatchFunction],
-        kwargs: Mapping[str, Any],
-        source: Path,
-        dest: Path,
-        *,
-        workers: int,
-        batch_rows: int,
-    ) -> int:
+    def stream(self, job: ParquetJob) -> int:
         """Ray Data: ``workers`` actors, each building ``function`` once, over the files' blocks."""
         import pyarrow.parquet as pq
 
-        data = self.ray.data.read_parquet(str(source))
+        data = self.ray.data.read_parquet(str(job.source))
         # A core per actor, but never all of them: reading and writing need one, or the job
         # waits forever for a core its own actors hold (a two-core machine, two workers).
         cores = float(self.ray.cluster_resources().get("CPU", 1.0))
         scored = data.map_batches(
-            function,
-            fn_constructor_kwargs=dict(kwargs),
+            job.function,
+            fn_constructor_kwargs=dict(job.kwargs),
             batch_format="pandas",
-            batch_size=batch_rows,
-            compute=self.ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=min(1.0, max((cores - 1) / workers, 0.1)),
+            batch_size=job.batch_rows,
+            compute=self.ray.data.ActorPoolStrategy(size=job.workers),
+            num_cpus=min(1.0, max((cores - 1) / job.workers, 0.1)),
         )
         with warnings.catch_warnings():
             # An input of fewer blocks than workers leaves actors idle, which Ray warns about; it
             # is right for a small folder, not a fault.
             warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
-            scored.write_parquet(str(dest))
-        return sum(pq.ParquetFile(path).metadata.num_rows for path in sorted(dest.glob("*.parquet")))
+            scored.write_parquet(str(job.dest))
+        return sum(pq.ParquetFile(path).metadata.num_rows for path in sorted(job.dest.glob("*.parquet")))
 
     def __init__(self, address: str = "") -> None:
         self.address = address
@@ -80,24 +69,16 @@ class RayEngine:
             self._ray = ray
         return self._ray
 
-    def map(
-        self,
-        fn: Callable[..., T],
-        calls: Sequence[tuple[Any, ...]],
-        *,
-        shared: Mapping[str, Any] | None = None,
-        deadline: float = math.inf,
-        done: Done | None = None,
-    ) -> list[T | None]:
+    def run(self, fanout: Fanout[T]) -> list[T | None]:
         ray = self.ray
-        refs = {name: ray.put(value) for name, value in (shared or {}).items()}
-        task = ray.remote(num_cpus=1)(fn)
-        pending = [task.remote(*call, **refs) for call in calls]
+        refs = {name: ray.put(value) for name, value in fanout.shared.items()}
+        task = ray.remote(num_cpus=1)(fanout.fn)
+        pending = [task.remote(*call, **refs) for call in fanout.calls]
         index = {ref: i for i, ref in enumerate(pending)}
-        results: list[T | None] = [None] * len(calls)
+        results: list[T | None] = [None] * len(fanout.calls)
         waiting = list(pending)
         while waiting:
-            timeout = None if deadline == math.inf else max(deadline - time.monotonic(), 0.0)
+            timeout = None if fanout.deadline == math.inf else max(fanout.deadline - time.monotonic(), 0.0)
             ready, waiting = ray.wait(waiting, num_returns=1, timeout=timeout)
             if not ready:  # the deadline passed: what is still running is dropped
                 for ref in waiting:
@@ -106,6 +87,5 @@ class RayEngine:
             for ref in ready:
                 i = index[ref]
                 results[i] = ray.get(ref)
-                if done is not None:
-                    done(i, results[i])
+                fanout.finished(i, results[i])
         return results
