@@ -32,6 +32,15 @@ from assay.store import db, tables
 
 items_t = tables.campaign_items
 asg_t = tables.assignments
+# What a reviewer's page shows of an item (a WorkItem but its state).
+_ITEM_COLUMNS = (
+    items_t.c.item_id,
+    items_t.c.position,
+    items_t.c.features,
+    items_t.c.probabilities,
+    items_t.c.prediction,
+    items_t.c.explanation,
+)
 labels_t = tables.labels
 
 _CLAIM_ROUNDS = 10  # candidate queries per workset before giving up on a contended pool
@@ -234,16 +243,7 @@ def get_workset(engine: Engine, campaign: Campaign, user: User) -> Workset | Non
         if ws is None:
             return None
         rows = conn.execute(
-            sa.select(
-                items_t.c.item_id,
-                items_t.c.position,
-                items_t.c.features,
-                items_t.c.probabilities,
-                items_t.c.prediction,
-                items_t.c.explanation,
-                asg_t.c.state,
-                labels_t.c.label,
-            )
+            sa.select(*_ITEM_COLUMNS, asg_t.c.state, labels_t.c.label)
             .join(items_t, items_t.c.id == asg_t.c.campaign_item_id)
             .outerjoin(
                 labels_t,
@@ -260,14 +260,9 @@ def get_item(engine: Engine, campaign: Campaign, item_id: str) -> WorkItem:
     """One item of the campaign (for pages that show a single item, e.g. to admins)."""
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(
-                items_t.c.item_id,
-                items_t.c.position,
-                items_t.c.features,
-                items_t.c.probabilities,
-                items_t.c.prediction,
-                items_t.c.explanation,
-            ).where(items_t.c.campaign_id == campaign.id, items_t.c.item_id == str(item_id))
+            sa.select(*_ITEM_COLUMNS).where(
+                items_t.c.campaign_id == campaign.id, items_t.c.item_id == str(item_id)
+            )
         ).first()
     if row is None:
         raise NotFound(
