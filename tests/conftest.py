@@ -12,7 +12,9 @@ import shutil
 import tomllib
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -188,18 +190,42 @@ def write_multiclass_spec(folder: Path, n: int = 900) -> Path:
     return spec
 
 
+def lightgbm_only(spec: Path) -> Path:
+    """The binary edits spec with LightGBM its only candidate (quicker to train)."""
+    text = spec.read_text()
+    spec.write_text(
+        text.replace('candidates = ["logistic_regression", "lightgbm"]', 'candidates = ["lightgbm"]')
+    )
+    return spec
+
+
+def trained_root(root: Path, *specs: Path, **train_options: Any) -> Path:
+    """``root``, with each spec trained once in a home at ``root / 'home'``."""
+    ws = Workspace.open(Settings.load(home=root / "home", environ={}))
+    try:
+        for spec in specs:
+            train(load_spec(spec), ws.registry, **train_options)
+    finally:
+        ws.close()
+    return root
+
+
+@contextmanager
+def copied_workspace(template: Path, tmp_path: Path) -> Iterator[Workspace]:
+    """A workspace on a private copy of a trained root (its data beside it in ``home.parent / 'data'``)."""
+    shutil.copytree(template, tmp_path / "copy")
+    ws = Workspace.open(Settings.load(home=tmp_path / "copy" / "home", environ={}))
+    try:
+        yield ws
+    finally:
+        ws.close()
+
+
 @pytest.fixture(scope="session")
 def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home with `damaging` (binary, version 1 = production) and `quality` (3 classes) trained."""
     root = tmp_path_factory.mktemp("template")
-    home = root / "home"
-    ws = Workspace.open(Settings.load(home=home, environ={}))
-    try:
-        train(load_spec(write_binary_spec(root / "data")), ws.registry)
-        train(load_spec(write_multiclass_spec(root / "data")), ws.registry)
-    finally:
-        ws.close()
-    return root
+    return trained_root(root, write_binary_spec(root / "data"), write_multiclass_spec(root / "data"))
 
 
 @pytest.fixture

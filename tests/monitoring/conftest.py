@@ -3,7 +3,6 @@ with drift injected at known times, logging a data frame."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,16 +11,13 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
-from assay.modelling.spec_file import load_spec
-from assay.modelling.training import train
 from assay.monitoring.log import write_rows
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
-from assay.settings import Settings
 from assay.store import db
 from assay.workspace import Workspace
-from tests.conftest import edits_frame, write_binary_spec
+from tests.conftest import copied_workspace, edits_frame, lightgbm_only, trained_root, write_binary_spec
 
 DAY = 86400.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -59,26 +55,13 @@ def monitored_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home with `damaging` trained on 8,000 rows: a reference large enough that Evidently's rule
     (distances for references over 1,000 rows) is not judging its own sampling noise."""
     root = tmp_path_factory.mktemp("monitored")
-    spec = write_binary_spec(root / "data", n_train=8000, n_test=2000)
-    spec.write_text(
-        spec.read_text().replace(
-            'candidates = ["logistic_regression", "lightgbm"]', 'candidates = ["lightgbm"]'
-        )
-    )
-    ws = Workspace.open(Settings.load(home=root / "home", environ={}))
-    try:
-        train(load_spec(spec), ws.registry)
-    finally:
-        ws.close()
-    return root
+    return trained_root(root, lightgbm_only(write_binary_spec(root / "data", n_train=8000, n_test=2000)))
 
 
 @pytest.fixture
 def ws(monitored_template: Path, tmp_path: Path) -> Iterator[Workspace]:
-    shutil.copytree(monitored_template, tmp_path / "copy")
-    workspace = Workspace.open(Settings.load(home=tmp_path / "copy" / "home", environ={}))
-    yield workspace
-    workspace.close()
+    with copied_workspace(monitored_template, tmp_path) as workspace:
+        yield workspace
 
 
 def traffic(days: int, *, drift_from: int | None = None, seed: int = 10) -> pd.DataFrame:

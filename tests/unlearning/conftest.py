@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from assay.modelling.spec_file import load_spec
-from assay.modelling.training import train
-from assay.settings import Settings
 from assay.unlearning.sharding import sharded_refit
 from assay.workspace import Workspace
-from tests.conftest import EDITQUALITY_COLUMNS, write_binary_spec
+from tests.conftest import (
+    EDITQUALITY_COLUMNS,
+    copied_workspace,
+    lightgbm_only,
+    trained_root,
+    write_binary_spec,
+)
 
 SISA = """\
 [training.unlearning]
@@ -27,10 +29,8 @@ curve = {curve}
 
 def write_sharded_spec(folder: Path, *, shards: int = 4, slices: int = 3, curve: bool = False) -> Path:
     """The binary edits spec, LightGBM only, trained as ``shards`` shards of ``slices`` slices."""
-    spec = write_binary_spec(folder, n_train=1200, n_test=400)
-    text = spec.read_text().replace(
-        'candidates = ["logistic_regression", "lightgbm"]', 'candidates = ["lightgbm"]'
-    )
+    spec = lightgbm_only(write_binary_spec(folder, n_train=1200, n_test=400))
+    text = spec.read_text()
     text = text.replace("[gates]", SISA.format(shards=shards, slices=slices, curve=str(curve).lower()), 1)
     spec.write_text(text)
     return spec
@@ -46,18 +46,11 @@ def training_ids(data: Path) -> list[str]:
 def sharded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home with `damaging` trained as 4 shards of 3 slices (version 1, production)."""
     root = tmp_path_factory.mktemp("sharded")
-    ws = Workspace.open(Settings.load(home=root / "home", environ={}))
-    try:
-        train(load_spec(write_sharded_spec(root / "data")), ws.registry, refit=sharded_refit)
-    finally:
-        ws.close()
-    return root
+    return trained_root(root, write_sharded_spec(root / "data"), refit=sharded_refit)
 
 
 @pytest.fixture
 def sharded_workspace(sharded_template: Path, tmp_path: Path) -> Iterator[Workspace]:
     """A private copy of the sharded home (its data in ``home.parent / 'data'``)."""
-    shutil.copytree(sharded_template, tmp_path / "copy")
-    ws = Workspace.open(Settings.load(home=tmp_path / "copy" / "home", environ={}))
-    yield ws
-    ws.close()
+    with copied_workspace(sharded_template, tmp_path) as ws:
+        yield ws
