@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
-from assay.review import accounts
+from assay.review import accounts, labelling, worksets
 from assay.review.accounts import User
 from assay.review.campaigns import Campaign, CampaignOptions, create_campaign
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
+from assay.store import tables
 from assay.workspace import Workspace
 from tests.conftest import edits_frame
 
@@ -111,3 +113,27 @@ class Server:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+TTL = 3600  # seconds a workset is held in the review tests
+
+
+def label_all(ws, c, user, choose=lambda item: item.prediction):
+    """Take worksets until none is left, labelling every item with ``choose(item)``; returns item -> label."""
+    given = {}
+    while (w := worksets.take_workset(ws.engine, c, user, size=7, ttl_s=TTL)) is not None:
+        for item in w.items:
+            label = choose(item)
+            assert labelling.submit_label(ws.engine, c, user, item.item_id, label, ttl_s=TTL) == "saved"
+            given[item.item_id] = label
+    return given
+
+
+def campaign_rows(ws, c):
+    """The campaign's item rows, in the order reviewers are given them."""
+    with ws.engine.connect() as conn:
+        return conn.execute(
+            sa.select(tables.campaign_items)
+            .where(tables.campaign_items.c.campaign_id == c.id)
+            .order_by(tables.campaign_items.c.position)
+        ).all()

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from assay.errors import Conflict
+from assay.errors import Conflict, InvalidInput
 from assay.review import labelling, progress, resolution, worksets
-from tests.reviewing import campaign, items_file, users
-
-TTL = 3600
-
-
-@pytest.fixture
-def ws(trained_workspace):
-    return trained_workspace
-
-
-@pytest.fixture
-def source(tmp_path):
-    return items_file(tmp_path / "items")
+from tests.reviewing import TTL, campaign, users
 
 
 def test_changing_a_label_to_and_from_unsure_moves_the_slot(ws, source):
@@ -87,3 +75,24 @@ def test_my_labels_and_my_agreement(ws, source):
     assert (stats.labels, stats.unsure, stats.compared, stats.agreed) == (4, 0, 4, 3)
     assert stats.agreement == pytest.approx(0.75)
     assert labelling.my_labels(ws.engine, c, ana, limit=1, offset=1)[0].item_id == ids[2]
+
+
+def test_labels_are_idempotent_and_can_be_changed(ws, source):
+    c = campaign(ws, source, size=10)
+    (ana,) = users(ws, "ana")
+    item = worksets.take_workset(ws.engine, c, ana, size=2, ttl_s=TTL).items[0].item_id
+    assert labelling.submit_label(ws.engine, c, ana, item, "True", "looks bad", ttl_s=TTL) == "saved"
+    assert labelling.submit_label(ws.engine, c, ana, item, "True", "looks bad", ttl_s=TTL) == "updated"
+    assert labelling.submit_label(ws.engine, c, ana, item, "unsure", ttl_s=TTL) == "updated"
+    raw = resolution.raw_labels(ws.engine, c)
+    assert raw[["id", "label"]].values.tolist() == [[item, "unsure"]]
+    with pytest.raises(InvalidInput, match="label must be"):
+        labelling.submit_label(ws.engine, c, ana, item, "maybe", ttl_s=TTL)
+
+
+def test_cannot_label_what_you_do_not_hold(ws, source):
+    c = campaign(ws, source, size=10)
+    ana, ben = users(ws, "ana", "ben")
+    item = worksets.take_workset(ws.engine, c, ana, size=1, ttl_s=TTL).items[0].item_id
+    with pytest.raises(Conflict, match="not in your workset"):
+        labelling.submit_label(ws.engine, c, ben, item, "True", ttl_s=TTL)

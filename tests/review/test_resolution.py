@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections import Counter
 
 import pandas as pd
 import pytest
@@ -11,19 +12,7 @@ from assay.errors import Forbidden, InvalidInput
 from assay.modelling.datasets import read_labelled
 from assay.modelling.spec_file import load_spec
 from assay.review import campaigns, judgments, labelling, progress, resolution, worksets
-from tests.reviewing import campaign, items_file, users
-
-TTL = 3600
-
-
-@pytest.fixture
-def ws(trained_workspace):
-    return trained_workspace
-
-
-@pytest.fixture
-def source(tmp_path):
-    return items_file(tmp_path / "items")
+from tests.reviewing import TTL, campaign, label_all, users
 
 
 def _label_all(ws, c, user, choose):
@@ -172,3 +161,63 @@ def test_export_and_the_training_source_give_the_same_rows(ws, source, trained_h
     data = read_labelled(spec, [str(source)], functools.partial(resolution.resolved_labels, ws.engine)("c1"))
     trained = dict(zip(data.ids.astype(str), data.labels.astype(str), strict=True))
     assert trained == dict(zip(exported["id"], exported["label"].astype(str), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("votes", "expected"),
+    [
+        ({"True": 3}, ("True", "unanimous")),
+        ({"True": 2, "False": 1}, ("True", "majority")),
+        ({"True": 1, "False": 1}, (None, "tie")),
+        # "unsure" is no vote: it neither weakens a majority nor makes one
+        ({"True": 2, "unsure": 1}, ("True", "unanimous")),
+        ({"True": 1, "unsure": 1}, ("True", "unanimous")),
+        ({"unsure": 2}, (None, "unlabelled")),
+        ({}, (None, "unlabelled")),
+        ({"True": 2, "False": 2, "unsure": 1}, (None, "tie")),
+    ],
+)
+def test_resolution_rule(votes, expected):
+    assert resolution.resolve(Counter(votes)) == expected
+
+
+def test_export_with_provenance_csv_and_parquet(ws, source, tmp_path):
+    c = campaign(ws, source, size=12, labels_per_item=2)
+    ana, ben = users(ws, "ana", "ben")
+    label_all(ws, c, ana, lambda item: "True")
+    label_all(ws, c, ben, lambda item: "True" if int(item.item_id) % 2 else "False")
+    n = resolution.export_labels(ws.engine, c, tmp_path / "out.csv")
+    frame = pd.read_csv(tmp_path / "out.csv", dtype={"id": str, "label": str})
+    assert n == len(frame) > 0
+    assert set(frame["status"]) == {"unanimous"} and set(frame["label"]) == {"True"}
+    assert {
+        "id",
+        "label",
+        "reviewers",
+        "model",
+        "model_version",
+        "model_prediction",
+        "first_labelled_at",
+    } <= set(frame.columns)
+    assert set(frame["reviewers"].str.split(";").sum()) == {ana.pseudonym, ben.pseudonym}
+    assert "ana" not in frame.to_csv()  # pseudonyms, never usernames
+    everything = resolution.export_labels(ws.engine, c, tmp_path / "all.parquet", everything=True)
+    assert everything == 12
+    full = pd.read_parquet(tmp_path / "all.parquet")
+    assert set(full["status"]) <= {"unanimous", "tie"}
+    raw = resolution.export_labels(ws.engine, c, tmp_path / "raw.parquet", raw=True)
+    assert raw == 24 and set(pd.read_parquet(tmp_path / "raw.parquet")["reviewer"]) == {
+        ana.pseudonym,
+        ben.pseudonym,
+    }
+    with pytest.raises(InvalidInput, match=r"csv or \.parquet"):
+        resolution.export_labels(ws.engine, c, tmp_path / "out.xlsx")
+
+
+def test_resolved_labels_as_a_label_source(ws, source):
+    c = campaign(ws, source, size=8)
+    (ana,) = users(ws, "ana")
+    given = label_all(ws, c, ana)
+    frame = resolution.resolved_labels(ws.engine, "c1")
+    assert dict(zip(frame["id"], frame["label"], strict=True)) == given
+    assert list(frame.columns[:2]) == ["id", "label"]
