@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "serving": {"engines", "registry", "workspace"},
     "modelling": {"engines", "registry", "serving"},
     "review": {"modelling", "registry", "serving", "workspace"},
-    "monitoring": {"modelling", "registry", "review", "serving"},
+    "monitoring": {"engines", "modelling", "registry", "review", "serving"},
     "unlearning": {"engines", "modelling", "monitoring", "registry", "review", "serving"},
     "retraining": {"engines", "modelling", "monitoring", "registry", "review", "unlearning", "workspace"},
 }

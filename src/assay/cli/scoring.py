@@ -244,7 +244,7 @@ def _score_folder(
     keys: str,
     log_scores: bool,
 ) -> None:
-    from assay.monitoring.log import logged_versions
+    from assay.monitoring.log import logged_versions, open_log
     from assay.serving.batch import score_parquet
 
     settings = dataclasses.replace(ws.settings, engine=engine or ws.settings.engine)
@@ -264,7 +264,7 @@ def _score_folder(
             engine=open_engine(settings.engine, settings.ray_address),
             workers=workers,
             keys=keys,
-            log=log,
+            log=open_log if log else None,
         )
     finally:
         scorer.close()

@@ -7,21 +7,23 @@ once, and scores every batch it is given with ``Scorer.score_frame`` — the sam
 ``assay score`` on a file and the HTTP API. Output: Parquet files of ``id``, ``version``,
 ``prediction`` and ``probability_<class>``, one per input batch.
 
-With ``log``, each worker writes its batches' scores to the prediction log as a file's are
-(sampled by ``log_sample``), and a batch counts as done only once its rows are written: a Ray
-worker may be stopped as soon as its last batch is done, with nothing left queued to lose.
+With ``log`` (a picklable opener, ``monitoring.log.open_log`` say: serving does not import the
+monitoring that reads what it scored), each worker writes its batches' scores to the prediction
+log as a file's are, and a batch counts as done only once its rows are written: a Ray worker may
+be stopped as soon as its last batch is done, with nothing left queued to lose.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from assay.engines.engine import Engine
 from assay.errors import InvalidInput, Unavailable
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
-from assay.serving.scoring import Scorer
+from assay.serving.scoring import PredictionSink, Scorer
 from assay.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,18 +33,35 @@ BATCH_ROWS = 65_536
 LOG_WRITE_S = 600.0  # how long a batch may wait for its rows to reach the prediction log
 
 
+class BatchLog(PredictionSink, Protocol):
+    """The prediction log as a batch worker uses it: the scorer records into it, the worker waits
+    for each batch's rows to be written and closes it when done."""
+
+    def flush(self, timeout: float) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+LogOpener = Callable[..., BatchLog | None]
+"""``opener(store, settings, queue_rows=...)``: the worker's prediction log, or None when logging is off."""
+
+
 class FrameScoring:
     """Built once per worker: the workspace, a scorer (logging when ``log``), the version loaded."""
 
     def __init__(
-        self, settings: Settings, ref: str, id_column: str, keys: str = "classes", log: bool = False
+        self,
+        settings: Settings,
+        ref: str,
+        id_column: str,
+        keys: str = "classes",
+        log: LogOpener | None = None,
     ) -> None:
-        from assay.monitoring.log import open_log
         from assay.workspace import Workspace  # the composition root: opened here, in the worker
 
         self.workspace = Workspace.open(settings)
         # A whole batch is queued at once: nothing waits on the log but the batch itself.
-        self.log = open_log(self.workspace.engine, settings, queue_rows=2**62) if log else None
+        self.log = log(self.workspace.engine, settings, queue_rows=2**62) if log is not None else None
         features = FeatureTable(self.workspace.engine)
         self.scorer = Scorer(self.workspace.registry, features, MemoryCache(0), prediction_log=self.log)
         self.ref, self.id_column, self.keys = ref, id_column, keys
@@ -73,10 +92,10 @@ def score_parquet(
     workers: int,
     batch_rows: int = BATCH_ROWS,
     keys: str = "classes",
-    log: bool = False,
+    log: LogOpener | None = None,
 ) -> tuple[str, int]:
     """Score every row of the Parquet files under ``source`` into ``dest``; (version ref, rows).
-    ``log``: the scores go to the prediction log too (sampled by the settings' ``log_sample``)."""
+    ``log``: opens each worker's prediction log, where the scores go too (sampled by ``log_sample``)."""
     if dest.exists() and any(dest.iterdir()):
         raise InvalidInput(f"{dest}: the output folder must be empty or new", field="--output")
     pinned = scorer.model(ref).loaded.record.ref  # name@N: every worker scores the same version
