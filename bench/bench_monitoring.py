@@ -45,7 +45,8 @@ import harness
 from assay.modelling.datasets import read_table
 from assay.monitoring import monitor
 from assay.monitoring.drift import window_drift
-from assay.monitoring.log import frame_of, write_rows
+from assay.monitoring.frames import frame_of
+from assay.monitoring.log import write_rows
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer

@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from assay.monitoring.log import PredictionLog, export_log, logged_versions, prune, read_log, write_rows
+from assay.monitoring.frames import export_log, read_log
+from assay.monitoring.log import PredictionLog, logged_versions, prune, write_rows
 from assay.store import db, tables
 
 

@@ -16,7 +16,8 @@ import assay
 from assay.errors import ArtifactError, InvalidInput, NotFound
 from assay.modelling.spec import ModelSpec
 from assay.modelling.training import train
-from assay.monitoring.log import read_log, write_rows
+from assay.monitoring.frames import read_log
+from assay.monitoring.log import write_rows
 from assay.registry.ensemble import read_sharded
 from assay.review.judgments import record_judgment
 from assay.serving.cache import MemoryCache, score_key

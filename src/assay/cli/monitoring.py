@@ -21,7 +21,7 @@ from assay.cli import main, pass_workspace
 from assay.cli.review import labels_group
 from assay.engines.engine import ENGINES, open_engine
 from assay.errors import DataError, InvalidInput
-from assay.monitoring import alerts, labels, log
+from assay.monitoring import alerts, frames, labels, log
 from assay.registry.refs import parse_ref, version_number
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
@@ -72,12 +72,12 @@ def log_export_command(ws: Workspace, model: str, output: str, since: str | None
         number = number if number is not None else ws.registry.resolve(model).version
         versions = [v for v in versions if v == number]
     start, end = _period(since, until)
-    frames = []
+    rows = []
     for version in versions:
         loaded = ws.registry.load(ws.registry.get(name, version))
-        frame = log.frame_of(loaded, ws.engine, since=start, until=end, with_ids=True)
-        frames.append(log.decoded(loaded, frame))
-    n = log.export_log(frames, Path(output))
+        frame = frames.frame_of(loaded, ws.engine, since=start, until=end, with_ids=True)
+        rows.append(frames.decoded(loaded, frame))
+    n = frames.export_log(rows, Path(output))
     click.echo(
         f"wrote {n} logged scores of {name} ({', '.join(map(str, versions)) or 'no versions'}) to {output}"
     )

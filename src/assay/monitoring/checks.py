@@ -27,8 +27,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import NotFound
 from assay.monitoring import alerts
+from assay.monitoring.frames import LogFrame, frame_of, log_span
 from assay.monitoring.labels import latest_label, read_labels
-from assay.monitoring.log import LogFrame, frame_of, log_span
 from assay.monitoring.monitor import (
     Target,
     WindowResult,

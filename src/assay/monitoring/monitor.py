@@ -35,8 +35,8 @@ from assay.modelling.profile import PROFILE_JSON, Profile, output_matrix
 from assay.modelling.spec import MonitoringSpec
 from assay.monitoring import alerts, detectors, performance
 from assay.monitoring.drift import WindowDrift, window_drift
+from assay.monitoring.frames import LogFrame, frame_of
 from assay.monitoring.labels import read_labels
-from assay.monitoring.log import LogFrame, frame_of
 from assay.monitoring.windows import Window, WindowSpec, count_windows, time_windows
 from assay.registry.loaded import LoadedModel
 from assay.registry.versions import Registry

@@ -18,8 +18,8 @@ from sqlalchemy.engine import Engine
 
 from assay.errors import InvalidInput
 from assay.modelling.comparison import Comparison, Rows, compare_versions, version_proba
+from assay.monitoring.frames import decoded, frame_of
 from assay.monitoring.labels import campaign_labels, read_labels
-from assay.monitoring.log import decoded, frame_of
 from assay.registry.loaded import LoadedModel
 from assay.registry.versions import Registry
 

@@ -23,8 +23,9 @@ from sqlalchemy.engine import Engine
 
 from assay.modelling.datasets import read_labelled
 from assay.modelling.spec import ModelSpec
+from assay.monitoring.frames import decoded, frame_of
 from assay.monitoring.labels import read_labels
-from assay.monitoring.log import decoded, frame_of, logged_versions
+from assay.monitoring.log import logged_versions
 from assay.registry.contracts import LabelSnapshot, VersionRecord
 from assay.registry.versions import Registry
 from assay.review.campaigns import list_campaigns
