@@ -20,6 +20,14 @@ if TYPE_CHECKING:
     from assay.modelling.comparison import Comparison, Rows
 
 # Comparing scores versions (scikit-learn, LightGBM, matplotlib): imported by the commands that do.
+# How many bootstrap resamples a comparison draws (assay compare, assay retrain).
+resamples_option = click.option(
+    "--resamples",
+    default=DEFAULT_RESAMPLES,
+    show_default=True,
+    type=click.IntRange(100, 100_000),
+    help="Bootstrap resamples of the comparison.",
+)
 
 
 def print_comparison(c: Comparison) -> None:
@@ -72,13 +80,7 @@ def print_comparison(c: Comparison) -> None:
     type=click.Path(dir_okay=False),
     help="Write the report: .html (tables and box plots) or .png (plots).",
 )
-@click.option(
-    "--resamples",
-    default=DEFAULT_RESAMPLES,
-    show_default=True,
-    type=click.IntRange(100, 100_000),
-    help="Bootstrap resamples.",
-)
+@resamples_option
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @click.option(
     "--shadow",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from assay.cli import main, pass_workspace
-from assay.modelling.significance import DEFAULT_RESAMPLES
+from assay.cli.comparison import resamples_option
 from assay.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -47,13 +47,7 @@ def _report(outcome: Outcome) -> None:
     is_flag=True,
     help="Promote a challenger that is not significantly worse (default: only a significantly better one).",
 )
-@click.option(
-    "--resamples",
-    default=DEFAULT_RESAMPLES,
-    show_default=True,
-    type=click.IntRange(100, 100_000),
-    help="Bootstrap resamples of the comparison.",
-)
+@resamples_option
 @pass_workspace
 def retrain_command(
     ws: Workspace, model: str, min_new_labels: int, on_alert: bool, every: str | None, promote_equal: bool,
