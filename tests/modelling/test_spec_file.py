@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from assay.errors import SpecError
-from assay.modelling.spec import CANDIDATES
+from assay.modelling.spec import CANDIDATES, FeatureMonitorSpec
 from assay.modelling.spec_file import load_spec, parse_spec
 
 MINIMAL = {"name": "m", "data": {"train": "d.csv", "id": "id", "label": "y"}}
@@ -102,3 +102,49 @@ def test_bad_new_sections_name_the_key(section: dict, key: str, words: str) -> N
 def test_mitigation_needs_a_sensitive_column() -> None:
     with pytest.raises(SpecError, match=r"needs a features\.sensitive column"):
         parse_spec({**MINIMAL, "fairness": {"mitigation": "thresholds"}})
+
+
+@pytest.mark.parametrize(
+    ("monitoring", "key", "words"),
+    [
+        ({"window": "soon"}, "monitoring.window", "not a duration"),
+        ({"window": 0}, "monitoring.window", "at least 1 row"),
+        ({"min_rows": 0}, "monitoring.min_rows", "at least 1"),
+        ({"drift_share": 0.0}, "monitoring.drift_share", "in (0, 1]"),
+        ({"alert_after": 0}, "monitoring.alert_after", "at least 1"),
+        ({"performance_metric": "brier"}, "monitoring.performance_metric", "must be one of"),
+        ({"performance_drop": -0.1}, "monitoring.performance_drop", "negative"),
+        ({"features": {"a": "psi"}}, "monitoring.features.a", "must be a table"),
+        ({"features": {"a": {"tset": "psi"}}}, "monitoring.features.a.tset", "unknown key"),
+        ({"features": {"a": {"test": "t"}}}, "monitoring.features.a.test", "must be one of"),
+        ({"features": {"a": {"threshold": 0.1}}}, "monitoring.features.a.threshold", "name the test"),
+        (
+            {"features": {"a": {"test": "ks", "threshold": 1.0}}},
+            "monitoring.features.a.threshold",
+            "out of range",
+        ),
+        (
+            {"features": {"a": {"test": "psi", "threshold": 0}}},
+            "monitoring.features.a.threshold",
+            "out of range",
+        ),
+    ],
+)
+def test_bad_monitoring_names_the_key(monitoring: dict, key: str, words: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec({**MINIMAL, "monitoring": monitoring}, source="s.toml")
+    assert info.value.field == key and words in info.value.message
+
+
+def test_monitoring_reads_each_features_test_and_threshold() -> None:
+    spec = parse_spec(
+        {
+            **MINIMAL,
+            "monitoring": {"window": 500, "features": {"a": {"test": "psi", "threshold": 2}, "b": {}}},
+        }
+    )
+    assert spec.monitoring.window == 500
+    assert spec.monitoring.features == {
+        "a": FeatureMonitorSpec("psi", 2.0),
+        "b": FeatureMonitorSpec("auto", None),
+    }

@@ -303,21 +303,25 @@ def _monitoring(r: SpecReader, m: Mapping[str, Any]) -> MonitoringSpec:
     if spec.performance_drop < 0:
         raise r.fail("monitoring.performance_drop", "may not be negative")
     for name, t in r.table(m, "monitoring.features").items():
-        key = f"monitoring.features.{name}"
-        if not isinstance(t, dict):
-            raise r.fail(key, f'must be a table like {{ test = "psi", threshold = 0.2 }}; got {t!r}')
-        r.keys(t, f"{key}.", {"test", "threshold"})
-        test = r.get(t, f"{key}.test", str, default="auto")
-        if test not in DRIFT_TESTS:
-            raise r.fail(f"{key}.test", f"must be one of {', '.join(DRIFT_TESTS)}; got {test!r}")
-        threshold = r.get(t, f"{key}.threshold", float, default=None)
-        if threshold is not None:
-            if test == "auto":
-                raise r.fail(f"{key}.threshold", "name the test the threshold is for (test = ...)")
-            if threshold <= 0 or (test in P_VALUE_TESTS and threshold >= 1):
-                raise r.fail(f"{key}.threshold", f"out of range for {test}: {threshold}")
-        spec.features[name] = FeatureMonitorSpec(test, threshold)
+        spec.features[name] = _feature_monitor(r, f"monitoring.features.{name}", t)
     return spec
+
+
+def _feature_monitor(r: SpecReader, key: str, t: Any) -> FeatureMonitorSpec:
+    """``[monitoring.features.<name>]``: the drift test of one feature and its threshold."""
+    if not isinstance(t, dict):
+        raise r.fail(key, f'must be a table like {{ test = "psi", threshold = 0.2 }}; got {t!r}')
+    r.keys(t, f"{key}.", {"test", "threshold"})
+    test = r.get(t, f"{key}.test", str, default="auto")
+    if test not in DRIFT_TESTS:
+        raise r.fail(f"{key}.test", f"must be one of {', '.join(DRIFT_TESTS)}; got {test!r}")
+    threshold = r.get(t, f"{key}.threshold", float, default=None)
+    if threshold is not None:
+        if test == "auto":
+            raise r.fail(f"{key}.threshold", "name the test the threshold is for (test = ...)")
+        if threshold <= 0 or (test in P_VALUE_TESTS and threshold >= 1):
+            raise r.fail(f"{key}.threshold", f"out of range for {test}: {threshold}")
+    return FeatureMonitorSpec(test, threshold)
 
 
 # Past this, shards are too small to learn from and forgetting gains nothing more.
