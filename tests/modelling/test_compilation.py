@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
 import lightgbm
 import numpy as np
@@ -17,7 +18,7 @@ from assay.modelling.candidates import CANDIDATES
 from assay.modelling.compilation import compile_estimator
 from assay.modelling.tree_text import forest_text
 from assay.registry.artifacts import LightGBMPredictor, SklearnPredictor, load_model, save_model
-from assay.registry.compiled import LinearPredictor
+from assay.registry.compiled import LinearPredictor, Overflow
 from assay.registry.files import write_atomic
 from assay.registry.schema import FeatureSchema
 from assay.serving.predictor import fast_predict
@@ -89,6 +90,28 @@ def test_compiled_trees_explain_exactly(name):
     total = contributions[:, 1, :].sum(axis=1)
     expected = np.log(p / (1 - p)) if name == "hist_gradient_boosting" else p
     np.testing.assert_allclose(total, expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_a_value_too_large_for_the_linear_terms_is_refused_not_scored(n_classes):
+    """1e308 in a feature scaled by < 1 overflows float64: refused (naming the column), one row or many,
+    never a NaN probability or a warning; a large but computable value saturates."""
+    estimator, X = _fitted("logistic_regression", n_classes)
+    predictor = compile_estimator(estimator, X).predictor
+    rows = X[:300].copy()
+    big = float(np.finfo(np.float64).max)
+    rows[137, 0] = big  # column a, scaled by its standard deviation (~0.9): inf in the term
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for batch in (rows, rows[137:138]):
+            with pytest.raises(Overflow) as caught:
+                predictor.predict_proba(batch)
+            assert (caught.value.column, caught.value.value) == (0, big)
+            assert caught.value.row == (137 if len(batch) > 1 else 0)
+        rows[137, 0] = 1e250  # finite terms: the logistic saturates without a warning
+        proba = predictor.predict_proba(rows)
+        assert np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1.0)
+        assert np.allclose(fast_predict(predictor)(rows[137:138]), proba[137:138])
 
 
 def test_categories_never_seen_go_where_scikit_learn_sends_them():

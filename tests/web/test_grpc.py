@@ -352,6 +352,37 @@ def _typed(change: Any) -> Any:
             ["input 'user_seconds_since_registration' is missing"],
         ),
         (lambda: _request(), "INVALID_ARGUMENT", ["inputs must be a non-empty list"]),
+        (
+            lambda: _mutated(lambda r: r.inputs[2].shape.__setitem__(0, -3)),
+            "INVALID_ARGUMENT",
+            ["input 'words_removed'", "got [-3]"],
+        ),
+        (
+            lambda: _mutated(
+                lambda r: (
+                    setattr(r.inputs[2], "datatype", "BYTES"),
+                    r.raw_input_contents.__setitem__(2, b"\xff\xff\xff\x7fab"),
+                )
+            ),
+            "INVALID_ARGUMENT",
+            ["input 'words_removed'", "says 2147483647 bytes"],
+        ),
+        (
+            lambda: _typed(lambda r: r.inputs[1].contents.int64_contents.extend([7, 7, 7])),
+            "INVALID_ARGUMENT",
+            ["input 'words_added'", "FP64 values go in fp64_contents", "int64_contents"],
+        ),
+        (
+            lambda: _mutated(
+                lambda r: (
+                    r.outputs.add(name="probability")
+                    .parameters["classification"]
+                    .MergeFrom(pb.InferParameter(string_param="2"))
+                )
+            ),
+            "INVALID_ARGUMENT",
+            ["output 'probability'", "classification must be a count"],
+        ),
     ],
 )
 def test_bad_requests_are_refused_naming_the_input(

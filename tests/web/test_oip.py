@@ -480,6 +480,10 @@ def _with(tensors: list[tuple[str, str, list[int], bytes]], k: int, **change: An
     return [*tensors[:k], replaced, *tensors[k + 1 :]]
 
 
+def _bytes_tensor(elements: list[bytes]) -> bytes:
+    return b"".join(len(e).to_bytes(4, "little") + e for e in elements)
+
+
 NAN32 = np.array([1.0, np.nan, 2.0], dtype="<f4").tobytes()
 INF64 = np.array([1.0, 2.0, -np.inf], dtype="<f8").tobytes()
 INF16 = np.array([1.0, np.inf, 2.0], dtype="<f2").tobytes()
@@ -520,6 +524,27 @@ INF16 = np.array([1.0, np.inf, 2.0], dtype="<f2").tobytes()
         (lambda t: _with(t, 6, raw=b"\x00\x02\x01"), 422, ["input 'user_is_anon'", "element 1", "0 or 1"]),
         # rows that disagree between inputs
         (lambda t: _with(t, 0, shape=[2], raw=t[0][3][:8]), 422, ["input 'words_added' has 3 rows", "has 2"]),
+        # shapes that are not one value per row, negative or past any limit
+        (lambda t: _with(t, 1, shape=[-3]), 422, ["input 'words_added'", "shape must be [n] or [n, 1]"]),
+        (lambda t: _with(t, 1, shape=[3, 2]), 422, ["input 'words_added'", "got [3, 2]"]),
+        (lambda t: _with(t, 1, shape=[3.0]), 422, ["input 'words_added'", "got [3.0]"]),
+        (lambda t: _with(t, 1, shape=[2**62]), 413, ["input 'words_added'", "4611686018427387904 rows"]),
+        (lambda t: _with(t, 1, shape=[0]), 422, ["input 'words_added'", "12 bytes of data, but shape [0]"]),
+        # datatypes spelled otherwise, or not the feature's kind
+        (lambda t: _with(t, 2, datatype="fp32"), 422, ["input 'words_removed'", "'fp32' is not"]),
+        (lambda t: _with(t, 2, datatype=None), 422, ["input 'words_removed'", "'None' is not"]),
+        (
+            lambda t: _with(t, 2, datatype="BYTES", raw=_bytes_tensor([b"1", b"2", b"3"])),
+            422,
+            ["input 'words_removed' is a numeric feature", "not BYTES"],
+        ),
+        (lambda t: _with(t, 6, datatype="FP32"), 422, ["input 'user_is_anon' is a boolean feature", "FP32"]),
+        # BYTES whose length prefix runs past the tensor
+        (
+            lambda t: _with(t, 2, datatype="BYTES", raw=b"\xff\xff\xff\xffabc"),
+            422,
+            ["input 'words_removed'", "says 4294967295 bytes"],
+        ),
     ],
 )
 def test_bad_binary_tensors_are_refused_naming_the_input(
@@ -527,6 +552,21 @@ def test_bad_binary_tensors_are_refused_naming_the_input(
 ) -> None:
     body, headers = binary_request(tensors(_tensors()))
     oip_error(client.post(INFER, content=body, headers=headers), status, *names)
+
+
+def test_values_beyond_the_models_arithmetic_are_refused_naming_the_input(client: AppClient) -> None:
+    """The largest float64 overflows the linear model's scaled terms: a 422 naming the input, not a
+    NaN score or a 500 (tests turn numpy's overflow warning into an error, so none may be raised);
+    the most negative INT64 is a large but computable value, and scores."""
+    assert client.get("/v2/models/damaging").json()["platform"] == "compiled-linear"
+    big = np.array([1.0, np.finfo(np.float64).max, 2.0]).tobytes()
+    body, headers = binary_request(_with(raw_tensors(edit_items(3), "FP64"), 0, raw=big))
+    oip_error(client.post(INFER, content=body, headers=headers), 422, "input 'longest_repeated_char_added'")
+    low = np.array([0, -(2**63), 2], dtype="<i8").tobytes()
+    body, headers = binary_request(_with(raw_tensors(edit_items(3), "FP64"), 0, datatype="INT64", raw=low))
+    response = client.post(INFER, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert all(np.isfinite(response.json()["outputs"][0]["data"]))
 
 
 def test_bad_binary_framing_is_refused(client: AppClient) -> None:
@@ -543,9 +583,10 @@ def test_bad_binary_framing_is_refused(client: AppClient) -> None:
         "Inference-Header-Content-Length",
     )
     oip_error(post(body, **{"Inference-Header-Content-Length": "-3"}), 400, "Inference-Header-Content-Length")
-    oip_error(
-        post(body, **{"Inference-Header-Content-Length": "1e3"}), 400, "Inference-Header-Content-Length"
-    )
+    for odd in ("1e3", "+12", " 12", "0x10", "9" * 13):
+        oip_error(
+            post(body, **{"Inference-Header-Content-Length": odd}), 400, "Inference-Header-Content-Length"
+        )
     oip_error(post(body, **{"Inference-Header-Content-Length": str(size - 1)}), 400, "JSON")
     # bytes nobody claimed
     oip_error(post(body + b"\0"), 400, "1 bytes after")
@@ -558,20 +599,30 @@ def test_bad_binary_framing_is_refused(client: AppClient) -> None:
     header["inputs"][0]["data"] = [1, 2, 3]
     oip_error(client.post(INFER, json=header), 422, "input 'longest_repeated_char_added'", "both")
     header["inputs"][0].pop("data")
-    header["inputs"][0]["parameters"]["binary_data_size"] = -12
+    for odd in (-12, True, 12.0, "12"):
+        header["inputs"][0]["parameters"]["binary_data_size"] = odd
+        again = orjson.dumps(header)
+        oip_error(
+            client.post(
+                INFER,
+                content=again + body[size:],
+                headers={"Inference-Header-Content-Length": str(len(again))},
+            ),
+            422,
+            "input 'longest_repeated_char_added'",
+            "binary_data_size must be a byte count",
+        )
+    # a size far past the body (no allocation, no wrap-around)
+    header["inputs"][0]["parameters"]["binary_data_size"] = 2**62
     again = orjson.dumps(header)
     oip_error(
         client.post(
             INFER, content=again + body[size:], headers={"Inference-Header-Content-Length": str(len(again))}
         ),
-        422,
+        400,
         "input 'longest_repeated_char_added'",
-        "binary_data_size",
+        "goes past the end of the body",
     )
-
-
-def _bytes_tensor(elements: list[bytes]) -> bytes:
-    return b"".join(len(e).to_bytes(4, "little") + e for e in elements)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from assay.errors import ArtifactError
+from assay.errors import ArtifactError, InvalidInput
 from assay.registry.attributions import as_matrix
 from assay.registry.files import parse_header
 
@@ -53,6 +53,17 @@ def check_compiled_meta(value: Any) -> dict[str, Any] | None:
     if type(diff) not in (int, float) or not 0 <= diff <= AGREEMENT_TOLERANCE:
         raise ArtifactError(f"model.json's compiled form disagrees with its model ({diff!r})")
     return value
+
+
+class Overflow(InvalidInput):
+    """A feature value too far outside the training data for a linear model's float64 arithmetic
+    (row and column of the matrix; the scorer names the feature)."""
+
+    def __init__(self, row: int, column: int, value: float) -> None:
+        super().__init__(
+            f"row {row}: {value:g} is too far outside the training data for this model to score", field=None
+        )
+        self.row, self.column, self.value = row, column, value
 
 
 class LinearPredictor:
@@ -91,6 +102,8 @@ class LinearPredictor:
         if len(X) == 1:
             terms = self._row_terms(X[0].tolist())
             scores = [b + sum(t[r] for t in terms) for r, b in enumerate(self._bias)]
+            if not all(map(math.isfinite, scores)):
+                return self._checked_link(X)  # names the value that overflowed
             if self.rows == 1:
                 p = 1.0 / (1.0 + math.exp(-scores[0])) if scores[0] > -700 else 0.0
                 return np.array([[1.0 - p, p]])
@@ -98,7 +111,18 @@ class LinearPredictor:
             exps = [math.exp(v - top) for v in scores]
             total = sum(exps)
             return np.array([[e / total for e in exps]])
-        return _link(self._terms(X).sum(axis=2) + self.intercept)
+        return self._checked_link(X)
+
+    def _checked_link(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities of many rows; a value so large that its term overflows float64 is refused:
+        its score would be a bare infinity, or NaN where two of them meet."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            terms = self._terms(X)
+            finite = np.isfinite(terms).all(axis=1)
+            if not finite.all():
+                k, j = (int(i) for i in np.argwhere(~finite)[0])
+                raise Overflow(k, j, float(X[k, j]))
+            return _link(terms.sum(axis=2) + self.intercept)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         X = as_matrix(X, self.n_features)

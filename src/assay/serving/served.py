@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from assay.errors import InvalidInput
+from assay.registry.compiled import Overflow
 from assay.registry.loaded import LoadedModel
 from assay.serving.encoding import Encoder
 from assay.serving.predictor import fast_predict
@@ -60,7 +62,7 @@ class ServedModel:
             threshold=loaded.decision_threshold(),
             operating_points=points,
             encoder=Encoder.of(loaded.schema),
-            predict=fast_predict(loaded.predictor),
+            predict=_naming(fast_predict(loaded.predictor), loaded.schema.names),
         )
 
     @property
@@ -112,3 +114,23 @@ class ServedModel:
                 score["operating_points"] = {name: t is not None and row[j] >= t for name, j, t in points}
             out.append(score)
         return out
+
+
+def _naming(
+    predict: Callable[[np.ndarray], np.ndarray], names: list[str]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``predict``, its refusal of a value it cannot compute with naming the feature."""
+
+    def run(X: np.ndarray) -> np.ndarray:
+        try:
+            return predict(X)
+        except Overflow as exc:
+            name = names[exc.column]
+            raise InvalidInput(
+                # No row number: big batches are predicted in chunks, and the row is the chunk's.
+                f"feature {name!r}: {exc.value:g} is too far outside the training data for this model "
+                "to score",
+                field=f"features.{name}",
+            ) from None
+
+    return run

@@ -270,32 +270,56 @@ def infer_call(request: Any, max_rows: int) -> InferCall:
                 )
             columns[name] = from_raw(name, datatype, n, raw[i])
         else:
-            kind = _CONTENTS.get(datatype)
-            if kind is None:
-                raise InvalidInput(
-                    f"{where(name)}: {datatype} has no typed contents; send it raw", field=name
-                )
-            values = list(getattr(tensor.contents, kind))
-            if len(values) != n:
-                raise InvalidInput(
-                    f"{where(name)}: {len(values)} values for shape {list(tensor.shape)}", field=name
-                )
-            columns[name] = check_values(name, datatype, values, nulls=False)
+            columns[name] = _typed_values(name, datatype, n, tensor)
         datatypes[name], rows[name] = datatype, n
-    outputs = None
-    if request.outputs:
-        outputs = []
-        for out in request.outputs:
-            if "shared_memory_region" in out.parameters:
-                raise InvalidInput(f"output {out.name!r}: shared memory is not supported", field="outputs")
-            top = out.parameters["classification"].int64_param if "classification" in out.parameters else 0
-            if top < 0:
-                raise InvalidInput(f"output {out.name!r}: classification must be a count", field="outputs")
-            outputs.append(RequestedOutput(out.name, True, top))
-        check_outputs(outputs)
     return InferCall(
-        columns, datatypes, combine_columns(columns, rows), request.id or None, outputs, binary_outputs=True
+        columns,
+        datatypes,
+        combine_columns(columns, rows),
+        request.id or None,
+        _requested_outputs(request.outputs),
+        binary_outputs=True,
     )
+
+
+def _typed_values(name: str, datatype: str, n: int, tensor: Any) -> list[Any]:
+    """The ``n`` values of a tensor sent as typed contents, from the one field its datatype names."""
+    kind = _CONTENTS.get(datatype)
+    if kind is None:
+        raise InvalidInput(f"{where(name)}: {datatype} has no typed contents; send it raw", field=name)
+    # Values in another field would be silently dropped: the client meant something else.
+    other = next((f.name for f, _ in tensor.contents.ListFields() if f.name != kind), None)
+    if other is not None:
+        raise InvalidInput(
+            f"{where(name)}: {datatype} values go in {kind}, but the tensor has {other}", field=name
+        )
+    values = list(getattr(tensor.contents, kind))
+    if len(values) != n:
+        raise InvalidInput(f"{where(name)}: {len(values)} values for shape {list(tensor.shape)}", field=name)
+    return check_values(name, datatype, values, nulls=False)
+
+
+def _requested_outputs(requested: Any) -> list[RequestedOutput] | None:
+    """The outputs a request names (None: every output), each with its top-K classification count."""
+    if not requested:
+        return None
+    outputs = []
+    for out in requested:
+        owner = f"output {out.name[:100]!r}"
+        if "shared_memory_region" in out.parameters:
+            raise InvalidInput(f"{owner}: shared memory is not supported", field="outputs")
+        top = 0
+        if "classification" in out.parameters:
+            parameter = out.parameters["classification"]
+            if parameter.WhichOneof("parameter_choice") not in ("int64_param", "uint64_param"):
+                raise InvalidInput(
+                    f"{owner}: classification must be a count of classes (int64_param)", field="outputs"
+                )
+            top = parameter.int64_param or parameter.uint64_param
+            if top < 0:
+                raise InvalidInput(f"{owner}: classification must be a count of classes", field="outputs")
+        outputs.append(RequestedOutput(out.name, True, top))
+    return check_outputs(outputs)
 
 
 def infer_response(result: InferResult) -> Any:
