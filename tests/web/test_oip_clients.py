@@ -6,11 +6,18 @@ HTTP runs binary (the client's default: ``set_data_from_numpy`` sends raw bytes 
 outputs) and JSON (``binary_data=False``); gRPC sends ``raw_input_contents`` as Triton's client
 always does. Every datatype assay takes is checked by scoring the values its bytes hold against
 ``/v1/scores`` of the same values.
+
+KServe's Python client (REST and gRPC, its defaults) runs in its own environment, since it requires
+pandas < 3 (``ASSAY_TEST_KSERVE_PYTHON``, built by ``.ci/run``; the test skips without it), through
+tests/web/kserve_client.py.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,3 +304,53 @@ def test_requested_outputs_and_classification(served: Served, transport: Transpo
         assert float(value) == pytest.approx(full[k].max(), abs=1e-6) and int(index) == int(full[k].argmax())
     error = refused(lambda: client.infer("damaging", inputs, outputs=[module.InferRequestedOutput("colour")]))
     assert "output 'colour'" in error.message()
+
+
+# --- KServe's Python client, in its own environment ---------------------------------------------
+
+KSERVE_PYTHON = os.environ.get("ASSAY_TEST_KSERVE_PYTHON", "")
+
+
+@pytest.mark.skipif(
+    not (KSERVE_PYTHON and Path(KSERVE_PYTHON).is_file()),
+    reason="ASSAY_TEST_KSERVE_PYTHON names no Python with KServe (.ci/run builds one from constraints-kserve.txt)",
+)
+def test_kserve_clients_with_their_defaults(served: Served, tmp_path: Path) -> None:
+    """KServe 0.21's REST client (binary and JSON, FP64 and FP32) and gRPC client, run by
+    tests/web/kserve_client.py in KServe's own environment (it needs pandas < 3)."""
+    items = edit_items(6, seed=5)
+    request = tmp_path / "request.json"
+    request.write_text(
+        json.dumps(
+            {
+                "columns": {name: [item["features"][name] for item in items] for name in FEATURES},
+                "booleans": list(BOOLEANS),
+            }
+        )
+    )
+    script = Path(__file__).with_name("kserve_client.py")
+    done = subprocess.run(
+        [KSERVE_PYTHON, str(script), served.url, served.grpc, "damaging", str(request)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout.splitlines()[-1])
+    assert all(
+        results[f"{kind} {what}"] for kind in ("rest", "grpc") for what in ("live", "ready", "model ready")
+    )
+    exact = [score["probability"]["true"] for score in v1(served, "damaging", [i["features"] for i in items])]
+    cols32 = columns_as(items, "FP32")
+    rounded = [{name: cols32[name][k].item() for name in FEATURES} for k in range(len(items))]
+    as_fp32 = [score["probability"]["true"] for score in v1(served, "damaging", rounded)]
+    for key in ("rest FP64 binary=True", "rest FP64 binary=False", "grpc FP64", "grpc version 1"):
+        assert [row[0] for row in results[key]["probability"]] == pytest.approx(exact, abs=1e-12), key
+    for key in ("rest FP32 binary=True", "rest FP32 binary=False", "grpc FP32"):
+        assert [row[0] for row in results[key]["probability"]] == pytest.approx(as_fp32, abs=1e-12), key
+    for key in ("rest nan", "grpc nan"):
+        assert f"input '{FEATURES[0]}'" in results[key]["error"] and "finite" in results[key]["error"], (
+            results
+        )
+    assert "unknown model 'nosuchmodel'" in results["rest unknown model"]["error"]
+    assert "no version 9" in results["grpc version 9"]["error"]
