@@ -538,7 +538,11 @@ INF16 = np.array([1.0, np.inf, 2.0], dtype="<f2").tobytes()
             422,
             ["input 'words_removed' is a numeric feature", "not BYTES"],
         ),
-        (lambda t: _with(t, 6, datatype="FP32"), 422, ["input 'user_is_anon' is a boolean feature", "FP32"]),
+        (
+            lambda t: _with(t, 6, datatype="FP32", raw=np.array([0, 1, 1], dtype="<f4").tobytes()),
+            422,
+            ["input 'user_is_anon' is a boolean feature", "FP32"],
+        ),
         # BYTES whose length prefix runs past the tensor
         (
             lambda t: _with(t, 2, datatype="BYTES", raw=b"\xff\xff\xff\xffabc"),
@@ -559,9 +563,14 @@ def test_values_beyond_the_models_arithmetic_are_refused_naming_the_input(client
     NaN score or a 500 (tests turn numpy's overflow warning into an error, so none may be raised);
     the most negative INT64 is a large but computable value, and scores."""
     assert client.get("/v2/models/damaging").json()["platform"] == "compiled-linear"
-    big = np.array([1.0, np.finfo(np.float64).max, 2.0]).tobytes()
-    body, headers = binary_request(_with(raw_tensors(edit_items(3), "FP64"), 0, raw=big))
-    oip_error(client.post(INFER, content=body, headers=headers), 422, "input 'longest_repeated_char_added'")
+    big = np.array([0.1, np.finfo(np.float64).max, 0.2]).tobytes()  # this feature's scale is ~0.1
+    body, headers = binary_request(_with(raw_tensors(edit_items(3), "FP64"), 3, raw=big))
+    oip_error(
+        client.post(INFER, content=body, headers=headers),
+        422,
+        "input 'badwords_prop_delta_sum'",
+        "too far outside the training data",
+    )
     low = np.array([0, -(2**63), 2], dtype="<i8").tobytes()
     body, headers = binary_request(_with(raw_tensors(edit_items(3), "FP64"), 0, datatype="INT64", raw=low))
     response = client.post(INFER, content=body, headers=headers)
