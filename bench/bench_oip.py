@@ -1,8 +1,10 @@
 """Open Inference Protocol speed: binary HTTP and gRPC against JSON /v2 and /v1, same model, one run.
 
-Trains editquality's "reverted" LightGBM model (500 trees, as bench_serving.py does) and, to show what
-the transports themselves cost where the model costs little, a logistic regression on the same data
-("reverted_linear"). One ``assay serve --workers 1 --grpc-port`` serves both, and every way in is
+Trains one model of editquality's "reverted" data per family assay trains: LightGBM (500 trees, as
+bench_serving.py does), HistGradientBoosting (the example spec's choice) and a random forest, both
+served compiled to LightGBM text, and a logistic regression served as compiled linear terms, where
+the model costs least and the transports show most. One ``assay serve --workers 1 --grpc-port``
+serves them all, and every way in is
 measured in turns, round after round (each ratio is taken within a round: this machine's speed
 drifts by tens of percent over minutes):
 
@@ -19,6 +21,9 @@ gRPC error as a success (HTTP 200 with a grpc-status trailer), so the server's o
 /metrics are read around each run and any non-OK call is reported.
 
     python bench/bench_oip.py [--data ../shared/data/editquality] [--duration 10] [--rounds 3] [--connections 8]
+                              [--reuse]   # serve the models the last run trained
+
+Where the time of one request goes, path by path and stage by stage: bench/profile_oip.py.
 """
 
 from __future__ import annotations
@@ -40,18 +45,26 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import lightgbm
 import numpy as np
 import orjson
 import pandas as pd
 from bench_serving import COLUMNS, FEATURES, SPEC, best_rate, free_port, items_of, say, wrk
 
+from assay.settings import Settings
 from assay.web.oip_proto import grpc_service_pb2 as pb
 from assay.web.oip_proto import grpc_service_pb2_grpc as pb_grpc
+from assay.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "oip"
-MODELS = {"reverted": "lightgbm", "reverted_linear": "logistic_regression"}
+# One model per family assay trains, each served as training leaves it (tree ensembles compiled to
+# LightGBM text, the logistic regression to linear terms).
+MODELS = {
+    "reverted": "lightgbm",
+    "reverted_hgb": "hist_gradient_boosting",
+    "reverted_forest": "random_forest",
+    "reverted_linear": "logistic_regression",
+}
 BOOLEANS = ("user_is_anon", "user_is_bot_or_sysop")
 ROWS = 1000
 GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
@@ -268,12 +281,26 @@ def assay_serve(home: Path, grpc_port: int) -> Iterator[str]:
             process.wait()
 
 
+def served_predictors(home: Path) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Each model's predict as the server runs it (the compiled form when training kept one)."""
+    workspace = Workspace.open(Settings.load(home=home, environ={}))
+    try:
+        return {
+            model: workspace.registry.load(workspace.registry.resolve(model)).predictor.predict_proba
+            for model in MODELS
+        }
+    finally:
+        workspace.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "editquality")
     parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reuse", action="store_true", help="serve the models a previous run trained")
+    parser.add_argument("--models", default=",".join(MODELS), help="which of them to measure")
     args = parser.parse_args()
     test_file = args.data / "enwiki.features_reverted.testing.20k_2015.tsv.bz2"
     if not test_file.is_file():
@@ -283,14 +310,17 @@ def main() -> int:
     if missing:
         print(f"skipped: {', '.join(missing)} not installed (apt-get install wrk nghttp2-client)")
         return 0
-    shutil.rmtree(OUT, ignore_errors=True)
-    OUT.mkdir(parents=True)
-    home = train(args.data.resolve())
+    home = OUT / "home"
+    if not (args.reuse and home.is_dir()):
+        shutil.rmtree(OUT, ignore_errors=True)
+        OUT.mkdir(parents=True)
+        home = train(args.data.resolve())
     test = pd.read_csv(test_file, sep="\t", header=None, names=COLUMNS)
     batch, single = test.iloc[:ROWS], test.iloc[:1]
     items = items_of(batch)
-    booster = lightgbm.Booster(model_file=str(home / "artifacts" / "reverted" / "1" / "model.lgb.txt"))
     X = batch[FEATURES].astype("float64").to_numpy()
+    measured_models = args.models.split(",")
+    predictors = {m: p for m, p in served_predictors(home).items() if m in measured_models}
     json_headers = {"Content-Type": "application/json"}
     d, c = args.duration, args.connections
 
@@ -299,7 +329,7 @@ def main() -> int:
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         runs: dict[str, Callable[[], dict[str, Any]]] = {}
-        for model in MODELS:
+        for model in measured_models:
             check_answers(url, stub, model, batch)
             infer = f"{url}/v2/models/{model}/infer"
             v1 = wrk_script(f"{model}-v1", orjson.dumps({"models": [model], "items": items}), json_headers)
@@ -330,13 +360,16 @@ def main() -> int:
         for k in range(args.rounds):
             say(f"round {k + 1} of {args.rounds}")
             measured = {name: run() for name, run in runs.items()}
-            measured["predict"] = {"rps": best_rate(lambda: booster.predict(X), ROWS, 20) / ROWS}
+            for model, predict in predictors.items():
+                measured[f"{model}/predict"] = {"rps": best_rate(lambda p=predict: p(X), ROWS, 20) / ROWS}
             rounds.append(measured)
     report(rounds, args)
     return 0
 
 
 def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    models = args.models.split(",")
+
     def median(values: list[float]) -> float:
         return float(statistics.median(values))
 
@@ -344,6 +377,8 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> None:
         return median([m[name]["rps"] * ROWS for m in rounds])
 
     def ratio(top: str, bottom: str) -> str:
+        if any(m[bottom]["rps"] == 0 for m in rounds):  # wrk gives up on a request after 2 s
+            return "n/a (a round finished no request of the peer)"
         each = [m[top]["rps"] / m[bottom]["rps"] for m in rounds]
         return f"{median(each):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in each)})"
 
@@ -353,20 +388,22 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> None:
         "(medians over the rounds; each ratio taken within a round)\n"
     )
     print(
-        "| 1,000-row requests, rows/s | reverted (LightGBM, 500 trees) | reverted_linear (logistic regression) |"
+        "| 1,000-row requests, rows/s | "
+        + " | ".join(f"{m} ({c})" for m, c in MODELS.items() if m in models)
+        + " |"
     )
-    print("|---|---|---|")
+    print("|---" * (len(models) + 1) + "|")
     labels = {
         "v1": "POST /v1/scores, JSON items",
         "v2-json": "POST /v2/.../infer, JSON tensors",
         "v2-binary": "POST /v2/.../infer, binary tensors in and out",
         "grpc": "gRPC ModelInfer, raw contents in and out",
+        "predict": "the model's own predict, 1,000 rows, one thread (best of 20)",
     }
     for key, label in labels.items():
-        print(f"| {label} | {rows(f'reverted/{key}'):,.0f} | {rows(f'reverted_linear/{key}'):,.0f} |")
-    print(f"| the model's own predict, 1,000 rows (best of 20) | {rows('predict'):,.0f} | |")
+        print(f"| {label} | " + " | ".join(f"{rows(f'{m}/{key}'):,.0f}" for m in models) + " |")
     print()
-    for model in MODELS:
+    for model in models:
         print(
             f"- {model}: binary HTTP vs JSON /v2 {ratio(f'{model}/v2-binary', f'{model}/v2-json')}; "
             f"vs /v1 {ratio(f'{model}/v2-binary', f'{model}/v1')} (goal >= 2x)"
