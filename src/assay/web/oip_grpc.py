@@ -63,9 +63,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SERVICE = "inference.GRPCInferenceService"
-# Threads answering calls. Scoring holds the GIL except inside the model, so more threads than this
-# only queue inside Python; calls beyond them wait in gRPC's queue up to ASSAY_MAX_CONCURRENT_TOTAL.
+# Threads scoring what is not small and local, under the scoring timeout. Scoring holds the GIL
+# except inside the model, so more threads than this only queue inside Python.
 THREADS = min(32, 4 * (os.cpu_count() or 1))
+# Threads taking calls off grpcio's queue: fewer of them fight less over the GIL, and grpcio's own
+# cost per call falls with them (bench/bench_grpc_overhead.py: 104, 141 and 175 µs of CPU per empty
+# call with 1, 2 and 4 threads per core); calls beyond them wait in gRPC's queue up to
+# ASSAY_MAX_CONCURRENT_TOTAL.
+CALL_THREADS = min(16, 2 * (os.cpu_count() or 1))
 # Seconds a stopping server lets calls in progress finish.
 GRACE_S = 5.0
 _STATUS = {
@@ -345,7 +350,7 @@ class GrpcEndpoint:
         self.address = f"{_host(settings.host)}:{settings.grpc_port}"
         self.executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="assay-grpc-score")
         self.server = grpc.server(
-            ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="assay-grpc"),
+            ThreadPoolExecutor(max_workers=CALL_THREADS, thread_name_prefix="assay-grpc"),
             options=[
                 ("grpc.max_receive_message_length", settings.max_body_bytes),
                 # Several workers share the port (the kernel spreads connections); one binds it alone.
