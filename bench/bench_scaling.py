@@ -69,7 +69,7 @@ def spec_for(data: Path, folder: Path) -> Path:
 # --- train ---------------------------------------------------------------------------------
 
 
-def bench_train(data: Path, rounds: int) -> None:
+def bench_train(data: Path, rounds: int, candidates: list[str]) -> None:
 
     from assay.engines.engine import LocalEngine, open_engine
     from assay.modelling.spec_file import load_spec
@@ -78,6 +78,8 @@ def bench_train(data: Path, rounds: int) -> None:
     from assay.workspace import Workspace
 
     spec = load_spec(spec_for(data, OUT / "train"))
+    if candidates:  # a shorter run: only these of the spec's candidates
+        spec.training.candidates = candidates
     started = time.perf_counter()
     engines = {"local": LocalEngine(), "ray": open_engine("ray")}
     cpus = engines["ray"].ray.cluster_resources().get("CPU")  # type: ignore[attr-defined]  # starts Ray
@@ -136,7 +138,7 @@ def score_input(data: Path, rows: int, folder: Path) -> Path:
     return source
 
 
-def bench_score(data: Path, rows: int, rounds: int, home: Path | None, folder: Path) -> None:
+def bench_score(data: Path, rows: int, rounds: int, home: Path | None, folder: Path, model: str) -> None:
     """The scoring job of ``assay score --engine ray --no-log`` (``score_parquet``, as the command
     calls it) with 1 and 2 workers on one Ray started beforehand, alternating, and the local
     engine as the peer; Ray's start is timed apart (each command pays it once)."""
@@ -159,7 +161,7 @@ def bench_score(data: Path, rows: int, rounds: int, home: Path | None, folder: P
     cpus = ray_engine.ray.cluster_resources().get("CPU")  # type: ignore[attr-defined]  # starts Ray
     ray_start = time.perf_counter() - started
     print(f"ray started in {ray_start:.1f}s ({cpus} CPUs)")
-    runs = {"local": (LocalEngine(), 1), "ray, 1 worker": (ray_engine, 1), "ray, 2 workers": (ray_engine, 2)}
+    runs = {"ray, 1 worker": (ray_engine, 1), "ray, 2 workers": (ray_engine, 2), "local": (LocalEngine(), 1)}
     times: dict[str, list[float]] = {name: [] for name in runs}
     ws = Workspace.open(settings)
     scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0))
@@ -172,7 +174,7 @@ def bench_score(data: Path, rows: int, rounds: int, home: Path | None, folder: P
                 used, n = score_parquet(
                     settings,
                     scorer,
-                    "reverted",
+                    model,
                     source,
                     dest,
                     id_column="rev_id",
@@ -444,16 +446,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--home", type=Path, default=None, help="score: a home with the example model")
+    parser.add_argument("--home", type=Path, default=None, help="score: a home with the example's model")
+    parser.add_argument("--model", default="reverted", help="score: the model to score with")
+    parser.add_argument("--candidates", nargs="*", default=[], help="train: only these candidates")
     parser.add_argument(
         "--folder", type=Path, default=Path("/tmp/assay-bench-scaling"), help="score: input and output"
     )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores (shared with other work: see the note in RESULTS.md)")
     if args.what == "train":
-        bench_train(args.data.resolve(), args.rounds)
+        bench_train(args.data.resolve(), args.rounds, args.candidates)
     elif args.what == "score":
-        bench_score(args.data.resolve(), args.rows, args.rounds, args.home, args.folder)
+        bench_score(args.data.resolve(), args.rows, args.rounds, args.home, args.folder, args.model)
     else:
         bench_hosts(args.data.resolve(), args.seconds)
 
