@@ -72,14 +72,18 @@ def json_response(data: Any, status: int = 200) -> Response:
 # --- request parsing ------------------------------------------------------------------
 
 
-async def read_json(request: Request) -> Any:
-    body = await request.body()
+def parse_json(body: bytes, what: str = "the request") -> Any:
+    """``body`` as JSON; an empty or malformed body is the client's error, naming ``what``."""
     if not body:
-        raise MalformedRequest("the request needs a JSON body", field="body")
+        raise MalformedRequest(f"{what} needs a JSON body", field="body")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"the body is not valid JSON: {exc}", field="body") from None
+        raise MalformedRequest(f"{what} is not valid JSON: {exc}", field="body") from None
+
+
+async def read_json(request: Request) -> Any:
+    return parse_json(await request.body())
 
 
 def json_object(payload: Any, allowed: frozenset[str], required: Sequence[str] = ()) -> dict[str, Any]:

@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
 from assay import __version__
 from assay.errors import InvalidInput, MalformedRequest, PayloadTooLarge
 from assay.serving.scoring import Scorer
 from assay.serving.served import ServedModel
+from assay.web.api import parse_json
 from assay.web.tensors import (
     FLOATS,
     INTEGERS,
@@ -254,7 +254,7 @@ def parse_infer(
     else:
         size = _header_size(header_length, len(body))
         header, binary = body[:size], memoryview(body)[size:]
-    payload = _json(header)
+    payload = parse_json(header, "the inference request")
     if not isinstance(payload, dict):
         raise InvalidInput("the inference request must be a JSON object", field="body")
     unknown = sorted(k for k in payload if k not in _REQUEST_KEYS)
@@ -364,15 +364,6 @@ def _header_size(raw: str, body: int) -> int:
             f"Inference-Header-Content-Length is {size} but the body has {body} bytes", field="headers"
         )
     return size
-
-
-def _json(header: bytes) -> Any:
-    if not header:
-        raise MalformedRequest("the inference request needs a JSON body", field="body")
-    try:
-        return orjson.loads(header)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"the inference request is not valid JSON: {exc}", field="body") from None
 
 
 def _parameters(value: Any, owner: str) -> Mapping[str, Any]:
