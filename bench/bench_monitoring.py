@@ -17,8 +17,16 @@ day in three features, and measures:
   server's CPU time per request, read from /proc around each run (a second and a half after it,
   so the log writer's flush counts): the cost logging adds, which that load barely moves.
 
+* with ``--in-process``: the same single-item request through the scorer in this process (no
+  HTTP), prediction log off, on in the store and on in Parquet files, in interleaved rounds: the
+  process's CPU time per request, the log writer's thread included (flushed at the end of each
+  run). Without the server's HTTP work the request is cheaper, so the share logging takes here
+  is an upper bound of its share in the server; CPU time, unlike req/s, barely moves with other
+  load on the machine.
+
     python bench/bench_monitoring.py [--data ../shared/data/editquality] [--rows 1000000]
         [--evidently-python /tmp/evidently-venv/bin/python] [--duration 10] [--rounds 3]
+    python bench/bench_monitoring.py --in-process [--rounds 7] [--requests 20000]
 """
 
 from __future__ import annotations
@@ -30,8 +38,10 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +55,9 @@ import harness
 from assay.modelling.datasets import read_table
 from assay.monitoring import monitor
 from assay.monitoring.drift import window_drift
-from assay.monitoring.frames import frame_of
-from assay.monitoring.log import write_rows
+from assay.monitoring.log import PredictionLog
+from assay.monitoring.logfiles import ParquetLog
+from assay.monitoring.logstore import frame_of
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
@@ -138,6 +149,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-serving", action="store_true")
+    parser.add_argument("--in-process", action="store_true", help="the scorer's CPU per request, log on/off")
+    parser.add_argument("--requests", type=int, default=20_000, help="requests per --in-process run")
     parser.add_argument(
         "--serving-only", action="store_true", help="reuse the last run's trained home; serving only"
     )
@@ -148,6 +161,13 @@ def main() -> int:
         return 0
     serving.OUT = harness.OUT = OUT  # the serving helpers write their specs and logs here
     results: dict[str, Any] = {"rows": args.rows}
+    if args.in_process:
+        home = OUT / "home"
+        if not (home / "assay.db").is_file():
+            OUT.mkdir(parents=True, exist_ok=True)
+            home = serving.train(args.data)
+        report_in_process(in_process(home, test_file, args), args)
+        return 0
     if args.serving_only:
         home = OUT / "home"
         if not (home / "assay.db").is_file():
@@ -172,8 +192,7 @@ def main() -> int:
         scored = scorer.score_frame(serving.MODEL, traffic, id_column="rev_id")
         proba = scored[[f"probability_{c}" for c in loaded.classes]].to_numpy(dtype=float)
         started = time.perf_counter()
-        write_rows(
-            ws.engine,
+        ws.log.write(
             served.name,
             served.version,
             traffic["at"].to_numpy(),
@@ -187,7 +206,7 @@ def main() -> int:
 
         def assay_drift() -> tuple[Any, dict[str, float]]:
             t0 = time.perf_counter()
-            frame = frame_of(loaded, ws.engine)
+            frame = frame_of(loaded, ws.log)
             t1 = time.perf_counter()
             drift = window_drift(target.profile, frame.X, target.outputs(frame.proba), drift_share=0.5)
             t2 = time.perf_counter()
@@ -197,7 +216,7 @@ def main() -> int:
         assert len(frame) == args.rows
         t0 = time.perf_counter()
         daily = monitor.analyse(
-            ws.engine, ws.registry, serving.MODEL, since=T0, until=T0 + DAYS * 86400.0, window="1d"
+            ws.engine, ws.log, ws.registry, serving.MODEL, since=T0, until=T0 + DAYS * 86400.0, window="1d"
         )
         results["analyse_daily_s"] = time.perf_counter() - t0
 
@@ -289,6 +308,62 @@ def serve(home: Path, test_file: Path, args: argparse.Namespace, results: dict[s
             results["logged"] = metric(on, "assay_prediction_log_written_total")
             results["dropped"] = metric(on, "assay_prediction_log_dropped_total")
         results["rounds"] = rounds
+
+
+def in_process(home: Path, test_file: Path, args: argparse.Namespace) -> dict[str, list[float]]:
+    """CPU seconds per single-item request through the scorer: log off, on (store), on (Parquet)."""
+    item = serving.items_of(pd.read_csv(test_file, sep="\t", header=None, names=serving.COLUMNS))[0]
+    requests = [[{**item, "id": f"r{k}"}] for k in range(args.requests)]
+    work = Path(tempfile.mkdtemp(prefix="assay-logcost-"))
+    shutil.copytree(home, work / "home")
+    ws = Workspace.open(Settings.load(home=work / "home", environ={}))
+    files = ParquetLog(work / "home" / "log")
+    sinks: dict[str, Callable[[], PredictionLog | None]] = {
+        "off": lambda: None,
+        "store": lambda: PredictionLog(ws.log, queue_rows=2 * args.requests),
+        "parquet": lambda: PredictionLog(files, queue_rows=2 * args.requests),
+    }
+    out: dict[str, list[float]] = {name: [] for name in sinks}
+    try:
+        for k in range(args.rounds + 1):  # the first round warms up and is left out
+            order = list(sinks) if k % 2 == 0 else list(reversed(sinks))
+            for name in order:
+                sink = sinks[name]()
+                scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0), prediction_log=sink)
+                scorer.score([serving.MODEL], requests[0])
+                started = time.process_time()
+                for body in requests:
+                    scorer.score([serving.MODEL], body)
+                if sink is not None:
+                    assert sink.flush(600) and not sink.dropped
+                spent = time.process_time() - started
+                if sink is not None:
+                    sink.close()
+                scorer.close()
+                if k:
+                    out[name].append(spent / args.requests * 1e6)
+            say(f"  round {k}: " + ", ".join(f"{n} {v[-1]:.1f} us" for n, v in out.items() if v and k))
+    finally:
+        ws.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def report_in_process(r: dict[str, list[float]], args: argparse.Namespace) -> None:
+    print(f"machine: {os.cpu_count()} cores; single-item requests through the scorer, no HTTP")
+    print(
+        f"CPU per request (process time, the log writer's thread included), {args.requests:,} requests x {args.rounds} rounds:"
+    )
+    for name, values in r.items():
+        print(
+            f"  log {name:<8} median {statistics.median(values):7.1f} us   rounds {', '.join(f'{v:.1f}' for v in values)}"
+        )
+    for name in ("store", "parquet"):
+        ratios = [off / on for off, on in zip(r["off"], r[name], strict=True)]
+        print(
+            f"  off/{name} per round (the req/s ratio of a CPU-bound server, at most): "
+            f"{', '.join(f'{x:.3f}' for x in ratios)}; median {statistics.median(ratios):.3f}"
+        )
 
 
 def report(r: dict[str, Any], args: argparse.Namespace) -> None:

@@ -52,8 +52,17 @@ SLOW_TESTS = frozenset(
         "test_the_loop_keeps_the_good_model_and_promotes_a_better_one",
         "test_a_hung_redis_costs_one_timeout_then_nothing",
         "test_deletions_missed_beyond_the_cap_clear_the_whole_cache",
+        "test_processes_writing_side_by_side_never_share_a_part",
+        "test_a_writer_killed_mid_write_leaves_only_whole_parts",
     }
 )
+
+
+def workspace_environ() -> dict[str, str]:
+    """Settings every test workspace gets: ASSAY_TEST_LOG_BACKEND=parquet runs a test folder with
+    the prediction log in Parquet files (the store's tables otherwise)."""
+    backend = os.environ.get("ASSAY_TEST_LOG_BACKEND")
+    return {"ASSAY_LOG_BACKEND": backend} if backend else {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -201,7 +210,7 @@ def lightgbm_only(spec: Path) -> Path:
 
 def trained_root(root: Path, *specs: Path, **train_options: Any) -> Path:
     """``root``, with each spec trained once in a home at ``root / 'home'``."""
-    ws = Workspace.open(Settings.load(home=root / "home", environ={}))
+    ws = Workspace.open(Settings.load(home=root / "home", environ=workspace_environ()))
     try:
         for spec in specs:
             train(load_spec(spec), ws.registry, **train_options)
@@ -214,7 +223,7 @@ def trained_root(root: Path, *specs: Path, **train_options: Any) -> Path:
 def copied_workspace(template: Path, tmp_path: Path) -> Iterator[Workspace]:
     """A workspace on a private copy of a trained root (its data beside it in ``home.parent / 'data'``)."""
     shutil.copytree(template, tmp_path / "copy")
-    ws = Workspace.open(Settings.load(home=tmp_path / "copy" / "home", environ={}))
+    ws = Workspace.open(Settings.load(home=tmp_path / "copy" / "home", environ=workspace_environ()))
     try:
         yield ws
     finally:
@@ -237,7 +246,7 @@ def trained_home(trained_template: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def trained_workspace(trained_home: Path) -> Iterator[Workspace]:
-    ws = Workspace.open(Settings.load(home=trained_home, environ={}))
+    ws = Workspace.open(Settings.load(home=trained_home, environ=workspace_environ()))
     yield ws
     ws.close()
 
@@ -245,7 +254,7 @@ def trained_workspace(trained_home: Path) -> Iterator[Workspace]:
 @pytest.fixture
 def workspace(tmp_path: Path) -> Iterator[Workspace]:
     """An empty workspace in a temporary folder (SQLite)."""
-    ws = Workspace.open(Settings.load(home=tmp_path / "home", environ={}))
+    ws = Workspace.open(Settings.load(home=tmp_path / "home", environ=workspace_environ()))
     yield ws
     ws.close()
 

@@ -109,6 +109,11 @@ class Settings:
         False,
         "Keep the files of versions retired by a deletion request (they stay unservable); off deletes them.",
     )
+    log_backend: str = _setting(
+        "store",
+        "Where the prediction log lives: store (tables of the store, beside the rest) or parquet "
+        "(Parquet files partitioned by model and date under log/ in the home).",
+    )
     log_sample: float = _setting(
         1.0, "Share of served scores written to the prediction log for monitoring (0 turns logging off)."
     )

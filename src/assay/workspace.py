@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
+from assay.monitoring.logstore import LogStore, open_log_store
 from assay.registry.versions import Registry
 from assay.settings import Settings
 from assay.store import db
@@ -25,6 +26,7 @@ class Workspace:
     settings: Settings
     engine: Engine
     registry: Registry
+    log: LogStore  # the prediction log's rows (the log_backend setting)
 
     @classmethod
     def open(cls, settings: Settings) -> Workspace:
@@ -36,7 +38,7 @@ class Workspace:
         registry = Registry(engine, settings.artifacts_path, store=store)
         for path in registry.remove_stale_work():
             log.warning("removed %s, left unfinished by a process that stopped", path)
-        return cls(settings=settings, engine=engine, registry=registry)
+        return cls(settings=settings, engine=engine, registry=registry, log=open_log_store(settings, engine))
 
     def close(self) -> None:
         self.engine.dispose()

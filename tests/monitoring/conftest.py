@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
-from assay.monitoring.log import write_rows
+from assay.monitoring.logfiles import ParquetLog
+from assay.monitoring.logstore import LogStore
+from assay.monitoring.logtables import StoreLog
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
@@ -36,6 +38,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(params=["store", "parquet"])
+def log_store(request: pytest.FixtureRequest, store: Engine, tmp_path: Path) -> LogStore:
+    """An empty log store of each backend: the store's tables (of ``store``) or Parquet files."""
+    return StoreLog(store) if request.param == "store" else ParquetLog(tmp_path / "log")
+
+
 def log_frame(ws: Workspace, frame: pd.DataFrame, at: np.ndarray | float, ref: str = "damaging") -> Scorer:
     """Score ``frame`` (raw columns, ids in rev_id) with ``ref`` and log it at times ``at``."""
     scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(10))
@@ -43,7 +51,7 @@ def log_frame(ws: Workspace, frame: pd.DataFrame, at: np.ndarray | float, ref: s
     X = served.loaded.schema.encode_frame(frame, source="test")
     scored = scorer.score_frame(ref, frame, id_column="rev_id")
     proba = scored[[f"probability_{c}" for c in served.loaded.classes]].to_numpy(dtype=float)
-    write_rows(ws.engine, served.name, served.version, at, frame["rev_id"].astype(str).tolist(), X, proba)
+    ws.log.write(served.name, served.version, at, frame["rev_id"].astype(str).tolist(), X, proba)
     return scorer
 
 

@@ -38,7 +38,7 @@ def server(trained_home: Path, tmp_path: Path) -> Iterator[Server]:
     try:
         users(ws, "root", role="admin")
         log_frame(ws, frame, start + np.arange(len(frame)) * 60.0)
-        checks.check(ws.engine, ws.registry, "damaging")
+        checks.check(ws.engine, ws.log, ws.registry, "damaging")
     finally:
         ws.close()
     srv = Server(trained_home, tmp_path / "server.log", env={"ASSAY_MONITOR_INTERVAL_S": "0"}).start()

@@ -6,21 +6,22 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from assay.monitoring.labels import add_labels, read_labels
-from assay.monitoring.log import write_rows
+from assay.monitoring.logstore import LogStore
 
 CLASSES = {1: ["False", "True"], 2: ["False", "True"]}
 
 
-def _log(store: Engine, ids: list[str], version: int = 1) -> None:
+def _log(log: LogStore, ids: list[str], version: int = 1) -> None:
     X = np.zeros((len(ids), 2))
     proba = np.tile([0.7, 0.3], (len(ids), 1))
-    write_rows(store, "m", version, 10.0, ids, X, proba)
+    log.write("m", version, 10.0, ids, X, proba)
 
 
-def test_bad_labels_are_refused_one_by_one(store: Engine) -> None:
-    _log(store, ["a", "b", "c", "d", "e", "7"])
+def test_bad_labels_are_refused_one_by_one(store: Engine, log_store: LogStore) -> None:
+    _log(log_store, ["a", "b", "c", "d", "e", "7"])
     outcomes = add_labels(
         store,
+        log_store,
         "m",
         [
             {"id": "a", "label": "True"},
@@ -54,32 +55,32 @@ def test_bad_labels_are_refused_one_by_one(store: Engine) -> None:
     assert read_labels(store, "m") == {"a": "True", "b": "False", "7": "True"}
     # A label is written once: the same item again is a duplicate, another model is unknown.
     again = add_labels(
-        store, "m", [{"id": "a", "label": "False"}], source="t", classes_of=CLASSES.__getitem__
+        store, log_store, "m", [{"id": "a", "label": "False"}], source="t", classes_of=CLASSES.__getitem__
     )
     assert again[0].code == "duplicate_label"
     other = add_labels(
-        store, "other", [{"id": "a", "label": "True"}], source="t", classes_of=CLASSES.__getitem__
+        store, log_store, "other", [{"id": "a", "label": "True"}], source="t", classes_of=CLASSES.__getitem__
     )
     assert other[0].code == "unknown_item"
     assert read_labels(store, "m")["a"] == "True"
 
 
-def test_the_version_that_scored_an_item_last_decides_its_classes(store: Engine) -> None:
-    _log(store, ["x"], version=1)
-    _log(store, ["x"], version=2)
+def test_the_version_that_scored_an_item_last_decides_its_classes(store: Engine, log_store: LogStore) -> None:
+    _log(log_store, ["x"], version=1)
+    _log(log_store, ["x"], version=2)
     seen: list[int] = []
 
     def classes_of(version: int) -> list[str]:
         seen.append(version)
         return ["low", "high"] if version == 2 else ["False", "True"]
 
-    out = add_labels(store, "m", [{"id": "x", "label": "high"}], source="t", classes_of=classes_of)
+    out = add_labels(store, log_store, "m", [{"id": "x", "label": "high"}], source="t", classes_of=classes_of)
     assert out[0].accepted and seen == [2]
 
 
-def test_many_labels_in_one_load(store: Engine) -> None:
+def test_many_labels_in_one_load(store: Engine, log_store: LogStore) -> None:
     ids = [str(k) for k in range(2500)]
-    _log(store, ids)
+    _log(log_store, ids)
     items = [{"id": i, "label": "True" if int(i) % 3 else "False"} for i in ids]
-    outcomes = add_labels(store, "m", items, source="bulk", classes_of=CLASSES.__getitem__)
+    outcomes = add_labels(store, log_store, "m", items, source="bulk", classes_of=CLASSES.__getitem__)
     assert all(o.accepted for o in outcomes) and len(read_labels(store, "m")) == 2500

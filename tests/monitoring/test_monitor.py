@@ -23,7 +23,7 @@ from tests.monitoring.conftest import DAY, PER_DAY, T0, classes_of, log_frame, t
 def test_the_drifted_features_are_flagged_in_the_drifted_windows_only(ws: Workspace) -> None:
     frame = traffic(8, drift_from=4)
     log_frame(ws, frame, frame["at"].to_numpy())
-    a = monitor.analyse(ws.engine, ws.registry, "damaging", since=T0, until=T0 + 8 * DAY, window="1d")
+    a = monitor.analyse(ws.engine, ws.log, ws.registry, "damaging", since=T0, until=T0 + 8 * DAY, window="1d")
     assert [w.window.n for w in a.windows] == [PER_DAY] * 8
     flagged = [w.drift.drifted_features for w in a.windows]
     assert flagged[:4] == [[]] * 4
@@ -42,7 +42,7 @@ def test_the_drifted_features_are_flagged_in_the_drifted_windows_only(ws: Worksp
     )
     assert all(c["window_start"].startswith("2026-01-07") for c in a.transitions if c["to"] == "alert")
     # Windows by count cut the same rows.
-    b = monitor.analyse(ws.engine, ws.registry, "damaging", window=PER_DAY)
+    b = monitor.analyse(ws.engine, ws.log, ws.registry, "damaging", window=PER_DAY)
     assert [w.drift.drifted_features for w in b.windows] == flagged
 
 
@@ -79,9 +79,10 @@ def test_labels_give_the_training_statistics_per_window(ws: Workspace) -> None:
         {"id": str(i), "label": str(v)} for i, v in zip(labelled["rev_id"], labelled["reverted"], strict=True)
     ]
     assert all(
-        o.accepted for o in add_labels(ws.engine, "damaging", items, source="t", classes_of=classes_of(ws))
+        o.accepted
+        for o in add_labels(ws.engine, ws.log, "damaging", items, source="t", classes_of=classes_of(ws))
     )
-    a = monitor.analyse(ws.engine, ws.registry, "damaging", since=T0, until=T0 + 3 * DAY, window="1d")
+    a = monitor.analyse(ws.engine, ws.log, ws.registry, "damaging", since=T0, until=T0 + 3 * DAY, window="1d")
     first = a.windows[0].performance
     assert first is not None and first["n"] == PER_DAY // 2
     # The same numbers evaluation.evaluate gives for those rows.
@@ -111,8 +112,8 @@ def test_concept_drift_is_dated_where_estimates_cannot_see_it(ws: Workspace) -> 
     flip = later & (np.random.default_rng(3).random(len(frame)) < 0.33)
     truth = np.where(flip, ~frame["reverted"], frame["reverted"])
     items = [{"id": str(i), "label": str(v)} for i, v in zip(frame["rev_id"], truth, strict=True)]
-    add_labels(ws.engine, "damaging", items, source="t", classes_of=classes_of(ws))
-    a = monitor.analyse(ws.engine, ws.registry, "damaging", since=T0, until=T0 + 6 * DAY, window="1d")
+    add_labels(ws.engine, ws.log, "damaging", items, source="t", classes_of=classes_of(ws))
+    a = monitor.analyse(ws.engine, ws.log, ws.registry, "damaging", since=T0, until=T0 + 6 * DAY, window="1d")
     adwin = [e for e in a.detections if e["detector"] == "adwin"]
     assert adwin and all(e["at"] >= T0 + 3 * DAY for e in adwin)
     assert adwin[0]["at"] < T0 + 4 * DAY and adwin[0]["error_rate_after"] > adwin[0]["error_rate_before"]
@@ -142,6 +143,6 @@ def test_review_campaign_labels_count_as_ground_truth(ws: Workspace, tmp_path: P
     gold = campaign_labels(ws.engine, "damaging")
     assert len(gold) == 40 and all(truth[i] == label for i, label in gold.items())
     a = monitor.analyse(
-        ws.engine, ws.registry, "damaging", since=T0, until=T0 + DAY, window="1d", extra_labels=gold
+        ws.engine, ws.log, ws.registry, "damaging", since=T0, until=T0 + DAY, window="1d", extra_labels=gold
     )
     assert a.labelled == 40 and a.windows[0].performance is not None and a.windows[0].performance["n"] == 40

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from assay.monitoring.log import logged_versions
 from assay.review import accounts
 from assay.serving import tokens
 from assay.settings import Settings
@@ -43,8 +42,11 @@ def home(trained_home: Path) -> Path:
 
 
 @pytest.fixture
-def client(home: Path) -> Iterator[AppClient]:
-    settings = Settings.load(home=home, environ={"ASSAY_MONITOR_INTERVAL_S": "0"})
+def client(home: Path, request: pytest.FixtureRequest) -> Iterator[AppClient]:
+    backend = getattr(request, "param", "store")  # the log's backend, when a test names it
+    settings = Settings.load(
+        home=home, environ={"ASSAY_MONITOR_INTERVAL_S": "0", "ASSAY_LOG_BACKEND": backend}
+    )
     with AppClient(create_app(settings)) as c:
         c.http.headers["authorization"] = f"Bearer {(home / 'token').read_text()}"
         yield c
@@ -55,14 +57,15 @@ def _flush(client: AppClient) -> None:
     assert log is not None and log.flush(10)
 
 
+@pytest.mark.parametrize("client", ["store", "parquet"], indirect=True)
 def test_scores_are_logged_and_labels_join_them(client: AppClient) -> None:
     items = _items(30)
     r = client.post("/v1/scores", json={"models": ["damaging"], "items": items})
     assert r.status_code == 200
     assert client.get("/v1/scores/damaging/nope").status_code == 404  # an unknown item: nothing to log
     _flush(client)
-    engine = client.app.state.workspace.engine  # type: ignore[attr-defined]
-    assert logged_versions(engine, "damaging") == {1: 30}
+    ws = client.app.state.workspace  # type: ignore[attr-defined]
+    assert ws.log.versions("damaging") == {1: 30}
     body = {
         "model": "damaging",
         "labels": [
@@ -84,7 +87,7 @@ def test_scores_are_logged_and_labels_join_them(client: AppClient) -> None:
         "unknown_item",
         "unknown_class",
     ]
-    with engine.connect() as conn:
+    with ws.engine.connect() as conn:
         assert conn.execute(sa.select(tables.monitor_labels.c.source).limit(1)).scalar() == "api:product"
 
 
@@ -116,6 +119,7 @@ def test_a_broken_log_never_fails_or_slows_a_score(client: AppClient) -> None:
             conn.execute(sa.text("ALTER TABLE prediction_log_gone RENAME TO prediction_log"))
 
 
+@pytest.mark.parametrize("client", ["store", "parquet"], indirect=True)
 def test_monitor_states_reach_the_api_and_prometheus(client: AppClient) -> None:
     items = _items(600, seed=2)
     for k in range(0, 600, 100):

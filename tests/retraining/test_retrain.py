@@ -23,7 +23,6 @@ from assay.modelling.comparison import spec_of
 from assay.modelling.spec_file import load_spec
 from assay.monitoring import alerts
 from assay.monitoring.labels import add_labels
-from assay.monitoring.log import write_rows
 from assay.retraining import runs
 from assay.retraining.retrain import Triggers, retrain, retrain_every
 from assay.retraining.snapshot import base_spec, take_snapshot
@@ -36,15 +35,13 @@ def serve(ws: Workspace, model: str, frame: pd.DataFrame) -> None:
     loaded = ws.registry.load(ws.registry.resolve(model))
     X = loaded.schema.encode_frame(frame, source="served")
     ids = frame["rev_id"].astype(str).tolist()
-    write_rows(
-        ws.engine, model, loaded.record.version, time.time(), ids, X, loaded.predictor.predict_proba(X)
-    )
+    ws.log.write(model, loaded.record.version, time.time(), ids, X, loaded.predictor.predict_proba(X))
 
 
 def label(ws: Workspace, model: str, ids: list[str], labels: list[str]) -> None:
     """Labels as ``POST /v1/labels`` stores them."""
     outcomes = add_labels(
-        ws.engine, model, [{"id": i, "label": v} for i, v in zip(ids, labels, strict=True)], source="api:test",
+        ws.engine, ws.log, model, [{"id": i, "label": v} for i, v in zip(ids, labels, strict=True)], source="api:test",
         classes_of=lambda v: ws.registry.load(ws.registry.get(model, v)).classes,
     )  # fmt: skip
     assert all(o.accepted for o in outcomes), [o for o in outcomes if not o.accepted][:3]
@@ -69,7 +66,12 @@ def test_labels_from_the_api_flow_into_the_challenger(served: tuple[Workspace, P
     label(ws, "damaging", held_out["rev_id"].astype(str).tolist(), as_labels(held_out["reverted"]))
     champion = ws.registry.resolve("damaging")
     snapshot = take_snapshot(
-        ws.engine, ws.registry, champion, base_spec(champion, spec_of(champion)), ws.settings.home / "s"
+        ws.engine,
+        ws.log,
+        ws.registry,
+        champion,
+        base_spec(champion, spec_of(champion)),
+        ws.settings.home / "s",
     )
     facts = snapshot.facts
     assert (facts["rows"], facts["api"], facts["added"], facts["relabelled"], facts["held_out"]) == (

@@ -31,7 +31,7 @@ def test_the_challenger_in_the_shadow_of_production(served: tuple[Workspace, Pat
     traffic = edits_frame(400, seed=12)
     traffic["rev_id"] += 70_000
     serve(ws, "damaging", traffic)
-    result = shadow(ws.registry, ws.engine, "damaging", resamples=200)
+    result = shadow(ws.registry, ws.engine, ws.log, "damaging", resamples=200)
     assert (result.champion, result.challenger, result.rows) == ("damaging@1", challenger.ref, 400)
     production, other = ws.registry.load(ws.registry.get("damaging", 1)), ws.registry.load(challenger)
     flagged_a = version_proba(production, traffic, source="t")[:, 1] >= 0.5
@@ -41,7 +41,7 @@ def test_the_challenger_in_the_shadow_of_production(served: tuple[Workspace, Pat
 
     labelled = traffic.iloc[:250]
     label(ws, "damaging", labelled["rev_id"].astype(str).tolist(), as_labels(labelled["reverted"]))
-    result = shadow(ws.registry, ws.engine, "damaging", resamples=200)
+    result = shadow(ws.registry, ws.engine, ws.log, "damaging", resamples=200)
     assert result.labelled_rows == 250 and result.labelled is not None and result.labelled.n == 250
     truth = labelled["reverted"].to_numpy()
     expected = roc_auc_score(truth, version_proba(production, labelled, source="t")[:, 1])
@@ -61,4 +61,4 @@ def test_a_challenger_needing_features_the_log_lacks_is_refused(served: tuple[Wo
     ws.registry.set_alias("damaging", "challenger", 1, actor="t", reason="", forced=False, gates=[])
     serve(ws, "damaging", edits_frame(50, seed=13))
     with pytest.raises(InvalidInput, match="needs features damaging@2's log lacks: "):
-        shadow(ws.registry, ws.engine, "damaging")
+        shadow(ws.registry, ws.engine, ws.log, "damaging")

@@ -464,7 +464,7 @@ def test_score_command_scores_a_file(trained_home: Path, tmp_path: Path) -> None
 
 
 def test_score_command_logs_its_scores_sampled_like_served_ones(trained_home: Path, tmp_path: Path) -> None:
-    from assay.monitoring.frames import frame_of
+    from assay.monitoring.logstore import frame_of
 
     copy = tmp_path / "home"
     shutil.copytree(trained_home, copy)
@@ -482,7 +482,7 @@ def test_score_command_logs_its_scores_sampled_like_served_ones(trained_home: Pa
     ws = Workspace.open(Settings.load(home=copy, environ={}))
     try:
         loaded = ws.registry.load(ws.registry.resolve("damaging"))
-        logged = frame_of(loaded, ws.engine, with_ids=True)
+        logged = frame_of(loaded, ws.log, with_ids=True)
     finally:
         ws.close()
     scored = pd.read_csv(tmp_path / "a.csv", dtype={"id": str})
@@ -494,7 +494,7 @@ def test_score_command_logs_its_scores_sampled_like_served_ones(trained_home: Pa
 
 
 def test_score_command_logs_a_folders_scores_sampled_like_a_files(trained_home: Path, tmp_path: Path) -> None:
-    from assay.monitoring.frames import frame_of
+    from assay.monitoring.logstore import frame_of
 
     copy, source = tmp_path / "home", tmp_path / "in"
     shutil.copytree(trained_home, copy)
@@ -517,7 +517,7 @@ def test_score_command_logs_a_folders_scores_sampled_like_a_files(trained_home: 
     ws = Workspace.open(Settings.load(home=copy, environ={}))
     try:
         loaded = ws.registry.load(ws.registry.resolve("damaging"))
-        logged = frame_of(loaded, ws.engine, with_ids=True)
+        logged = frame_of(loaded, ws.log, with_ids=True)
     finally:
         ws.close()
     assert 3000 + 1300 < len(logged) < 3000 + 1700  # all of the first run, about half of the last

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,8 +17,7 @@ import assay
 from assay.errors import ArtifactError, InvalidInput, NotFound
 from assay.modelling.spec import ModelSpec
 from assay.modelling.training import train
-from assay.monitoring.frames import read_log
-from assay.monitoring.log import write_rows
+from assay.monitoring.logstore import open_log_store
 from assay.registry.ensemble import read_sharded
 from assay.review.judgments import record_judgment
 from assay.serving.cache import MemoryCache, score_key
@@ -31,6 +31,7 @@ from tests.unlearning.conftest import training_ids
 
 
 def _forgetting(ws: Workspace, **kwargs) -> forgetting.Forgetting:
+    kwargs.setdefault("log", ws.log)
     return forgetting.Forgetting(engine=ws.engine, registry=ws.registry, **kwargs)
 
 
@@ -85,14 +86,16 @@ def test_the_audit_and_exclusion_list_keep_no_id(sharded_workspace):
     assert ExclusionList(ws.engine, "damaging").mask(np.array([ids[7], ids[8]])).tolist() == [True, False]
 
 
-def test_every_store_loses_the_items_rows_and_only_theirs(sharded_workspace):
+@pytest.mark.parametrize("backend", ["store", "parquet"])
+def test_every_store_loses_the_items_rows_and_only_theirs(sharded_workspace, backend):
     ws = sharded_workspace
+    log = open_log_store(dataclasses.replace(ws.settings, log_backend=backend), ws.engine)
     loaded = ws.registry.load(ws.registry.get("damaging", 1))
     test_frame = loaded  # the schema encodes rows for the log
     d, k = len(loaded.schema.features), len(loaded.classes)
     keep, gone = "keep-1", "gone-1"
-    write_rows(ws.engine, "damaging", 1, 1.0e9, [keep, gone, keep], np.zeros((3, d)), np.full((3, k), 0.5))
-    frame = read_log(ws.engine, "damaging", 1, width=(d, k), with_ids=True)
+    log.write("damaging", 1, 1.0e9, [keep, gone, keep], np.zeros((3, d)), np.full((3, k), 0.5))
+    frame = log.read("damaging", 1, width=(d, k), with_ids=True)
     assert frame.ids == [keep, gone, keep]
     features = {f.name: 1 for f in test_frame.schema.features}
     FeatureTable(ws.engine).load_records(
@@ -108,13 +111,13 @@ def test_every_store_loses_the_items_rows_and_only_theirs(sharded_workspace):
     cache = MemoryCache(100)
     cache.set_many({score_key("damaging", 1, gone): {"x": 1}, score_key("damaging", 1, keep): {"x": 1}})
 
-    request = forgetting.forget(_forgetting(ws, cache=cache), ["damaging"], [gone], actor="dpo")
+    request = forgetting.forget(_forgetting(ws, cache=cache, log=log), ["damaging"], [gone], actor="dpo")
     assert request.stores["damaging"] == {
         "campaign_items": 0, "labels": 0, "assignments": 0, "judgments": 1, "endorsements": 0,
         "feature_rows": 1, "monitor_labels": 1, "prediction_log": 1,
     }  # fmt: skip
     assert request.unknown == [] and request.versions == []  # in the stores, not in any training data
-    assert read_log(ws.engine, "damaging", 1, width=(d, k), with_ids=True).ids == [keep, keep]
+    assert log.read("damaging", 1, width=(d, k), with_ids=True).ids == [keep, keep]
     assert set(FeatureTable(ws.engine).lookup("damaging", [keep, gone])) == {keep}
     with ws.engine.connect() as conn:
         assert conn.execute(sa.select(tables.judgments.c.item_id)).scalars().all() == [keep]

@@ -132,7 +132,7 @@ def _shadow(ws: Workspace, first: str, second: str, since: str | None, resamples
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
     model = first.partition("@")[0]
-    result = shadow(ws.registry, ws.engine, model, champion_ref=first, challenger_ref=second, since=start,
+    result = shadow(ws.registry, ws.engine, ws.log, model, champion_ref=first, challenger_ref=second, since=start,
                     resamples=resamples)  # fmt: skip
     if as_json:
         click.echo(

@@ -21,7 +21,8 @@ from assay.cli import main, pass_workspace
 from assay.cli.review import labels_group
 from assay.engines.engine import ENGINES, open_engine
 from assay.errors import DataError, InvalidInput
-from assay.monitoring import alerts, frames, labels, log
+from assay.monitoring import alerts, frames, labels
+from assay.monitoring.logstore import frame_of
 from assay.registry.refs import parse_ref, version_number
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
@@ -66,7 +67,7 @@ def log_group() -> None:
 def log_export_command(ws: Workspace, model: str, output: str, since: str | None, until: str | None) -> None:
     """Write MODEL's logged scores (MODEL@3 for one version) with decoded features to a file."""
     name, which = parse_ref(model)
-    versions = sorted(log.logged_versions(ws.engine, name))
+    versions = sorted(ws.log.versions(name))
     if which is not None:
         number = version_number(which)
         number = number if number is not None else ws.registry.resolve(model).version
@@ -75,7 +76,7 @@ def log_export_command(ws: Workspace, model: str, output: str, since: str | None
     rows = []
     for version in versions:
         loaded = ws.registry.load(ws.registry.get(name, version))
-        frame = frames.frame_of(loaded, ws.engine, since=start, until=end, with_ids=True)
+        frame = frame_of(loaded, ws.log, since=start, until=end, with_ids=True)
         rows.append(frames.decoded(loaded, frame))
     n = frames.export_log(rows, Path(output))
     click.echo(
@@ -120,7 +121,7 @@ def log_import_command(
     classes = served.loaded.classes
     proba = scored[[f"probability_{c}" for c in classes]].to_numpy(dtype=float)
     X = served.loaded.schema.encode_frame(frame, source=path, strict=True)
-    n = log.write_rows(ws.engine, served.name, served.version, at, ids, X, proba)
+    n = ws.log.write(served.name, served.version, at, ids, X, proba)
     click.echo(f"logged {n} rows of {path} as {served.name}@{served.version}")
 
 
@@ -148,7 +149,7 @@ def log_stats_command(ws: Workspace) -> None:
     """Logged rows per model and version."""
     found = False
     for info in ws.registry.models():
-        for version, n in sorted(log.logged_versions(ws.engine, info.name).items()):
+        for version, n in sorted(ws.log.versions(info.name).items()):
             click.echo(f"{info.name}@{version}\t{n}")
             found = True
     if not found:
@@ -212,6 +213,7 @@ def monitor_report_command(
     name, _ = parse_ref(model)
     analysis = monitor.analyse(
         ws.engine,
+        ws.log,
         ws.registry,
         model,
         since=start,
@@ -239,7 +241,11 @@ def monitor_check_command(ws: Workspace, model: str | None) -> None:
     names = [model] if model else checks.watched_models(ws.registry)
     for name in names:
         result = checks.check(
-            ws.engine, ws.registry, name, extra_labels=partial(labels.campaign_labels, ws.engine, name)
+            ws.engine,
+            ws.log,
+            ws.registry,
+            name,
+            extra_labels=partial(labels.campaign_labels, ws.engine, name),
         )
         if result.skipped:
             click.echo(f"{name}: {result.skipped}")
@@ -323,7 +329,7 @@ def labels_load_command(
             examples.append(f"model {name!r}: unknown model")
             continue
         outcomes = labels.add_labels(
-            ws.engine, str(name), items, source=source, classes_of=_classes_of(ws, str(name))
+            ws.engine, ws.log, str(name), items, source=source, classes_of=_classes_of(ws, str(name))
         )
         for o in outcomes:
             if o.accepted:

@@ -213,7 +213,7 @@ def score_command(
 
     started = time.perf_counter()
     # The whole file may be queued at once: a batch has no request for the log to hold up.
-    log = open_log(ws.engine, ws.settings, queue_rows=2**62) if log_scores else None
+    log = open_log(ws.log, ws.settings, queue_rows=2**62) if log_scores else None
     scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0), prediction_log=log)
     try:
         frame = _read_input(scorer, model, input_path, header)
@@ -244,7 +244,7 @@ def _score_folder(
     keys: str,
     log_scores: bool,
 ) -> None:
-    from assay.monitoring.log import logged_versions, open_log
+    from assay.monitoring.log import open_log
     from assay.serving.batch import score_parquet
 
     settings = dataclasses.replace(ws.settings, engine=engine or ws.settings.engine)
@@ -253,7 +253,7 @@ def _score_folder(
     log = log_scores and settings.log_sample > 0
     try:
         served = scorer.model(model)
-        before = logged_versions(ws.engine, served.name).get(served.version, 0) if log else 0
+        before = ws.log.versions(served.name).get(served.version, 0) if log else 0
         used, rows = score_parquet(
             settings,
             scorer,
@@ -270,7 +270,7 @@ def _score_folder(
         scorer.close()
     _say_scored(rows, used, time.perf_counter() - started, str(dest))
     if log:  # the workers wrote them: counted in the store
-        logged = logged_versions(ws.engine, served.name).get(served.version, 0) - before
+        logged = ws.log.versions(served.name).get(served.version, 0) - before
         click.echo(f"logged {logged} rows of {used}", err=True)
 
 

@@ -36,6 +36,7 @@ def _forgetting(ws: Workspace) -> Forgetting:
     return Forgetting(
         engine=ws.engine,
         registry=ws.registry,
+        log=ws.log,
         cache=open_cache(ws.settings),
         legal_hold=ws.settings.legal_hold,
         campaign_labels=functools.partial(resolved_labels, ws.engine),

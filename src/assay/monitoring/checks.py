@@ -5,13 +5,14 @@ judges the windows of the production version that have closed since the model's 
 stored monitor states, and records every change of state as an event, in one transaction that also
 advances the cursor, so each window is judged once even with several workers checking at once.
 
-Labels come late, hours or weeks after the score. When labels were added since the last check
-(``monitor_labels`` ids past the cursor's ``labels_seen``), the label-driven monitors
-(``performance``, ``concept_drift``) are judged again over the last ``RELABEL_WINDOWS`` closed
-windows as well as the new ones, and their states are replayed from ``ok`` over those windows: a
-window's performance is what its labels say now, and an alert the late labels reveal (or clear)
-is an event at that check, once. Drift is not judged again (it does not depend on labels). Late
-labels re-judge time windows; count windows are judged once, when they fill.
+Labels come late, hours or weeks after the score. When labels changed since the last check (the
+model's ``label_mark`` differs from the cursor's ``labels_seen``: labels from the API or files,
+and review campaigns' labels, judgments and endorsements when the caller reads campaigns), the
+label-driven monitors (``performance``, ``concept_drift``) are judged again over the last
+``RELABEL_WINDOWS`` closed windows as well as the new ones, and their states are replayed from
+``ok`` over those windows: a window's performance is what its labels say now, and an alert the
+late labels reveal (or clear) is an event at that check, once. Drift is not judged again (it does
+not depend on labels). Count windows are counted back from the cursor as they were judged.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import NotFound
 from assay.monitoring import alerts
-from assay.monitoring.frames import LogFrame, frame_of, log_span
-from assay.monitoring.labels import latest_label, read_labels
+from assay.monitoring.labels import label_mark, read_labels
+from assay.monitoring.logstore import LogFrame, LogStore, frame_of
 from assay.monitoring.monitor import (
     Target,
     WindowResult,
@@ -79,6 +81,7 @@ class _Work:
 
 def check(
     engine: Engine,
+    log: LogStore,
     registry: Registry,
     model: str,
     *,
@@ -99,13 +102,13 @@ def check(
         return CheckResult(model, None, 0, [], skipped=exc.message)
     spec = WindowSpec.parse(t.config.window)
     cursor = _read_cursor(engine, model, spec)
-    mark = latest_label(engine, model)
-    relabel = spec.seconds is not None and cursor.position is not None and mark > cursor.labels_seen
-    reason = _nothing_due(engine, t, spec, cursor.position, now)
+    mark = label_mark(engine, model, campaigns=extra_labels is not None)
+    relabel = cursor.position is not None and mark != cursor.labels_seen
+    reason = _nothing_due(log, t, spec, cursor.position, now)
     if reason is not None and not relabel:
         return CheckResult(model, t.version, 0, [], skipped=reason)
     labels = {**(extra_labels() if extra_labels is not None else {}), **read_labels(engine, model)}
-    work = _read_windows(engine, t, spec, cursor.position, now, labels=labels, relabel=relabel)
+    work = _read_windows(log, t, spec, cursor.position, now, labels=labels, relabel=relabel)
     fresh = len(work.windows) - work.new_from
     if not fresh and not relabel:
         return CheckResult(model, t.version, 0, [], skipped=_NOTHING_CLOSED)
@@ -136,11 +139,11 @@ def _read_cursor(engine: Engine, model: str, spec: WindowSpec) -> _Cursor:
 
 
 def _nothing_due(
-    engine: Engine, t: Target, spec: WindowSpec, position: float | None, now: float
+    log: LogStore, t: Target, spec: WindowSpec, position: float | None, now: float
 ) -> str | None:
     """Why no window can have closed since ``position`` (known from the log's bounds), or None."""
     after = int(position) if position is not None and spec.rows else None
-    span = log_span(engine, t.model, t.version, after=after)
+    span = log.span(t.model, t.version, after=after)
     if span is None:
         return "nothing logged yet"
     if spec.seconds is not None:
@@ -154,7 +157,7 @@ def _aligned(at: float, seconds: float) -> float:
 
 
 def _read_windows(
-    engine: Engine,
+    log: LogStore,
     t: Target,
     spec: WindowSpec,
     position: float | None,
@@ -167,26 +170,66 @@ def _read_windows(
     ``RELABEL_WINDOWS`` before them, for late labels and the error stream's history."""
     with_ids = bool(labels)
     if spec.seconds is None:
-        frame = frame_of(
-            t.loaded, engine, after=int(position) if position is not None else None, with_ids=with_ids
-        )
-        windows = [w for w in count_windows(frame.at, spec.rows or 1) if w.closed]
-        new_position = float(frame.positions[: windows[-1].hi].max()) if windows else position
-        return _Work(frame, windows, 0, new_position)
+        return _read_counted(log, t, spec.rows or 1, position, with_ids=with_ids, relabel=relabel)
     seconds = spec.seconds
     if position is None:
-        span = log_span(engine, t.model, t.version)
+        span = log.span(t.model, t.version)
         start = _aligned(span[0], seconds) if span is not None else now
     else:
         start = position
     closed_until = max(start, start + math.floor((now - start) / seconds) * seconds)
     since = start - RELABEL_WINDOWS * seconds if position is not None and (labels or relabel) else start
-    frame = frame_of(t.loaded, engine, since=since, until=closed_until, with_ids=with_ids)
+    frame = frame_of(t.loaded, log, since=since, until=closed_until, with_ids=with_ids)
     if len(frame):  # no windows from before the log began
         since = min(start, max(since, _aligned(float(frame.at[0]), seconds)))
     windows = [w for w in time_windows(frame.at, seconds, since=since, until=closed_until) if w.closed]
     new_from = next((k for k, w in enumerate(windows) if w.start >= start), len(windows))
     return _Work(frame, windows, new_from, windows[-1].end if new_from < len(windows) else position)
+
+
+def _read_counted(
+    log: LogStore, t: Target, rows: int, position: float | None, *, with_ids: bool, relabel: bool
+) -> _Work:
+    """Count windows: the full ones after the cursor, and (labels arrived) the ``RELABEL_WINDOWS``
+    judged before it, counted back from the cursor as they were judged (each check's windows
+    start at the cursor and only full ones move it)."""
+    after = int(position) if position is not None else None
+    start = after
+    if relabel and after is not None:
+        start = log.start_before(t.model, t.version, after, RELABEL_WINDOWS * rows)
+    frame = frame_of(t.loaded, log, after=start, with_ids=with_ids)
+    judged = 0
+    if after is not None and start != after:
+        frame, judged = _judged_first(frame, after)
+    earlier = [
+        Window(float(frame.at[lo]), float(frame.at[lo + rows - 1]), lo, lo + rows, True)
+        for lo in range(judged % rows, judged, rows)
+    ][-RELABEL_WINDOWS:]
+    fresh = [
+        replace(w, lo=w.lo + judged, hi=w.hi + judged)
+        for w in count_windows(frame.at[judged:], rows)
+        if w.closed
+    ]
+    new_position = float(frame.positions[judged : fresh[-1].hi].max()) if fresh else position
+    return _Work(frame, earlier + fresh, len(earlier), new_position)
+
+
+def _judged_first(frame: LogFrame, after: int) -> tuple[LogFrame, int]:
+    """``frame`` with the rows at or before position ``after`` first (each part in time order),
+    and how many those are."""
+    judged = frame.positions <= after
+    order = np.concatenate([np.flatnonzero(judged), np.flatnonzero(~judged)])
+    ids = [frame.ids[i] for i in order.tolist()] if frame.ids is not None else None
+    reordered = LogFrame(
+        frame.model,
+        frame.version,
+        frame.positions[order],
+        frame.at[order],
+        frame.X[order],
+        frame.proba[order],
+        ids,
+    )
+    return reordered, int(judged.sum())
 
 
 def _advance(

@@ -10,6 +10,7 @@ beside these (``read_labels`` merges nothing itself).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import InvalidInput
+from assay.monitoring.logstore import LogStore
 from assay.serving.features import MAX_ID_LENGTH
 from assay.store import db, tables
 
@@ -68,6 +70,7 @@ def _as_class(value: Any, classes: Sequence[str]) -> str | None:
 
 def add_labels(
     engine: Engine,
+    log: LogStore,
     model: str,
     items: Sequence[Any],
     *,
@@ -80,7 +83,8 @@ def add_labels(
     an item that version scored must be one of).
     """
     outcomes, wanted = _parse(items)
-    versions, existing = _known(engine, model, list(wanted))
+    versions = log.last_versions(model, list(wanted))
+    existing = _labelled(engine, model, list(wanted))
     rows: list[dict[str, Any]] = []
     now = db.now()
     class_cache: dict[int, Sequence[str]] = {}
@@ -141,41 +145,20 @@ def _parse(items: Sequence[Any]) -> tuple[dict[int, Outcome], dict[str, tuple[in
     return outcomes, wanted
 
 
-def _known(engine: Engine, model: str, ids: list[str]) -> tuple[dict[str, int], set[str]]:
-    """Which version last scored each of ``ids`` (logged ones only), and which already have a label."""
-    versions: dict[str, int] = {}
+def _labelled(engine: Engine, model: str, ids: list[str]) -> set[str]:
+    """Which of ``ids`` already have a label."""
+    labels = tables.monitor_labels
     existing: set[str] = set()
-    chunks, logged, labels = tables.prediction_log, tables.prediction_items, tables.monitor_labels
     with engine.connect() as conn:
-        # Item rows of pruned chunks may linger until purged: only chunks still kept count.
-        oldest = conn.execute(sa.select(sa.func.min(chunks.c.id)).where(chunks.c.model == model)).scalar()
         for lo in range(0, len(ids), _CHUNK):
-            chunk = ids[lo : lo + _CHUNK]
-            if oldest is not None:
-                # The version that scored the item last decides its classes.
-                latest = (
-                    sa.select(logged.c.item_id, sa.func.max(logged.c.chunk_id).label("last"))
-                    .where(logged.c.model == model, logged.c.item_id.in_(chunk), logged.c.chunk_id >= oldest)
-                    .group_by(logged.c.item_id)
-                    .subquery()
-                )
-                found = conn.execute(
-                    sa.select(logged.c.item_id, logged.c.version).join(
-                        latest,
-                        sa.and_(
-                            logged.c.model == model,
-                            logged.c.item_id == latest.c.item_id,
-                            logged.c.chunk_id == latest.c.last,
-                        ),
-                    )
-                )
-                versions.update((item_id, int(version)) for item_id, version in found)
             existing.update(
                 conn.execute(
-                    sa.select(labels.c.item_id).where(labels.c.model == model, labels.c.item_id.in_(chunk))
+                    sa.select(labels.c.item_id).where(
+                        labels.c.model == model, labels.c.item_id.in_(ids[lo : lo + _CHUNK])
+                    )
                 ).scalars()
             )
-    return versions, existing
+    return existing
 
 
 def _insert_new(
@@ -233,12 +216,46 @@ def read_labels(engine: Engine, model: str) -> dict[str, str]:
         )
 
 
-def latest_label(engine: Engine, model: str) -> int:
-    """The id of ``model``'s newest label (0 without any): labels past a mark arrived after it."""
+def label_mark(engine: Engine, model: str, *, campaigns: bool) -> int:
+    """A number that changes whenever ``model``'s labels may have (0 without any): labels added
+    or taken back over the API or from files and, with ``campaigns``, its review campaigns'
+    labels given, changed or taken back, judgments and endorsements recorded, campaigns created.
+    Cheap (a few aggregates), so that a check can tell whether labels arrived before reading them."""
     table = tables.monitor_labels
+    facts: list[Any] = []
     with engine.connect() as conn:
-        latest = conn.execute(sa.select(sa.func.max(table.c.id)).where(table.c.model == model)).scalar()
-    return int(latest or 0)
+        facts.append(
+            conn.execute(
+                sa.select(sa.func.count(), sa.func.max(table.c.id)).where(table.c.model == model)
+            ).one()
+        )
+        if campaigns:
+            facts += _campaign_facts(conn, model)
+    if not any(row[0] for row in facts):
+        return 0
+    return zlib.crc32(repr([tuple(row) for row in facts]).encode()) & 0x3FFFFFFF or 1
+
+
+def _campaign_facts(conn: Connection, model: str) -> list[Any]:
+    campaigns, votes, judgments, endorsements = (
+        tables.campaigns,
+        tables.labels,
+        tables.judgments,
+        tables.endorsements,
+    )
+    ours = sa.select(campaigns.c.id).where(campaigns.c.model == model).scalar_subquery()
+    judged = sa.select(judgments.c.id).where(judgments.c.model == model).scalar_subquery()
+    queries = [
+        sa.select(sa.func.count(), sa.func.max(campaigns.c.id)).where(campaigns.c.model == model),
+        sa.select(sa.func.count(), sa.func.max(votes.c.id), sa.func.max(votes.c.updated_at)).where(
+            votes.c.campaign_id.in_(ours)
+        ),
+        sa.select(sa.func.count(), sa.func.max(judgments.c.id)).where(judgments.c.model == model),
+        sa.select(sa.func.count(), sa.func.max(endorsements.c.id)).where(
+            endorsements.c.judgment_id.in_(judged)
+        ),
+    ]
+    return [conn.execute(q).one() for q in queries]
 
 
 def forget_labels(conn: Connection, model: str, item_ids: Sequence[str]) -> int:

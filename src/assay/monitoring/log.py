@@ -1,21 +1,17 @@
-"""The prediction log: every score the server computes, kept in the store for monitoring.
+"""The prediction log's writer and its exports: every score the server computes, kept for monitoring.
 
 ``PredictionLog`` is the sink the scorer hands each scored batch to. It never blocks and never
 fails a score: ``record`` samples (``sample``), appends the batch's arrays, untouched, to an
-in-memory queue bounded in rows, and returns; a background thread writes what is queued in
-batches a few times a second. A full queue or a store that refuses the write (disk full,
-database down) drops rows, counted by reason (``dropped``, and the ``on_drop`` callback the
-server turns into a Prometheus counter). Storage is bounded too: rows older than the retention
-and the oldest rows beyond ``max_rows`` per model are deleted as the writer goes.
+in-memory queue bounded in rows, and returns; a background thread writes what is queued to the
+log store (``monitoring/logstore.py``: the store's tables or Parquet files) every
+``flush_interval_s`` of the store, or as soon as a chunk's worth is queued. A full queue or a
+store that refuses the write (disk full, database down) drops rows, counted by reason
+(``dropped``, and the ``on_drop`` callback the server turns into a Prometheus counter). Storage
+is bounded too: rows older than the retention and the oldest rows beyond ``max_rows`` per model
+are deleted as the writer goes.
 
-Rows are kept in chunks, as the writer wrote them (at most ``CHUNK_ROWS``): each chunk packs its
-rows' times, encoded feature rows and class probabilities as float64 in one blob (the version's
-schema says how many of each), and its item ids as a JSON list; ``prediction_items`` says which
-chunk holds each item's score, for labels. Reading a million rows back is a few dozen blobs, one
-join and one ``numpy.frombuffer`` (``read_log``): a row each would have the driver build millions
-of Python objects, and that, not the statistics, is what a drift check would spend its time on
-(reading is ``monitoring.frames``). ``write_rows`` is the synchronous writer ``assay log import``
-and tests use.
+Reading rows back is the log store's (``LogStore.read``); ``monitoring.frames`` decodes and
+exports them.
 """
 
 from __future__ import annotations
@@ -29,83 +25,15 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 import numpy as np
-import orjson
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import InvalidInput
+from assay.monitoring.logstore import CHUNK_ROWS, LogStore
 from assay.settings import Settings
-from assay.store import tables
 
 log = logging.getLogger(__name__)
 
-CHUNK_ROWS = 65_536  # rows per chunk at most (positions are chunk id * CHUNK_ROWS + index)
-_ITEMS_PER_CALL = 1024
 _PRUNE_EVERY_S = 60.0
-DTYPE = np.dtype("<f8")  # every number a chunk packs (monitoring.frames reads them back)
 DropCallback = Callable[[str, int], None]
-
-
-def write_rows(
-    engine: Engine,
-    model: str,
-    version: int,
-    at: np.ndarray | float,
-    ids: Sequence[str | None] | None,
-    X: np.ndarray,
-    proba: np.ndarray,
-) -> int:
-    """Insert rows now, as chunks of at most ``CHUNK_ROWS`` (one transaction); returns how many."""
-    n = len(X)
-    if not n:
-        return 0
-    times = np.broadcast_to(np.asarray(at, dtype=np.float64), (n,))
-    packed = np.ascontiguousarray(np.column_stack([times, X, proba]), dtype=DTYPE)
-    item_ids = list(ids) if ids is not None else None
-    # An item scored twice in one chunk has one row: the chunk is what a label joins through.
-    if engine.dialect.paramstyle == "qmark":
-        add_items = (
-            "INSERT OR IGNORE INTO prediction_items (model, item_id, chunk_id, version) VALUES (?, ?, ?, ?)"
-        )
-    else:
-        add_items = (
-            "INSERT INTO prediction_items (model, item_id, chunk_id, version) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT DO NOTHING"
-        )
-    with engine.begin() as conn:
-        for lo in range(0, n, CHUNK_ROWS):
-            hi = min(lo + CHUNK_ROWS, n)
-            chunk_ids = item_ids[lo:hi] if item_ids is not None else None
-            if chunk_ids is not None and all(i is None for i in chunk_ids):
-                chunk_ids = None
-            key = conn.execute(
-                sa.insert(tables.prediction_log).values(
-                    model=model,
-                    version=version,
-                    at_min=float(times[lo:hi].min()),
-                    at_max=float(times[lo:hi].max()),
-                    n=hi - lo,
-                    data=packed[lo:hi].tobytes(),
-                    ids=orjson.dumps(chunk_ids).decode() if chunk_ids is not None else None,
-                )
-            ).inserted_primary_key
-            assert key is not None
-            chunk = key[0]
-            if chunk_ids is not None:
-                # The driver's own executemany with plain tuples: a SQLAlchemy parameter dict per
-                # row would cost several times the insert itself.
-                # One row per item and chunk: an item scored again and again (a product polling
-                # one id) costs one insert, not one per score.
-                present = [i for i in dict.fromkeys(chunk_ids) if i is not None]
-                for start in range(0, len(present), _ITEMS_PER_CALL):
-                    part = present[start : start + _ITEMS_PER_CALL]
-                    conn.exec_driver_sql(
-                        add_items, list(zip(repeat(model), part, repeat(chunk), repeat(version)))
-                    )
-                    # Hand the interpreter back between slices: beside a server, a long run of
-                    # binding parameters would hold its event loop up.
-                    time.sleep(0)
-    return n
 
 
 @dataclass
@@ -125,24 +53,24 @@ class PredictionLog:
 
     def __init__(
         self,
-        engine: Engine,
+        store: LogStore,
         *,
         sample: float = 1.0,
         queue_rows: int = 100_000,
         max_rows: int = 10_000_000,
         retention_s: float = 90 * 86400.0,
-        flush_interval_s: float = 1.0,
+        flush_interval_s: float | None = None,
         on_drop: DropCallback | None = None,
         on_write: Callable[[int], None] | None = None,
     ) -> None:
         if not 0.0 <= sample <= 1.0:
             raise InvalidInput(f"the log's sample rate must be from 0 to 1; got {sample}", field="log_sample")
-        self.engine = engine
+        self.store = store
         self.sample = sample
         self.queue_rows = queue_rows
         self.max_rows = max_rows
         self.retention_s = retention_s
-        self.flush_interval_s = flush_interval_s
+        self.flush_interval_s = store.flush_interval_s if flush_interval_s is None else flush_interval_s
         self.on_drop = on_drop
         self.on_write = on_write
         self.written = 0
@@ -200,6 +128,8 @@ class PredictionLog:
                 q.X.append(X)
                 q.proba.append(proba)
                 q.ids.extend(repeat(None, n) if ids is None else ids)
+                if self._queued >= CHUNK_ROWS:
+                    self._wake.set()  # a chunk's worth: write it now rather than at the interval
         if full:
             self._drop("queue_full", n)
 
@@ -224,7 +154,7 @@ class PredictionLog:
             if time.monotonic() - self._last_prune >= _PRUNE_EVERY_S:
                 self._last_prune = time.monotonic()
                 try:
-                    prune(self.engine, max_rows=self.max_rows, retention_s=self.retention_s)
+                    self.store.prune(max_rows=self.max_rows, retention_s=self.retention_s)
                 except Exception as exc:
                     log.warning("pruning the prediction log failed: %r", exc)
 
@@ -248,8 +178,7 @@ class PredictionLog:
                 n = sum(sizes[k] for k in batches)
                 whole = len(batches) == len(sizes)
                 try:
-                    write_rows(
-                        self.engine,
+                    self.store.write(
                         model,
                         version,
                         np.repeat(
@@ -295,7 +224,7 @@ class PredictionLog:
 
 
 def open_log(
-    engine: Engine,
+    store: LogStore,
     settings: Settings,
     *,
     on_drop: DropCallback | None = None,
@@ -309,7 +238,7 @@ def open_log(
     if settings.log_sample <= 0:
         return None
     return PredictionLog(
-        engine,
+        store,
         sample=settings.log_sample,
         queue_rows=queue_rows if queue_rows is not None else settings.log_queue_rows,
         max_rows=settings.log_max_rows,
@@ -317,119 +246,3 @@ def open_log(
         on_drop=on_drop,
         on_write=on_write,
     )
-
-
-def prune(engine: Engine, *, max_rows: int, retention_s: float, now: float | None = None) -> int:
-    """Delete chunks past the retention, then each model's oldest chunks beyond ``max_rows`` rows,
-    and the item rows of the chunks gone; returns the rows deleted. Whole chunks go: a model keeps
-    at most one chunk more than the cap."""
-    chunks = tables.prediction_log
-    now = time.time() if now is None else now
-    doomed: list[tuple[int, int]] = []  # (chunk id, rows)
-    with engine.connect() as conn:
-        if retention_s > 0:
-            doomed += conn.execute(
-                sa.select(chunks.c.id, chunks.c.n).where(chunks.c.at_max < now - retention_s)
-            ).all()
-        if max_rows > 0:
-            gone = {c for c, _ in doomed}
-            for (model,) in conn.execute(sa.select(chunks.c.model).distinct()).all():
-                kept = 0
-                for chunk, n in conn.execute(
-                    sa.select(chunks.c.id, chunks.c.n)
-                    .where(chunks.c.model == model)
-                    .order_by(chunks.c.id.desc())
-                ):
-                    if chunk in gone:
-                        continue
-                    if kept >= max_rows:
-                        doomed.append((chunk, n))
-                    kept += n
-    if not doomed:
-        return 0
-    ids = [c for c, _ in doomed]
-    with engine.begin() as conn:
-        for lo in range(0, len(ids), 900):
-            conn.execute(sa.delete(chunks).where(chunks.c.id.in_(ids[lo : lo + 900])))
-    purge_items(engine)
-    return sum(n for _, n in doomed)
-
-
-def purge_items(engine: Engine) -> int:
-    """Delete the item rows whose chunks are gone (chunks go oldest first: those below a model's
-    oldest chunk); returns how many."""
-    chunks, items = tables.prediction_log, tables.prediction_items
-    deleted = 0
-    with engine.begin() as conn:
-        oldest = dict(
-            conn.execute(sa.select(chunks.c.model, sa.func.min(chunks.c.id)).group_by(chunks.c.model)).all()
-        )
-        for (model,) in conn.execute(sa.select(items.c.model).distinct()).all():
-            stale = sa.delete(items).where(items.c.model == model)
-            if model in oldest:
-                stale = stale.where(items.c.chunk_id < oldest[model])
-            deleted += conn.execute(stale).rowcount or 0
-    return deleted
-
-
-def forget_items(conn: Connection, model: str, item_ids: Sequence[str]) -> int:
-    """Remove every logged row of ``item_ids`` under ``model`` (a deletion request), in the
-    caller's transaction: each chunk that holds one is rewritten without it (or deleted when
-    nothing is left), and the items' rows go. Returns the logged rows removed.
-
-    Rows after a removed one in its chunk move up a place, so a count-window cursor inside
-    that chunk may judge a few rows twice or skip them once.
-    """
-    chunks, items = tables.prediction_log, tables.prediction_items
-    ids = list(dict.fromkeys(item_ids))
-    wanted = set(ids)
-    holding: set[int] = set()
-    for lo in range(0, len(ids), 500):
-        part = ids[lo : lo + 500]
-        holding.update(
-            conn.execute(
-                sa.select(items.c.chunk_id).where(items.c.model == model, items.c.item_id.in_(part))
-            ).scalars()
-        )
-        conn.execute(sa.delete(items).where(items.c.model == model, items.c.item_id.in_(part)))
-    removed = 0
-    for chunk in sorted(holding):
-        row = conn.execute(
-            sa.select(chunks.c.n, chunks.c.data, chunks.c.ids).where(chunks.c.id == chunk)
-        ).first()
-        if row is None or row.ids is None:
-            continue
-        logged = orjson.loads(row.ids)
-        keep = np.fromiter((i not in wanted for i in logged), dtype=bool, count=len(logged))
-        removed += int((~keep).sum())
-        if not keep.any():
-            conn.execute(sa.delete(chunks).where(chunks.c.id == chunk))
-        elif not keep.all():
-            matrix = np.frombuffer(row.data, dtype=DTYPE).reshape(row.n, -1)[keep]
-            conn.execute(
-                sa.update(chunks)
-                .where(chunks.c.id == chunk)
-                .values(
-                    n=int(keep.sum()),
-                    data=np.ascontiguousarray(matrix).tobytes(),
-                    ids=orjson.dumps([i for i, k in zip(logged, keep, strict=True) if k]).decode(),
-                    at_min=float(matrix[:, 0].min()),
-                    at_max=float(matrix[:, 0].max()),
-                )
-            )
-    return removed
-
-
-# --- reading -----------------------------------------------------------------------------
-
-
-def logged_versions(engine: Engine, model: str) -> dict[int, int]:
-    """Version -> logged rows of a model."""
-    table = tables.prediction_log
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(table.c.version, sa.func.sum(table.c.n))
-            .where(table.c.model == model)
-            .group_by(table.c.version)
-        ).all()
-    return {int(v): int(n) for v, n in rows}

@@ -35,8 +35,8 @@ from assay.modelling.profile import PROFILE_JSON, Profile, output_matrix
 from assay.modelling.spec import MonitoringSpec
 from assay.monitoring import alerts, detectors, performance
 from assay.monitoring.drift import WindowDrift, window_drift
-from assay.monitoring.frames import LogFrame, frame_of
 from assay.monitoring.labels import read_labels
+from assay.monitoring.logstore import LogFrame, LogStore, frame_of
 from assay.monitoring.windows import Window, WindowSpec, count_windows, time_windows
 from assay.registry.loaded import LoadedModel
 from assay.registry.versions import Registry
@@ -361,6 +361,7 @@ def _windows(spec: WindowSpec, frame: LogFrame, *, since: float | None, until: f
 
 def analyse(
     engine: Engine,
+    log: LogStore,
     registry: Registry,
     ref: str,
     *,
@@ -377,7 +378,7 @@ def analyse(
     spec = WindowSpec.parse(window if window is not None else t.config.window)
     until = time.time() if until is None else until
     labels = {**(extra_labels or {}), **read_labels(engine, t.model)}
-    frame = frame_of(t.loaded, engine, since=since, until=until, with_ids=bool(labels))
+    frame = frame_of(t.loaded, log, since=since, until=until, with_ids=bool(labels))
     windows = _windows(spec, frame, since=since, until=until)
     detections = error_events(t, frame, labels)
     results = judge(t, frame, windows, labels, with_psi=with_psi, detections=detections, work=work)

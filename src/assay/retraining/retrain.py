@@ -114,7 +114,7 @@ def _run(
     snapshot: Snapshot | None = None
     try:
         spec = base_spec(champion, spec_of(champion))
-        snapshot = take_snapshot(ws.engine, ws.registry, champion, spec, folder)
+        snapshot = take_snapshot(ws.engine, ws.log, ws.registry, champion, spec, folder)
         say(_describe(snapshot))
         _refuse_unusable(ws, champion, spec, snapshot)
         trained = snapshot.spec_for(spec)

@@ -18,8 +18,9 @@ from sqlalchemy.engine import Engine
 
 from assay.errors import InvalidInput
 from assay.modelling.comparison import Comparison, Rows, compare_versions, version_proba
-from assay.monitoring.frames import decoded, frame_of
+from assay.monitoring.frames import decoded
 from assay.monitoring.labels import campaign_labels, read_labels
+from assay.monitoring.logstore import LogStore, frame_of
 from assay.registry.loaded import LoadedModel
 from assay.registry.versions import Registry
 
@@ -55,6 +56,7 @@ class Shadow:
 def shadow(
     registry: Registry,
     engine: Engine,
+    log: LogStore,
     model: str,
     *,
     champion_ref: str | None = None,
@@ -67,8 +69,8 @@ def shadow(
     ``since``), and compare both on those that have labels."""
     champion = registry.load(registry.resolve(champion_ref or model))
     challenger = registry.load(registry.resolve(challenger_ref or f"{model}@{CHALLENGER_ALIAS}"))
-    log = frame_of(champion, engine, since=since, with_ids=True)
-    rows = decoded(champion, log).iloc[-max_rows:].reset_index(drop=True)
+    logged = frame_of(champion, log, since=since, with_ids=True)
+    rows = decoded(champion, logged).iloc[-max_rows:].reset_index(drop=True)
     lacking = [n for n in challenger.schema.names if n not in rows.columns]
     if lacking:
         raise InvalidInput(
@@ -78,7 +80,7 @@ def shadow(
     agreement = None
     if len(rows):
         proba = version_proba(challenger, rows, source="the prediction log")
-        served = _decided(champion, log.proba[-max_rows:], champion.classes)
+        served = _decided(champion, logged.proba[-max_rows:], champion.classes)
         shadowed = _decided(challenger, _aligned(challenger, champion, proba), champion.classes)
         agreement = float(np.mean(served == shadowed))
     labels = {**campaign_labels(engine, model), **read_labels(engine, model)}

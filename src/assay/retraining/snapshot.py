@@ -23,9 +23,9 @@ from sqlalchemy.engine import Engine
 
 from assay.modelling.datasets import read_labelled
 from assay.modelling.spec import ModelSpec
-from assay.monitoring.frames import decoded, frame_of
+from assay.monitoring.frames import decoded
 from assay.monitoring.labels import read_labels
-from assay.monitoring.log import logged_versions
+from assay.monitoring.logstore import LogStore, frame_of
 from assay.registry.contracts import LabelSnapshot, VersionRecord
 from assay.registry.versions import Registry
 from assay.review.campaigns import list_campaigns
@@ -83,7 +83,7 @@ def count_later_labels(engine: Engine, model: str, skip_campaign: str | None) ->
 
 
 def take_snapshot(
-    engine: Engine, registry: Registry, champion: VersionRecord, spec: ModelSpec, folder: Path
+    engine: Engine, log: LogStore, registry: Registry, champion: VersionRecord, spec: ModelSpec, folder: Path
 ) -> Snapshot:
     """Read ``spec``'s data as it is now, fold the later labels in, and write the rows to ``folder``."""
     d = spec.data
@@ -99,7 +99,7 @@ def take_snapshot(
     relabelled = int((frame.loc[known, d.label].astype(str) != new_labels).sum())
     frame.loc[known, d.label] = new_labels
     missing = sorted(set(usable) - set(ids))
-    added = _logged_rows(engine, registry, spec.name, missing, frame.columns, d.id)
+    added = _logged_rows(log, registry, spec.name, missing, frame.columns, d.id)
     if not added.empty:
         added[d.label] = added[d.id].map(usable)
         frame = pd.concat([frame, added], ignore_index=True)
@@ -130,16 +130,16 @@ def take_snapshot(
 
 
 def _logged_rows(
-    engine: Engine, registry: Registry, model: str, wanted: list[str], columns: pd.Index, id_column: str
+    log: LogStore, registry: Registry, model: str, wanted: list[str], columns: pd.Index, id_column: str
 ) -> pd.DataFrame:
     """The raw feature values of ``wanted`` items as the model last scored them (any version)."""
     if not wanted:
         return pd.DataFrame(columns=columns)
     want = set(wanted)
     found: list[pd.DataFrame] = []
-    for version in sorted(logged_versions(engine, model)):
+    for version in sorted(log.versions(model)):
         loaded = registry.load(registry.get(model, version))
-        rows = decoded(loaded, frame_of(loaded, engine, with_ids=True))
+        rows = decoded(loaded, frame_of(loaded, log, with_ids=True))
         found.append(rows[rows["id"].isin(want)])
     if not found:
         return pd.DataFrame(columns=columns)

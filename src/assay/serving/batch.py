@@ -61,7 +61,7 @@ class FrameScoring:
 
         self.workspace = Workspace.open(settings)
         # A whole batch is queued at once: nothing waits on the log but the batch itself.
-        self.log = log(self.workspace.engine, settings, queue_rows=2**62) if log is not None else None
+        self.log = log(self.workspace.log, settings, queue_rows=2**62) if log is not None else None
         features = FeatureTable(self.workspace.engine)
         self.scorer = Scorer(self.workspace.registry, features, MemoryCache(0), prediction_log=self.log)
         self.ref, self.id_column, self.keys = ref, id_column, keys

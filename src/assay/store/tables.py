@@ -394,7 +394,7 @@ monitor_cursors = sa.Table(
     sa.Column("model", sa.String(200), primary_key=True),
     sa.Column("kind", sa.String(10), nullable=False),  # time | count
     sa.Column("position", sa.Float, nullable=False),  # a window end (time) or the last log row id (count)
-    sa.Column("labels_seen", sa.Integer, nullable=True),  # the newest monitor_labels id judged with
+    sa.Column("labels_seen", sa.Integer, nullable=True),  # the labels' mark judged with (label_mark)
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 

@@ -43,7 +43,7 @@ from assay.modelling.publication import Refitted, plain_refit, reference_row, re
 from assay.modelling.selection import CandidateResult, compare
 from assay.modelling.spec import ModelSpec
 from assay.monitoring.labels import forget_labels
-from assay.monitoring.log import forget_items as forget_logged
+from assay.monitoring.logstore import LogStore
 from assay.registry.artifacts import load_model, save_model
 from assay.registry.contracts import VersionRecord
 from assay.registry.ensemble import is_sharded, read_sharded
@@ -66,6 +66,7 @@ class Forgetting:
 
     engine: sa.engine.Engine
     registry: Registry
+    log: LogStore  # the prediction log's rows (the log_backend setting)
     cache: ScoreCache | None = None
     legal_hold: bool = False
     campaign_labels: CampaignLabels | None = None
@@ -107,7 +108,7 @@ def record(f: Forgetting, models: Sequence[str], ids: Sequence[Any], *, actor: s
     found = {i for h in holdings.values() for v in h for i in v.train | v.test}
     files = _files(holdings)
     with f.engine.begin() as conn:
-        found |= _in_stores(conn, models, ids)
+        found |= _in_stores(conn, models, ids) | f.log.holding(models, ids)
         request_id = requests.open_request(
             conn,
             actor=actor,
@@ -119,7 +120,7 @@ def record(f: Forgetting, models: Sequence[str], ids: Sequence[Any], *, actor: s
         stores, plan = {}, []
         for model in models:
             exclusions.add(conn, model, exclusions.id_hashes(key, ids), request_id)
-            stores[model] = _delete_everywhere(conn, model, ids)
+            stores[model] = _delete_everywhere(conn, f.log, model, ids)
             for held in holdings[model]:
                 aliases = f.registry.retire(conn, model, held.record.version, request_id=request_id)
                 plan.append(_plan_entry(held, aliases))
@@ -244,9 +245,9 @@ def _files(holdings: dict[str, list[_Holding]]) -> list[dict[str, Any]]:
 
 
 def _in_stores(conn: sa.Connection, models: Sequence[str], ids: list[str]) -> set[str]:
-    """The ids any store holds under ``models``."""
+    """The ids any store's table holds under ``models`` (the prediction log is asked apart)."""
     found: set[str] = set()
-    holders = (tables.feature_rows, tables.prediction_items, tables.monitor_labels, tables.judgments)
+    holders = (tables.feature_rows, tables.monitor_labels, tables.judgments)
     items, campaigns = tables.campaign_items, tables.campaigns
     for lo in range(0, len(ids), 500):
         part = ids[lo : lo + 500]
@@ -265,13 +266,15 @@ def _in_stores(conn: sa.Connection, models: Sequence[str], ids: list[str]) -> se
 # --- step 2: the stores -----------------------------------------------------------------
 
 
-def _delete_everywhere(conn: sa.Connection, model: str, ids: list[str]) -> dict[str, int]:
-    """Delete ``ids``' rows from every store of ``model`` in the caller's transaction."""
+def _delete_everywhere(conn: sa.Connection, log: LogStore, model: str, ids: list[str]) -> dict[str, int]:
+    """Delete ``ids``' rows from every store of ``model`` in the caller's transaction (the
+    prediction log's files, when it is kept in files, at once: a rolled-back request has
+    forgotten them from there already, which a retry does again harmlessly)."""
     return {
         **forget_review_items(conn, ids, model=model),
         "feature_rows": delete_rows(conn, model, ids),
         "monitor_labels": forget_labels(conn, model, ids),
-        "prediction_log": forget_logged(conn, model, ids),
+        "prediction_log": log.forget(conn, model, ids),
     }
 
 

@@ -129,7 +129,7 @@ class Watch:
             series.webhooks,
         )
         self.log: PredictionLog | None = open_log(
-            workspace.engine,
+            workspace.log,
             settings,
             on_drop=lambda reason, n: self.dropped.labels(reason).inc(n),
             on_write=self.written.inc,
@@ -160,6 +160,7 @@ class Watch:
                 results.append(
                     checks.check(
                         ws.engine,
+                        ws.log,
                         ws.registry,
                         name,
                         now=now,
@@ -203,7 +204,12 @@ async def post_labels(request: Request) -> Response:
             return list(registry.card(registry.get(model, version))["classes"])
 
         return labels.add_labels(
-            svc.workspace.engine, model, items, source=f"api:{token.name}"[:300], classes_of=classes_of
+            svc.workspace.engine,
+            svc.workspace.log,
+            model,
+            items,
+            source=f"api:{token.name}"[:300],
+            classes_of=classes_of,
         )
 
     outcomes = await in_thread(add, timeout_s=svc.settings.scoring_timeout_s)
@@ -248,6 +254,7 @@ def _analyse(request: Request, ref: str) -> monitor.Analysis:
     name = ref.partition("@")[0]
     return monitor.analyse(
         ws.engine,
+        ws.log,
         ws.registry,
         ref,
         extra_labels=labels.campaign_labels(ws.engine, name),

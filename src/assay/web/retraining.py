@@ -34,7 +34,7 @@ async def retraining_page(request: Request) -> Response:
         for info in ws.registry.models():
             if CHALLENGER_ALIAS in info.aliases and "production" in info.aliases:
                 try:
-                    shadows.append(shadow(ws.registry, ws.engine, info.name, resamples=500).to_dict())
+                    shadows.append(shadow(ws.registry, ws.engine, ws.log, info.name, resamples=500).to_dict())
                 except AssayError as exc:
                     shadows.append({"challenger": f"{info.name}@{CHALLENGER_ALIAS}", "error": exc.message})
         return {"runs": runs.list_runs(ws.engine, limit=MAX_RUNS), "shadows": shadows}

@@ -45,6 +45,7 @@ def _forgetting(request: Request) -> forgetting.Forgetting:
     return forgetting.Forgetting(
         engine=ws.engine,
         registry=ws.registry,
+        log=ws.log,
         cache=svc.scorer.cache,
         legal_hold=svc.settings.legal_hold,
         campaign_labels=functools.partial(resolved_labels, ws.engine),
@@ -59,6 +60,9 @@ async def delete_item(request: Request) -> Response:
     if not models:
         raise InvalidInput("there is no model to forget the item from", field="model")
     f = _forgetting(request)
+    queued = request.app.state.watch.log
+    if queued is not None:  # scores of the item still queued for the log are written, then forgotten
+        await run_in_threadpool(queued.flush)
     request_id = await run_in_threadpool(
         forgetting.record, f, models, [request.path_params["item_id"]], actor=f"token {info.name}"
     )

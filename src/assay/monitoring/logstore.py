@@ -1,0 +1,192 @@
+"""Where the prediction log's rows live: the ``LogStore`` every reader and writer of the log uses.
+
+Two places can hold them, picked by the ``log_backend`` setting:
+
+- ``store`` (``StoreLog``, monitoring/logtables.py): chunks in the store's tables, beside
+  everything else (SQLite or PostgreSQL); deletions are part of the caller's transaction.
+- ``parquet`` (``ParquetLog``, monitoring/logfiles.py): Parquet files partitioned by model and
+  date under the home (``log/model=NAME/date=YYYY-MM-DD/part-*.parquet``), readable by any
+  Parquet tool.
+
+Both hand rows back as a ``LogFrame`` and give each row a *position*: its place in the model's
+log, increasing in the order rows were written (a chunk's or file's number times ``CHUNK_ROWS``
+plus the row's index in it). Count windows keep their cursor as a position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy.engine import Connection, Engine
+
+from assay.errors import InvalidInput, SettingsError
+from assay.registry.loaded import LoadedModel
+from assay.settings import Settings
+
+CHUNK_ROWS = 65_536  # rows per chunk or file at most (a position is its number * CHUNK_ROWS + index)
+BACKENDS = ("store", "parquet")
+
+
+@dataclass(frozen=True)
+class LogFrame:
+    """Logged rows of one model version, sorted by time."""
+
+    model: str
+    version: int
+    positions: np.ndarray  # each row's place in the model's log (see the module docstring)
+    at: np.ndarray  # UNIX seconds
+    X: np.ndarray  # encoded features (n, d)
+    proba: np.ndarray  # class probabilities (n, k), in the version's class order
+    ids: list[str | None] | None  # item ids, when asked for
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    @classmethod
+    def empty(cls, model: str, version: int, d: int, k: int) -> LogFrame:
+        return cls(model, version, np.empty(0, np.int64), np.empty(0), np.empty((0, d)), np.empty((0, k)), [])
+
+
+Span = tuple[float, float, int]  # (first time, last time, rows)
+
+
+class LogStore(Protocol):
+    """What the prediction log's writer and readers need of the place its rows live."""
+
+    # Seconds the background writer gathers rows before writing them (files want fewer, larger parts).
+    flush_interval_s: float
+
+    def write(
+        self,
+        model: str,
+        version: int,
+        at: np.ndarray | float,
+        ids: Sequence[str | None] | None,
+        X: np.ndarray,
+        proba: np.ndarray,
+    ) -> int:
+        """Write rows now (all or none); returns how many."""
+        ...
+
+    def read(
+        self,
+        model: str,
+        version: int,
+        *,
+        width: tuple[int, int],
+        since: float | None = None,
+        until: float | None = None,
+        after: int | None = None,
+        with_ids: bool = False,
+    ) -> LogFrame:
+        """The rows of ``model@version`` logged in [since, until) and after position ``after``,
+        sorted by time; ``width`` is (features, classes) of the version."""
+        ...
+
+    def span(self, model: str, version: int, *, after: int | None = None) -> Span | None:
+        """(first time, last time, rows) of ``model@version``'s log, or None if empty; ``after``
+        leaves out the chunks before that position (the rows are then an upper bound)."""
+        ...
+
+    def versions(self, model: str) -> dict[int, int]:
+        """Version -> logged rows of a model."""
+        ...
+
+    def start_before(self, model: str, version: int, position: int, rows: int) -> int | None:
+        """A position after which at least ``rows`` rows of ``model@version`` lie at or before
+        ``position`` (whole chunks: it may be more); None when the log holds fewer."""
+        ...
+
+    def prune(self, *, max_rows: int, retention_s: float, now: float | None = None) -> int:
+        """Delete rows past the retention, then each model's oldest beyond ``max_rows`` (whole
+        chunks or files: a model keeps at most one more than the cap); returns the rows deleted."""
+        ...
+
+    def last_versions(self, model: str, ids: Sequence[str]) -> dict[str, int]:
+        """The version that last scored each of ``ids`` (logged ones only)."""
+        ...
+
+    def holding(self, models: Sequence[str], ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` the log holds under any of ``models``."""
+        ...
+
+    def forget(self, conn: Connection, model: str, ids: Sequence[str]) -> int:
+        """Remove every logged row of ``ids`` under ``model`` (a deletion request); returns the
+        rows removed. The store does it in ``conn``'s transaction; files are rewritten at once."""
+        ...
+
+
+def open_log_store(settings: Settings, engine: Engine) -> LogStore:
+    """The log store the ``log_backend`` setting names."""
+    if settings.log_backend == "store":
+        from assay.monitoring.logtables import StoreLog
+
+        return StoreLog(engine)
+    if settings.log_backend == "parquet":
+        from assay.monitoring.logfiles import ParquetLog
+
+        return ParquetLog(settings.home / "log")
+    raise SettingsError(
+        f"log_backend (ASSAY_LOG_BACKEND) must be one of {', '.join(BACKENDS)}; got {settings.log_backend!r}"
+    )
+
+
+def frame_of(loaded: LoadedModel, log: LogStore, **kwargs: Any) -> LogFrame:
+    """``LogStore.read`` for a loaded version (its widths from its schema and classes)."""
+    return log.read(
+        loaded.record.model,
+        loaded.record.version,
+        width=(len(loaded.schema.features), len(loaded.classes)),
+        **kwargs,
+    )
+
+
+def selected(frame: LogFrame, *, since: float | None, until: float | None, after: int | None) -> LogFrame:
+    """The rows of ``frame`` (in any order) in [since, until) and after ``after``, sorted by time:
+    the last step of every backend's read."""
+    at = frame.at
+    keep = np.ones(len(at), dtype=bool)
+    if since is not None:
+        keep &= at >= since
+    if until is not None:
+        keep &= at < until
+    if after is not None:
+        keep &= frame.positions > after
+    order = np.flatnonzero(keep)
+    times = at[order]
+    if len(order) and not (times[1:] >= times[:-1]).all():
+        order = order[np.argsort(times, kind="stable")]
+    elif len(order) and order[-1] - order[0] + 1 == len(order):
+        # Rows written in time order, the window one run of them: views, not a copy of a million rows.
+        run = slice(int(order[0]), int(order[-1]) + 1)
+        ids = frame.ids[run] if frame.ids is not None else None
+        return LogFrame(
+            frame.model, frame.version, frame.positions[run], at[run], frame.X[run], frame.proba[run], ids
+        )
+    ids = [frame.ids[i] for i in order.tolist()] if frame.ids is not None else None
+    return LogFrame(
+        frame.model, frame.version, frame.positions[order], at[order], frame.X[order], frame.proba[order], ids
+    )
+
+
+def counted_back(chunks: Iterable[tuple[int, int]], position: int, rows: int) -> int | None:
+    """``LogStore.start_before`` over (number, rows) of chunks, newest first, none past ``position``."""
+    total = 0
+    for number, n in chunks:
+        total += min(n, position - number * CHUNK_ROWS + 1)
+        if total >= rows:
+            return number * CHUNK_ROWS - 1
+    return None
+
+
+def check_width(model: str, version: int, values: int, rows: int, width: tuple[int, int]) -> None:
+    """Refuse logged rows whose width is not the version's (a log written by another schema)."""
+    d, k = width
+    if values != rows * (1 + d + k):
+        raise InvalidInput(
+            f"logged rows of {model}@{version} do not have {d} features and {k} probabilities each",
+            field="version",
+        )

@@ -1,0 +1,309 @@
+"""The prediction log in the store's tables (``StoreLog``, the ``store`` log backend).
+
+Rows are kept in chunks, as the writer wrote them (at most ``CHUNK_ROWS``): each chunk packs its
+rows' times, encoded feature rows and class probabilities as float64 in one blob (the version's
+schema says how many of each), and its item ids as a JSON list; ``prediction_items`` says which
+chunk holds each item's score, for labels and deletions. Reading a million rows back is a few
+dozen blobs, one join and one ``numpy.frombuffer``: a row each would have the driver build
+millions of Python objects, and that, not the statistics, is what a drift check would spend its
+time on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from itertools import repeat
+
+import numpy as np
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from assay.monitoring.logstore import CHUNK_ROWS, LogFrame, Span, check_width, counted_back, selected
+from assay.store import tables
+
+_ITEMS_PER_CALL = 1024
+_IN_LIST = 500  # bound parameters per IN (...) list, far below SQLite's limit
+_DTYPE = np.dtype("<f8")
+
+
+class StoreLog:
+    """The log in the store's ``prediction_log`` and ``prediction_items`` tables."""
+
+    flush_interval_s = 1.0
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def write(
+        self,
+        model: str,
+        version: int,
+        at: np.ndarray | float,
+        ids: Sequence[str | None] | None,
+        X: np.ndarray,
+        proba: np.ndarray,
+    ) -> int:
+        """Insert rows now, as chunks of at most ``CHUNK_ROWS`` (one transaction); returns how many."""
+        n = len(X)
+        if not n:
+            return 0
+        times = np.broadcast_to(np.asarray(at, dtype=np.float64), (n,))
+        packed = np.ascontiguousarray(np.column_stack([times, X, proba]), dtype=_DTYPE)
+        item_ids = list(ids) if ids is not None else None
+        with self.engine.begin() as conn:
+            for lo in range(0, n, CHUNK_ROWS):
+                hi = min(lo + CHUNK_ROWS, n)
+                chunk_ids = item_ids[lo:hi] if item_ids is not None else None
+                if chunk_ids is not None and all(i is None for i in chunk_ids):
+                    chunk_ids = None
+                key = conn.execute(
+                    sa.insert(tables.prediction_log).values(
+                        model=model,
+                        version=version,
+                        at_min=float(times[lo:hi].min()),
+                        at_max=float(times[lo:hi].max()),
+                        n=hi - lo,
+                        data=packed[lo:hi].tobytes(),
+                        ids=orjson.dumps(chunk_ids).decode() if chunk_ids is not None else None,
+                    )
+                ).inserted_primary_key
+                assert key is not None
+                if chunk_ids is not None:
+                    self._add_items(conn, model, version, key[0], chunk_ids)
+        return n
+
+    def _add_items(
+        self, conn: Connection, model: str, version: int, chunk: int, chunk_ids: list[str | None]
+    ) -> None:
+        # An item scored twice in one chunk has one row: the chunk is what a label joins through.
+        if self.engine.dialect.paramstyle == "qmark":
+            add_items = "INSERT OR IGNORE INTO prediction_items (model, item_id, chunk_id, version) VALUES (?, ?, ?, ?)"
+        else:
+            add_items = (
+                "INSERT INTO prediction_items (model, item_id, chunk_id, version) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING"
+            )
+        # The driver's own executemany with plain tuples: a SQLAlchemy parameter dict per row
+        # would cost several times the insert itself. One row per item and chunk: an item
+        # scored again and again (a product polling one id) costs one insert, not one per score.
+        present = [i for i in dict.fromkeys(chunk_ids) if i is not None]
+        for start in range(0, len(present), _ITEMS_PER_CALL):
+            part = present[start : start + _ITEMS_PER_CALL]
+            conn.exec_driver_sql(add_items, list(zip(repeat(model), part, repeat(chunk), repeat(version))))
+            # Hand the interpreter back between slices: beside a server, a long run of binding
+            # parameters would hold its event loop up.
+            time.sleep(0)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def read(
+        self,
+        model: str,
+        version: int,
+        *,
+        width: tuple[int, int],
+        since: float | None = None,
+        until: float | None = None,
+        after: int | None = None,
+        with_ids: bool = False,
+    ) -> LogFrame:
+        table = tables.prediction_log
+        d, k = width
+        columns = [table.c.id, table.c.n, table.c.data] + ([table.c.ids] if with_ids else [])
+        query = sa.select(*columns).where(table.c.model == model, table.c.version == version)
+        if since is not None:
+            query = query.where(table.c.at_max >= since)
+        if until is not None:
+            query = query.where(table.c.at_min < until)
+        if after is not None:
+            query = query.where(table.c.id >= after // CHUNK_ROWS)
+        with self.engine.connect() as conn:
+            chunks = conn.execute(query.order_by(table.c.id)).all()
+        if not chunks:
+            return LogFrame.empty(model, version, d, k)
+        matrix = np.frombuffer(b"".join(c.data for c in chunks), dtype=_DTYPE)
+        total = sum(c.n for c in chunks)
+        check_width(model, version, matrix.size, total, width)
+        positions = np.concatenate([c.id * CHUNK_ROWS + np.arange(c.n, dtype=np.int64) for c in chunks])
+        ids: list[str | None] | None = None
+        if with_ids:
+            ids = []
+            for c in chunks:
+                ids.extend(orjson.loads(c.ids) if c.ids is not None else [None] * c.n)
+        matrix = matrix.reshape(total, 1 + d + k)
+        every = LogFrame(
+            model, version, positions, matrix[:, 0], matrix[:, 1 : 1 + d], matrix[:, 1 + d :], ids
+        )
+        return selected(every, since=since, until=until, after=after)
+
+    def span(self, model: str, version: int, *, after: int | None = None) -> Span | None:
+        table = tables.prediction_log
+        query = sa.select(
+            sa.func.min(table.c.at_min), sa.func.max(table.c.at_max), sa.func.sum(table.c.n)
+        ).where(table.c.model == model, table.c.version == version)
+        if after is not None:
+            query = query.where(table.c.id >= after // CHUNK_ROWS)
+        with self.engine.connect() as conn:
+            first, last, n = conn.execute(query).one()
+        return None if not n else (float(first), float(last), int(n))
+
+    def versions(self, model: str) -> dict[int, int]:
+        table = tables.prediction_log
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(table.c.version, sa.func.sum(table.c.n))
+                .where(table.c.model == model)
+                .group_by(table.c.version)
+            ).all()
+        return {int(v): int(n) for v, n in rows}
+
+    def start_before(self, model: str, version: int, position: int, rows: int) -> int | None:
+        table = tables.prediction_log
+        last = position // CHUNK_ROWS
+        query = (
+            sa.select(table.c.id, table.c.n)
+            .where(table.c.model == model, table.c.version == version, table.c.id <= last)
+            .order_by(table.c.id.desc())
+        )
+        with self.engine.connect() as conn:
+            return counted_back(conn.execute(query).tuples(), position, rows)
+
+    def last_versions(self, model: str, ids: Sequence[str]) -> dict[str, int]:
+        chunks, logged = tables.prediction_log, tables.prediction_items
+        versions: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            # Item rows of pruned chunks may linger until purged: only chunks still kept count.
+            oldest = conn.execute(sa.select(sa.func.min(chunks.c.id)).where(chunks.c.model == model)).scalar()
+            if oldest is None:
+                return versions
+            for lo in range(0, len(ids), _IN_LIST):
+                latest = (
+                    sa.select(logged.c.item_id, sa.func.max(logged.c.chunk_id).label("last"))
+                    .where(
+                        logged.c.model == model,
+                        logged.c.item_id.in_(ids[lo : lo + _IN_LIST]),
+                        logged.c.chunk_id >= oldest,
+                    )
+                    .group_by(logged.c.item_id)
+                    .subquery()
+                )
+                found = conn.execute(
+                    sa.select(logged.c.item_id, logged.c.version).join(
+                        latest,
+                        sa.and_(
+                            logged.c.model == model,
+                            logged.c.item_id == latest.c.item_id,
+                            logged.c.chunk_id == latest.c.last,
+                        ),
+                    )
+                )
+                versions.update((item_id, int(version)) for item_id, version in found)
+        return versions
+
+    def holding(self, models: Sequence[str], ids: Sequence[str]) -> set[str]:
+        items = tables.prediction_items
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for lo in range(0, len(ids), _IN_LIST):
+                query = sa.select(items.c.item_id).where(
+                    items.c.model.in_(models), items.c.item_id.in_(ids[lo : lo + _IN_LIST])
+                )
+                found.update(conn.execute(query).scalars())
+        return found
+
+    # --- deleting -----------------------------------------------------------------------------
+
+    def prune(self, *, max_rows: int, retention_s: float, now: float | None = None) -> int:
+        chunks = tables.prediction_log
+        now = time.time() if now is None else now
+        doomed: list[tuple[int, int]] = []  # (chunk id, rows)
+        with self.engine.connect() as conn:
+            if retention_s > 0:
+                doomed += conn.execute(
+                    sa.select(chunks.c.id, chunks.c.n).where(chunks.c.at_max < now - retention_s)
+                ).all()
+            if max_rows > 0:
+                gone = {c for c, _ in doomed}
+                for (model,) in conn.execute(sa.select(chunks.c.model).distinct()).all():
+                    kept = 0
+                    for chunk, n in conn.execute(
+                        sa.select(chunks.c.id, chunks.c.n)
+                        .where(chunks.c.model == model)
+                        .order_by(chunks.c.id.desc())
+                    ):
+                        if chunk in gone:
+                            continue
+                        if kept >= max_rows:
+                            doomed.append((chunk, n))
+                        kept += n
+        if not doomed:
+            return 0
+        ids = [c for c, _ in doomed]
+        with self.engine.begin() as conn:
+            for lo in range(0, len(ids), 900):
+                conn.execute(sa.delete(chunks).where(chunks.c.id.in_(ids[lo : lo + 900])))
+        self.purge_items()
+        return sum(n for _, n in doomed)
+
+    def purge_items(self) -> int:
+        """Delete the item rows whose chunks are gone (chunks go oldest first: those below a
+        model's oldest chunk); returns how many."""
+        chunks, items = tables.prediction_log, tables.prediction_items
+        deleted = 0
+        with self.engine.begin() as conn:
+            oldest = dict(
+                conn.execute(
+                    sa.select(chunks.c.model, sa.func.min(chunks.c.id)).group_by(chunks.c.model)
+                ).all()
+            )
+            for (model,) in conn.execute(sa.select(items.c.model).distinct()).all():
+                stale = sa.delete(items).where(items.c.model == model)
+                if model in oldest:
+                    stale = stale.where(items.c.chunk_id < oldest[model])
+                deleted += conn.execute(stale).rowcount or 0
+        return deleted
+
+    def forget(self, conn: Connection, model: str, ids: Sequence[str]) -> int:
+        """Each chunk that holds one of ``ids`` is rewritten without it (or deleted when nothing is
+        left), and the items' rows go, in the caller's transaction. Rows after a removed one in its
+        chunk move up a place, so a count-window cursor inside that chunk may judge a few rows
+        twice or skip them once."""
+        chunks, items = tables.prediction_log, tables.prediction_items
+        wanted = list(dict.fromkeys(ids))
+        holding: set[int] = set()
+        for lo in range(0, len(wanted), _IN_LIST):
+            part = wanted[lo : lo + _IN_LIST]
+            holding.update(
+                conn.execute(
+                    sa.select(items.c.chunk_id).where(items.c.model == model, items.c.item_id.in_(part))
+                ).scalars()
+            )
+            conn.execute(sa.delete(items).where(items.c.model == model, items.c.item_id.in_(part)))
+        removed, gone = 0, set(wanted)
+        for chunk in sorted(holding):
+            row = conn.execute(
+                sa.select(chunks.c.n, chunks.c.data, chunks.c.ids).where(chunks.c.id == chunk)
+            ).first()
+            if row is None or row.ids is None:
+                continue
+            logged = orjson.loads(row.ids)
+            keep = np.fromiter((i not in gone for i in logged), dtype=bool, count=len(logged))
+            removed += int((~keep).sum())
+            if not keep.any():
+                conn.execute(sa.delete(chunks).where(chunks.c.id == chunk))
+            elif not keep.all():
+                matrix = np.frombuffer(row.data, dtype=_DTYPE).reshape(row.n, -1)[keep]
+                conn.execute(
+                    sa.update(chunks)
+                    .where(chunks.c.id == chunk)
+                    .values(
+                        n=int(keep.sum()),
+                        data=np.ascontiguousarray(matrix).tobytes(),
+                        ids=orjson.dumps([i for i, k in zip(logged, keep, strict=True) if k]).decode(),
+                        at_min=float(matrix[:, 0].min()),
+                        at_max=float(matrix[:, 0].max()),
+                    )
+                )
+        return removed
