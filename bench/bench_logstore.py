@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 
 from assay.monitoring.log import PredictionLog
-from assay.monitoring.logfiles import ParquetLog
-from assay.monitoring.logstore import CHUNK_ROWS, LogStore
-from assay.monitoring.logtables import StoreLog
 from assay.store import db
+from assay.store.log_files import ParquetLog
+from assay.store.log_store import CHUNK_ROWS, LogStore
+from assay.store.log_tables import StoreLog
 
 D, K = 9, 2
 DAYS = 30

@@ -55,13 +55,13 @@ import harness
 from assay.modelling.datasets import read_table
 from assay.monitoring import monitor
 from assay.monitoring.drift import window_drift
+from assay.monitoring.frames import frame_of
 from assay.monitoring.log import PredictionLog
-from assay.monitoring.logfiles import ParquetLog
-from assay.monitoring.logstore import frame_of
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
 from assay.settings import Settings
+from assay.store.log_files import ParquetLog
 from assay.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]

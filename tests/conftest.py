@@ -20,11 +20,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.settings import Settings
 from assay.store import db
+from assay.store.log_files import ParquetLog
+from assay.store.log_store import LogStore
+from assay.store.log_tables import StoreLog
 from assay.workspace import Workspace
 
 EDITQUALITY = Path(__file__).resolve().parents[2] / "shared" / "data" / "editquality"
@@ -279,6 +283,25 @@ def empty_postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty, migrated store: SQLite always, PostgreSQL when ASSAY_TEST_POSTGRES_URL is set."""
+    url = (
+        f"sqlite:///{tmp_path / 'store.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    engine = db.connect(url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["store", "parquet"])
+def log_store(request: pytest.FixtureRequest, store: Engine, tmp_path: Path) -> LogStore:
+    """An empty log store of each backend: the store's tables (of ``store``) or Parquet files."""
+    return StoreLog(store) if request.param == "store" else ParquetLog(tmp_path / "log")
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from assay.monitoring.logstore import LogStore, open_log_store
 from assay.registry.versions import Registry
 from assay.settings import Settings
 from assay.store import db
 from assay.store.artifact_store import open_artifact_store
+from assay.store.log_store import LogStore, open_log_store
 
 log = logging.getLogger(__name__)
 

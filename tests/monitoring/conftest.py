@@ -9,39 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy.engine import Engine
 
-from assay.monitoring.logfiles import ParquetLog
-from assay.monitoring.logstore import LogStore
-from assay.monitoring.logtables import StoreLog
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
-from assay.store import db
 from assay.workspace import Workspace
 from tests.conftest import copied_workspace, edits_frame, lightgbm_only, trained_root, write_binary_spec
 
 DAY = 86400.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """An empty, migrated store: SQLite always, PostgreSQL when ASSAY_TEST_POSTGRES_URL is set."""
-    url = (
-        f"sqlite:///{tmp_path / 'store.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    engine = db.connect(url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(params=["store", "parquet"])
-def log_store(request: pytest.FixtureRequest, store: Engine, tmp_path: Path) -> LogStore:
-    """An empty log store of each backend: the store's tables (of ``store``) or Parquet files."""
-    return StoreLog(store) if request.param == "store" else ParquetLog(tmp_path / "log")
 
 
 def log_frame(ws: Workspace, frame: pd.DataFrame, at: np.ndarray | float, ref: str = "damaging") -> Scorer:

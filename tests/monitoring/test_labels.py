@@ -6,7 +6,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from assay.monitoring.labels import add_labels, read_labels
-from assay.monitoring.logstore import LogStore
+from assay.store.log_store import LogStore
 
 CLASSES = {1: ["False", "True"], 2: ["False", "True"]}
 

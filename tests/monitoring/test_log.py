@@ -15,10 +15,10 @@ from sqlalchemy.engine import Engine
 
 from assay.monitoring.frames import export_log
 from assay.monitoring.log import PredictionLog
-from assay.monitoring.logfiles import ParquetLog
-from assay.monitoring.logstore import LogStore
-from assay.monitoring.logtables import StoreLog
 from assay.store import db, tables
+from assay.store.log_files import ParquetLog
+from assay.store.log_store import LogStore
+from assay.store.log_tables import StoreLog
 
 
 def _rows(n: int, d: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -464,7 +464,7 @@ def test_score_command_scores_a_file(trained_home: Path, tmp_path: Path) -> None
 
 
 def test_score_command_logs_its_scores_sampled_like_served_ones(trained_home: Path, tmp_path: Path) -> None:
-    from assay.monitoring.logstore import frame_of
+    from assay.monitoring.frames import frame_of
 
     copy = tmp_path / "home"
     shutil.copytree(trained_home, copy)
@@ -494,7 +494,7 @@ def test_score_command_logs_its_scores_sampled_like_served_ones(trained_home: Pa
 
 
 def test_score_command_logs_a_folders_scores_sampled_like_a_files(trained_home: Path, tmp_path: Path) -> None:
-    from assay.monitoring.logstore import frame_of
+    from assay.monitoring.frames import frame_of
 
     copy, source = tmp_path / "home", tmp_path / "in"
     shutil.copytree(trained_home, copy)

@@ -17,12 +17,12 @@ import assay
 from assay.errors import ArtifactError, InvalidInput, NotFound
 from assay.modelling.spec import ModelSpec
 from assay.modelling.training import train
-from assay.monitoring.logstore import open_log_store
 from assay.registry.ensemble import read_sharded
 from assay.review.judgments import record_judgment
 from assay.serving.cache import MemoryCache, score_key
 from assay.serving.features import FeatureTable
 from assay.store import db, tables
+from assay.store.log_store import open_log_store
 from assay.unlearning import forgetting, requests
 from assay.unlearning.exclusions import ExclusionList
 from assay.unlearning.sharding import assign, sharded_refit

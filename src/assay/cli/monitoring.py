@@ -22,7 +22,7 @@ from assay.cli.review import labels_group
 from assay.engines.engine import ENGINES, open_engine
 from assay.errors import DataError, InvalidInput
 from assay.monitoring import alerts, frames, labels
-from assay.monitoring.logstore import frame_of
+from assay.monitoring.frames import frame_of
 from assay.registry.refs import parse_ref, version_number
 from assay.serving.cache import MemoryCache
 from assay.serving.features import FeatureTable

@@ -29,8 +29,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import NotFound
 from assay.monitoring import alerts
+from assay.monitoring.frames import frame_of
 from assay.monitoring.labels import label_mark, read_labels
-from assay.monitoring.logstore import LogFrame, LogStore, frame_of
 from assay.monitoring.monitor import (
     Target,
     WindowResult,
@@ -44,6 +44,7 @@ from assay.monitoring.windows import Window, WindowSpec, count_windows, time_win
 from assay.registry.refs import DEFAULT_ALIAS
 from assay.registry.versions import Registry
 from assay.store import db, tables
+from assay.store.log_store import LogFrame, LogStore
 
 # Closed windows before the new ones whose label-driven verdicts late labels can change, and over
 # which the concept drift detectors are run again (a change shows over several windows).

@@ -1,6 +1,7 @@
-"""Reading the prediction log back for people: logged rows decoded, and exported.
+"""Reading the prediction log back: a version's rows (``frame_of``), decoded, and exported.
 
-``decoded`` gives a ``LogFrame``'s rows (``monitoring/logstore.py`` reads them from either
+``frame_of`` reads a loaded version's rows from the log store (``store/log_store.py``) with the
+version's widths; ``decoded`` gives a ``LogFrame``'s rows (``store/log_store.py`` reads them from either
 backend) as clients sent them (feature values, the decision), ``export_log`` writes them to CSV,
 Parquet or JSON lines (``assay log export``).
 """
@@ -9,18 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from assay.errors import InvalidInput
-from assay.monitoring.logstore import LogFrame
 from assay.registry.loaded import LoadedModel
+from assay.store.log_store import LogFrame, LogStore
 
 if TYPE_CHECKING:
     import pandas as pd
 
 EXPORT_SUFFIXES = (".csv", ".parquet", ".jsonl")
+
+
+def frame_of(loaded: LoadedModel, log: LogStore, **kwargs: Any) -> LogFrame:
+    """``LogStore.read`` for a loaded version (its widths from its schema and classes)."""
+    return log.read(
+        loaded.record.model,
+        loaded.record.version,
+        width=(len(loaded.schema.features), len(loaded.classes)),
+        **kwargs,
+    )
 
 
 def decoded(loaded: LoadedModel, frame: LogFrame) -> pd.DataFrame:

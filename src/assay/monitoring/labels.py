@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import InvalidInput
-from assay.monitoring.logstore import LogStore
 from assay.serving.features import MAX_ID_LENGTH
 from assay.store import db, tables
+from assay.store.log_store import LogStore
 
 _CHUNK = 900  # bound parameters per IN (...) list, far below SQLite's limit
 MAX_LABEL_LENGTH = 200

@@ -3,7 +3,7 @@
 ``PredictionLog`` is the sink the scorer hands each scored batch to. It never blocks and never
 fails a score: ``record`` samples (``sample``), appends the batch's arrays, untouched, to an
 in-memory queue bounded in rows, and returns; a background thread writes what is queued to the
-log store (``monitoring/logstore.py``: the store's tables or Parquet files) every
+log store (``store/log_store.py``: the store's tables or Parquet files) every
 ``flush_interval_s`` of the store, or as soon as a chunk's worth is queued. A full queue or a
 store that refuses the write (disk full, database down) drops rows, counted by reason
 (``dropped``, and the ``on_drop`` callback the server turns into a Prometheus counter). Storage
@@ -27,8 +27,8 @@ from itertools import repeat
 import numpy as np
 
 from assay.errors import InvalidInput
-from assay.monitoring.logstore import CHUNK_ROWS, LogStore
 from assay.settings import Settings
+from assay.store.log_store import CHUNK_ROWS, LogStore
 
 log = logging.getLogger(__name__)
 

@@ -35,11 +35,12 @@ from assay.modelling.profile import PROFILE_JSON, Profile, output_matrix
 from assay.modelling.spec import MonitoringSpec
 from assay.monitoring import alerts, detectors, performance
 from assay.monitoring.drift import WindowDrift, window_drift
+from assay.monitoring.frames import frame_of
 from assay.monitoring.labels import read_labels
-from assay.monitoring.logstore import LogFrame, LogStore, frame_of
 from assay.monitoring.windows import Window, WindowSpec, count_windows, time_windows
 from assay.registry.loaded import LoadedModel
 from assay.registry.versions import Registry
+from assay.store.log_store import LogFrame, LogStore
 
 # Concept drift detectors carry their own confidence: one detection is enough to alert.
 CONCEPT_ALERT_AFTER = 1

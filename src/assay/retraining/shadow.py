@@ -18,11 +18,11 @@ from sqlalchemy.engine import Engine
 
 from assay.errors import InvalidInput
 from assay.modelling.comparison import Comparison, Rows, compare_versions, version_proba
-from assay.monitoring.frames import decoded
+from assay.monitoring.frames import decoded, frame_of
 from assay.monitoring.labels import campaign_labels, read_labels
-from assay.monitoring.logstore import LogStore, frame_of
 from assay.registry.loaded import LoadedModel
 from assay.registry.versions import Registry
+from assay.store.log_store import LogStore
 
 CHALLENGER_ALIAS = "challenger"
 MAX_ROWS = 200_000  # the latest logged rows a shadow comparison reads

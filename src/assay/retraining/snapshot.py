@@ -23,13 +23,13 @@ from sqlalchemy.engine import Engine
 
 from assay.modelling.datasets import read_labelled
 from assay.modelling.spec import ModelSpec
-from assay.monitoring.frames import decoded
+from assay.monitoring.frames import decoded, frame_of
 from assay.monitoring.labels import read_labels
-from assay.monitoring.logstore import LogStore, frame_of
 from assay.registry.contracts import LabelSnapshot, VersionRecord
 from assay.registry.versions import Registry
 from assay.review.campaigns import list_campaigns
 from assay.review.resolution import resolved_labels
+from assay.store.log_store import LogStore
 
 SNAPSHOT_FILE = "train.parquet"
 

@@ -43,7 +43,6 @@ from assay.modelling.publication import Refitted, plain_refit, reference_row, re
 from assay.modelling.selection import CandidateResult, compare
 from assay.modelling.spec import ModelSpec
 from assay.monitoring.labels import forget_labels
-from assay.monitoring.logstore import LogStore
 from assay.registry.artifacts import load_model, save_model
 from assay.registry.contracts import VersionRecord
 from assay.registry.ensemble import is_sharded, read_sharded
@@ -52,6 +51,7 @@ from assay.review.erasure import forget_items as forget_review_items
 from assay.serving.cache import ScoreCache, score_key
 from assay.serving.features import delete_rows
 from assay.store import db, tables
+from assay.store.log_store import LogStore
 from assay.unlearning import exclusions, requests
 from assay.unlearning.requests import ForgetRequest
 from assay.unlearning.sharding import assign, fit_shards

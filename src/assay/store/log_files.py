@@ -33,12 +33,12 @@ import pyarrow.parquet as pq
 from sqlalchemy.engine import Connection
 
 from assay.errors import InvalidInput
-from assay.monitoring.logstore import CHUNK_ROWS, LogFrame, Span, check_width, counted_back, selected
-from assay.registry.refs import check_name
+from assay.store.log_store import CHUNK_ROWS, LogFrame, Span, check_width, counted_back, selected
 
 _PART = re.compile(r"^part-(\d{12})-v(\d+)\.parquet$")
 _DATE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _DAY = 86_400.0
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 _STALE_TMP_S = 3600.0  # a temporary part this old was left by a killed writer
 
 
@@ -157,7 +157,10 @@ class ParquetLog:
         return seq
 
     def _model_dir(self, model: str) -> Path:
-        return self.root / f"model={check_name(model)}"
+        # Model names are checked by the registry; one that could leave the folder is refused here too.
+        if not model or model.startswith(".") or not set(model) <= _NAME_CHARS:
+            raise InvalidInput(f"model name {model!r} cannot name a log folder", field="model")
+        return self.root / f"model={model}"
 
     # --- finding parts --------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from assay.errors import InvalidInput
-from assay.monitoring.logstore import LogStore
+from assay.store.log_store import LogStore
 
 
 def _rows(n: int, d: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from assay.monitoring.logfiles import ParquetLog
+from assay.store.log_files import ParquetLog
 
 _WRITER = """
 import sys, numpy as np
-from assay.monitoring.logfiles import ParquetLog
+from assay.store.log_files import ParquetLog
 log = ParquetLog(sys.argv[1])
 X, p = np.random.default_rng(0).normal(size=(20_000, 30)), np.full((20_000, 2), 0.5)
 print("ready", flush=True)

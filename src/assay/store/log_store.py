@@ -2,9 +2,9 @@
 
 Two places can hold them, picked by the ``log_backend`` setting:
 
-- ``store`` (``StoreLog``, monitoring/logtables.py): chunks in the store's tables, beside
+- ``store`` (``StoreLog``, store/log_tables.py): chunks in the store's tables, beside
   everything else (SQLite or PostgreSQL); deletions are part of the caller's transaction.
-- ``parquet`` (``ParquetLog``, monitoring/logfiles.py): Parquet files partitioned by model and
+- ``parquet`` (``ParquetLog``, store/log_files.py): Parquet files partitioned by model and
   date under the home (``log/model=NAME/date=YYYY-MM-DD/part-*.parquet``), readable by any
   Parquet tool.
 
@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import InvalidInput, SettingsError
-from assay.registry.loaded import LoadedModel
 from assay.settings import Settings
 
 CHUNK_ROWS = 65_536  # rows per chunk or file at most (a position is its number * CHUNK_ROWS + index)
@@ -122,25 +121,15 @@ class LogStore(Protocol):
 def open_log_store(settings: Settings, engine: Engine) -> LogStore:
     """The log store the ``log_backend`` setting names."""
     if settings.log_backend == "store":
-        from assay.monitoring.logtables import StoreLog
+        from assay.store.log_tables import StoreLog
 
         return StoreLog(engine)
     if settings.log_backend == "parquet":
-        from assay.monitoring.logfiles import ParquetLog
+        from assay.store.log_files import ParquetLog
 
         return ParquetLog(settings.home / "log")
     raise SettingsError(
         f"log_backend (ASSAY_LOG_BACKEND) must be one of {', '.join(BACKENDS)}; got {settings.log_backend!r}"
-    )
-
-
-def frame_of(loaded: LoadedModel, log: LogStore, **kwargs: Any) -> LogFrame:
-    """``LogStore.read`` for a loaded version (its widths from its schema and classes)."""
-    return log.read(
-        loaded.record.model,
-        loaded.record.version,
-        width=(len(loaded.schema.features), len(loaded.classes)),
-        **kwargs,
     )
 
 

@@ -20,8 +20,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from assay.monitoring.logstore import CHUNK_ROWS, LogFrame, Span, check_width, counted_back, selected
 from assay.store import tables
+from assay.store.log_store import CHUNK_ROWS, LogFrame, Span, check_width, counted_back, selected
 
 _ITEMS_PER_CALL = 1024
 _IN_LIST = 500  # bound parameters per IN (...) list, far below SQLite's limit
