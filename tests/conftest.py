@@ -255,6 +255,48 @@ def trained_workspace(trained_home: Path) -> Iterator[Workspace]:
     ws.close()
 
 
+def write_mitigated_spec(
+    folder: Path, mitigation: str, *, name: str = "damaging", as_feature: bool = True
+) -> Path:
+    """The binary spec with ``[fairness] mitigation`` by ``user_is_anon``; ``as_feature=False``
+    leaves that column out of the features (it stays a sensitive column of the data)."""
+    spec = write_binary_spec(folder, n_train=1000, n_test=600)
+    text = spec.read_text().replace('name = "damaging"', f'name = "{name}"')
+    if not as_feature:
+        include = next(line for line in text.splitlines() if line.startswith("include = "))
+        text = text.replace(include, include.replace('"user_is_anon", ', ""))
+    spec = spec.with_name(f"{name}.toml")
+    spec.write_text(
+        text
+        + f'\n[fairness]\nmitigation = "{mitigation}"\nconstraint = "demographic_parity"\nbootstrap = 50\n'
+    )
+    return spec
+
+
+@pytest.fixture(scope="session")
+def mitigated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with per-group thresholds by ``user_is_anon``: ``fair`` (a feature too) and
+    ``fairctx`` (not a feature: requests declare it); data files beside it in ``data``."""
+    root = tmp_path_factory.mktemp("mitigated")
+    fair = write_mitigated_spec(root / "data", "thresholds", name="fair")
+    declared = write_mitigated_spec(root / "data", "thresholds", name="fairctx", as_feature=False)
+    return trained_root(root, fair, declared)
+
+
+@pytest.fixture
+def mitigated_home(mitigated_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the mitigated home (data files beside it in ``home.parent / 'data'``)."""
+    shutil.copytree(mitigated_template, tmp_path / "mitigated")
+    return tmp_path / "mitigated" / "home"
+
+
+@pytest.fixture
+def mitigated_workspace(mitigated_home: Path) -> Iterator[Workspace]:
+    ws = Workspace.open(Settings.load(home=mitigated_home, environ={}))
+    yield ws
+    ws.close()
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Iterator[Workspace]:
     """An empty workspace in a temporary folder (SQLite)."""

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from assay.cli import main
 from assay.registry.versions import Registry
-from tests.conftest import write_binary_spec
+from tests.conftest import EDITQUALITY_COLUMNS, write_binary_spec
 
 
 def run(home: Path, *args: str) -> tuple[int, str]:
@@ -267,3 +267,53 @@ def test_a_full_store_is_one_line(trained_home: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(Registry, "set_alias", full)
     code, out = run(trained_home, "promote", "damaging", "1", "--alias", "stable")
     assert code == 1 and out == "error: no space left on device while writing the store\n", out
+
+
+def test_score_and_show_a_version_with_per_group_thresholds(mitigated_home: Path) -> None:
+    """``assay score`` reads the group from the file's column and decides each row at its threshold;
+    ``assay show`` gives the trade-off at the decision and at every operating point."""
+    import pandas as pd
+
+    data = mitigated_home.parent / "data" / "edits.test.tsv"
+    out = mitigated_home.parent / "scored.csv"
+    code, text = run(
+        mitigated_home,
+        "score",
+        "fairctx",
+        "--input",
+        str(data),
+        "--no-header",
+        "--no-log",
+        "--output",
+        str(out),
+    )
+    assert code == 0, text
+    scored = pd.read_csv(out, dtype={"group": str})
+    card = orjson.loads(next((mitigated_home / "artifacts" / "fairctx").rglob("card.json")).read_bytes())
+    record = card["mitigation"]
+    assert set(scored["group"]) == {"True", "False"}
+    assert scored["threshold"].tolist() == [record["thresholds"][g] for g in scored["group"]]
+    assert (scored["prediction"] == (scored["probability_true"] >= scored["threshold"])).all()
+    # A group the version does not know refuses the file, naming row and column.
+    rows = pd.read_csv(data, sep="\t", header=None, dtype=str)
+    rows.iloc[3, EDITQUALITY_COLUMNS.index("user_is_anon")] = "yes-ish"
+    bad = mitigated_home.parent / "bad.tsv"
+    rows.to_csv(bad, sep="\t", header=False, index=False)
+    code, text = run(
+        mitigated_home,
+        "score",
+        "fairctx",
+        "--input",
+        str(bad),
+        "--no-header",
+        "--no-log",
+        "--output",
+        str(out),
+    )
+    assert code != 0 and "row 3: 'user_is_anon' has no group 'yes-ish'" in text, text
+    code, text = run(mitigated_home, "show", "fairctx")
+    assert code == 0, text
+    assert "mitigation: thresholds (demographic_parity by user_is_anon)" in text
+    for name in record["operating_points"]:
+        assert re.search(rf"^\s*{name}\s+0\.\d+\s+per group", text, re.MULTILINE), text
+    assert re.search(r"^\s*\(no known group\)\s+0\.\d+", text, re.MULTILINE)

@@ -351,7 +351,8 @@ def test_score_columns_agrees_with_items_and_is_all_or_nothing(scorer: Scorer) -
     }
     by_items = scorer.score(["damaging"], items)["scores"]
     for columns in (lists, typed):
-        served, proba = scorer.score_columns("damaging", columns, len(items))
+        served, proba, groups = scorer.score_columns("damaging", columns, len(items))
+        assert groups == [None] * len(items)  # no per-group thresholds
         assert proba.shape == (40, 2) and served.version == 1
         for k, item in enumerate(items):
             score = by_items[item["id"]]["damaging"]

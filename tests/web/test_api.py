@@ -7,8 +7,10 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jsonschema
 import lightgbm
 import numpy as np
 import pytest
@@ -511,3 +513,54 @@ def test_a_promotion_under_load_fails_no_request(server: str, trained_workspace:
     assert "scored 2, already cached 0, failed: unknown_item=1" in result.stderr
     refused = CliRunner().invoke(main, [*command, "--token", "wrong"], input=ids)
     assert refused.exit_code == 1 and "401" in refused.stderr
+
+
+def _openapi_validator(document: dict[str, Any], name: str) -> jsonschema.Draft7Validator:
+    """A validator of ``components.schemas[name]`` (OpenAPI 3.0's ``nullable`` as JSON Schema's null type)."""
+
+    def plain(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: plain(v) for k, v in node.items() if k != "nullable"}
+            if node.get("nullable") and isinstance(node.get("type"), str):
+                out["type"] = [node["type"], "null"]
+            return out
+        return [plain(v) for v in node] if isinstance(node, list) else node
+
+    root = plain(document)
+    return jsonschema.Draft7Validator({**root, "$ref": f"#/components/schemas/{name}"})
+
+
+def test_scores_are_decided_at_the_declared_groups_threshold(mitigated_home: Path) -> None:
+    ws = Workspace.open(Settings.load(home=mitigated_home, environ={}))
+    record = ws.registry.load(ws.registry.resolve("fairctx")).card["mitigation"]
+    ws.close()
+    items = []
+    for item in edit_items(6, seed=21):
+        anon = item["features"].pop("user_is_anon")
+        items.append({**item, "context": {"user_is_anon": anon}})
+    items[0]["context"] = {}  # no group: the fallback threshold
+    with AppClient(create_app(Settings.load(home=mitigated_home, environ={}))) as client:
+        response = client.post("/v1/scores", json={"models": ["fairctx"], "items": items})
+        assert response.status_code == 200, response.text
+        scores = response.json()["scores"]
+        validator = _openapi_validator(client.get("/openapi.json").json(), "ScoreResponse")
+        validator.validate(response.json())
+        for item in items:
+            score = scores[item["id"]]["fairctx"]
+            group = item["context"].get("user_is_anon")
+            t = record["fallback_threshold"] if group is None else record["thresholds"][str(group)]
+            assert score["decision"] == {
+                "attribute": "user_is_anon",
+                "group": None if group is None else str(group),
+                "threshold": t,
+            }
+            assert score["prediction"] is (score["probability"]["true"] >= t)
+        unknown = {**items[1], "context": {"user_is_anon": "anonymous"}}
+        body = client.post("/v1/scores", json={"models": ["fairctx"], "items": [unknown]}).json()
+        error = body["scores"][unknown["id"]]["fairctx"]["error"]
+        assert error["code"] == "unknown_group" and error["field"] == "context.user_is_anon"
+        assert "'anonymous'" in error["message"]
+        refused = client.post(
+            "/v1/scores", json={"models": ["fairctx"], "items": [{**items[1], "context": [1]}]}
+        )
+        assert refused.json()["scores"][items[1]["id"]]["fairctx"]["error"]["field"] == "context"

@@ -718,3 +718,38 @@ def test_compressed_bodies_are_inflated_within_the_body_limit(trained_home: Path
             "truncated",
         )
         oip_error(client.post(INFER, content=body, headers={**headers, "Content-Encoding": "br"}), 400, "br")
+
+
+def test_an_input_named_after_the_attribute_declares_the_group(mitigated_home: Path) -> None:
+    """A version with per-group thresholds on an attribute that is no feature takes it as one more
+    input; the prediction is decided at that group's threshold, as /v1 decides it."""
+    items = edit_items(8, seed=31)
+    with AppClient(create_app(Settings.load(home=mitigated_home, environ={}))) as client:
+        meta = client.get("/v2/models/fairctx").json()
+        assert {"name": "user_is_anon", "datatype": "BYTES", "shape": [-1]} in meta["inputs"]
+        assert {"name": "threshold", "datatype": "FP64", "shape": [-1]} in meta["outputs"]
+        body = client.post("/v2/models/fairctx/infer", json={"inputs": json_inputs(items)}).json()
+        predictions = next(o for o in body["outputs"] if o["name"] == "prediction")["data"]
+        thresholds = next(o for o in body["outputs"] if o["name"] == "threshold")["data"]
+        v1_items = [
+            {
+                "id": i["id"],
+                "features": {k: v for k, v in i["features"].items() if k != "user_is_anon"},
+                "context": {"user_is_anon": i["features"]["user_is_anon"]},
+            }
+            for i in items
+        ]
+        v1 = client.post("/v1/scores", json={"models": ["fairctx"], "items": v1_items}).json()["scores"]
+        assert predictions == [v1[i["id"]]["fairctx"]["prediction"] for i in items]
+        assert thresholds == [v1[i["id"]]["fairctx"]["decision"]["threshold"] for i in items]
+        assert {v1[i["id"]]["fairctx"]["decision"]["group"] for i in items} <= {"True", "False"}
+        bad = [t for t in json_inputs(items) if t["name"] != "user_is_anon"]
+        bad.append({"name": "user_is_anon", "datatype": "BYTES", "shape": [8], "data": ["maybe"] * 8})
+        oip_error(client.post("/v2/models/fairctx/infer", json={"inputs": bad}), 422, "user_is_anon", "maybe")
+
+
+def test_only_a_version_with_per_group_thresholds_answers_a_threshold_output(client: AppClient) -> None:
+    asked = {"inputs": json_inputs(edit_items(2)), "outputs": [{"name": "threshold"}]}
+    oip_error(client.post(INFER, json=asked), 422, "'threshold'", "per-group thresholds only")
+    outputs = [o["name"] for o in client.get("/v2/models/damaging").json()["outputs"]]
+    assert outputs == ["probability", "prediction"]

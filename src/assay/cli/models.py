@@ -14,6 +14,7 @@ import orjson
 from assay.cli import main, pass_workspace
 from assay.engines.engine import ENGINES, open_engine
 from assay.errors import InvalidInput
+from assay.registry.contracts import CONSTRAINT_STAT
 from assay.registry.files import sha256_file
 from assay.registry.importer import import_version
 from assay.retraining import runs
@@ -183,7 +184,15 @@ def show_command(ws: Workspace, ref: str, as_json: bool) -> None:
     click.echo(
         f"{record.ref}  {card['candidate']}  created {record.created_at:%Y-%m-%d %H:%M}  aliases: {', '.join(aliases) or '-'}"
     )
-    for section in (_show_training, _show_statistics, _show_decisions, _show_fairness, _show_lineage):
+    sections = (
+        _show_training,
+        _show_statistics,
+        _show_decisions,
+        _show_fairness,
+        _show_mitigation,
+        _show_lineage,
+    )
+    for section in sections:
         section(card)
     click.echo(f"model card: {record.directory / 'card.html'}")
 
@@ -231,6 +240,36 @@ def _show_fairness(card: Mapping[str, Any]) -> None:
         op = card["operating_points"][point]
         for attr, block in by_attribute.items():
             _print_fairness(f"fairness by {attr} at operating point {point} (class {op['class']})", block)
+
+
+def _show_mitigation(card: Mapping[str, Any]) -> None:
+    """The mitigation's trade-off at the decision and at each operating point, and its group thresholds."""
+    m = card.get("mitigation")
+    if not m:
+        return
+    stat = CONSTRAINT_STAT[m["constraint"]]
+    click.echo(f"\nmitigation: {m['method']} ({m['constraint']} by {m['attribute']}), on the held-out rows:")
+    rows = [["decision", 0.5, "per group" if "thresholds" in m else 0.5, m["before"], m["after"]]]
+    for name, at in m.get("operating_points", {}).items():
+        rows.append(
+            [name, at["threshold_before"], at.get("threshold_after", "per group"), at["before"], at["after"]]
+        )
+    click.echo(
+        _table(
+            ["at", "threshold", "mitigated", "accuracy", "mitigated", stat.replace("_", " "), "mitigated"],
+            [[n, t, u, b["accuracy"], a["accuracy"], b[stat], a[stat]] for n, t, u, b, a in rows],
+        )
+    )
+    if "thresholds" in m:
+        points = m.get("operating_points", {})
+        groups = [
+            [g, t, *[p["thresholds"].get(g) for p in points.values()]] for g, t in m["thresholds"].items()
+        ]
+        if "fallback_threshold" in m:
+            fallbacks = [p["fallback_threshold"] for p in points.values()]
+            groups.append(["(no known group)", m["fallback_threshold"], *fallbacks])
+        click.echo(f"per-group thresholds (the scorer decides each item at its {m['attribute']} group's):")
+        click.echo(_table(["group", "decision", *points], groups))
 
 
 def _show_decisions(card: Mapping[str, Any]) -> None:

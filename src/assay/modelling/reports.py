@@ -27,6 +27,7 @@ import numpy as np
 from assay import templating
 from assay.modelling import plots
 from assay.modelling.formatting import fmt, stat_name, table
+from assay.registry.contracts import CONSTRAINT_STAT
 from assay.registry.gates import check_gates, summarize
 
 # Text as <text> elements (escaped by matplotlib) keeps the page small and the
@@ -191,16 +192,54 @@ def _mitigation(facts: dict[str, Any]) -> dict[str, Any] | None:
         ["accuracy lost", None, record.get("accuracy_lost")],
         ["disparity removed", None, record.get("disparity_removed")],
     ]
-    thresholds = record.get("thresholds") or {}
     return {
         "method": record.get("method"),
         "attribute": record.get("attribute"),
         "constraint": record.get("constraint"),
         "tradeoff": table(["on the held-out rows", "without mitigation", "this version"], rows),
-        "thresholds": table(["group", "threshold"], [[g, t] for g, t in thresholds.items()])
-        if thresholds
-        else None,
+        "points": _mitigation_points(record),
+        "thresholds": _group_thresholds(record),
     }
+
+
+def _mitigation_points(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The trade-off at each named operating point: accuracy and the constrained disparity, both sides."""
+    points = record.get("operating_points") or {}
+    if not points:
+        return None
+    stat = CONSTRAINT_STAT.get(str(record.get("constraint")), "demographic_parity_difference")
+    rows = [
+        [
+            name,
+            at["threshold_before"],
+            at.get("threshold_after", "per group"),
+            at["before"]["accuracy"],
+            at["after"]["accuracy"],
+            at["before"][stat],
+            at["after"][stat],
+        ]
+        for name, at in points.items()
+    ]
+    headers = ["operating point", "threshold without", "with", "accuracy without", "with"]
+    return table([*headers, f"{stat_name(stat)} without", "with"], rows)
+
+
+def _group_thresholds(record: dict[str, Any]) -> dict[str, Any] | None:
+    """Each group's threshold for the decision and at each operating point, and the fallback."""
+    thresholds = record.get("thresholds") or {}
+    if not thresholds:
+        return None
+    points = record.get("operating_points") or {}
+    rows = [[g, t, *[p["thresholds"].get(g) for p in points.values()]] for g, t in thresholds.items()]
+    if "fallback_threshold" in record:
+        rows.append(
+            [
+                "no known group",
+                record["fallback_threshold"],
+                *[p["fallback_threshold"] for p in points.values()],
+            ]
+        )
+    return table(["group", "decision", *points], rows)
 
 
 # --------------------------------------------------------------------------- the rest

@@ -41,6 +41,23 @@ AUC_STATS: tuple[str, ...] = ("roc_auc", "pr_auc")
 SUMMARY_STATS: tuple[str, ...] = ("roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "brier")
 FAIRNESS_STATS: tuple[str, ...] = ("demographic_parity_difference", "equalized_odds_difference")
 GATE_KINDS: tuple[str, ...] = ("minimum", "max_regression", "fairness")
+# Fairness mitigation as a card records it: the method, and what per-group thresholds equalise.
+MITIGATION_METHODS: tuple[str, ...] = ("thresholds", "reweighing")
+# What per-group thresholds equalise, and the disparity (a fairness block's summary) each one removes.
+CONSTRAINT_STAT: dict[str, str] = {
+    "equalized_odds": "equalized_odds_difference",
+    "true_positive_rate_parity": "true_positive_rate_difference",
+    "demographic_parity": "demographic_parity_difference",
+}
+MITIGATION_CONSTRAINTS: tuple[str, ...] = tuple(CONSTRAINT_STAT)
+# Beside accuracy, what each side of a mitigation trade-off reports (Fairlearn's summaries).
+MITIGATION_STATS: tuple[str, ...] = (
+    "demographic_parity_difference",
+    "true_positive_rate_difference",
+    "equalized_odds_difference",
+    "demographic_parity_ratio",
+    "equalized_odds_ratio",
+)
 
 
 class FeatureRecord(TypedDict):
@@ -255,6 +272,49 @@ class Search(TypedDict):
     history: list[Trial]
 
 
+class MitigationSide(TypedDict):
+    """One side of a trade-off on the held-out rows: a decision's accuracy and disparities."""
+
+    accuracy: float
+    selection_rate: NotRequired[float]  # flag decisions only (a multiclass decision picks a class)
+    # Each of MITIGATION_STATS, None where undefined; a multiclass side gives the worst class's.
+    demographic_parity_difference: float | None
+    true_positive_rate_difference: float | None
+    equalized_odds_difference: float | None
+    demographic_parity_ratio: float | None
+    equalized_odds_ratio: float | None
+
+
+class MitigationAtPoint(TypedDict):
+    """The trade-off at one named operating point."""
+
+    threshold_before: float  # the point's threshold without mitigation
+    threshold_after: NotRequired[float]  # reweighing: the point's threshold on the reweighed model
+    thresholds: NotRequired[dict[str, float]]  # per-group thresholds: each group's at the point
+    fallback_threshold: NotRequired[float]  # per-group thresholds: an item of no known group's
+    before: MitigationSide
+    after: MitigationSide
+    accuracy_lost: float
+    disparity_removed: NotRequired[float]  # absent when a side's disparity is undefined
+
+
+class Mitigation(TypedDict):
+    """What ``[fairness] mitigation`` did, beside the model it would have published without it."""
+
+    method: Literal["thresholds", "reweighing"]
+    attribute: str  # one of the card's sensitive columns
+    constraint: Literal["equalized_odds", "true_positive_rate_parity", "demographic_parity"]
+    before: MitigationSide  # at the decision
+    after: MitigationSide
+    accuracy_lost: float
+    disparity_removed: NotRequired[float]
+    thresholds: NotRequired[dict[str, float]]  # per-group thresholds only: each group's, for the decision
+    # Versions trained before the scorer applied group thresholds lack these two (they serve the
+    # plain decision, with one operating point per group):
+    fallback_threshold: NotRequired[float]  # per-group thresholds: an item of no known group's
+    operating_points: NotRequired[dict[str, MitigationAtPoint]]
+
+
 class CardFeature(TypedDict):
     name: str
     kind: Kind
@@ -289,7 +349,7 @@ class CardRecord(TypedDict):
     fairness_at_operating_points: NotRequired[dict[str, dict[str, Fairness]]]  # point -> attribute -> block
     prior_score: NotRequired[float]  # the selection metric of predicting the class frequencies
     details: NotRequired[dict[str, str | list[str]]]  # the spec's [card]: owner, licence, intended use...
-    mitigation: NotRequired[dict[str, Any]]  # the fairness mitigation chosen, and its trade-off
+    mitigation: NotRequired[Mitigation]  # the fairness mitigation chosen, and its trade-off
 
 
 @dataclass(frozen=True)

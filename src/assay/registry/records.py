@@ -28,6 +28,9 @@ from assay.registry.contracts import (
     FAIRNESS_STATS,
     GATE_KINDS,
     KINDS,
+    MITIGATION_CONSTRAINTS,
+    MITIGATION_METHODS,
+    MITIGATION_STATS,
     RATE_STATS,
     RUNTIMES,
     SUMMARY_STATS,
@@ -42,6 +45,8 @@ from assay.registry.contracts import (
     Inference,
     LabelSnapshot,
     LineageRecord,
+    Mitigation,
+    MitigationSide,
     SchemaRecord,
     ServingCost,
     SummaryRecord,
@@ -305,7 +310,72 @@ def _card_extras(v: Validator, card: dict[str, Any]) -> None:
         else:
             v.string(text, f"details.{key}", empty_ok=True)
     if "mitigation" in card:
-        v.mapping(card["mitigation"], "mitigation")
+        check_mitigation(v, card["mitigation"], card)
+
+
+def check_mitigation(v: Validator, value: Any, card: Mapping[str, Any]) -> Mitigation:
+    """The mitigation block: method, attribute among the sensitive columns, both sides of the
+    trade-off, and per-group thresholds exactly when the method is thresholds (binary only)."""
+    m = v.keys(
+        value, "mitigation", set(Mitigation.__annotations__) - _MITIGATION_OPTIONAL, _MITIGATION_OPTIONAL
+    )
+    method = v.enum(m["method"], "mitigation.method", MITIGATION_METHODS)
+    v.enum(m["attribute"], "mitigation.attribute", card["sensitive"])
+    v.enum(m["constraint"], "mitigation.constraint", MITIGATION_CONSTRAINTS)
+    _tradeoff(v, m, "mitigation")
+    if method == "thresholds":
+        if card["positive"] is None:
+            raise v.fail("mitigation.method", "per-group thresholds need a binary model")
+        _group_thresholds(v, m, "mitigation", required=False)
+        if ("fallback_threshold" in m) != ("operating_points" in m):
+            raise v.fail("mitigation", "fallback_threshold and operating_points come together")
+    elif "thresholds" in m or "fallback_threshold" in m:
+        raise v.fail("mitigation.thresholds", f"belongs to per-group thresholds, not {method}")
+    for point, entry in v.mapping(m.get("operating_points", {}), "mitigation.operating_points").items():
+        where = f"mitigation.operating_points.{point}"
+        if point not in card["operating_points"]:
+            raise v.fail(where, "is no operating point of the card")
+        keys = {"threshold_before", "threshold_after"} if method == "reweighing" else {"threshold_before"}
+        at = v.keys(
+            entry, where, {*keys, "before", "after", "accuracy_lost"}, {"disparity_removed", *_GROUP_KEYS}
+        )
+        for key in keys:
+            v.number(at[key], f"{where}.{key}", 0.0, _ABOVE_ALL)
+        _tradeoff(v, at, where)
+        if method == "thresholds":
+            _group_thresholds(v, at, where, required=True)
+        elif _GROUP_KEYS & at.keys():
+            raise v.fail(f"{where}.thresholds", f"belongs to per-group thresholds, not {method}")
+    return cast(Mitigation, value)
+
+
+_ABOVE_ALL = 1.0 + 1e-6  # a group threshold may sit just above 1: that group is never flagged
+_GROUP_KEYS = {"thresholds", "fallback_threshold"}
+
+
+def _tradeoff(v: Validator, entry: Mapping[str, Any], where: str) -> None:
+    for side in ("before", "after"):
+        optional = {"selection_rate"}
+        s = v.keys(entry[side], f"{where}.{side}", set(MitigationSide.__annotations__) - optional, optional)
+        v.number(s["accuracy"], f"{where}.{side}.accuracy", 0.0, 1.0)
+        if "selection_rate" in s:
+            v.number(s["selection_rate"], f"{where}.{side}.selection_rate", 0.0, 1.0)
+        for stat in MITIGATION_STATS:
+            v.number(s[stat], f"{where}.{side}.{stat}", 0.0, 1.0, null=True)
+    v.number(entry["accuracy_lost"], f"{where}.accuracy_lost", -1.0, 1.0)
+    if "disparity_removed" in entry:
+        v.number(entry["disparity_removed"], f"{where}.disparity_removed", -1.0, 1.0)
+
+
+def _group_thresholds(v: Validator, entry: Mapping[str, Any], where: str, *, required: bool) -> None:
+    if "thresholds" not in entry:
+        raise v.fail(f"{where}.thresholds", "is required with per-group thresholds")
+    if required and "fallback_threshold" not in entry:
+        raise v.fail(f"{where}.fallback_threshold", "is required with per-group thresholds")
+    for group, t in v.mapping(entry["thresholds"], f"{where}.thresholds").items():
+        v.number(t, f"{where}.thresholds.{group}", 0.0, _ABOVE_ALL)
+    if "fallback_threshold" in entry:
+        v.number(entry["fallback_threshold"], f"{where}.fallback_threshold", 0.0, _ABOVE_ALL)
 
 
 def check_gate_limits(value: Any, name: str) -> GateLimits:
@@ -387,6 +457,7 @@ _FAIRNESS_OPTIONAL = {
 }
 _GROUP_OPTIONAL = {"fnr", "brier", "calibration", "compared"}
 _CARD_OPTIONAL = {"unlearning", "fairness_at_operating_points", "prior_score", "details", "mitigation"}
+_MITIGATION_OPTIONAL = {"disparity_removed", "thresholds", "fallback_threshold", "operating_points"}
 
 
 def check_fairness(v: Validator, value: Any, where: str) -> None:

@@ -1,7 +1,8 @@
 """A score request's items: their ids and supplied features, checked, and the record each scores with.
 
 ``parse_items`` reads the items of a request (a request-level fault raises; a bad ``features``
-value is that item's own error), ``features_of`` merges what an item supplied over the features
+or ``context`` value is that item's own error) and the context each declares (what is not a
+feature: a per-group threshold's group, see ``groups``); ``features_of`` merges what an item supplied over the features
 stored for its id (ORES's "inject").
 """
 
@@ -14,19 +15,23 @@ from assay.errors import AssayError, InvalidInput, NotFound
 from assay.serving.features import MAX_ID_LENGTH, item_id_of
 from assay.serving.served import ServedModel
 
-_ITEM_KEYS = frozenset({"id", "features"})
+_ITEM_KEYS = frozenset({"id", "features", "context"})
 
 
-def parse_items(items: Sequence[Any]) -> list[tuple[str, Mapping[str, Any] | AssayError | None]]:
-    """(id, supplied features | the item's error | None) per item; request-level errors raise.
+def parse_items(
+    items: Sequence[Any],
+) -> tuple[list[tuple[str, Mapping[str, Any] | AssayError | None]], dict[str, Mapping[str, Any]]]:
+    """(id, supplied features | the item's error | None) per item, and each declared context by id;
+    request-level errors raise.
 
     An item that is not an object, lacks a usable id, repeats an id or has unknown keys
-    cannot be reported on by id, so it fails the request; a bad ``features`` value is
-    that item's own error.
+    cannot be reported on by id, so it fails the request; a bad ``features`` or ``context``
+    value is that item's own error.
     """
     if not isinstance(items, list | tuple):
         raise InvalidInput("items must be a list", field="items")
     out: list[tuple[str, Mapping[str, Any] | AssayError | None]] = []
+    contexts: dict[str, Mapping[str, Any]] = {}
     seen: set[str] = set()
     for i, item in enumerate(items):
         # ``type(x) is dict`` first: JSON gives dicts, and the ABC check costs more than the rest.
@@ -35,7 +40,8 @@ def parse_items(items: Sequence[Any]) -> list[tuple[str, Mapping[str, Any] | Ass
         if not item.keys() <= _ITEM_KEYS:
             extra = sorted(k for k in item if k not in _ITEM_KEYS)[0]
             raise InvalidInput(
-                f"items[{i}] has unknown field {extra!r}; items take 'id' and 'features'", field=f"items[{i}]"
+                f"items[{i}] has unknown field {extra!r}; items take 'id', 'features' and 'context'",
+                field=f"items[{i}]",
             )
         raw_id = item.get("id")
         item_id = (
@@ -49,11 +55,16 @@ def parse_items(items: Sequence[Any]) -> list[tuple[str, Mapping[str, Any] | Ass
             )
         seen.add(item_id)
         supplied = item.get("features")
+        context = item.get("context")
         if supplied is not None and type(supplied) is not dict and not isinstance(supplied, Mapping):
             out.append((item_id, InvalidInput("features must be an object", field="features")))
+        elif context is not None and not isinstance(context, Mapping):
+            out.append((item_id, InvalidInput("context must be an object", field="context")))
         else:
             out.append((item_id, supplied))
-    return out
+            if context:
+                contexts[item_id] = context
+    return out, contexts
 
 
 def features_of(

@@ -25,7 +25,7 @@ Public calls::
     scorer = Scorer(registry, FeatureTable(engine), cache, observer=None, threads=None, prediction_log=None)
     scorer.score(refs, items, *, features=False, explain=0) -> {"scores": {item_id: {ref: score}}}
     scorer.score_one(ref, item_id, *, features=False, explain=0) -> score      # raises the item's error
-    scorer.score_columns(ref, columns, rows) -> (ServedModel, probabilities)  # bare columns, all or nothing
+    scorer.score_columns(ref, columns, rows, context=None) -> (ServedModel, probabilities, groups)  # bare columns
     scorer.score_frame(ref, frame, *, id_column) -> DataFrame                   # batch files, vectorised
     scorer.precache(refs, ids) -> {"scored": n, "cached": n, "failed": {code: n}}
     scorer.model(ref) -> ServedModel;  scorer.models() -> [ModelInfo];  scorer.refresh();  scorer.close()
@@ -33,11 +33,17 @@ Public calls::
 
 ``explain`` is a top-N count (``True`` means 5, at most ``explain.MAX_EXPLAIN``).
 
-``items`` are JSON-like dicts ``{"id": str|int, "features": {name: value}}``
-(``features`` optional; ``id`` required). A score is ``{"version": "3",
-"prediction": ..., "probability": {...}}`` plus ``operating_points`` when the
-model names some, ``features`` and ``explanation`` when asked; an item's
-failure is ``{"error": {"code", "message", "field"}}``. Binary models answer
+``items`` are JSON-like dicts ``{"id": str|int, "features": {name: value},
+"context": {name: value}}`` (``features`` and ``context`` optional; ``id``
+required). ``context`` declares facts about the item that are not features:
+a version mitigated with per-group thresholds reads its attribute's group
+there (``groups.GroupDecision``); other keys are not read. A score is
+``{"version": "3", "prediction": ..., "probability": {...}}`` plus
+``operating_points`` when the model names some, ``decision`` (the group and
+threshold the prediction was decided at) for a version with per-group
+thresholds, ``features`` and ``explanation`` when asked; an item's failure is
+``{"error": {"code", "message", "field"}}``. A score decided from a declared
+context is not cached (the cache is keyed by item, not by context). Binary models answer
 ``prediction`` as a boolean and ``probability`` keyed ``"true"``/``"false"``
 (ORES's shape); multiclass models answer the class name and one key per class.
 """
@@ -58,6 +64,7 @@ from assay.registry.versions import ModelInfo, Registry
 from assay.serving.cache import ScoreCache, score_key
 from assay.serving.explain import check_explain, explain_scores
 from assay.serving.features import FeatureTable, item_id_of
+from assay.serving.groups import frame_groups, row_groups
 from assay.serving.items import features_of, parse_items
 from assay.serving.served import ServedModel
 from assay.serving.table import ModelTable, ScoringObserver
@@ -184,7 +191,7 @@ class Scorer:
         if not refs:
             raise InvalidInput("name at least one model", field="models")
         models = {ref: self.table.model_or_error(ref) for ref in refs}
-        parsed = parse_items(items)
+        parsed, contexts = parse_items(items)
         explain = check_explain(explain)
         out: dict[str, dict[str, Any]] = {item_id: {} for item_id, _ in parsed}
         for ref, served in models.items():
@@ -193,7 +200,7 @@ class Scorer:
                 for item_id, _ in parsed:
                     out[item_id][ref] = failure
                 continue
-            results = self._score_model(served, parsed, features=features, explain=explain)
+            results = self._score_model(served, parsed, features=features, explain=explain, contexts=contexts)
             for (item_id, _), result in zip(parsed, results, strict=True):
                 out[item_id][ref] = result if isinstance(result, dict) else {"error": result.to_dict()}
         return {"scores": out}
@@ -210,14 +217,21 @@ class Scorer:
         return result
 
     def score_columns(
-        self, ref: str, columns: Mapping[str, Sequence[Any] | np.ndarray], rows: int
-    ) -> tuple[ServedModel, np.ndarray]:
-        """Probabilities of bare feature columns (no ids, no lookup, no cache), e.g. for OIP infer.
+        self,
+        ref: str,
+        columns: Mapping[str, Sequence[Any] | np.ndarray],
+        rows: int,
+        *,
+        context: Mapping[str, Sequence[Any]] | None = None,
+    ) -> tuple[ServedModel, np.ndarray, list[str | None]]:
+        """Probabilities of bare feature columns (no ids, no lookup, no cache), e.g. for OIP infer,
+        and each row's group under the version's per-group thresholds (None without them).
 
         ``columns`` holds one list or numpy array of ``rows`` values per feature of the
-        model, nothing else. All or nothing: the first bad row raises its error with
+        model, nothing else; ``context`` columns declare what is not a feature (a per-group
+        threshold's attribute). All or nothing: the first bad row raises its error with
         ``row <k>:`` in the message (the same checks as records: finite numbers, known
-        categories, booleans).
+        categories, booleans, known groups).
         """
         served = self.model(ref)
         names = columns.keys()
@@ -232,15 +246,20 @@ class Scorer:
         if any(len(column) != rows for column in columns.values()):
             raise InvalidInput(f"every feature needs {rows} values, one per row", field="features")
         X, errors = served.encoder.encode_columns(columns, rows)
-        for k, error in enumerate(errors):
-            if error is not None:
-                raise InvalidInput(f"row {k}: {error.message}", field=error.field, code=error.code)
+        declared: list[Mapping[str, Any] | None] = [None] * rows
+        if served.groups is not None and context:
+            declared = [{name: values[k] for name, values in context.items()} for k in range(rows)]
+        groups = row_groups(served.groups, X, declared)
+        for k, (error, group) in enumerate(zip(errors, groups, strict=True)):
+            problem = error if error is not None else group if isinstance(group, InvalidInput) else None
+            if problem is not None:
+                raise InvalidInput(f"row {k}: {problem.message}", field=problem.field, code=problem.code)
         proba = self._predict(served, X)
         if self.observer is not None:
             self.observer.items_scored(served.name, served.version, rows, 0)
         if self.prediction_log is not None:
             self._log(served, None, X, proba)
-        return served, proba
+        return served, proba, [g if isinstance(g, str) else None for g in groups]
 
     def precache(self, refs: Sequence[str], ids: Sequence[Any]) -> dict[str, Any]:
         """Score stored items ahead of their first request, filling the cache.
@@ -302,27 +321,36 @@ class Scorer:
         features: bool,
         explain: int,
         read_cache: bool = True,
+        contexts: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[dict[str, Any] | AssayError]:
-        """One result per item, in order: a score dict or the item's error."""
+        """One result per item, in order: a score dict or the item's error.
+
+        ``contexts`` (item id -> declared context) decide a version's per-group thresholds."""
         plain = not features and not explain  # only plain scores come from / go to the cache
+        declared = contexts if served.groups is not None and contexts else {}
         results: list[dict[str, Any] | AssayError | None] = (
-            self._cached(served, items) if plain and read_cache else [None] * len(items)
+            self._cached(served, items, declared) if plain and read_cache else [None] * len(items)
         )
         records, where = self._records(served, items, results)
         if records:
             X, errors = served.encoder.encode(records)
-            good = [k for k in range(len(records)) if errors[k] is None]
-            for k, error in enumerate(errors):
+            groups = row_groups(served.groups, X, [declared.get(items[i][0]) for i in where])
+            for k, (error, group) in enumerate(zip(errors, groups, strict=True)):
                 if error is not None:
                     results[where[k]] = error
+                elif isinstance(group, InvalidInput):
+                    results[where[k]] = group
+            good = [k for k in range(len(records)) if results[where[k]] is None]
             if good:
                 Xg = X if len(good) == len(records) else X[good]
-                scores = self._scores(served, Xg, [items[where[k]][0] for k in good], features, explain)
+                ids = [items[where[k]][0] for k in good]
+                chosen = [g if isinstance(g, str) else None for g in (groups[k] for k in good)]
+                scores = self._scores(served, Xg, ids, features, explain, chosen)
                 to_cache: dict[str, dict[str, Any]] = {}
                 for k, score in zip(good, scores, strict=True):
                     i = where[k]
                     results[i] = score
-                    if items[i][1] is None:
+                    if items[i][1] is None and items[i][0] not in declared:
                         key = score_key(served.name, served.version, items[i][0])
                         to_cache[key] = score if plain else _base(score)
                 if to_cache:
@@ -333,11 +361,14 @@ class Scorer:
         return results  # type: ignore[return-value]
 
     def _cached(
-        self, served: ServedModel, items: Sequence[tuple[str, Mapping[str, Any] | AssayError | None]]
+        self,
+        served: ServedModel,
+        items: Sequence[tuple[str, Mapping[str, Any] | AssayError | None]],
+        declared: Mapping[str, Any],
     ) -> list[dict[str, Any] | AssayError | None]:
-        """The cached score of every id-only item that has one; None elsewhere."""
+        """The cached score of every id-only item that has one (and no declared context); None elsewhere."""
         results: list[dict[str, Any] | AssayError | None] = [None] * len(items)
-        id_only = [i for i, (_, f) in enumerate(items) if f is None]
+        id_only = [i for i, (item_id, f) in enumerate(items) if f is None and item_id not in declared]
         if not id_only:
             return results
         keys = [score_key(served.name, served.version, items[i][0]) for i in id_only]
@@ -388,11 +419,17 @@ class Scorer:
         return records, where
 
     def _scores(
-        self, served: ServedModel, X: np.ndarray, ids: list[str], features: bool, explain: int
+        self,
+        served: ServedModel,
+        X: np.ndarray,
+        ids: list[str],
+        features: bool,
+        explain: int,
+        groups: list[str | None] | None = None,
     ) -> list[dict[str, Any]]:
         """The scores of encoded rows (logged for monitoring), with features and explanations if asked."""
         proba = self._predict(served, X)
-        scores = served.scores(proba)
+        scores = served.scores(proba, groups)
         if self.prediction_log is not None:
             self._log(served, ids, X, proba)
         if features:
@@ -415,6 +452,10 @@ class Scorer:
         ``keys="classes"``: named by the model's classes (what the next training run reads).
         A bad value, an unknown category included, refuses the file naming row and column,
         as the API refuses the item.
+        A version with per-group thresholds decides each row at its group's threshold: the
+        group is the attribute's feature value, else the file's column of the attribute's name
+        (no such column: every row at the fallback threshold); ``group`` and ``threshold``
+        columns say what each row got.
         The rows go to the prediction log, as served scores do.
         """
         served = self.model(ref)
@@ -429,7 +470,8 @@ class Scorer:
         if self.prediction_log is not None:
             self._log(served, out["id"].tolist(), X, proba)
         classes = served.loaded.classes
-        prediction = served.predictions(proba)
+        groups = frame_groups(served.groups, frame, X, source)
+        prediction = served.predictions(proba, groups)
         named = keys == "classes"
         if served.positive_index is not None and named:  # flagged or not, as the class it stands for
             pi = served.positive_index
@@ -438,6 +480,9 @@ class Scorer:
         out["prediction"] = prediction
         for j in served.order:
             out[f"probability_{classes[j] if named else served.keys[j]}"] = proba[:, j]
+        if served.groups is not None:
+            out["group"] = pd.Series(groups, dtype=object)
+            out["threshold"] = served.groups.limits(groups)
         return out
 
 

@@ -54,6 +54,8 @@ from assay.web.tensors import (
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
 OUTPUTS = ("probability", "prediction")
+# A version mitigated with per-group thresholds also answers the threshold each row was decided at.
+GROUP_OUTPUT = "threshold"
 # What the model metadata declares per feature kind, and what each kind accepts.
 _DECLARED = {"numeric": "FP64", "boolean": "BOOL", "categorical": "BYTES"}
 _ACCEPTED = {
@@ -121,12 +123,24 @@ def model_metadata(scorer: Scorer, ref: str) -> dict[str, Any]:
         "inputs": [
             {"name": f.name, "datatype": _DECLARED[f.kind], "shape": [-1]}
             for f in served.loaded.schema.features
-        ],
+        ]
+        + _group_input(served),
         "outputs": [
             {"name": "probability", "datatype": "FP64", "shape": [-1, len(served.keys)]},
             {"name": "prediction", "datatype": _prediction_type(served), "shape": [-1]},
-        ],
+        ]
+        + ([{"name": GROUP_OUTPUT, "datatype": "FP64", "shape": [-1]}] if served.groups else []),
     }
+
+
+def _group_input(served: ServedModel) -> list[dict[str, Any]]:
+    """The optional input that declares the group of a per-group threshold that is no feature."""
+    decision = served.groups
+    if decision is None or decision.feature is not None:
+        return []
+    return [
+        {"name": decision.attribute, "datatype": "BYTES", "shape": [-1], "parameters": {"optional": True}}
+    ]
 
 
 def _prediction_type(served: ServedModel) -> str:
@@ -139,18 +153,32 @@ def _prediction_type(served: ServedModel) -> str:
 def infer(scorer: Scorer, ref: str, call: InferCall) -> InferResult:
     """Score ``call`` with the model ``ref`` names; the outputs it asked for, in the order it asked."""
     served = scorer.model(ref)
+    context = _context(served, call)
     _check_inputs(served, call)
     try:
-        served, proba = scorer.score_columns(ref, call.columns, call.rows)
+        served, proba, groups = scorer.score_columns(ref, call.columns, call.rows, context=context)
     except InvalidInput as exc:
         raise _named(exc) from None
+    names = (*OUTPUTS, GROUP_OUTPUT) if served.groups is not None else OUTPUTS
     wanted = (
-        call.outputs
-        if call.outputs is not None
-        else [RequestedOutput(n, call.binary_outputs) for n in OUTPUTS]
+        call.outputs if call.outputs is not None else [RequestedOutput(n, call.binary_outputs) for n in names]
     )
-    outputs = [_output(served, proba, out) for out in wanted]
+    if any(out.name not in names for out in wanted):
+        raise InvalidInput(
+            f"output {GROUP_OUTPUT!r} is answered by versions with per-group thresholds only", field="outputs"
+        )
+    outputs = [_output(served, proba, out, groups) for out in wanted]
     return InferResult(served.name, served.version_label, outputs, call.id)
+
+
+def _context(served: ServedModel, call: InferCall) -> dict[str, list[Any]] | None:
+    """The input that declares a per-group threshold's group when that attribute is no feature
+    (an input of the attribute's name, e.g. BYTES ``sex``), taken out of the feature inputs."""
+    decision = served.groups
+    if decision is None or decision.feature is not None or decision.attribute not in call.columns:
+        return None
+    values = call.columns.pop(decision.attribute)
+    return {decision.attribute: values.tolist() if isinstance(values, np.ndarray) else list(values)}
 
 
 def _check_inputs(served: ServedModel, call: InferCall) -> None:
@@ -182,14 +210,17 @@ def _check_inputs(served: ServedModel, call: InferCall) -> None:
 
 
 def _named(exc: InvalidInput) -> InvalidInput:
-    """A scorer error about ``features.x`` as one about input ``x`` (the protocol's error is a message)."""
-    if exc.field and exc.field.startswith("features."):
-        name = exc.field.removeprefix("features.")
+    """A scorer error about ``features.x`` (or ``context.x``) as one about input ``x`` (the protocol's
+    error is a message)."""
+    if exc.field and exc.field.startswith(("features.", "context.")):
+        name = exc.field.partition(".")[2]
         return InvalidInput(f"{where(name)}: {exc.message}", field=name, code=exc.code)
     return exc
 
 
-def _output(served: ServedModel, proba: np.ndarray, wanted: RequestedOutput) -> OutputTensor:
+def _output(
+    served: ServedModel, proba: np.ndarray, wanted: RequestedOutput, groups: list[str | None]
+) -> OutputTensor:
     n = len(proba)
     classes = [served.keys[j] for j in served.order]
     if wanted.name == "probability":
@@ -202,7 +233,12 @@ def _output(served: ServedModel, proba: np.ndarray, wanted: RequestedOutput) -> 
         return OutputTensor(
             "probability", "FP64", [n, len(classes)], ordered, {"classes": classes}, wanted.binary
         )
-    predictions = served.predictions(proba)
+    if wanted.name == GROUP_OUTPUT and served.groups is not None:
+        limits = served.groups.limits(groups)
+        return OutputTensor(
+            GROUP_OUTPUT, "FP64", [n], limits, {"attribute": served.groups.attribute}, wanted.binary
+        )
+    predictions = served.predictions(proba, groups)
     if served.positive_index is not None:
         return OutputTensor("prediction", "BOOL", [n], np.asarray(predictions, dtype=bool), {}, wanted.binary)
     return OutputTensor("prediction", "BYTES", [n], [str(p) for p in predictions.tolist()], {}, wanted.binary)
@@ -211,9 +247,10 @@ def _output(served: ServedModel, proba: np.ndarray, wanted: RequestedOutput) -> 
 def check_outputs(requested: list[RequestedOutput]) -> list[RequestedOutput]:
     seen: set[str] = set()
     for out in requested:
-        if out.name not in OUTPUTS:
+        if out.name not in (*OUTPUTS, GROUP_OUTPUT):
             raise InvalidInput(
-                f"output {out.name[:100]!r} is not an output of assay's models ({', '.join(OUTPUTS)})",
+                f"output {out.name[:100]!r} is not an output of assay's models ({', '.join(OUTPUTS)}, and "
+                f"{GROUP_OUTPUT} for a version with per-group thresholds)",
                 field="outputs",
             )
         if out.name in seen:

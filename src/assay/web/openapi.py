@@ -105,6 +105,18 @@ def _schemas() -> dict[str, Any]:
                     "additionalProperties": SCALAR,
                     "description": "Feature values; they override the stored features of the item.",
                 },
+                "context": {
+                    "type": "object",
+                    "additionalProperties": SCALAR,
+                    "description": (
+                        "Facts about the item that are not features. A version mitigated with per-group "
+                        'thresholds reads its attribute here (e.g. {"sex": "Female"}) when the '
+                        "attribute is not a feature: the item is decided at its group's threshold; a value "
+                        "naming no group is the item's error (unknown_group); no value: the version's "
+                        "fallback_threshold. Other keys are not read; a score decided from a context is "
+                        "not cached."
+                    ),
+                },
             },
             "additionalProperties": False,
         },
@@ -130,8 +142,27 @@ def _schemas() -> dict[str, Any]:
                 "prediction": {"oneOf": [{"type": "boolean"}, {"type": "string"}]},
                 "probability": {"type": "object", "additionalProperties": {"type": "number"}},
                 "operating_points": {"type": "object", "additionalProperties": {"type": "boolean"}},
+                "decision": ref("GroupDecision"),
                 "features": {"type": "object", "additionalProperties": SCALAR},
                 "explanation": ref("Explanation"),
+            },
+            "additionalProperties": False,
+        },
+        "GroupDecision": {
+            "type": "object",
+            "description": (
+                "Versions mitigated with per-group thresholds only: the threshold the prediction (and each "
+                "operating point, at its own per-group thresholds) was decided at."
+            ),
+            "required": ["attribute", "group", "threshold"],
+            "properties": {
+                "attribute": {"type": "string"},
+                "group": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "The item's group; null: no group was known (the fallback threshold).",
+                },
+                "threshold": {"type": "number"},
             },
             "additionalProperties": False,
         },
