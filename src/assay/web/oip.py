@@ -134,13 +134,12 @@ def model_metadata(scorer: Scorer, ref: str) -> dict[str, Any]:
 
 
 def _group_input(served: ServedModel) -> list[dict[str, Any]]:
-    """The optional input that declares the group of a per-group threshold that is no feature."""
+    """The input that declares the group of a per-group threshold that is no feature (optional: a
+    request without it is decided at the version's fallback threshold)."""
     decision = served.groups
     if decision is None or decision.feature is not None:
         return []
-    return [
-        {"name": decision.attribute, "datatype": "BYTES", "shape": [-1], "parameters": {"optional": True}}
-    ]
+    return [{"name": decision.attribute, "datatype": "BYTES", "shape": [-1]}]
 
 
 def _prediction_type(served: ServedModel) -> str:
