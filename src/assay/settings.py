@@ -50,6 +50,12 @@ class Settings:
         "unlearning retrains, the windows of monitoring reports): local (this process) or ray "
         "(needs assay[ray]).",
     )
+    train_jobs: int = _setting(
+        0,
+        "Cores a training uses: the local engine gives each fit that many threads (folds one at a "
+        "time); the ray engine runs folds side by side, one thread each. 0 means the idle cores "
+        "(the machine's less its load average).",
+    )
     ray_address: str = _setting(
         "", "The Ray cluster of ASSAY_ENGINE=ray; empty means Ray's RAY_ADDRESS, else a Ray started here."
     )

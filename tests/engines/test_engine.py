@@ -62,3 +62,29 @@ def test_map_parquet_writes_every_row_once(tmp_path: Path) -> None:
 def test_an_unknown_engine_is_a_settings_error() -> None:
     with pytest.raises(SettingsError, match="engine must be one of local, ray; got 'spark'"):
         open_engine("spark")
+
+
+def test_the_training_cores_come_from_the_setting_or_the_idle_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from assay.engines import engine as module
+
+    monkeypatch.setattr(module.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(module.os, "getloadavg", lambda: (5.4, 0.0, 0.0))
+    assert [module.cores(jobs) for jobs in (3, 1, 12)] == [3, 1, 12]  # the setting, as given
+    assert module.cores(0) == 3  # 8 cores, 5.4 of them busy
+    monkeypatch.setattr(module.os, "getloadavg", lambda: (27.0, 0.0, 0.0))
+    assert module.cores(0) == 1  # never none
+    monkeypatch.setattr(module.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    assert module.cores(0) == 8  # never more than the machine has
+    with pytest.raises(SettingsError) as caught:
+        module.cores(-1)
+    assert caught.value.field == "train_jobs"
+
+
+def test_the_local_engine_gives_each_fit_the_cores_and_ray_one_thread_per_fold() -> None:
+    # Folds side by side or threads within each fit, never both.
+    local = open_engine("local", jobs=3)
+    assert (local.jobs, local.fit_threads) == (3, 3)
+    from assay.engines.ray_engine import RayEngine  # built without starting Ray
+
+    ray = RayEngine(jobs=3)
+    assert (ray.jobs, ray.fit_threads) == (3, 1)

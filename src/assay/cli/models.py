@@ -64,7 +64,7 @@ def train_command(ws: Workspace, spec_path: str, engine: str | None) -> None:
         progress=_progress,
         actor=getpass.getuser(),
         campaign_labels=functools.partial(resolved_labels, ws.engine),
-        engine=open_engine(engine or ws.settings.engine, ws.settings.ray_address),
+        engine=open_engine(engine or ws.settings.engine, ws.settings.ray_address, ws.settings.train_jobs),
         **training_options(ws.engine, spec),
     )
     metric = spec.training.metric

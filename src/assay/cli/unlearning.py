@@ -41,7 +41,7 @@ def _forgetting(ws: Workspace) -> Forgetting:
         legal_hold=ws.settings.legal_hold,
         campaign_labels=functools.partial(resolved_labels, ws.engine),
         say=lambda m: click.echo(m, err=True),
-        work=open_engine(ws.settings.engine, ws.settings.ray_address),
+        work=open_engine(ws.settings.engine, ws.settings.ray_address, ws.settings.train_jobs),
     )
 
 

@@ -16,6 +16,7 @@ sequence) keeps the results up to the first ``None``.
 from __future__ import annotations
 
 import math
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -70,10 +71,38 @@ class ParquetJob:
     batch_rows: int
 
 
+def cores(jobs: int) -> int:
+    """The cores a training in this process uses: ``jobs`` (``ASSAY_TRAIN_JOBS``) when it is
+    positive, else the idle ones: the machine's cores less its 1-minute load average, at least one.
+
+    Idle, not all: on a machine other work keeps busy, a fit given more threads than there are
+    free cores spends its time waiting for them (LightGBM's threads synchronise at every split:
+    2 threads took 6.4-12.1 s where 1 took 1.1-1.7 s on a busy 2-core machine). The result
+    never depends on it: every family gives the same model on any number of threads.
+    """
+    if jobs < 0:
+        raise SettingsError(
+            f"train_jobs must be 0 (the idle cores) or a number of cores; got {jobs}", field="train_jobs"
+        )
+    if jobs > 0:
+        return jobs
+    total = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - a platform without a load average
+        busy = 0.0
+    return max(1, min(total, int(total - busy + 0.5)))
+
+
 class Engine(ABC):
     """What every engine offers its callers; an engine implements ``run`` and ``stream``."""
 
     name: str
+    # Cores this process's own work of a training (the refit, evaluation) may use.
+    jobs: int
+    # Threads each call of ``map`` may use. Folds run side by side (each call a core) or each
+    # fit gets the threads, never both: 1 for an engine that runs calls side by side.
+    fit_threads: int
 
     def map(
         self,
@@ -111,9 +140,12 @@ class Engine(ABC):
 
 
 class LocalEngine(Engine):
-    """The calls one after the other in this process (the libraries use the cores within each)."""
+    """The calls one after the other in this process, each given the ``jobs`` cores as threads."""
 
     name = "local"
+
+    def __init__(self, jobs: int = 0) -> None:
+        self.jobs = self.fit_threads = cores(jobs)
 
     def stream(self, job: ParquetJob) -> int:
         """One worker in this process (its batch function may use every core itself)."""
@@ -149,12 +181,13 @@ class LocalEngine(Engine):
         return results
 
 
-def open_engine(name: str, address: str = "") -> Engine:
-    """The engine ``name`` means: ``local``, or ``ray`` (local Ray, or the cluster at ``address``)."""
+def open_engine(name: str, address: str = "", jobs: int = 0) -> Engine:
+    """The engine ``name`` means: ``local``, or ``ray`` (local Ray, or the cluster at ``address``);
+    ``jobs``: the ``ASSAY_TRAIN_JOBS`` setting (see ``cores``)."""
     if name == "local":
-        return LocalEngine()
+        return LocalEngine(jobs)
     if name == "ray":
         from assay.engines.ray_engine import RayEngine  # needs the [ray] extra
 
-        return RayEngine(address)
+        return RayEngine(address, jobs)
     raise SettingsError(f"engine must be one of {', '.join(ENGINES)}; got {name!r}", field="engine")

@@ -14,7 +14,7 @@ import time
 import warnings
 from typing import Any, TypeVar
 
-from assay.engines.engine import Engine, Fanout, ParquetJob
+from assay.engines.engine import Engine, Fanout, ParquetJob, cores
 from assay.errors import SettingsError
 
 T = TypeVar("T")
@@ -55,9 +55,13 @@ class RayEngine(Engine):
             scored.write_parquet(str(job.dest))
         return sum(pq.ParquetFile(path).metadata.num_rows for path in sorted(job.dest.glob("*.parquet")))
 
-    def __init__(self, address: str = "") -> None:
+    def __init__(self, address: str = "", jobs: int = 0) -> None:
         self.address = address
         self._ray: Any = None
+        # Every call is a task holding one core of the cluster: its fit gets one thread. This
+        # process's own work (the refit, evaluation) gets the local cores.
+        self.fit_threads = 1
+        self.jobs = cores(jobs)
 
     @property
     def ray(self) -> Any:

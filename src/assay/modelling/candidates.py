@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from typing import Any
@@ -38,6 +39,16 @@ ROWS_PER_LEAF = 50
 _KINDS = "it is set from features.kinds"
 
 
+@contextmanager
+def thread_limit(threads: int) -> Iterator[None]:
+    """Hold every thread pool a library starts without being told a number (OpenMP in
+    HistGradientBoosting, BLAS under logistic regression) to ``threads`` while the block runs."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        yield
+
+
 def _plain_fit(
     estimator: ClassifierMixin, X: np.ndarray, y: np.ndarray, schema: FeatureSchema, **fit_params: Any
 ) -> Any:
@@ -49,8 +60,8 @@ class Candidate:
     """One model family: how to build, configure, search and fit it."""
 
     name: str
-    # (hyperparameters, seed, categorical column indices) -> the bare estimator
-    factory: Callable[[dict[str, Any], int, list[int]], ClassifierMixin]
+    # (hyperparameters, seed, categorical column indices, threads) -> the bare estimator
+    factory: Callable[[dict[str, Any], int, list[int], int], ClassifierMixin]
     defaults: dict[str, Any]
     search_space: dict[str, Any]
     # parameter name -> which part of the spec sets it instead
@@ -74,15 +85,26 @@ class Candidate:
         return {k: min(v, leaf) if k in self.leaf_params else v for k, v in self.defaults.items()}
 
     def model(
-        self, params: dict[str, Any], seed: int, categorical: list[int] | None = None
+        self,
+        params: dict[str, Any],
+        seed: int,
+        categorical: list[int] | None = None,
+        threads: int | None = None,
     ) -> ClassifierMixin:
-        """The bare estimator with ``params`` over assay's settings (no defaults merged)."""
-        return self.factory(params, seed, categorical or [])
+        """The bare estimator with ``params`` over assay's settings (no defaults merged), using
+        ``threads`` threads where the library takes a number (default: every core)."""
+        return self.factory(params, seed, categorical or [], threads or os.cpu_count() or 1)
 
-    def estimator(self, params: dict[str, Any], schema: FeatureSchema, seed: int) -> ClassifierMixin:
-        """An unfitted estimator taking the schema's encoded matrix (categorical codes, NaN = missing)."""
+    def estimator(
+        self, params: dict[str, Any], schema: FeatureSchema, seed: int, threads: int | None = None
+    ) -> ClassifierMixin:
+        """An unfitted estimator taking the schema's encoded matrix (categorical codes, NaN = missing).
+
+        ``threads``: what it may use (``assay.engines.engine``'s decision); libraries that take no
+        number (OpenMP in HistGradientBoosting, BLAS) are held to it by ``thread_limit``.
+        """
         cat = schema.categorical_indices
-        model = self.model({**self.defaults, **params}, seed, cat)
+        model = self.model({**self.defaults, **params}, seed, cat, threads)
         if self.takes_codes:
             return model
         num = [i for i in range(len(schema.features)) if i not in cat]
@@ -128,11 +150,11 @@ class Candidate:
         return None
 
 
-def _lightgbm(params: dict[str, Any], seed: int, categorical: list[int]) -> ClassifierMixin:
+def _lightgbm(params: dict[str, Any], seed: int, categorical: list[int], threads: int) -> ClassifierMixin:
     # LightGBM documents deterministic=True as reproducible only with a fixed histogram
     # layout, so assay fixes one: column-wise, unless the spec asks for row-wise.
     layout = {} if params.get("force_row_wise") else {"force_col_wise": True}
-    settings = {"n_jobs": os.cpu_count() or 1, "deterministic": True, **layout, "verbose": -1}
+    settings = {"n_jobs": threads, "deterministic": True, **layout, "verbose": -1}
     return LGBMClassifier(**{**settings, **params}, random_state=seed)
 
 
@@ -141,6 +163,19 @@ def _lightgbm_fit(
 ) -> Any:
     # LightGBM takes categorical columns at fit time, not in the constructor.
     return estimator.fit(X, y, categorical_feature=schema.categorical_indices or "auto", **fit_params)
+
+
+def _forest_fit(
+    estimator: ClassifierMixin, X: np.ndarray, y: np.ndarray, schema: FeatureSchema, **fit_params: Any
+) -> Any:
+    # Trees grow on every thread given, but a forest's predict_proba adds its trees' votes in
+    # the order its threads finish: the same forest would score differently in the last bit
+    # from run to run (and ties between rows would break differently in every ranking metric).
+    # Scored on one thread, the sum has one order. (Serving uses the compiled trees anyway.)
+    fitted = estimator.fit(X, y, **fit_params)
+    model = fitted.steps[-1][1] if isinstance(fitted, Pipeline) else fitted
+    model.set_params(n_jobs=1)
+    return fitted
 
 
 def _lightgbm_params() -> set[str]:
@@ -157,7 +192,7 @@ CANDIDATES: dict[str, Candidate] = {
     for c in (
         Candidate(
             name="logistic_regression",
-            factory=lambda p, seed, cat: LogisticRegression(**p, random_state=seed),
+            factory=lambda p, seed, cat, threads: LogisticRegression(**p, random_state=seed),
             defaults={"C": 1.0, "max_iter": 2000},
             search_space={"C": loguniform(1e-3, 1e2)},
             takes_codes=False,
@@ -194,7 +229,7 @@ CANDIDATES: dict[str, Candidate] = {
         ),
         Candidate(
             name="hist_gradient_boosting",
-            factory=lambda p, seed, cat: HistGradientBoostingClassifier(
+            factory=lambda p, seed, cat, threads: HistGradientBoostingClassifier(
                 **{"early_stopping": False, **p}, categorical_features=cat or None, random_state=seed
             ),
             defaults={
@@ -216,9 +251,10 @@ CANDIDATES: dict[str, Candidate] = {
         ),
         Candidate(
             name="random_forest",
-            factory=lambda p, seed, cat: RandomForestClassifier(
-                **{"n_jobs": os.cpu_count() or 1, **p}, random_state=seed
+            factory=lambda p, seed, cat, threads: RandomForestClassifier(
+                **{"n_jobs": threads, **p}, random_state=seed
             ),
+            fit=_forest_fit,
             defaults={"n_estimators": 300, "min_samples_leaf": 3, "max_features": "sqrt"},
             search_space={
                 "n_estimators": randint(100, 500),

@@ -121,7 +121,7 @@ def _run(
         result = train(
             trained, ws.registry, progress=say, actor=actor,
             lineage_extra={"labels": dict(snapshot.facts)},
-            engine=open_engine(ws.settings.engine, ws.settings.ray_address),
+            engine=open_engine(ws.settings.engine, ws.settings.ray_address, ws.settings.train_jobs),
             **training_options(ws.engine, trained),
         )  # fmt: skip
     except AssayError as exc:

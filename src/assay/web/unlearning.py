@@ -49,7 +49,7 @@ def _forgetting(request: Request) -> forgetting.Forgetting:
         cache=svc.scorer.cache,
         legal_hold=svc.settings.legal_hold,
         campaign_labels=functools.partial(resolved_labels, ws.engine),
-        work=open_engine(svc.settings.engine, svc.settings.ray_address),
+        work=open_engine(svc.settings.engine, svc.settings.ray_address, svc.settings.train_jobs),
     )
 
 
