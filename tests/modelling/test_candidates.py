@@ -34,6 +34,8 @@ def test_the_threads_given_are_the_libraries_thread_counts() -> None:
     assert CANDIDATES["random_forest"].estimator({}, schema, 0, threads=3).get_params()["n_jobs"] == 3
     with thread_limit(1):  # OpenMP (HistGradientBoosting) and BLAS take no number: they are held
         assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+        # An estimator built inside (a refit, a shard) takes the limit as its own number.
+        assert CANDIDATES["lightgbm"].estimator({}, schema, 0).get_params()["n_jobs"] == 1
 
 
 @pytest.mark.parametrize(
@@ -45,6 +47,6 @@ def test_one_thread_or_two_give_the_same_model(name: str) -> None:
     probabilities = []
     for threads in (1, 2):
         with thread_limit(threads):
-            fitted = candidate.fit(candidate.estimator(SMALL.get(name, {}), schema, 7, threads), X, y, schema)
+            fitted = candidate.fit(candidate.estimator(SMALL.get(name, {}), schema, 7), X, y, schema)
             probabilities.append(fitted.predict_proba(X))
     assert np.array_equal(probabilities[0], probabilities[1])

@@ -34,6 +34,7 @@ def test_a_new_stage_estimates_from_its_own_steps_and_one_step_stages_say_start_
     run.stage("fold", 1)
     clock.now += 50
     run.step()
+    run("best candidate: lightgbm")
     since = run.begin("refitting lightgbm")
     clock.now += 7
     run.end("refitted", since)
@@ -41,6 +42,7 @@ def test_a_new_stage_estimates_from_its_own_steps_and_one_step_stages_say_start_
     clock.now += 1
     run.step("words_added")
     assert lines[1:] == [
+        "best candidate: lightgbm | 50s gone",
         "refitting lightgbm | 50s gone",
         "  refitted in 7.0s | 57s gone",
         "  feature 1 of 3 (words_added) | 58s gone, about 2.0s left",

@@ -14,6 +14,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from typing import Any
@@ -39,14 +40,23 @@ ROWS_PER_LEAF = 50
 _KINDS = "it is set from features.kinds"
 
 
+# The threads of the fits in this context (``thread_limit``); None: every core.
+_THREADS: ContextVar[int | None] = ContextVar("assay_fit_threads", default=None)
+
+
 @contextmanager
 def thread_limit(threads: int) -> Iterator[None]:
-    """Hold every thread pool a library starts without being told a number (OpenMP in
-    HistGradientBoosting, BLAS under logistic regression) to ``threads`` while the block runs."""
+    """Fit and predict on ``threads`` threads while the block runs: estimators built inside get
+    it as their ``n_jobs`` (LightGBM, random forest), and every thread pool a library starts
+    without being told a number (OpenMP in HistGradientBoosting, BLAS) is held to it."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=threads):
-        yield
+    token = _THREADS.set(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        _THREADS.reset(token)
 
 
 def _plain_fit(
@@ -92,8 +102,10 @@ class Candidate:
         threads: int | None = None,
     ) -> ClassifierMixin:
         """The bare estimator with ``params`` over assay's settings (no defaults merged), using
-        ``threads`` threads where the library takes a number (default: every core)."""
-        return self.factory(params, seed, categorical or [], threads or os.cpu_count() or 1)
+        ``threads`` threads where the library takes a number (default: ``thread_limit``'s, else
+        every core)."""
+        threads = threads or _THREADS.get() or os.cpu_count() or 1
+        return self.factory(params, seed, categorical or [], threads)
 
     def estimator(
         self, params: dict[str, Any], schema: FeatureSchema, seed: int, threads: int | None = None

@@ -320,11 +320,13 @@ def permutation_importance(
     seed: int,
     n_repeats: int = 3,
     max_rows: int = 5000,
+    done: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Mean and std drop in ROC-AUC when each column is shuffled, most important first.
 
     Model-agnostic: only ``predict_proba`` is called. Runs on a seeded subsample
     of at most ``max_rows`` rows so the cost is bounded on big test sets.
+    ``done`` is called with each feature's name once it is measured (progress lines).
     """
     classes = [str(c) for c in classes]
     y = np.asarray(y_true).astype(str)
@@ -366,5 +368,7 @@ def permutation_importance(
         results.append(
             {"feature": str(name), "importance": float(np.mean(drops)), "std": float(np.std(drops))}
         )
+        if done is not None:
+            done(str(name))
     # Stable sort keeps the caller's feature order among equal importances.
     return sorted(results, key=lambda r: -r["importance"])

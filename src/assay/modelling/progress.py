@@ -3,7 +3,8 @@
 A training is a sequence of stages whose sizes are known when each starts: the
 cross-validation folds of every candidate (and of every search trial), the refit, the held-out
 evaluation, permutation importance (one step per feature) and compilation. ``RunProgress``
-prints one line per finished step, on the caller's ``say`` (stderr in the command line)::
+prints one line per finished step, on the caller's ``say`` (stderr in the command line), and is
+itself a ``say`` that adds the time gone to every other line of the run::
 
     fold 7 of 20 (lightgbm 2/5): average_precision=0.3312, fit 1.2s | 14s gone, about 26s left
 
@@ -44,6 +45,10 @@ class RunProgress:
         self._total = 0
         self._done = 0
         self._stage_started = self.started
+
+    def __call__(self, message: str) -> None:
+        """Say a line of the run (reading, refitting, registering) with the time gone."""
+        self.say(f"{message} | {self.gone()} gone")
 
     def gone(self) -> str:
         return duration(self.clock() - self.started)
