@@ -56,9 +56,12 @@ def _session(estimator: Any, n_features: int, double: bool) -> tuple[Any, str] |
         return f"{type(exc).__name__}: {str(exc)[:120]}"
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(
-        onx.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    try:
+        session = onnxruntime.InferenceSession(
+            onx.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # e.g. an operator ONNX Runtime has no kernel for at this type
+        return f"{type(exc).__name__}: {str(exc)[:160]}"
     dtype = np.float64 if double else np.float32
     output = [o.name for o in session.get_outputs()][1]  # label, probabilities
 
