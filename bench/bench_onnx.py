@@ -21,6 +21,7 @@ virtual environment that sees the project's packages, e.g.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from pathlib import Path
@@ -82,8 +83,13 @@ def _time(fn: Any, X: np.ndarray, calls: int) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-rows", type=int, default=0, help="fit on the first N rows (0: all)")
+    args = parser.parse_args()
     os.chdir(Path(__file__).resolve().parents[1])
     X, y, X_test, schema = _data(Path(__file__).resolve().parents[2] / "shared/data/editquality")
+    if args.train_rows:
+        X, y = X[: args.train_rows], y[: args.train_rows]
     print(f"machine: {os.cpu_count()} cores shared with other work (load average {os.getloadavg()[0]:.1f})")
     print(f"onnxruntime {onnxruntime.__version__}; train {X.shape}, test {X_test.shape}; one thread each\n")
     fitted = {n: CANDIDATES[n].fit(CANDIDATES[n].estimator({}, schema, 0), X, y, schema) for n in FAMILIES}

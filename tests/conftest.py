@@ -47,6 +47,7 @@ SLOW_MODULES = frozenset(
 SLOW_TESTS = frozenset(
     {
         "test_editquality_default_candidates_meet_the_bar",
+        "test_one_core_or_two_train_the_same_model_with_progress_in_order",
         "test_quickstart_trains_on_shipped_data",
         "test_a_100000_item_campaign_stays_fast",
         "test_a_login_flood_does_not_starve_the_server",

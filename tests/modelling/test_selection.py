@@ -100,7 +100,7 @@ def test_small_data_gets_leaves_it_can_split_and_a_constant_model_is_flagged() -
             folds=5,
             metric="accuracy",
             seed=0,
-            progress=print,
+            progress=None,
             engine=LocalEngine(),
         )
         return result.mean_score

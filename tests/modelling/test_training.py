@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from assay.engines.engine import LocalEngine
 from assay.errors import DataError, SpecError
 from assay.modelling.candidates import CANDIDATES
 from assay.modelling.queries import answer_threshold_query
@@ -65,6 +66,59 @@ def test_same_spec_same_data_same_metrics(workspace: Workspace, tmp_path: Path) 
     b = workspace.registry.read_json(second, "evaluation.json")
     assert a == b
     assert first.data_fingerprint == second.data_fingerprint
+
+
+def test_one_core_or_two_train_the_same_model_with_progress_in_order(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    path = write_binary_spec(tmp_path / "data", n_train=600, n_test=300)
+    families = ", ".join(f'"{name}"' for name in CANDIDATES)
+    path.write_text(
+        path.read_text().replace(
+            'candidates = ["logistic_regression", "lightgbm"]', f"candidates = [{families}]"
+        )
+    )
+    spec = load_spec(path)
+    lines: list[str] = []
+    one = train(spec, workspace.registry, engine=LocalEngine(jobs=1), progress=lines.append)
+    two = train(spec, workspace.registry, engine=LocalEngine(jobs=2))
+    assert [r.fold_scores for r in one.comparison] == [r.fold_scores for r in two.comparison]
+    assert one.record.summary == two.record.summary
+    assert workspace.registry.read_json(one.record, "evaluation.json") == workspace.registry.read_json(
+        two.record, "evaluation.json"
+    )
+    # The whole run is told in order: every fold, the refit, evaluation, each feature, compilation.
+    assert "1 thread(s) per fit" in next(line for line in lines if line.startswith("cross-validating"))
+    folds = len(CANDIDATES) * 3
+    features = len(one.record.summary.get("features", [])) or len(spec.features.include)
+    steps = [
+        line.split(" (")[0].strip()
+        for line in lines
+        if " of " in line and "|" in line and line.startswith("  ")
+    ]
+    expected = [f"fold {n} of {folds}" for n in range(1, folds + 1)]
+    expected += [f"feature {n} of {features}" for n in range(1, features + 1)]
+    assert [step for step in steps if step.startswith(("fold", "feature"))] == expected
+    order = [
+        next(i for i, line in enumerate(lines) if line.startswith(start))
+        for start in (
+            "cross-validating",
+            "  fold 1 of",
+            "best candidate",
+            "refitting",
+            "  refitted in",
+            "  evaluated in",
+            "permutation importance",
+            "  feature 1 of",
+            "compiling",
+            "  compiled and checked",
+            "registered",
+        )
+    ]
+    assert order == sorted(order)
+    assert all(
+        line.endswith(" gone") or " gone, about " in line for line in lines if not line.startswith("warning")
+    )
 
 
 def test_multiclass_with_split_and_categorical(workspace: Workspace, tmp_path: Path) -> None:

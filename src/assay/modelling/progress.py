@@ -74,3 +74,8 @@ class RunProgress:
 
     def end(self, what: str, since: float) -> None:
         self.say(f"  {what} in {duration(self.clock() - since)} | {self.gone()} gone")
+
+
+def run_progress(say: Say) -> RunProgress:
+    """``say`` itself when it already counts a run, else a run that starts counting now."""
+    return say if isinstance(say, RunProgress) else RunProgress(say)

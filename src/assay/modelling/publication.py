@@ -27,6 +27,7 @@ from assay.modelling.candidates import CANDIDATES
 from assay.modelling.compilation import compile_for_serving
 from assay.modelling.preparation import Prepared
 from assay.modelling.profile import PROFILE_JSON, build_profile, profile_bytes
+from assay.modelling.progress import run_progress
 from assay.modelling.reports import model_card
 from assay.modelling.selection import CandidateResult, jsonable
 from assay.modelling.spec import ModelSpec
@@ -82,17 +83,21 @@ def register(
 
     ``importance``, when given, is kept instead of measured again (a replacement that forgot a
     few rows keeps its predecessor's: permutation importance costs many predictions)."""
-    say(f"refitting {winner.candidate} on all {len(data.X)} training rows")
+    run = run_progress(say)
+    since = run.begin(f"refitting {winner.candidate} on all {len(data.X)} training rows")
     refit_started = time.perf_counter()
-    refitted = refit(spec, data, winner, say)
+    refitted = refit(spec, data, winner, run)
     refit_s = time.perf_counter() - refit_started
-    assessment = assess(spec, data, refitted.estimator, say, importance)
+    run.end("refitted", since)
+    assessment = assess(spec, data, refitted.estimator, run, importance)
     estimator = refitted.estimator
     if spec.fairness.mitigation != "none":
         estimator, assessment = mitigation.mitigate(
-            spec, data, winner, estimator, assessment, lambda model: assess(spec, data, model, say), say
+            spec, data, winner, estimator, assessment, lambda model: assess(spec, data, model, run), run
         )
-    compilation = compile_for_serving(estimator, data.X_test, say)
+    since = run.clock()
+    compilation = compile_for_serving(estimator, data.X_test, run)
+    run.end("compiled and checked against the estimator", since)
     lineage = _lineage(spec, data, winner, search_info, refit_s=refit_s, started=started)
     lineage["inference"] = compilation.lineage()
     lineage["unlearning"] = {
@@ -106,7 +111,7 @@ def register(
     facts["unlearning"] = refitted.card
     if prior is not None:
         facts["prior_score"] = prior
-    record = publish(spec, registry, data, estimator, assessment, facts, say, compilation.stored())
+    record = publish(spec, registry, data, estimator, assessment, facts, run, compilation.stored())
     return record, assessment.evaluation
 
 
@@ -119,15 +124,18 @@ def assess(
 ) -> Assessment:
     """Held-out statistics, fairness, permutation importance (unless ``importance`` is given)
     and the spec's operating points."""
+    run = run_progress(say)
     k = len(data.classes)
+    since = run.clock()
     proba = full_proba(estimator, data.X_test, k)
     ev, operating_points, fairness_at, sensitive = assess_held_out(
-        spec, data.classes, data.positive, proba, data.y_test, data.test_frame, say
+        spec, data.classes, data.positive, proba, data.y_test, data.test_frame, run
     )
-    importance = (
-        importance
-        if importance is not None
-        else evaluation.permutation_importance(
+    run.end("evaluated", since)
+    if importance is None:
+        run(f"permutation importance of {len(data.schema.names)} features")
+        run.stage("feature", len(data.schema.names))
+        importance = evaluation.permutation_importance(
             lambda m: full_proba(estimator, m, k),
             data.X_test,
             data.y_test,
@@ -135,8 +143,8 @@ def assess(
             data.schema.names,
             positive=data.positive,
             seed=spec.seed,
+            done=run.step,
         )
-    )
     return Assessment(proba, ev, importance, operating_points, fairness_at, sensitive)
 
 

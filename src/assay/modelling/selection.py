@@ -30,8 +30,9 @@ from sklearn.model_selection import ParameterSampler, StratifiedKFold
 
 from assay.engines.engine import Engine, LocalEngine
 from assay.modelling.assessment import Progress, full_proba
-from assay.modelling.candidates import CANDIDATES
+from assay.modelling.candidates import CANDIDATES, thread_limit
 from assay.modelling.preparation import Prepared
+from assay.modelling.progress import RunProgress, run_progress
 from assay.modelling.spec import ModelSpec, TrainingSpec
 from assay.modelling.timing import fast_enough, serving_cost
 from assay.registry.schema import FeatureSchema
@@ -121,25 +122,28 @@ def cross_validate(
     folds: int,
     metric: str,
     seed: int,
-    progress: Progress,
+    progress: RunProgress | None,
     engine: Engine,
     deadline: float = math.inf,
     measure: bool = False,
 ) -> list[CandidateResult]:
     """Stratified k-fold scores and fit times of each (candidate, params), every fold a call of
-    ``engine``; a trial whose folds did not all finish before ``deadline`` (monotonic) has fewer.
-    ``measure``: each trial's first fold model also has its serving cost measured (``timing``)."""
+    ``engine`` fitting on ``engine.fit_threads`` threads; a trial whose folds did not all finish
+    before ``deadline`` (monotonic) has fewer. Each finished fold is a step of ``progress``'s
+    current stage. ``measure``: each trial's first fold model also has its serving cost measured
+    (``timing``)."""
     splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(X, y))
     k = int(y.max()) + 1
     calls = [
-        (name, params, seed, metric, k, tr, va, measure and f == 0)
+        (name, params, seed, metric, k, tr, va, measure and f == 0, engine.fit_threads)
         for name, params in trials
         for f, (tr, va) in enumerate(splits)
     ]
 
     def done(i: int, outcome: tuple[float, float]) -> None:
         name, fold = trials[i // folds][0], i % folds + 1
-        progress(f"  {name}: fold {fold}/{folds} {metric}={outcome[0]:.4f} fit {outcome[1]:.2f}s")
+        if progress is not None:
+            progress.step(f"{name} {fold}/{folds}: {metric}={outcome[0]:.4f}, fit {outcome[1]:.2f}s")
 
     outcomes = engine.map(
         fit_fold, calls, shared={"X": X, "y": y, "schema": schema}, deadline=deadline, done=done
@@ -166,19 +170,21 @@ def fit_fold(
     train_rows: np.ndarray,
     valid_rows: np.ndarray,
     measure: bool = False,
+    threads: int = 1,
     *,
     X: np.ndarray,
     y: np.ndarray,
     schema: FeatureSchema,
 ) -> tuple[float, float, dict[str, Any] | None]:
-    """One cross-validation fold: fit on ``train_rows``, score ``valid_rows``; (score, fit seconds,
-    the model's serving cost when ``measure``)."""
+    """One cross-validation fold on ``threads`` threads: fit on ``train_rows``, score ``valid_rows``;
+    (score, fit seconds, the model's serving cost when ``measure``)."""
     candidate = CANDIDATES[name]
-    estimator = candidate.estimator(params, schema, seed)
-    started = time.perf_counter()
-    candidate.fit(estimator, X[train_rows], y[train_rows], schema)
-    fit_s = time.perf_counter() - started
-    score = metric_score(metric, y[valid_rows], full_proba(estimator, X[valid_rows], k))
+    with thread_limit(threads):
+        estimator = candidate.estimator(params, schema, seed)
+        started = time.perf_counter()
+        candidate.fit(estimator, X[train_rows], y[train_rows], schema)
+        fit_s = time.perf_counter() - started
+        score = metric_score(metric, y[valid_rows], full_proba(estimator, X[valid_rows], k))
     return score, fit_s, serving_cost(estimator, X[valid_rows])[0] if measure else None
 
 
@@ -189,7 +195,7 @@ def search(
     y: np.ndarray,
     *,
     spec: ModelSpec,
-    progress: Progress,
+    progress: RunProgress,
     engine: Engine,
 ) -> tuple[CandidateResult, dict[str, Any]]:
     """Seeded random search around the winning candidate: ``search_trials`` trials at most.
@@ -210,6 +216,7 @@ def search(
     history: list[dict[str, Any]] = []
     sampled = iter(sampler)
     cut_short = False
+    progress.stage("search fold", t.search_trials * t.folds)
     # Trials go to the engine a wave at a time (an engine with many cores runs a wave's folds
     # side by side); the trials that count are those before the first the budget cut short.
     while not cut_short and (wave := list(itertools.islice(sampled, _SEARCH_WAVE))):
@@ -221,7 +228,7 @@ def search(
             folds=t.folds,
             metric=t.metric,
             seed=spec.seed,
-            progress=lambda _m: None,
+            progress=progress,
             engine=engine,
             deadline=deadline,
         )
@@ -272,9 +279,14 @@ def compare(
     A candidate that scores no better than ``prior`` (predicting the class frequencies) is flagged.
     """
     engine = engine or LocalEngine()
+    run = run_progress(say)
     t = spec.training
     fold_rows = len(data.X) * (t.folds - 1) // t.folds
-    say(f"cross-validating {', '.join(t.candidates)} ({t.folds} folds each, {engine.name} engine)")
+    run(
+        f"cross-validating {', '.join(t.candidates)} ({t.folds} folds each, {engine.name} engine, "
+        f"{engine.fit_threads} thread(s) per fit)"
+    )
+    run.stage("fold", len(t.candidates) * t.folds)
     comparison = cross_validate(
         [
             (name, {**CANDIDATES[name].defaults_for(fold_rows), **t.params.get(name, {})})
@@ -286,26 +298,26 @@ def compare(
         folds=t.folds,
         metric=t.metric,
         seed=spec.seed,
-        progress=say,
+        progress=run,
         engine=engine,
         measure=True,
     )
     for result in comparison:
         if prior is not None and no_better_than_prior(result.mean_score, prior):
-            say(
+            run(
                 f"warning: {result.candidate} scores {t.metric}={result.mean_score:.4f}, no better than "
                 f"predicting the class frequencies ({prior:.4f}): it has learnt nothing from the features"
             )
     winner = max(fast_enough(comparison, t.max_predict_us, spec.source), key=lambda r: r.mean_score)
-    say(f"best candidate: {winner.candidate} ({t.metric}={winner.mean_score:.4f})")
+    run(f"best candidate: {winner.candidate} ({t.metric}={winner.mean_score:.4f})")
     search_info = None
     if t.search_budget_s > 0:
-        say(
+        run(
             f"searching {winner.candidate} hyperparameters: {t.search_trials} trials, "
             f"at most {t.search_budget_s:g}s"
         )
         winner, search_info = search(
-            winner, data.schema, data.X, data.y, spec=spec, progress=say, engine=engine
+            winner, data.schema, data.X, data.y, spec=spec, progress=run, engine=engine
         )
     return comparison, winner, search_info
 

@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from assay.engines.engine import Engine
+from assay.engines.engine import Engine, LocalEngine
 from assay.errors import GateFailed, SpecError
 from assay.modelling import mitigation
 from assay.modelling.assessment import Progress, operating_point_classes
-from assay.modelling.candidates import check_params
+from assay.modelling.candidates import check_params, thread_limit
 from assay.modelling.preparation import CampaignLabels, Exclusion, prepare
+from assay.modelling.progress import RunProgress
 from assay.modelling.publication import Refit, plain_refit, register
 from assay.modelling.selection import CandidateResult, compare, prior_score
 from assay.modelling.spec import ModelSpec
@@ -64,34 +65,37 @@ def train(
     ``engine`` runs the cross-validation folds and the search's trials (default: this
     process); every engine gives the same metrics and model for the same spec and data.
     """
-    say = progress or (lambda _m: None)
+    engine = engine or LocalEngine()
+    say = RunProgress(progress or (lambda _m: None))
     started = time.perf_counter()
-    check_params(spec.source, spec.training.params, spec.seed)
-    if spec.training.unlearning is not None and refit is None:
-        raise SpecError(
-            f"{spec.source}: training.unlearning needs sharded training", field="training.unlearning"
+    # This process's own fits and predicts (the refit, evaluation) get the engine's cores too.
+    with thread_limit(engine.jobs):
+        check_params(spec.source, spec.training.params, spec.seed)
+        if spec.training.unlearning is not None and refit is None:
+            raise SpecError(
+                f"{spec.source}: training.unlearning needs sharded training", field="training.unlearning"
+            )
+        data = prepare(spec, campaign_labels, say, exclusion)
+        operating_point_classes(spec, data.classes, data.positive)  # refuse an unclear point before any fit
+        mitigation.check_mitigation(spec, data.positive)
+        t = spec.training
+        prior = prior_score(data.y, folds=t.folds, metric=t.metric, seed=spec.seed)
+        comparison, winner, search_info = compare(spec, data, say, engine, prior=prior)
+        record, ev = register(
+            spec,
+            registry,
+            data,
+            (refit or plain_refit),
+            winner,
+            comparison,
+            search_info,
+            started=started,
+            say=say,
+            lineage_extra=lineage_extra,
+            prior=prior,
         )
-    data = prepare(spec, campaign_labels, say, exclusion)
-    operating_point_classes(spec, data.classes, data.positive)  # refuse an unclear point before any fit
-    mitigation.check_mitigation(spec, data.positive)
-    t = spec.training
-    prior = prior_score(data.y, folds=t.folds, metric=t.metric, seed=spec.seed)
-    comparison, winner, search_info = compare(spec, data, say, engine, prior=prior)
-    record, ev = register(
-        spec,
-        registry,
-        data,
-        (refit or plain_refit),
-        winner,
-        comparison,
-        search_info,
-        started=started,
-        say=say,
-        lineage_extra=lineage_extra,
-        prior=prior,
-    )
-    promoted = _promote_first(spec, registry, record, actor, say)
-    return TrainResult(record, comparison, winner, ev, promoted, search_info, prior_score=prior)
+        promoted = _promote_first(spec, registry, record, actor, say)
+        return TrainResult(record, comparison, winner, ev, promoted, search_info, prior_score=prior)
 
 
 def _promote_first(
