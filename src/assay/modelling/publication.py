@@ -111,6 +111,7 @@ def register(
     facts["unlearning"] = refitted.card
     if prior is not None:
         facts["prior_score"] = prior
+    run("writing the version: model file, profile, model card and its plots")
     record = publish(spec, registry, data, estimator, assessment, facts, run, compilation.stored())
     return record, assessment.evaluation
 
