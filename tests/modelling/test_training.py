@@ -33,7 +33,7 @@ def test_binary_training_writes_a_complete_version(workspace: Workspace, tmp_pat
     for c in result.comparison:
         assert len(c.fold_scores) == 3 and len(c.fit_times) == 3 and all(t > 0 for t in c.fit_times)
     assert result.winner.candidate == max(result.comparison, key=lambda c: c.mean_score).candidate
-    assert any("fold 3/3" in m for m in messages)  # long steps report progress
+    assert any("fold 6 of 6 (lightgbm 3/3:" in m for m in messages)  # long steps report progress
     assert set(record.manifest) >= {"schema.json", "evaluation.json", "card.json", "card.html"}
     assert workspace.registry.aliases("damaging") == {"candidate": 1, "production": 1}
     # The stored statistics are the loaded model's own on the held-out file.
