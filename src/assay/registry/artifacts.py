@@ -20,6 +20,7 @@ and the read is never used.
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from importlib.metadata import version
 from pathlib import Path
@@ -211,7 +212,7 @@ def save_model(
     kind, n_classes, n_features = _describe(estimator)
     if kind == "lightgbm":
         model_file = LIGHTGBM_FILE
-        model_bytes = estimator.booster_.model_to_string().encode("utf-8")
+        model_bytes = booster_text(estimator.booster_).encode("utf-8")
         # Refuse now what load_model would refuse later.
         _check_lightgbm_shape(check_lightgbm_text(model_bytes), n_classes, n_features)
     else:
@@ -380,6 +381,14 @@ def _check_lightgbm_shape(shape: LightGBMShape, n_classes: int, n_features: int)
             f"{shape.objective} objective over {shape.num_class} class score(s), "
             f"expected {n_features} features and {n_classes} classes"
         )
+
+
+def booster_text(booster: Any) -> str:
+    """A LightGBM booster's model text without its ``[num_threads: N]`` parameter line: the
+    threads a fit was given (a training decides them by the machine's load) change nothing in
+    the trees, and a stored model's bytes should not depend on them."""
+    text = str(booster.model_to_string())
+    return re.sub(r"^\[num_threads: [^\]]*\]\n", "", text, count=1, flags=re.M)
 
 
 def _load_sklearn(data: bytes, meta: dict[str, Any], trusted: list[str]) -> SklearnPredictor:

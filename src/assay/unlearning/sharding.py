@@ -29,6 +29,7 @@ from assay.modelling.preparation import Prepared
 from assay.modelling.publication import Refitted, plain_refit
 from assay.modelling.selection import CandidateResult, metric_score
 from assay.modelling.spec import ModelSpec, UnlearningSpec
+from assay.registry.artifacts import booster_text
 from assay.registry.ensemble import ShardedModel, check_text
 
 # Statistics the card compares sharded and unsharded models by (binary and multi-class alike).
@@ -119,7 +120,7 @@ def _fit_slices(
         estimator.fit(
             X[rows], y[rows], categorical_feature=data.schema.categorical_indices or "auto", init_model=init
         )
-        texts.append(estimator.booster_.model_to_string())
+        texts.append(booster_text(estimator.booster_))
     return texts
 
 
