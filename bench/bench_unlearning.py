@@ -4,7 +4,8 @@ For each data set, in one run (the same machine, the same load):
 
 * the peer: ``assay train`` of the spec without ``[training.unlearning]`` (LightGBM, the spec's
   cross-validation and refit: what forgetting an item costs without shards), timed end to end,
-  and its refit (one unsharded model on all rows) alone;
+  and its refit (one unsharded model on all rows) alone; run three times, before, between and
+  after the forgets, each forget compared with the mean of the runs either side of it;
 * ``assay train`` of the same spec with ``[training.unlearning] shards = S, slices = R`` (its card
   measures the held-out cost against the unsharded model and the curve against shard count);
 * ``assay forget`` of 1 training id, then of 100 more (seeded picks), each timed end to end (find
@@ -16,8 +17,8 @@ For each data set, in one run (the same machine, the same load):
 Ratios are peer time / forget time: end to end (retraining with ``assay train`` vs forgetting)
 and model fitting alone (one unsharded refit vs the shards retrained).
 
-    python bench/bench_unlearning.py editquality [--data ../shared/data/editquality] --shards 8 --slices 4
-    python bench/bench_unlearning.py synthetic --rows 1000000 --shards 64 --slices 4
+    python bench/bench_unlearning.py editquality [--data ../shared/data/editquality] [--shards auto] [--slices 1]
+    python bench/bench_unlearning.py synthetic --rows 1000000 [--shards auto] [--slices 1]
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from assay.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "editquality.toml"
-SISA = "\n[training.unlearning]\nshards = {shards}\nslices = {slices}\ncurve = {curve}\n"
+SISA = "\n[training.unlearning]\n{shards}slices = {slices}\ncurve = {curve}\n"
 
 
 def say(message: str) -> None:
@@ -122,13 +123,19 @@ def timed_forget(home: Path, model: str, ids: list[str], *, verify: bool) -> dic
         ws.close()
 
 
-def run(label: str, spec_text: str, folder: Path, shards: int, slices: int, curve: bool) -> dict[str, Any]:
+def run(label: str, spec_text: str, folder: Path, shards: str, slices: int, curve: bool) -> dict[str, Any]:
     plain, sharded = folder / "plain.toml", folder / "sharded.toml"
     plain.write_text(spec_text)
-    sharded.write_text(spec_text + SISA.format(shards=shards, slices=slices, curve=str(curve).lower()))
-    say(f"[{label}] peer: assay train without shards")
-    peer_s, peer = timed_train(folder / "home-plain", plain, sharded=False)
-    say(f"[{label}] assay train with {shards} shards x {slices} slices")
+    count = "" if shards == "auto" else f"shards = {shards}\n"  # absent: the default, "auto"
+    sharded.write_text(spec_text + SISA.format(shards=count, slices=slices, curve=str(curve).lower()))
+    peers: list[tuple[float, Any]] = []
+
+    def peer() -> None:  # each in a fresh home, between the forgets, so load drifts hit both
+        say(f"[{label}] peer {len(peers) + 1}: assay train without shards")
+        peers.append(timed_train(folder / f"home-plain-{len(peers)}", plain, sharded=False))
+
+    peer()
+    say(f"[{label}] assay train with [training.unlearning] shards={shards}, slices={slices}")
     sharded_s, record = timed_train(folder / "home-sharded", sharded, sharded=True)
     ws = Workspace.open(Settings.load(home=folder / "home-sharded", environ={}))
     card = ws.registry.card(record)
@@ -139,45 +146,57 @@ def run(label: str, spec_text: str, folder: Path, shards: int, slices: int, curv
     picks = rng.choice(pool, size=101, replace=False).tolist()
     say(f"[{label}] forget 1 id (then verify it)")
     one = timed_forget(folder / "home-sharded", spec.name, picks[:1], verify=True)
+    peer()
     say(f"[{label}] forget 100 ids")
     hundred = timed_forget(folder / "home-sharded", spec.name, picks[1:], verify=False)
+    peer()
+    # Each forget against the mean of the peers measured just before and just after it.
+    before_after = [(peers[0][0] + peers[1][0]) / 2, (peers[1][0] + peers[2][0]) / 2]
+    refit = float(np.median([p[1].lineage["refit_s"] for p in peers]))
+    reference = peers[0][1]
     u = card["unlearning"]
     return {
         "data": label,
         "train_rows": record.lineage["train_rows"],
         "test_rows": record.lineage["test_rows"],
-        "shards": shards,
+        "shards": record.lineage["unlearning"]["shards"],
+        "shards_asked": shards,
         "slices": slices,
-        "peer_train_s": round(peer_s, 2),
-        "peer_refit_s": peer.lineage["refit_s"],
+        "trees_per_shard": sum(record.lineage["unlearning"]["trees"]),
+        "peer_train_s": [round(p[0], 2) for p in peers],
+        "peer_refit_s": refit,
         "sharded_train_s": round(sharded_s, 2),
         "forget_1": one,
         "forget_100": hundred,
-        "ratio_1_end_to_end": round(peer_s / one["seconds"], 2),
-        "ratio_100_end_to_end": round(peer_s / hundred["seconds"], 2),
-        "ratio_1_fit": round(peer.lineage["refit_s"] / one["refit_s"], 2),
-        "ratio_100_fit": round(peer.lineage["refit_s"] / hundred["refit_s"], 2),
+        "ratio_1_end_to_end": round(before_after[0] / one["seconds"], 2),
+        "ratio_100_end_to_end": round(before_after[1] / hundred["seconds"], 2),
+        "ratio_1_fit": round(refit / one["refit_s"], 2),
+        "ratio_100_fit": round(refit / hundred["refit_s"], 2),
         # The peer is the unsharded model on the same rows with the same hyperparameters.
-        "roc_auc": {"sharded": record.summary["roc_auc"], "unsharded": peer.summary["roc_auc"]},
-        "roc_auc_cost": round(peer.summary["roc_auc"] - record.summary["roc_auc"], 5),
+        "roc_auc": {"sharded": record.summary["roc_auc"], "unsharded": reference.summary["roc_auc"]},
+        "roc_auc_cost": round(reference.summary["roc_auc"] - record.summary["roc_auc"], 5),
         "curve": u["curve"],
     }
 
 
 def report(r: dict[str, Any]) -> str:
     one, hundred = r["forget_1"], r["forget_100"]
+    p = r["peer_train_s"]
     lines = [
-        f"## {r['data']}: {r['train_rows']:,} training rows, {r['test_rows']:,} held-out, "
-        f"{r['shards']} shards x {r['slices']} slices",
+        f"## {r['data']}: {r['train_rows']:,} training rows, {r['test_rows']:,} held-out; "
+        f"shards = {r['shards_asked']} gave {r['shards']} shard(s) x {r['slices']} slice(s) of "
+        f"{r['trees_per_shard']} trees",
         "",
         "| | seconds | vs assay train without shards (end to end) | model fitting | vs one unsharded refit |",
         "|---|---|---|---|---|",
-        f"| assay train, no shards (peer) | {r['peer_train_s']:.1f} | 1x | {r['peer_refit_s']:.1f} | 1x |",
+        f"| assay train, no shards (peer: 1st, 2nd, 3rd run) | {p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f} | 1x "
+        f"| {r['peer_refit_s']:.2f} | 1x |",
         f"| assay train, sharded | {r['sharded_train_s']:.1f} | | | |",
-        f"| forget 1 id ({one['retrained_shards']} shard retrained) | {one['seconds']:.1f} | "
-        f"**{r['ratio_1_end_to_end']}x** | {one['refit_s']:.1f} | **{r['ratio_1_fit']}x** |",
-        f"| forget 100 ids ({hundred['retrained_shards']} shards retrained) | {hundred['seconds']:.1f} | "
-        f"**{r['ratio_100_end_to_end']}x** | {hundred['refit_s']:.1f} | **{r['ratio_100_fit']}x** |",
+        f"| forget 1 id ({one['retrained_shards']} shard retrained; between peer runs 1 and 2) | "
+        f"{one['seconds']:.1f} | **{r['ratio_1_end_to_end']}x** | {one['refit_s']:.2f} | **{r['ratio_1_fit']}x** |",
+        f"| forget 100 ids ({hundred['retrained_shards']} shards retrained; between runs 2 and 3) | "
+        f"{hundred['seconds']:.1f} | **{r['ratio_100_end_to_end']}x** | {hundred['refit_s']:.2f} | "
+        f"**{r['ratio_100_fit']}x** |",
         "",
         f"Held-out ROC-AUC: sharded {r['roc_auc']['sharded']:.4f}, unsharded (the peer) "
         f"{r['roc_auc']['unsharded']:.4f} (cost **{r['roc_auc_cost']:.4f}**). "
@@ -206,8 +225,10 @@ def main() -> None:
     parser.add_argument("dataset", choices=["editquality", "synthetic"])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "editquality")
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--shards", type=int, default=8)
-    parser.add_argument("--slices", type=int, default=4)
+    parser.add_argument(
+        "--shards", default="auto", help='A number, or "auto" (the default: sized from the rows).'
+    )
+    parser.add_argument("--slices", type=int, default=1)
     parser.add_argument("--no-curve", action="store_true", help="Skip the card's curve against shard count.")
     parser.add_argument("--json", type=Path, help="Also write the raw numbers here.")
     args = parser.parse_args()

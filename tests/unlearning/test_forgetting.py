@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 import assay
 from assay.errors import ArtifactError, InvalidInput, NotFound
+from assay.modelling.reports import figures_of
 from assay.modelling.spec import ModelSpec
 from assay.modelling.training import train
 from assay.registry.ensemble import read_sharded
@@ -39,6 +40,8 @@ def test_forgetting_retrains_only_the_shards_that_held_the_ids_and_equals_a_fres
     ws = sharded_workspace
     old = ws.registry.get("damaging", 1)
     old_texts = read_sharded(old.directory, old.manifest).texts
+    old_importance = ws.registry.card(old)["importance"]
+    old_figures = figures_of((old.directory / "card.html").read_text())
     ids = training_ids(old.directory.parents[2].parent / "data")
     gone = [ids[3], ids[500]]
     request = forgetting.forget(_forgetting(ws), ["damaging"], [*gone, "no-such-item"], actor="dpo")
@@ -62,6 +65,14 @@ def test_forgetting_retrains_only_the_shards_that_held_the_ids_and_equals_a_fres
     for s in range(4):
         assert (new_texts[s] == old_texts[s]) == (s not in entry["retrained_shards"])
     assert ws.registry.card(new)["unlearning"]["fast"] is True
+    # The replacement keeps its predecessor's permutation importance, and its card says so.
+    assert ws.registry.card(new)["unlearning"]["inherited_from"] == old.ref
+    assert ws.registry.card(new)["importance"] == old_importance
+    html = (new.directory / "card.html").read_text()
+    assert f'data-inherited="importance">Measured on\n    {old.ref}' in html
+    # Its figures are its predecessor's (drawing them costs more than the retraining), and it says so.
+    assert f'data-figures-from="{old.ref}"' in html
+    assert figures_of(html) == old_figures and len(old_figures) >= 10
 
     verification = forgetting.verify(_forgetting(ws), request.id)
     assert verification["equal"] is True and verification["versions"][0]["rows"] == 400

@@ -13,7 +13,15 @@ from assay.modelling.spec import UnlearningSpec
 from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
 from assay.registry.ensemble import ShardedPredictor, read_sharded
-from assay.unlearning.sharding import assign, fit_shards, sharded_refit, trees_per_slice
+from assay.unlearning.sharding import (
+    assign,
+    auto_shards,
+    fit_shards,
+    recorded_plan,
+    shard_plan,
+    sharded_refit,
+    trees_per_slice,
+)
 from tests.unlearning.conftest import write_sharded_spec
 
 
@@ -64,22 +72,22 @@ def test_continuing_a_shard_from_its_checkpoint_equals_training_it_from_scratch(
     record = train(spec, workspace.registry, refit=sharded_refit).record
     data = prepare(spec, None, lambda _m: None)
     old = read_sharded(record.directory, record.manifest)
-    plan = spec.training.unlearning
-    assert plan is not None
+    plan = recorded_plan(record.lineage)
+    assert plan["shards"] == 4 and plan["slices"] == 3 and "learning_rate" in plan
     params = dict(record.lineage["params"])
     # Leave out three rows; continue their shards from the slice before the first of them.
     gone = np.array([5, 700, 1101])
-    shard, slice_ = assign(data.ids[gone], plan.shards, plan.slices, spec.seed)
+    shard, slice_ = assign(data.ids[gone], 4, 3, spec.seed)
     start: dict[int, int] = {}
     for s, r in zip(shard.tolist(), slice_.tolist(), strict=True):
         start[s] = min(start.get(s, r), r)
     keep = np.ones(len(data.ids), dtype=bool)
     keep[gone] = False
     smaller = dataclasses.replace(data, X=data.X[keep], y=data.y[keep], ids=data.ids[keep])
-    continued = fit_shards(spec, smaller, params, plan, previous=old, start=start)
-    scratch = fit_shards(spec, smaller, params, plan)
+    continued = fit_shards(smaller, params, plan, previous=old, start=start)
+    scratch = fit_shards(smaller, params, plan)
     assert continued.texts == scratch.texts
-    untouched = [s for s in range(plan.shards) if s not in start]
+    untouched = [s for s in range(4) if s not in start]
     assert all(continued.texts[s] == old.texts[s] for s in untouched)
     assert any(continued.texts[s] != old.texts[s] for s in start)
     X = data.X_test
@@ -106,6 +114,19 @@ def test_sharding_is_checked_in_the_spec_and_at_training(workspace, tmp_path):
     path.write_text(text.replace("shards = 4", "shards = 0"))
     with pytest.raises(SpecError, match="between 1 and 256"):
         load_spec(path)
+    for bad in ("true", '"many"'):
+        path.write_text(text.replace("shards = 4", f"shards = {bad}"))
+        with pytest.raises(SpecError, match=r'"auto" or between 1 and 256'):
+            load_spec(path)
+    for method in ("reweighing", "thresholds"):
+        mitigated = text.replace(
+            "[training.unlearning]", f'[fairness]\nmitigation = "{method}"\n\n[training.unlearning]'
+        )
+        path.write_text(mitigated)
+        with pytest.raises(SpecError, match=r"fairness\.mitigation.*\[training\.unlearning\]"):
+            load_spec(path)
+    path.write_text(text.replace("shards = 4\n", ""))
+    assert load_spec(path).training.unlearning.shards == "auto"
     path.write_text(text)
     with pytest.raises(SpecError, match="sharded training"):
         train(load_spec(path), workspace.registry)  # without the sharded refit
@@ -127,3 +148,20 @@ def test_candidate_result_params_reach_every_shard(workspace, tmp_path):
         booster = lightgbm.Booster(model_str=texts[-1])
         assert booster.num_trees() == 10
         assert lightgbm.Booster(model_str=texts[0]).num_trees() == 5
+
+
+def test_each_shard_gets_its_share_of_the_trees_at_a_higher_rate():
+    params = {"n_estimators": 500, "learning_rate": 0.02}
+    plan = shard_plan(UnlearningSpec(4, 2), params, rows=20_000, seed=7)
+    assert plan == {"shards": 4, "slices": 2, "seed": 7, "trees": [63, 62], "learning_rate": 0.02 * 500 / 125}
+    many = shard_plan(UnlearningSpec(64, 1), params, rows=20_000, seed=7)
+    assert many["trees"] == [50] and many["learning_rate"] == pytest.approx(0.2)  # never below 50 trees
+    assert shard_plan(UnlearningSpec(1, 1), params, rows=20_000, seed=7)["trees"] == [500]
+    few = shard_plan(UnlearningSpec(8, 1), {"n_estimators": 30}, rows=20_000, seed=7)
+    assert few["trees"] == [30] and few["learning_rate"] == pytest.approx(0.1)  # LightGBM's default rate
+
+
+def test_auto_shards_are_sized_from_the_rows_read():
+    assert [auto_shards(n) for n in (100, 9_999, 10_000, 14_979, 15_000, 1_000_000)] == [1, 1, 2, 2, 3, 16]
+    params = {"n_estimators": 500, "learning_rate": 0.02}
+    assert shard_plan(UnlearningSpec("auto", 1), params, rows=14_979, seed=0)["shards"] == 2

@@ -14,9 +14,12 @@ import gzip
 import hashlib
 import io
 import lzma
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -68,6 +71,23 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         return pd.read_parquet(io.BytesIO(fh.read()))
 
 
+# Frames already read in this context (``read_once``), by file and reading options.
+_READ_ONCE: ContextVar[dict[tuple[Any, ...], pd.DataFrame] | None] = ContextVar(
+    "assay_read_once", default=None
+)
+
+
+@contextmanager
+def read_once() -> Iterator[None]:
+    """Within the block, a file read again (the same path, size, modification time and options)
+    is not parsed again: forgetting reads the same data to find the ids and then to train."""
+    token = _READ_ONCE.set({})
+    try:
+        yield
+    finally:
+        _READ_ONCE.reset(token)
+
+
 def read_table(
     path: str | Path, *, header: bool = True, columns: list[str] | None = None, sep: str | None = None
 ) -> pd.DataFrame:
@@ -75,6 +95,19 @@ def read_table(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    memo = _READ_ONCE.get()
+    if memo is None:
+        return _read_table(path, header, columns, sep)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, header, tuple(columns or ()), sep)
+    if key not in memo:
+        memo[key] = _read_table(path, header, columns, sep)
+    frame = memo[key].copy()  # callers may change their frame; the one kept stays as read
+    frame.attrs["source"] = str(path)
+    return frame
+
+
+def _read_table(path: Path, header: bool, columns: list[str] | None, sep: str | None) -> pd.DataFrame:
     fmt = _format_of(path)
     try:
         if fmt == "parquet":

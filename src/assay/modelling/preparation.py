@@ -60,6 +60,7 @@ class Prepared:
     fingerprint: str  # of what was trained on: the files, less the rows left out
     source_fingerprint: str  # of the files as read
     ids: np.ndarray  # training rows' item ids (strings), in row order
+    read_rows: int = 0  # training rows as read, before forgotten items were left out
     excluded_rows: int = 0  # rows left out because their items were forgotten
     exclusions_through: int = 0
     train_sensitive: dict[str, np.ndarray] = field(default_factory=dict)  # groups of each training row
@@ -74,6 +75,7 @@ def prepare(
     say(f"reading {', '.join(d.train)}")
     labels = _campaign_labels(spec, campaign_labels, say)
     train_data = read_labelled(spec, d.train, labels)
+    read_rows = len(train_data.ids)
     train_data, excluded = _without(train_data, exclusion)
     classes, positive = check_labels(train_data.labels, d.positive, source=train_data.source)
     kinds = feature_kinds(spec, train_data.frame, source=train_data.source)
@@ -98,6 +100,7 @@ def prepare(
         fingerprint=_excluded_fingerprint(source_fingerprint, exclusion, excluded),
         source_fingerprint=source_fingerprint,
         ids=train_data.ids.astype(str),
+        read_rows=read_rows,
         excluded_rows=excluded,
         exclusions_through=exclusion.through if exclusion is not None else 0,
         train_sensitive=sensitive_groups(spec, train_data.frame),

@@ -48,6 +48,9 @@ class Refitted:
     estimator: Any  # a fitted estimator, or a ShardedModel
     card: dict[str, Any]  # the card's "unlearning" section
     lineage: dict[str, Any]  # the lineage's "unlearning" section (exclusions are added to it)
+    # The card figures of the version this one replaces after forgetting, reused instead of drawn
+    # (``reports.figures_of``); None: the card draws its own.
+    figures: dict[str, Any] | None = None
 
 
 Refit = Callable[[ModelSpec, Prepared, CandidateResult, Progress], Refitted]
@@ -112,7 +115,17 @@ def register(
     if prior is not None:
         facts["prior_score"] = prior
     run("writing the version: model file, profile, model card and its plots")
-    record = publish(spec, registry, data, estimator, assessment, facts, run, compilation.stored())
+    record = publish(
+        spec,
+        registry,
+        data,
+        estimator,
+        assessment,
+        facts,
+        run,
+        compilation.stored(),
+        figures=refitted.figures,
+    )
     return record, assessment.evaluation
 
 
@@ -222,10 +235,13 @@ def publish(
     facts: dict[str, Any],
     say: Progress,
     compiled: tuple[dict[str, Any], bytes] | None = None,
+    *,
+    figures: dict[str, Any] | None = None,
 ) -> VersionRecord:
     """Write the version's files and register it; every record is checked before a byte is written.
 
-    ``compiled`` is the form the version is served by (``compilation.Compilation.stored``)."""
+    ``compiled`` is the form the version is served by (``compilation.Compilation.stored``);
+    ``figures`` the card figures it reuses (``Refitted.figures``)."""
     ev, lineage = assessment.evaluation, facts["lineage"]
     summary = summarize(ev, data.positive)
     # Every record is held to the contract the registry loads it by.
@@ -238,7 +254,7 @@ def publish(
         # Called once the store has given the version its number, so the card names that number.
         facts.update(version=version, created_at=pd.Timestamp.now(tz="UTC").isoformat())
         write_json(staging / "card.json", check_card(facts))
-        write_file(staging / "card.html", model_card(facts).encode("utf-8"))
+        write_file(staging / "card.html", model_card(facts, figures).encode("utf-8"))
 
     with registry.staging(spec.name) as staging:
         reference = reference_row(data.X, data.schema)

@@ -16,6 +16,9 @@ text goes through Jinja2's autoescaping (SVG text is escaped by matplotlib).
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,6 +26,7 @@ from typing import Any
 import jinja2
 import matplotlib
 import numpy as np
+from markupsafe import Markup
 
 from assay import templating
 from assay.modelling import plots
@@ -138,7 +142,32 @@ FAIRNESS_SUMMARIES = (
 GROUP_COLUMNS = ("count", "selection_rate", "tpr", "fpr", "fnr", "precision", "brier")
 
 
-def _fairness_block(title: str, block: dict[str, Any], attribute: str, cls: str) -> dict[str, Any]:
+class Figures:
+    """Draws the card's figures, each marked in the HTML by its key; a figure whose key is in
+    ``reused`` (the figures of the version a replacement replaces, ``figures_of``) is taken as is."""
+
+    def __init__(self, reused: dict[str, Markup] | None = None) -> None:
+        self.reused = reused or {}
+
+    def __call__(self, key: str, draw: Callable[..., Markup | None], *args: Any) -> Markup | None:
+        mark = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+        svg = self.reused.get(mark)
+        if svg is None:
+            svg = draw(*args)
+        return None if svg is None else Markup(f"<!--figure {mark}-->") + svg
+
+
+_FIGURE = re.compile(r"<!--figure ([0-9a-f]{16})-->(<svg.*?</svg>)", re.S)
+
+
+def figures_of(html: str) -> dict[str, Markup]:
+    """The figures of a card this module rendered, by key (for ``Figures``)."""
+    return {m.group(1): Markup(m.group(2)) for m in _FIGURE.finditer(html)}
+
+
+def _fairness_block(
+    title: str, block: dict[str, Any], attribute: str, cls: str, draw: Figures
+) -> dict[str, Any]:
     intervals = block.get("intervals") or {}
     summary_rows = [
         [stat_name(k), block.get(k), *(intervals.get(k) or [None, None])]
@@ -160,24 +189,26 @@ def _fairness_block(title: str, block: dict[str, Any], attribute: str, cls: str)
         "note": f"{confidence:.0%} intervals from {block.get('bootstrap')} resamples"
         if intervals and confidence
         else "",
-        "plot": plots.fairness_plot(attribute, cls, block),
-        "disparities": plots.disparity_plot(block),
-        "calibration": plots.group_calibration_plot(block),
+        "plot": draw(f"fairness:{title}", plots.fairness_plot, attribute, cls, block),
+        "disparities": draw(f"disparities:{title}", plots.disparity_plot, block),
+        "calibration": draw(f"group-calibration:{title}", plots.group_calibration_plot, block),
     }
 
 
-def _fairness(facts: dict[str, Any], ev: dict[str, Any]) -> list[dict[str, Any]]:
+def _fairness(facts: dict[str, Any], ev: dict[str, Any], draw: Figures) -> list[dict[str, Any]]:
     """Fairness at the decision, then at each operating point, for each attribute (and class)."""
     sections = []
     for attribute, by_class in (ev.get("fairness") or {}).items():
         for cls, block in (by_class or {}).items():
-            sections.append(_fairness_block(f"{attribute} — {cls}, at the decision", block, attribute, cls))
+            sections.append(
+                _fairness_block(f"{attribute} — {cls}, at the decision", block, attribute, cls, draw)
+            )
     points = facts.get("operating_points") or {}
     for point, by_attribute in (facts.get("fairness_at_operating_points") or {}).items():
         cls = str((points.get(point) or {}).get("class", facts.get("positive")))
         for attribute, block in (by_attribute or {}).items():
             title = f"{attribute} — {cls}, at operating point {point}"
-            sections.append(_fairness_block(title, block, attribute, cls))
+            sections.append(_fairness_block(title, block, attribute, cls, draw))
     return sections
 
 
@@ -321,7 +352,7 @@ def _lineage(facts: dict[str, Any]) -> dict[str, Any] | None:
     return table(["fact", "value"], rows)
 
 
-def _unlearning(facts: dict[str, Any]) -> dict[str, Any] | None:
+def _unlearning(facts: dict[str, Any], draw: Figures) -> dict[str, Any] | None:
     """Whether the model unlearns fast, what sharding cost on held-out data, and the shard curve."""
     u = facts.get("unlearning")
     if not u:
@@ -331,7 +362,7 @@ def _unlearning(facts: dict[str, Any]) -> dict[str, Any] | None:
     out = {"fast": bool(u.get("fast")), "note": u.get("note", ""), "cost": _key_values(u.get("cost"))}
     rows = [[p.get("shards"), *(p.get(s) for s in stats)] for p in curve]
     out["curve"] = table(["shards", *stats], rows) if curve else None
-    out["curve_plot"] = plots.shard_curve_plot(curve) if len(curve) > 1 else None
+    out["curve_plot"] = draw("shard-curve", plots.shard_curve_plot, curve) if len(curve) > 1 else None
     return out
 
 
@@ -417,18 +448,18 @@ SUMMARY_FIELDS = (
 DETAIL_FIELDS = (("owner", "owner"), ("licence", "licence"), ("contact", "contact"))
 
 
-def _context(facts: dict[str, Any]) -> dict[str, Any]:
+def _context(facts: dict[str, Any], draw: Figures) -> dict[str, Any]:
     ev = facts.get("evaluation") or {}
     details = facts.get("details") or {}
     # Each figure's data-plot names its kind, so a reader (or a test) can tell which are present.
     performance_plots = [
-        ("roc", "ROC curve", plots.roc_plot(ev)),
-        ("pr", "Precision-recall curve", plots.pr_plot(ev)),
-        ("calibration", "Calibration (reliability diagram)", plots.calibration_plot(ev)),
+        ("roc", "ROC curve", draw("roc", plots.roc_plot, ev)),
+        ("pr", "Precision-recall curve", draw("pr", plots.pr_plot, ev)),
+        ("calibration", "Calibration (reliability diagram)", draw("calibration", plots.calibration_plot, ev)),
     ]
     comparison = facts.get("comparison") or []
     comparison_plots = [
-        (kind, title, plots.comparison_plot(comparison, facts.get("candidate"), key, ylabel))
+        (kind, title, draw(kind, plots.comparison_plot, comparison, facts.get("candidate"), key, ylabel))
         for kind, key, title, ylabel in (
             ("cv-scores", "fold_scores", "Cross-validation scores by fold", facts.get("metric") or "score"),
             ("fit-times", "fit_times", "Fit times by fold", "seconds"),
@@ -446,12 +477,14 @@ def _context(facts: dict[str, Any]) -> dict[str, Any]:
         "confusion": _confusion(ev),
         "per_class": _per_class(ev),
         "plots": _present(performance_plots),
-        "threshold_plot": plots.threshold_plot(ev, _operating_markers(facts)),
+        "threshold_plot": draw("thresholds", plots.threshold_plot, ev, _operating_markers(facts)),
         "operating_points": _operating_points(facts),
-        "fairness": _fairness(facts, ev),
+        "fairness": _fairness(facts, ev, draw),
         "mitigation": _mitigation(facts),
         "gates": _gates(facts, ev),
-        "importance_plot": plots.importance_plot(facts.get("importance") or []),
+        "importance_plot": draw("importance", plots.importance_plot, facts.get("importance") or []),
+        # A replacement that forgot a few items keeps its predecessor's importance.
+        "importance_from": (facts.get("unlearning") or {}).get("inherited_from"),
         "comparison": _comparison(facts),
         "comparison_plots": _present(comparison_plots),
         "params": _key_values(facts.get("params")),
@@ -459,7 +492,8 @@ def _context(facts: dict[str, Any]) -> dict[str, Any]:
         "features": _features(facts),
         "data": _data(facts, ev),
         "sensitive": sorted(facts.get("sensitive") or []),
-        "unlearning": _unlearning(facts),
+        "unlearning": _unlearning(facts, draw),
+        "figures_from": (facts.get("unlearning") or {}).get("inherited_from") if draw.reused else None,
         "caveats": _caveats(facts, ev),
         "lineage": _lineage(facts),
     }
@@ -479,11 +513,12 @@ def _present(figures: list[tuple[str, str, Any]]) -> list[dict[str, Any]]:
     return [{"kind": kind, "title": title, "svg": svg} for kind, title, svg in figures if svg is not None]
 
 
-def model_card(facts: dict[str, Any]) -> str:
-    """A complete standalone HTML page for the model described by ``facts``."""
+def model_card(facts: dict[str, Any], reused: dict[str, Markup] | None = None) -> str:
+    """A complete standalone HTML page for the model described by ``facts``; with ``reused``
+    (``figures_of`` the card of the version a replacement replaces) its figures are taken, not drawn."""
     # rcParams are read as artists are created and drawn, so every plot is built
     # inside the context. (rc_context is process-global: render cards from one
     # thread at a time.)
     with matplotlib.rc_context(_SVG_RC):
-        context = _context(facts)
+        context = _context(facts, Figures(reused))
     return _environment().get_template("model_card.html").render(fmt=fmt, **context)

@@ -60,7 +60,9 @@ class FeatureSpec:
 class UnlearningSpec:
     """``[training.unlearning]``: sharded (SISA) training, so that forgetting retrains only part of it."""
 
-    shards: int = 1  # models, each trained on the rows whose seeded id hash falls in its shard
+    # Models, each trained on the rows whose seeded id hash falls in its shard; "auto": sized
+    # from the training rows (assay.unlearning.sharding.auto_shards).
+    shards: int | str = "auto"
     slices: int = 1  # each shard trained in this many steps, checkpointed after each
     curve: bool = True  # also measure held-out accuracy against shard count for the card
 

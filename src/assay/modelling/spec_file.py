@@ -67,7 +67,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
     except Exception as exc:
         raise SpecError(f"{source}: name: {exc}", field="name") from exc
     features = _features(r, r.table(raw, "features"))
-    return ModelSpec(
+    spec = ModelSpec(
         name=name,
         data=_data(r, r.table(raw, "data", required=True), base),
         features=features,
@@ -82,6 +82,14 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "<spec>", base: Path | N
         seed=r.get(raw, "seed", int, default=0),
         source=source,
     )
+    if spec.training.unlearning is not None and spec.fairness.mitigation != "none":
+        # Mitigation refits or wraps the model after the shards are trained: forgetting could not
+        # retrain only the shards that held an item and still equal a training from scratch.
+        raise r.fail(
+            "fairness.mitigation",
+            "cannot be combined with [training.unlearning] (forgetting could not stay exact); remove one",
+        )
+    return spec
 
 
 _SECTIONS = (
@@ -335,10 +343,12 @@ def _unlearning(r: SpecReader, training: Mapping[str, Any]) -> UnlearningSpec | 
         return None
     u = r.table(training, "training.unlearning")
     r.keys(u, "training.unlearning.", {"shards", "slices", "curve"})
-    shards = r.get(u, "training.unlearning.shards", int, default=1)
+    shards = r.get(u, "training.unlearning.shards", (int, str), default="auto")
     slices = r.get(u, "training.unlearning.slices", int, default=1)
-    if not 1 <= shards <= MAX_SHARDS:
-        raise r.fail("training.unlearning.shards", f"must be between 1 and {MAX_SHARDS}; got {shards}")
+    if shards != "auto" and (isinstance(shards, bool | str) or not 1 <= shards <= MAX_SHARDS):
+        raise r.fail(
+            "training.unlearning.shards", f'must be "auto" or between 1 and {MAX_SHARDS}; got {shards!r}'
+        )
     if not 1 <= slices <= MAX_SLICES:
         raise r.fail("training.unlearning.slices", f"must be between 1 and {MAX_SLICES}; got {slices}")
     return UnlearningSpec(shards, slices, r.get(u, "training.unlearning.curve", bool, default=True))

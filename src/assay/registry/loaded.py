@@ -57,8 +57,8 @@ def fetch(store: ArtifactStore, record: VersionRecord) -> Path:
     return record.directory
 
 
-def read_json(store: ArtifactStore, record: VersionRecord, name: str) -> Any:
-    """A JSON file of a version, checked against the recorded hash."""
+def read_bytes(store: ArtifactStore, record: VersionRecord, name: str) -> bytes:
+    """A file of a version, checked against the recorded hash."""
     path = record.directory / name
     expected = record.manifest.get(name)
     if expected is None:
@@ -69,6 +69,12 @@ def read_json(store: ArtifactStore, record: VersionRecord, name: str) -> Any:
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != expected:
         raise ArtifactError(f"{record.ref}: {path} is truncated or modified (hash mismatch)")
+    return data
+
+
+def read_json(store: ArtifactStore, record: VersionRecord, name: str) -> Any:
+    """A JSON file of a version, checked against the recorded hash."""
+    data = read_bytes(store, record, name)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:  # the manifest vouches for the bytes, not that they are JSON

@@ -201,6 +201,8 @@ def _check_unlearning(v: Validator, value: Any) -> None:
         v.sha256(u["source_fingerprint"], "unlearning.source_fingerprint")
     if "forgot" in u:
         v.mapping(u["forgot"], "unlearning.forgot")
+    if "learning_rate" in u:
+        v.number(u["learning_rate"], "unlearning.learning_rate", 0.0)
 
 
 def _check_labels(v: Validator, value: Any) -> None:
@@ -233,7 +235,15 @@ _LINEAGE_PARTS: dict[str, Callable[[Validator, Any], None]] = {
     "labels": _check_labels,
     "inference": _check_inference,
 }
-_LINEAGE_UNLEARNING = ("seed", "trees", "excluded_rows", "exclusions_through", "source_fingerprint", "forgot")
+_LINEAGE_UNLEARNING = (
+    "seed",
+    "trees",
+    "learning_rate",
+    "excluded_rows",
+    "exclusions_through",
+    "source_fingerprint",
+    "forgot",
+)
 
 
 def check_card(value: Any, name: str = "card.json") -> CardRecord:
@@ -287,11 +297,13 @@ def check_card(value: Any, name: str = "card.json") -> CardRecord:
         u = v.keys(card["unlearning"], "unlearning", {"fast", "note"}, _CARD_UNLEARNING)
         v.boolean(u["fast"], "unlearning.fast")
         v.string(u["note"], "unlearning.note")
+        if "inherited_from" in u:
+            v.string(u["inherited_from"], "unlearning.inherited_from")
     _card_extras(v, card)
     return cast(CardRecord, value)
 
 
-_CARD_UNLEARNING = ("shards", "slices", "metrics", "cost", "curve")
+_CARD_UNLEARNING = ("shards", "slices", "metrics", "cost", "curve", "inherited_from")
 
 
 def _card_extras(v: Validator, card: dict[str, Any]) -> None:

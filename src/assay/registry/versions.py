@@ -235,6 +235,10 @@ class Registry:
         """The folder holding the version's files, fetched from the artifact store if need be."""
         return loaded.fetch(self.store, record)
 
+    def read_bytes(self, record: VersionRecord, name: str) -> bytes:
+        """A file of a version, checked against the recorded hash."""
+        return loaded.read_bytes(self.store, record, name)
+
     def read_json(self, record: VersionRecord, name: str) -> Any:
         """A JSON file of a version, checked against the recorded hash."""
         return loaded.read_json(self.store, record, name)

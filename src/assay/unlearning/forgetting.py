@@ -37,9 +37,10 @@ from assay.engines.engine import Engine as WorkEngine
 from assay.errors import AssayError, Conflict, InvalidInput
 from assay.modelling.assessment import Progress
 from assay.modelling.candidates import CANDIDATES
-from assay.modelling.datasets import read_table
+from assay.modelling.datasets import read_once, read_table
 from assay.modelling.preparation import CampaignLabels, Prepared, prepare
 from assay.modelling.publication import Refitted, plain_refit, reference_row, register
+from assay.modelling.reports import figures_of
 from assay.modelling.selection import CandidateResult, compare
 from assay.modelling.spec import ModelSpec
 from assay.monitoring.labels import forget_labels
@@ -54,7 +55,7 @@ from assay.store import db, tables
 from assay.store.log_store import LogStore
 from assay.unlearning import exclusions, requests
 from assay.unlearning.requests import ForgetRequest
-from assay.unlearning.sharding import assign, fit_shards
+from assay.unlearning.sharding import assign, fit_shards, recorded_plan, shard_plan
 
 MAX_IDS = 100_000  # ids one request may name
 MAX_ID_CHARS = 200  # as long as the stores' item ids
@@ -92,8 +93,10 @@ def check_ids(ids: Sequence[Any]) -> list[str]:
 
 
 def forget(f: Forgetting, models: Sequence[str], ids: Sequence[Any], *, actor: str) -> ForgetRequest:
-    """Record a deletion request for ``ids`` under ``models`` and carry it out (see the module)."""
-    return carry_out(f, record(f, models, ids, actor=actor))
+    """Record a deletion request for ``ids`` under ``models`` and carry it out (see the module).
+    The data files are parsed once: finding the ids and retraining read the same ones."""
+    with read_once():
+        return carry_out(f, record(f, models, ids, actor=actor))
 
 
 def record(f: Forgetting, models: Sequence[str], ids: Sequence[Any], *, actor: str) -> int:
@@ -283,12 +286,11 @@ def _plan_entry(held: _Holding, aliases: dict[str, int]) -> dict[str, Any]:
     as the audit keeps no id)."""
     record = held.record
     entry: dict[str, Any] = {"model": record.model, "version": record.version, "aliases": aliases}
-    spec = ModelSpec.from_dict(record.spec)
-    plan = spec.training.unlearning
     if not held.readable:
         entry["mode"] = "unreadable"
-    elif plan is not None and is_sharded(record.manifest):
-        shard, slice_ = assign(np.array(sorted(held.train)), plan.shards, plan.slices, spec.seed)
+    elif is_sharded(record.manifest):
+        plan = recorded_plan(record.lineage)
+        shard, slice_ = assign(np.array(sorted(held.train)), plan["shards"], plan["slices"], plan["seed"])
         start: dict[str, int] = {}
         for s, r in zip(shard.tolist(), slice_.tolist(), strict=True):
             start[str(s)] = min(start.get(str(s), r), r)
@@ -314,9 +316,8 @@ def _replace(f: Forgetting, request_id: int, entry: dict[str, Any]) -> None:
     if entry["mode"] == "shards":
         winner, comparison, search = _winner(card, old)
         refit, shards = _continued(f, old, data, entry, card, forgot)
-        importance = [
-            dict(i) for i in card["importance"]
-        ]  # a few rows less do not move it; training measures it anew
+        # A few rows less do not move it, and it costs many predictions; the card says whose it is.
+        importance = [dict(i) for i in card["importance"]]
     else:
         comparison, winner, search = compare(spec, data, f.say, f.work)
         refit, shards = _full(forgot), None
@@ -373,29 +374,33 @@ def _continued(
     other shards what a training without the ids would give; otherwise every shard is retrained.
     """
     spec = ModelSpec.from_dict(old.spec)
-    plan = spec.training.unlearning
-    assert plan is not None
+    plan = recorded_plan(old.lineage)
+    shards, slices = plan["shards"], plan["slices"]
     u = old.lineage.get("unlearning", {})
     same = (
         u.get("source_fingerprint") == data.source_fingerprint
         and bool(spec.data.test)  # a seeded split moves rows between training and held-out data
         and f.registry.read_json(old, "schema.json") == data.schema.to_dict()
     )
-    start = {int(s): r for s, r in entry["start"].items()} if same else dict.fromkeys(range(plan.shards), 0)
+    start = {int(s): r for s, r in entry["start"].items()} if same else dict.fromkeys(range(shards), 0)
     previous = read_sharded(old.directory, old.manifest) if same else None
+    # Drawing the card's figures again costs more than the retraining; the card says whose they are.
+    figures = figures_of(f.registry.read_bytes(old, "card.html").decode("utf-8"))
     if not same:
         f.say("  the data or schema changed since this version: every shard is retrained")
 
     def refit(spec: ModelSpec, data: Prepared, winner: CandidateResult, say: Progress) -> Refitted:
-        model = fit_shards(spec, data, winner.params, plan, previous=previous, start=start, say=say)
+        model = fit_shards(data, winner.params, plan, previous=previous, start=start, say=say)
         note = dict(card.get("unlearning", {}))
         note["note"] = (
-            f"{plan.shards} shard(s) of {plan.slices} slice(s); forgetting request {forgot['request']} "
+            f"{shards} shard(s) of {slices} slice(s); forgetting request {forgot['request']} "
             f"retrained shard(s) {sorted(start) or 'none'} (cost and curve measured when {old.ref} was trained)"
         )
         note.setdefault("fast", True)
+        # What the replacement keeps from the version it replaces instead of measuring it again.
+        note["inherited_from"] = card.get("unlearning", {}).get("inherited_from", old.ref)
         lineage = {**model.plan, "forgot": {**forgot, "retrained_shards": sorted(start), "mode": "shards"}}
-        return Refitted(model, note, lineage)
+        return Refitted(model, note, lineage, figures=figures)
 
     return refit, sorted(start)
 
@@ -452,9 +457,15 @@ def verify(f: Forgetting, request_id: int) -> dict[str, Any]:
 def _from_scratch(spec: ModelSpec, data: Prepared, new: VersionRecord) -> np.ndarray:
     """Held-out probabilities of the version's model trained from nothing on ``data``."""
     params = dict(new.lineage["params"])
-    plan = spec.training.unlearning
-    if plan is not None and is_sharded(new.manifest):
-        return fit_shards(spec, data, params, plan).predictor().predict_proba(data.X_test)
+    wanted = spec.training.unlearning
+    if wanted is not None and is_sharded(new.manifest):
+        recorded = recorded_plan(new.lineage)
+        # The plan a training of the spec would choose now (a plan recorded before learning
+        # rates were scaled is repeated as it was).
+        plan = (
+            shard_plan(wanted, params, data.read_rows, spec.seed) if "learning_rate" in recorded else recorded
+        )
+        return fit_shards(data, params, plan).predictor().predict_proba(data.X_test)
     candidate = CANDIDATES[new.candidate]
     estimator = candidate.fit(
         candidate.estimator(params, data.schema, spec.seed), data.X, data.y, data.schema

@@ -11,11 +11,20 @@ other shards and the earlier slices are exactly what a training without the item
 produced, because every step is seeded and deterministic and a row's shard and slice depend on
 its id alone. So forgetting continues the shard from the checkpoint before the first affected
 slice, and the result equals, bit for bit, a training from scratch without those items.
+
+Each shard's model costs about a shard's share of one unsharded model: it gets the winner's
+trees divided by the shard count (at least ``MIN_SHARD_TREES``) with the learning rate raised
+so that trees x rate stays the same, so the S shards together train and predict at about the
+cost of one unsharded model, and forgetting an item refits about 1/S^2 of it. The plan that
+results (shards, slices, trees per slice, rate) is recorded with the version; continuing or
+verifying a version repeats its recorded plan.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import lightgbm
@@ -34,6 +43,10 @@ from assay.registry.ensemble import ShardedModel, check_text
 
 # Statistics the card compares sharded and unsharded models by (binary and multi-class alike).
 CARD_METRICS = ("roc_auc", "average_precision", "log_loss")
+ROWS_PER_SHARD = 5_000  # "auto" shards: fewer rows per shard cost held-out accuracy (see auto_shards)
+MAX_AUTO_SHARDS = 16
+MIN_SHARD_TREES = 50  # fewer, larger steps stop paying: a shard's trees are never cut below this
+LIGHTGBM_LEARNING_RATE = 0.1  # LightGBM's own default, for params that do not name one
 
 
 def assign(ids: np.ndarray, shards: int, slices: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +59,7 @@ def assign(ids: np.ndarray, shards: int, slices: int, seed: int) -> tuple[np.nda
 
 
 def trees_per_slice(n_estimators: int, slices: int) -> list[int]:
-    """The trees each slice adds: the winner's count, spread as evenly as it goes."""
+    """The trees each slice adds: the shard's count, spread as evenly as it goes."""
     base, extra = divmod(n_estimators, slices)
     trees = [base + (1 if r < extra else 0) for r in range(slices)]
     if min(trees) < 1:
@@ -54,71 +67,111 @@ def trees_per_slice(n_estimators: int, slices: int) -> list[int]:
     return trees
 
 
+def auto_shards(rows: int) -> int:
+    """``shards = "auto"``: a shard per ``ROWS_PER_SHARD`` training rows, 1 to ``MAX_AUTO_SHARDS``.
+
+    Measured on editquality (15,000 rows; bench/RESULTS.md): 2 or 3 shards of scaled trees
+    cost about 0.002 of held-out ROC-AUC, 4 shards 0.006, 8 shards 0.006-0.008."""
+    return max(1, min(MAX_AUTO_SHARDS, rows // ROWS_PER_SHARD))
+
+
+def shard_plan(plan: UnlearningSpec, params: dict[str, Any], rows: int, seed: int) -> dict[str, Any]:
+    """What every shard is trained by: shard and slice counts, the trees each slice adds and the
+    learning rate. ``rows``: the training rows before forgotten items were left out, so that
+    forgetting never changes an "auto" shard count (a training from scratch would choose the same)."""
+    shards = auto_shards(rows) if plan.shards == "auto" else int(plan.shards)
+    total = int(params["n_estimators"])
+    trees = min(total, max(-(-total // shards), MIN_SHARD_TREES))
+    rate = float(params.get("learning_rate", LIGHTGBM_LEARNING_RATE)) * total / trees
+    return {
+        "shards": shards,
+        "slices": plan.slices,
+        "seed": seed,
+        "trees": trees_per_slice(trees, plan.slices),
+        "learning_rate": rate,
+    }
+
+
+PLAN_KEYS = ("shards", "slices", "seed", "trees", "learning_rate")
+
+
+def recorded_plan(lineage: Mapping[str, Any]) -> dict[str, Any]:
+    """The shard plan a sharded version was trained by, from its lineage."""
+    u = lineage.get("unlearning", {})
+    return {key: u[key] for key in PLAN_KEYS if key in u}
+
+
 def fit_shards(
-    spec: ModelSpec,
     data: Prepared,
     params: dict[str, Any],
-    plan: UnlearningSpec,
+    plan: dict[str, Any],
     *,
     previous: ShardedModel | None = None,
     start: dict[int, int] | None = None,
     say: Progress = lambda _m: None,
 ) -> ShardedModel:
-    """Train every shard slice by slice; with ``previous``, shard s restarts at slice
-    ``start[s]`` from its checkpoint and a shard not in ``start`` is kept as it was."""
-    shard, slice_ = assign(data.ids, plan.shards, plan.slices, spec.seed)
-    trees = trees_per_slice(int(params["n_estimators"]), plan.slices)
+    """Train every shard slice by slice as ``plan`` (``shard_plan``) says; with ``previous``,
+    shard s restarts at slice ``start[s]`` from its checkpoint and a shard not in ``start`` is
+    kept as it was. A plan without a learning rate (recorded before rates were scaled) keeps
+    the winner's."""
+    shards, slices, seed = int(plan["shards"]), int(plan["slices"]), int(plan["seed"])
+    shard, slice_ = assign(data.ids, shards, slices, seed)
+    params = {**params, **({"learning_rate": plan["learning_rate"]} if "learning_rate" in plan else {})}
     k = len(data.classes)
     texts = []
-    for s in range(plan.shards):
-        first = 0 if previous is None or start is None else start.get(s, plan.slices)
+    for s in range(shards):
+        first = 0 if previous is None or start is None else start.get(s, slices)
         kept = [] if previous is None else previous.texts[s][:first]
-        if first < plan.slices:
-            say(f"  shard {s + 1}/{plan.shards}: slices {first + 1}..{plan.slices}")
+        if first < slices:
+            say(f"  shard {s + 1}/{shards}: slices {first + 1}..{slices}")
         rows = shard == s
-        texts.append(
-            _fit_slices(
-                spec, data, params, trees, kept, first, data.X[rows], data.y[rows], slice_[rows], k, s
-            )
-        )
-    lineage_plan = {"shards": plan.shards, "slices": plan.slices, "seed": spec.seed, "trees": trees}
-    return ShardedModel(texts, k, data.X.shape[1], lineage_plan)
+        part = _Shard(s, data.X[rows], data.y[rows], slice_[rows])
+        texts.append(_fit_slices(data, params, seed, list(plan["trees"]), kept, first, part, k))
+    return ShardedModel(texts, k, data.X.shape[1], dict(plan))
+
+
+@dataclass
+class _Shard:
+    """One shard's training rows and each row's slice."""
+
+    number: int
+    X: np.ndarray
+    y: np.ndarray
+    slices: np.ndarray
 
 
 def _fit_slices(
-    spec: ModelSpec,
     data: Prepared,
     params: dict[str, Any],
+    seed: int,
     trees: list[int],
     kept: list[str],
     first: int,
-    X: np.ndarray,
-    y: np.ndarray,
-    slices: np.ndarray,
+    shard: _Shard,
     k: int,
-    shard: int,
 ) -> list[str]:
-    """Shard ``shard``'s text models after each slice, training slices ``first``.. on top of ``kept``."""
+    """The shard's text models after each slice, training slices ``first``.. on top of ``kept``."""
     texts = list(kept)
     for r in range(first, len(trees)):
-        rows = slices <= r
-        present = np.bincount(y[rows], minlength=k)
+        rows = shard.slices <= r
+        present = np.bincount(shard.y[rows], minlength=k)
         if present.min() == 0:
             missing = data.classes[int(present.argmin())]
             raise DataError(
-                f"shard {shard}, slices 0..{r}: no rows of class {missing!r}; "
+                f"shard {shard.number}, slices 0..{r}: no rows of class {missing!r}; "
                 "use fewer training.unlearning shards or slices",
                 field="training.unlearning",
             )
-        estimator = CANDIDATES["lightgbm"].estimator(
-            {**params, "n_estimators": trees[r]}, data.schema, spec.seed
-        )
+        estimator = CANDIDATES["lightgbm"].estimator({**params, "n_estimators": trees[r]}, data.schema, seed)
         # The checkpoint goes through its text, as a stored one does: the same bytes either way.
         if texts and r == first:  # a stored checkpoint: the strict reader sees it before LightGBM
             check_text(texts[-1], k, data.X.shape[1])
         init = lightgbm.Booster(model_str=texts[-1]) if texts else None
         estimator.fit(
-            X[rows], y[rows], categorical_feature=data.schema.categorical_indices or "auto", init_model=init
+            shard.X[rows],
+            shard.y[rows],
+            categorical_feature=data.schema.categorical_indices or "auto",
+            init_model=init,
         )
         texts.append(booster_text(estimator.booster_))
     return texts
@@ -127,31 +180,38 @@ def _fit_slices(
 def sharded_refit(spec: ModelSpec, data: Prepared, winner: CandidateResult, say: Progress) -> Refitted:
     """The Refit for specs with ``[training.unlearning]``: the sharded model, and for its card the
     held-out cost against one unsharded model and, when asked, a curve against shard count."""
-    plan = spec.training.unlearning
-    assert plan is not None
-    model = fit_shards(spec, data, winner.params, plan, say=say)
+    wanted = spec.training.unlearning
+    assert wanted is not None
+    plan = shard_plan(wanted, winner.params, data.read_rows, spec.seed)
+    shards, slices = plan["shards"], plan["slices"]
+    say(
+        f"  {shards} shard(s) of {slices} slice(s), {sum(plan['trees'])} trees each at learning rate "
+        f"{plan['learning_rate']:.4g}"
+    )
+    model = fit_shards(data, winner.params, plan, say=say)
     metrics = {"sharded": held_out_metrics(data, model.predict_proba(data.X_test))}
     curve = []
-    if plan.curve:
+    if wanted.curve:
         say("  measuring the unsharded model and the curve of accuracy against shard count")
         unsharded = plain_refit(spec, data, winner, say).estimator
         metrics["unsharded"] = held_out_metrics(data, unsharded.predict_proba(data.X_test))
         curve.append({"shards": 1, **metrics["unsharded"]})
         s = 2
-        while s < plan.shards:
-            point = fit_shards(spec, data, winner.params, UnlearningSpec(s, 1, False))
+        while s < shards:
+            point_plan = shard_plan(UnlearningSpec(s, 1, False), winner.params, data.read_rows, spec.seed)
+            point = fit_shards(data, winner.params, point_plan)
             curve.append({"shards": s, **held_out_metrics(data, point.predict_proba(data.X_test))})
             s *= 2
-        if plan.shards > 1:
-            curve.append({"shards": plan.shards, "slices": plan.slices, **metrics["sharded"]})
+        if shards > 1:
+            curve.append({"shards": shards, "slices": slices, **metrics["sharded"]})
     card: dict[str, Any] = {
-        "fast": plan.shards > 1 or plan.slices > 1,
+        "fast": shards > 1 or slices > 1,
         "note": (
-            f"{plan.shards} shard(s) of {plan.slices} slice(s): forgetting an item retrains only its "
-            "shard, from the slice it joined"
+            f"{shards} shard(s) of {slices} slice(s), {sum(plan['trees'])} trees each at learning rate "
+            f"{plan['learning_rate']:.4g}: forgetting an item retrains only its shard, from the slice it joined"
         ),
-        "shards": plan.shards,
-        "slices": plan.slices,
+        "shards": shards,
+        "slices": slices,
         "metrics": metrics,
         "curve": curve,
     }
