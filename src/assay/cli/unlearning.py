@@ -121,6 +121,9 @@ def _show(r: ForgetRequest) -> None:
     for v in r.versions:
         click.echo("  " + _version_line(v))
     for file in r.files:
+        if file.get("status"):  # a label file assay exported
+            click.echo(f"  label export {file['path']}: {file['status']} ({file['ids']} id(s))")
+            continue
         click.echo(
             f"  still in a data file you own (not rewritten; every training leaves them out): {file['path']} ({file['ids']} id(s))"
         )

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import Forbidden, InvalidInput, NotFound
-from assay.review import judgments
+from assay.review import exports, judgments
 from assay.review.accounts import User
 from assay.review.campaigns import UNSURE, Campaign, get_campaign
 from assay.review.judgments import RULE_MARK, Judgment
@@ -306,11 +306,7 @@ def export_labels(
     if suffix not in (".csv", ".parquet", ".pq"):
         raise InvalidInput(f"{output}: write .csv or .parquet", field="output")
     frame = _frame(engine, campaign, everything=everything, raw=raw)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    if suffix == ".csv":
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-    tmp.replace(output)  # a reader never sees half a file
+    exports.write_frame(frame, output)
+    # Forgetting an item rewrites the file without it while the file is as written here.
+    exports.record_export(engine, campaign=campaign.name, model=campaign.model, path=output, rows=len(frame))
     return len(frame)

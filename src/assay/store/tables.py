@@ -141,6 +141,18 @@ unlearning_salt = sa.Table(
 # changed (owned by store/notices.py). A row each; PostgreSQL also NOTIFYs listeners when one
 # commits, other stores' watchers poll for ids above the last they saw.
 
+label_exports = sa.Table(
+    "label_exports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("path", sa.Text, nullable=False, unique=True),  # absolute path of the file written
+    sa.Column("campaign", sa.String(100), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("sha256", sa.String(64), nullable=False),  # of the file as assay last wrote it
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("written_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 notices = sa.Table(
     "notices",
     metadata,

@@ -49,6 +49,7 @@ from assay.registry.contracts import VersionRecord
 from assay.registry.ensemble import is_sharded, read_sharded
 from assay.registry.versions import Registry
 from assay.review.erasure import forget_items as forget_review_items
+from assay.review.exports import forget_in_exports
 from assay.serving.cache import ScoreCache, score_key
 from assay.serving.features import delete_rows
 from assay.store import db, tables
@@ -155,6 +156,7 @@ def carry_out(f: Forgetting, request_id: int) -> ForgetRequest:
     request = requests.get_request(f.engine, request_id)
     plan = [dict(entry) for entry in request.versions]
     try:
+        requests.update(f.engine, request_id, files=_clean_exports(f, request))
         for entry in plan:
             if entry["aliases"] and entry.get("replacement") is None and entry["mode"] != "unreadable":
                 _replace(f, request_id, entry)
@@ -300,7 +302,17 @@ def _plan_entry(held: _Holding, aliases: dict[str, int]) -> dict[str, Any]:
     return entry
 
 
-# --- step 3: replacements ---------------------------------------------------------------
+# --- step 3: label exports and replacements ---------------------------------------------
+
+
+def _clean_exports(f: Forgetting, request: ForgetRequest) -> list[dict[str, Any]]:
+    """The request's files, with the label files ``assay labels export`` wrote for its models
+    rewritten without every forgotten item while they are as assay wrote them (else listed)."""
+    exported = {e["path"]: e for e in request.files if e.get("status")}
+    for model in request.models:
+        for entry in forget_in_exports(f.engine, model, exclusions.ExclusionList(f.engine, model).mask):
+            exported[entry["path"]] = entry
+    return [e for e in request.files if not e.get("status")] + [exported[p] for p in sorted(exported)]
 
 
 def _replace(f: Forgetting, request_id: int, entry: dict[str, Any]) -> None:

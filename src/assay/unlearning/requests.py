@@ -31,7 +31,9 @@ class ForgetRequest:
     unknown: list[str]
     stores: dict[str, dict[str, int]]  # model -> store -> rows deleted
     versions: list[dict[str, Any]]  # one entry per version that held the data
-    files: list[dict[str, Any]]  # {"path", "ids"}: user files still holding ids
+    # {"path", "ids"}: user files still holding ids; {"path", "ids", "status"}: label files assay
+    # exported, rewritten without the ids or (changed since) only listed
+    files: list[dict[str, Any]]
     verification: dict[str, Any] | None
     error: str | None
     requested_at: datetime
