@@ -23,6 +23,7 @@ verifying a version repeats its recorded plan.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -162,7 +163,11 @@ def _fit_slices(
                 "use fewer training.unlearning shards or slices",
                 field="training.unlearning",
             )
-        estimator = CANDIDATES["lightgbm"].estimator({**params, "n_estimators": trees[r]}, data.schema, seed)
+        # Always every core, whatever thread limit the caller runs under: LightGBM's sums (and so
+        # its trees) depend on the thread count, and a continued shard must equal a fresh one.
+        estimator = CANDIDATES["lightgbm"].estimator(
+            {**params, "n_estimators": trees[r]}, data.schema, seed, threads=os.cpu_count() or 1
+        )
         # The checkpoint goes through its text, as a stored one does: the same bytes either way.
         if texts and r == first:  # a stored checkpoint: the strict reader sees it before LightGBM
             check_text(texts[-1], k, data.X.shape[1])
