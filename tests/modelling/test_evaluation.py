@@ -241,7 +241,8 @@ def test_long_queries_are_refused_at_once(query: str) -> None:
 
 @pytest.mark.parametrize("n", [50, 100, 180])
 def test_parsing_time_is_linear_up_to_the_cap(n: int) -> None:
-    # Shapes the old pattern was slowest on, just under the cap: each parse stays far below a millisecond.
+    # Shapes the old pattern was slowest on, just under the cap. A parse takes microseconds; catastrophic
+    # backtracking took seconds at these lengths, so the bound leaves room for a loaded machine.
     for query in (
         "maximum " + "@" * n,
         "maximum" + " x" * (n // 2) + " @",
@@ -251,7 +252,7 @@ def test_parsing_time_is_linear_up_to_the_cap(n: int) -> None:
         for _ in range(100):
             with pytest.raises(InvalidInput):
                 parse_threshold_query(query)
-        assert (time.perf_counter() - started) / 100 < 0.001
+        assert (time.perf_counter() - started) / 100 < 0.02
 
 
 def test_threshold_table_on_a_million_rows() -> None:

@@ -62,8 +62,8 @@ def test_each_window_is_judged_for_drift_through_the_engine(ws: Workspace) -> No
     log_frame(ws, frame, frame["at"].to_numpy())
     work = CountingEngine()
     args = {"since": T0, "until": T0 + 4 * DAY, "window": "1d", "with_psi": True}
-    here = monitor.analyse(ws.engine, ws.registry, "damaging", **args)  # type: ignore[arg-type]
-    handed = monitor.analyse(ws.engine, ws.registry, "damaging", work=work, **args)  # type: ignore[arg-type]
+    here = monitor.analyse(ws.engine, ws.log, ws.registry, "damaging", **args)  # type: ignore[arg-type]
+    handed = monitor.analyse(ws.engine, ws.log, ws.registry, "damaging", work=work, **args)  # type: ignore[arg-type]
     assert work.calls == [(w.window.lo, w.window.hi) for w in handed.windows] and len(work.calls) == 4
     assert handed.to_dict() == here.to_dict()
     assert [w.drift.drifted_features for w in handed.windows] == [[]] * 2 + [

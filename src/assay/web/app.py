@@ -49,7 +49,7 @@ from assay.serving.features import FeatureTable
 from assay.serving.scoring import Scorer
 from assay.settings import Settings
 from assay.store.notices import NoticeWatcher
-from assay.web import api, errors, oip_routes, openapi, pages, review
+from assay.web import api, background, errors, oip_routes, openapi, pages, review
 from assay.web.limits import (
     BODY_TIMED_OUT,
     SERVER_METRICS,
@@ -145,7 +145,14 @@ async def _lifespan(app: Starlette, *, settings: Settings, metrics: Metrics) -> 
         gc.collect()
         gc.freeze()
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_keep_fresh, scorer, FULL_REFRESH_S)
+            # Re-read the model table now and then besides the notices: a version that failed to load is
+            # tried again; a failed refresh keeps the old table.
+            tasks.start_soon(
+                background.every,
+                FULL_REFRESH_S,
+                scorer.refresh,
+                "refreshing the model table failed; serving the previous one",
+            )
             tasks.start_soon(watch.run)
             # Lifespan state: what the HTTP protocol of ``assay serve`` reads (assay.web.server).
             yield {SERVER_SETTINGS: settings, SERVER_METRICS: metrics}
@@ -174,17 +181,6 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
         error = ClientClosedRequest("the client closed the connection before sending its whole body")
     request.app.state.metrics.error(error.code)
     return errors.error_response(error)
-
-
-async def _keep_fresh(scorer: Scorer, every_s: float) -> None:
-    """Re-read the model table now and then besides the notices: a version that failed to load
-    is tried again; a failed refresh keeps the old table."""
-    while True:
-        await anyio.sleep(every_s)
-        try:
-            await anyio.to_thread.run_sync(scorer.refresh)
-        except Exception:  # a store hiccup must not stop the loop; the next round retries
-            log.exception("refreshing the model table failed; serving the previous one")
 
 
 def app_from_environment() -> Starlette:

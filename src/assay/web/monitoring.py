@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import anyio
-import anyio.to_thread
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -36,7 +34,7 @@ from assay.monitoring import alerts, checks, labels, monitor, report
 from assay.monitoring.log import PredictionLog, open_log
 from assay.monitoring.windows import parse_time
 from assay.settings import Settings
-from assay.web import sessions
+from assay.web import background, sessions
 from assay.web.api import bounded_list, json_object, json_response, read_json, require_token, services
 from assay.web.limits import in_thread
 from assay.web.metrics import Metrics
@@ -145,12 +143,7 @@ class Watch:
         every = self.settings.monitor_interval_s
         if every <= 0:
             return
-        while True:
-            await anyio.sleep(every)
-            try:
-                await anyio.to_thread.run_sync(self.check_all)
-            except Exception:  # a store hiccup must not stop the loop; the next round retries
-                log.exception("checking the monitors failed; retrying next round")
+        await background.every(every, self.check_all, "checking the monitors failed; retrying next round")
 
     def check_all(self, now: float | None = None) -> list[checks.CheckResult]:
         ws = self.workspace
