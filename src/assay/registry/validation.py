@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from assay.errors import ArtifactError
@@ -149,6 +149,23 @@ class Validator:
         if not isinstance(value, str) or not _SHA256_HEX.fullmatch(value):
             raise self.fail(where, f"must be a lowercase sha256 hex digest, got {_show(value)}")
         return value
+
+    def columns(
+        self, value: Any, where: str, integer: Mapping[str, bool], null: Mapping[str, bool] | None = None
+    ) -> dict[str, Any]:
+        """Parallel lists of equal length: whole counts where ``integer``, else values in [0, 1]."""
+        table = self.keys(value, where, set(integer))
+        length = None
+        for column, whole in integer.items():
+            values = self.array(table[column], f"{where}.{column}")
+            if length is not None and len(values) != length:
+                raise self.fail(f"{where}.{column}", f"has {len(values)} values, the other columns {length}")
+            length = len(values)
+            if whole:
+                self.integers(values, f"{where}.{column}")
+            else:
+                self.unit_numbers(values, f"{where}.{column}", null=bool(null and null.get(column)))
+        return table
 
     def nested(self, check: Callable[[Any, str], _T], value: Any, where: str) -> _T:
         return check(value, f"{self.name}: {where}")
