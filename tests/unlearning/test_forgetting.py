@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 import assay
 from assay.errors import ArtifactError, InvalidInput, NotFound
-from assay.modelling.reports import figures_of
+from assay.modelling.plots import figures_of
 from assay.modelling.spec import ModelSpec
 from assay.modelling.training import train
 from assay.registry.ensemble import read_sharded

@@ -354,17 +354,10 @@ def permutation_importance(
         original = work.iloc[:, j].to_numpy(copy=True) if frame else work[:, j].copy()
         drops = []
         for _ in range(n_repeats):
-            shuffled = original[rng.permutation(len(original))]
-            if frame:
-                work.isetitem(j, shuffled)
-            else:
-                work[:, j] = shuffled
+            _put_column(work, j, original[rng.permutation(len(original))])
             score = _auc_score(y, np.asarray(predict_proba(work)), classes, positive)
             drops.append(baseline - (score if score is not None else baseline))
-        if frame:
-            work.isetitem(j, original)
-        else:
-            work[:, j] = original
+        _put_column(work, j, original)
         results.append(
             {"feature": str(name), "importance": float(np.mean(drops)), "std": float(np.std(drops))}
         )
@@ -372,3 +365,11 @@ def permutation_importance(
             done(str(name))
     # Stable sort keeps the caller's feature order among equal importances.
     return sorted(results, key=lambda r: -r["importance"])
+
+
+def _put_column(work: Any, j: int, values: np.ndarray) -> None:
+    """Column ``j`` of the working copy (a frame or a matrix) becomes ``values``, in place."""
+    if isinstance(work, pd.DataFrame):
+        work.isetitem(j, values)
+    else:
+        work[:, j] = values

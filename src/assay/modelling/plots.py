@@ -9,7 +9,10 @@ drawn on a plot use the card's format (``fmt``).
 
 from __future__ import annotations
 
+import hashlib
 import io
+import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -257,3 +260,26 @@ def shard_curve_plot(curve: list[dict[str, Any]]) -> Markup | None:
     ax.set_xlabel("shards")
     ax.set_ylabel("held-out ROC-AUC")
     return _svg(fig)
+
+
+class Figures:
+    """Draws the card's figures, each marked in the HTML by its key; a figure whose key is in
+    ``reused`` (the figures of the version a replacement replaces, ``figures_of``) is taken as is."""
+
+    def __init__(self, reused: dict[str, Markup] | None = None) -> None:
+        self.reused = reused or {}
+
+    def __call__(self, key: str, draw: Callable[..., Markup | None], *args: Any) -> Markup | None:
+        mark = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+        svg = self.reused.get(mark)
+        if svg is None:
+            svg = draw(*args)
+        return None if svg is None else Markup(f"<!--figure {mark}-->") + svg
+
+
+_FIGURE = re.compile(r"<!--figure ([0-9a-f]{16})-->(<svg.*?</svg>)", re.S)
+
+
+def figures_of(html: str) -> dict[str, Markup]:
+    """The figures of a card this module rendered, by key (for ``Figures``)."""
+    return {m.group(1): Markup(m.group(2)) for m in _FIGURE.finditer(html)}

@@ -49,7 +49,7 @@ class Refitted:
     card: dict[str, Any]  # the card's "unlearning" section
     lineage: dict[str, Any]  # the lineage's "unlearning" section (exclusions are added to it)
     # The card figures of the version this one replaces after forgetting, reused instead of drawn
-    # (``reports.figures_of``); None: the card draws its own.
+    # (``plots.figures_of``); None: the card draws its own.
     figures: dict[str, Any] | None = None
 
 

@@ -16,9 +16,6 @@ text goes through Jinja2's autoescaping (SVG text is escaped by matplotlib).
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,8 +27,8 @@ from markupsafe import Markup
 
 from assay import templating
 from assay.modelling import plots
+from assay.modelling.card_fairness import fairness_sections, mitigation_section
 from assay.modelling.formatting import fmt, stat_name, table
-from assay.registry.contracts import CONSTRAINT_STAT
 from assay.registry.gates import check_gates, summarize
 
 # Text as <text> elements (escaped by matplotlib) keeps the page small and the
@@ -128,151 +125,6 @@ def _operating_markers(facts: dict[str, Any]) -> dict[str, list[tuple[str, float
     return markers
 
 
-# --------------------------------------------------------------------------- fairness
-
-
-FAIRNESS_SUMMARIES = (
-    "demographic_parity_difference",
-    "demographic_parity_ratio",
-    "equalized_odds_difference",
-    "equalized_odds_ratio",
-    "true_positive_rate_difference",
-    "false_positive_rate_difference",
-)
-GROUP_COLUMNS = ("count", "selection_rate", "tpr", "fpr", "fnr", "precision", "brier")
-
-
-class Figures:
-    """Draws the card's figures, each marked in the HTML by its key; a figure whose key is in
-    ``reused`` (the figures of the version a replacement replaces, ``figures_of``) is taken as is."""
-
-    def __init__(self, reused: dict[str, Markup] | None = None) -> None:
-        self.reused = reused or {}
-
-    def __call__(self, key: str, draw: Callable[..., Markup | None], *args: Any) -> Markup | None:
-        mark = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-        svg = self.reused.get(mark)
-        if svg is None:
-            svg = draw(*args)
-        return None if svg is None else Markup(f"<!--figure {mark}-->") + svg
-
-
-_FIGURE = re.compile(r"<!--figure ([0-9a-f]{16})-->(<svg.*?</svg>)", re.S)
-
-
-def figures_of(html: str) -> dict[str, Markup]:
-    """The figures of a card this module rendered, by key (for ``Figures``)."""
-    return {m.group(1): Markup(m.group(2)) for m in _FIGURE.finditer(html)}
-
-
-def _fairness_block(
-    title: str, block: dict[str, Any], attribute: str, cls: str, draw: Figures
-) -> dict[str, Any]:
-    intervals = block.get("intervals") or {}
-    summary_rows = [
-        [stat_name(k), block.get(k), *(intervals.get(k) or [None, None])]
-        for k in FAIRNESS_SUMMARIES
-        if k in block
-    ]
-    groups = block.get("groups") or {}
-    group_rows = [
-        [g + ("" if s.get("compared", True) else " (not compared)"), *(s.get(c) for c in GROUP_COLUMNS)]
-        for g, s in groups.items()
-    ]
-    confidence = block.get("confidence")
-    return {
-        "title": title,
-        "summary": table(["disparity", "value", "interval low", "interval high"], summary_rows),
-        "groups": table(["group", *map(stat_name, GROUP_COLUMNS)], group_rows),
-        "excluded": block.get("excluded_groups") or [],
-        "min_group_size": block.get("min_group_size"),
-        "note": f"{confidence:.0%} intervals from {block.get('bootstrap')} resamples"
-        if intervals and confidence
-        else "",
-        "plot": draw(f"fairness:{title}", plots.fairness_plot, attribute, cls, block),
-        "disparities": draw(f"disparities:{title}", plots.disparity_plot, block),
-        "calibration": draw(f"group-calibration:{title}", plots.group_calibration_plot, block),
-    }
-
-
-def _fairness(facts: dict[str, Any], ev: dict[str, Any], draw: Figures) -> list[dict[str, Any]]:
-    """Fairness at the decision, then at each operating point, for each attribute (and class)."""
-    sections = []
-    for attribute, by_class in (ev.get("fairness") or {}).items():
-        for cls, block in (by_class or {}).items():
-            sections.append(
-                _fairness_block(f"{attribute} — {cls}, at the decision", block, attribute, cls, draw)
-            )
-    points = facts.get("operating_points") or {}
-    for point, by_attribute in (facts.get("fairness_at_operating_points") or {}).items():
-        cls = str((points.get(point) or {}).get("class", facts.get("positive")))
-        for attribute, block in (by_attribute or {}).items():
-            title = f"{attribute} — {cls}, at operating point {point}"
-            sections.append(_fairness_block(title, block, attribute, cls, draw))
-    return sections
-
-
-def _mitigation(facts: dict[str, Any]) -> dict[str, Any] | None:
-    record = facts.get("mitigation")
-    if not record:
-        return None
-    before, after = record.get("before") or {}, record.get("after") or {}
-    keys = [k for k in before if k in after]
-    rows = [[stat_name(k), before[k], after[k]] for k in keys]
-    rows += [
-        ["accuracy lost", None, record.get("accuracy_lost")],
-        ["disparity removed", None, record.get("disparity_removed")],
-    ]
-    return {
-        "method": record.get("method"),
-        "attribute": record.get("attribute"),
-        "constraint": record.get("constraint"),
-        "tradeoff": table(["on the held-out rows", "without mitigation", "this version"], rows),
-        "points": _mitigation_points(record),
-        "thresholds": _group_thresholds(record),
-    }
-
-
-def _mitigation_points(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The trade-off at each named operating point: accuracy and the constrained disparity, both sides."""
-    points = record.get("operating_points") or {}
-    if not points:
-        return None
-    stat = CONSTRAINT_STAT.get(str(record.get("constraint")), "demographic_parity_difference")
-    rows = [
-        [
-            name,
-            at["threshold_before"],
-            at.get("threshold_after", "per group"),
-            at["before"]["accuracy"],
-            at["after"]["accuracy"],
-            at["before"][stat],
-            at["after"][stat],
-        ]
-        for name, at in points.items()
-    ]
-    headers = ["operating point", "threshold without", "with", "accuracy without", "with"]
-    return table([*headers, f"{stat_name(stat)} without", "with"], rows)
-
-
-def _group_thresholds(record: dict[str, Any]) -> dict[str, Any] | None:
-    """Each group's threshold for the decision and at each operating point, and the fallback."""
-    thresholds = record.get("thresholds") or {}
-    if not thresholds:
-        return None
-    points = record.get("operating_points") or {}
-    rows = [[g, t, *[p["thresholds"].get(g) for p in points.values()]] for g, t in thresholds.items()]
-    if "fallback_threshold" in record:
-        rows.append(
-            [
-                "no known group",
-                record["fallback_threshold"],
-                *[p["fallback_threshold"] for p in points.values()],
-            ]
-        )
-    return table(["group", "decision", *points], rows)
-
-
 # --------------------------------------------------------------------------- the rest
 
 
@@ -352,7 +204,7 @@ def _lineage(facts: dict[str, Any]) -> dict[str, Any] | None:
     return table(["fact", "value"], rows)
 
 
-def _unlearning(facts: dict[str, Any], draw: Figures) -> dict[str, Any] | None:
+def _unlearning(facts: dict[str, Any], draw: plots.Figures) -> dict[str, Any] | None:
     """Whether the model unlearns fast, what sharding cost on held-out data, and the shard curve."""
     u = facts.get("unlearning")
     if not u:
@@ -448,7 +300,7 @@ SUMMARY_FIELDS = (
 DETAIL_FIELDS = (("owner", "owner"), ("licence", "licence"), ("contact", "contact"))
 
 
-def _context(facts: dict[str, Any], draw: Figures) -> dict[str, Any]:
+def _context(facts: dict[str, Any], draw: plots.Figures) -> dict[str, Any]:
     ev = facts.get("evaluation") or {}
     details = facts.get("details") or {}
     # Each figure's data-plot names its kind, so a reader (or a test) can tell which are present.
@@ -479,8 +331,8 @@ def _context(facts: dict[str, Any], draw: Figures) -> dict[str, Any]:
         "plots": _present(performance_plots),
         "threshold_plot": draw("thresholds", plots.threshold_plot, ev, _operating_markers(facts)),
         "operating_points": _operating_points(facts),
-        "fairness": _fairness(facts, ev, draw),
-        "mitigation": _mitigation(facts),
+        "fairness": fairness_sections(facts, ev, draw),
+        "mitigation": mitigation_section(facts),
         "gates": _gates(facts, ev),
         "importance_plot": draw("importance", plots.importance_plot, facts.get("importance") or []),
         # A replacement that forgot a few items keeps its predecessor's importance.
@@ -515,10 +367,10 @@ def _present(figures: list[tuple[str, str, Any]]) -> list[dict[str, Any]]:
 
 def model_card(facts: dict[str, Any], reused: dict[str, Markup] | None = None) -> str:
     """A complete standalone HTML page for the model described by ``facts``; with ``reused``
-    (``figures_of`` the card of the version a replacement replaces) its figures are taken, not drawn."""
+    (``plots.figures_of`` the card of the version a replacement replaces) its figures are taken, not drawn."""
     # rcParams are read as artists are created and drawn, so every plot is built
     # inside the context. (rc_context is process-global: render cards from one
     # thread at a time.)
     with matplotlib.rc_context(_SVG_RC):
-        context = _context(facts, Figures(reused))
+        context = _context(facts, plots.Figures(reused))
     return _environment().get_template("model_card.html").render(fmt=fmt, **context)
