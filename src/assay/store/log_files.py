@@ -33,7 +33,8 @@ import pyarrow.parquet as pq
 from sqlalchemy.engine import Connection
 
 from assay.errors import InvalidInput
-from assay.store.log_store import CHUNK_ROWS, LogFrame, Span, check_width, counted_back, selected
+from assay.store import log_store
+from assay.store.log_store import CHUNK_ROWS, LogFrame, LogStore, Rows, Span, Window
 
 _PART = re.compile(r"^part-(\d{12})-v(\d+)\.parquet$")
 _DATE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -61,7 +62,7 @@ def _date(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).date().isoformat()
 
 
-class ParquetLog:
+class ParquetLog(LogStore):
     """The log as Parquet files under ``root`` (see the module docstring)."""
 
     # Gather rows longer than the store does: each write is a file, and fewer, larger parts
@@ -74,28 +75,16 @@ class ParquetLog:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def write(
-        self,
-        model: str,
-        version: int,
-        at: np.ndarray | float,
-        ids: Sequence[str | None] | None,
-        X: np.ndarray,
-        proba: np.ndarray,
-    ) -> int:
-        """Write rows now, one part per date and ``CHUNK_ROWS`` rows; returns how many."""
+    def _write(self, model: str, version: int, rows: Rows) -> None:
+        # One part per date and ``CHUNK_ROWS`` rows.
+        times, ids, X, proba = rows.at, rows.ids, rows.X, rows.proba
         n = len(X)
-        if not n:
-            return 0
-        times = np.broadcast_to(np.asarray(at, dtype=np.float64), (n,))
-        if not np.isfinite(times).all():
-            raise InvalidInput("logged times must be finite", field="at")
         days = np.floor(times / _DAY)
         item_ids = pa.array(list(ids) if ids is not None else [None] * n, type=pa.string())
         for day in np.unique(days):
-            rows = np.flatnonzero(days == day)
-            for lo in range(0, len(rows), CHUNK_ROWS):
-                take = rows[lo : lo + CHUNK_ROWS]
+            on_day = np.flatnonzero(days == day)
+            for lo in range(0, len(on_day), CHUNK_ROWS):
+                take = on_day[lo : lo + CHUNK_ROWS]
                 self._write_part(
                     model,
                     version,
@@ -105,7 +94,6 @@ class ParquetLog:
                     X[take],
                     proba[take],
                 )
-        return n
 
     def _write_part(
         self,
@@ -225,22 +213,15 @@ class ParquetLog:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def read(
-        self,
-        model: str,
-        version: int,
-        *,
-        width: tuple[int, int],
-        since: float | None = None,
-        until: float | None = None,
-        after: int | None = None,
-        with_ids: bool = False,
+    def _rows(
+        self, model: str, version: int, window: Window, width: tuple[int, int], with_ids: bool
     ) -> LogFrame:
+        since, until = window.since, window.until
         d, k = width
         parts = [
             (part, footer)
             for part, footer in self._with_footers(
-                self._parts(model, version, since=since, until=until, after=after)
+                self._parts(model, version, since=since, until=until, after=window.after)
             )
             if (since is None or footer.at_max >= since) and (until is None or footer.at_min < until)
         ]
@@ -258,11 +239,10 @@ class ParquetLog:
         table = pa.concat_tables(tables)
         total = table.num_rows
         x, p = _matrix(table.column("x"), total), _matrix(table.column("p"), total)
-        check_width(model, version, total * (1 + x.shape[1] + p.shape[1]), total, width)
+        log_store.check_width(model, version, total * (1 + x.shape[1] + p.shape[1]), total, width)
         ids = table.column("id").to_pylist() if with_ids else None
         at = table.column("at").to_numpy()
-        every = LogFrame(model, version, np.concatenate(positions), at, x, p, ids)
-        return selected(every, since=since, until=until, after=after)
+        return LogFrame(model, version, np.concatenate(positions), at, x, p, ids)
 
     def span(self, model: str, version: int, *, after: int | None = None) -> Span | None:
         footers = [f for _p, f in self._with_footers(self._parts(model, version, after=after))]
@@ -280,7 +260,7 @@ class ParquetLog:
     def start_before(self, model: str, version: int, position: int, rows: int) -> int | None:
         parts = [p for p in self._parts(model, version) if p.seq <= position // CHUNK_ROWS]
         sizes = ((p.seq, f.n) for p, f in self._with_footers(parts[::-1]))
-        return counted_back(sizes, position, rows)
+        return log_store.counted_back(sizes, position, rows)
 
     def _ids_in(self, model: str, ids: Sequence[str]) -> Iterator[tuple[_Part, pa.ChunkedArray, pa.Array]]:
         """Each part of ``model`` holding any of ``ids``, with its id column and which rows hold one."""

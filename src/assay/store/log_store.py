@@ -15,9 +15,9 @@ plus the row's index in it). Count windows keep their cursor as a position.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 from sqlalchemy.engine import Connection, Engine
@@ -52,8 +52,28 @@ class LogFrame:
 Span = tuple[float, float, int]  # (first time, last time, rows)
 
 
-class LogStore(Protocol):
-    """What the prediction log's writer and readers need of the place its rows live."""
+@dataclass(frozen=True)
+class Rows:
+    """Rows to write: their times (finite), item ids (or None), encoded features, probabilities."""
+
+    at: np.ndarray
+    ids: Sequence[str | None] | None
+    X: np.ndarray
+    proba: np.ndarray
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which rows a read wants: logged in [since, until), and after position ``after``."""
+
+    since: float | None = None
+    until: float | None = None
+    after: int | None = None
+
+
+class LogStore(ABC):
+    """What the prediction log's writer and readers need of the place its rows live: ``write``
+    and ``read`` are written once here, each backend stores (``_write``) and fetches (``_rows``)."""
 
     # Seconds the background writer gathers rows before writing them (files want fewer, larger parts).
     flush_interval_s: float
@@ -68,7 +88,18 @@ class LogStore(Protocol):
         proba: np.ndarray,
     ) -> int:
         """Write rows now (all or none); returns how many."""
-        ...
+        n = len(X)
+        if not n:
+            return 0
+        times = np.broadcast_to(np.asarray(at, dtype=np.float64), (n,))
+        if not np.isfinite(times).all():
+            raise InvalidInput("logged times must be finite", field="at")
+        self._write(model, version, Rows(times, ids, X, proba))
+        return n
+
+    @abstractmethod
+    def _write(self, model: str, version: int, rows: Rows) -> None:
+        """Store rows (at least one, finite times) all or none."""
 
     def read(
         self,
@@ -83,39 +114,46 @@ class LogStore(Protocol):
     ) -> LogFrame:
         """The rows of ``model@version`` logged in [since, until) and after position ``after``,
         sorted by time; ``width`` is (features, classes) of the version."""
-        ...
+        window = Window(since, until, after)
+        return selected(self._rows(model, version, window, width, with_ids), window)
 
+    @abstractmethod
+    def _rows(
+        self, model: str, version: int, window: Window, width: tuple[int, int], with_ids: bool
+    ) -> LogFrame:
+        """The rows of the chunks or files that may hold ``window``'s rows, in any order."""
+
+    @abstractmethod
     def span(self, model: str, version: int, *, after: int | None = None) -> Span | None:
         """(first time, last time, rows) of ``model@version``'s log, or None if empty; ``after``
         leaves out the chunks before that position (the rows are then an upper bound)."""
-        ...
 
+    @abstractmethod
     def versions(self, model: str) -> dict[int, int]:
         """Version -> logged rows of a model."""
-        ...
 
+    @abstractmethod
     def start_before(self, model: str, version: int, position: int, rows: int) -> int | None:
         """A position after which at least ``rows`` rows of ``model@version`` lie at or before
         ``position`` (whole chunks: it may be more); None when the log holds fewer."""
-        ...
 
+    @abstractmethod
     def prune(self, *, max_rows: int, retention_s: float, now: float | None = None) -> int:
         """Delete rows past the retention, then each model's oldest beyond ``max_rows`` (whole
         chunks or files: a model keeps at most one more than the cap); returns the rows deleted."""
-        ...
 
+    @abstractmethod
     def last_versions(self, model: str, ids: Sequence[str]) -> dict[str, int]:
         """The version that last scored each of ``ids`` (logged ones only)."""
-        ...
 
+    @abstractmethod
     def holding(self, models: Sequence[str], ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` the log holds under any of ``models``."""
-        ...
 
+    @abstractmethod
     def forget(self, conn: Connection, model: str, ids: Sequence[str]) -> int:
         """Remove every logged row of ``ids`` under ``model`` (a deletion request); returns the
         rows removed. The store does it in ``conn``'s transaction; files are rewritten at once."""
-        ...
 
 
 def open_log_store(settings: Settings, engine: Engine) -> LogStore:
@@ -133,9 +171,9 @@ def open_log_store(settings: Settings, engine: Engine) -> LogStore:
     )
 
 
-def selected(frame: LogFrame, *, since: float | None, until: float | None, after: int | None) -> LogFrame:
-    """The rows of ``frame`` (in any order) in [since, until) and after ``after``, sorted by time:
-    the last step of every backend's read."""
+def selected(frame: LogFrame, window: Window) -> LogFrame:
+    """The rows of ``frame`` (in any order) in ``window``, sorted by time: the last step of a read."""
+    since, until, after = window.since, window.until, window.after
     at = frame.at
     keep = np.ones(len(at), dtype=bool)
     if since is not None:

@@ -20,15 +20,15 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from assay.store import tables
-from assay.store.log_store import CHUNK_ROWS, LogFrame, Span, check_width, counted_back, selected
+from assay.store import log_store, tables
+from assay.store.log_store import CHUNK_ROWS, LogFrame, LogStore, Rows, Span, Window
 
 _ITEMS_PER_CALL = 1024
 _IN_LIST = 500  # bound parameters per IN (...) list, far below SQLite's limit
 _DTYPE = np.dtype("<f8")
 
 
-class StoreLog:
+class StoreLog(LogStore):
     """The log in the store's ``prediction_log`` and ``prediction_items`` tables."""
 
     flush_interval_s = 1.0
@@ -36,20 +36,10 @@ class StoreLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def write(
-        self,
-        model: str,
-        version: int,
-        at: np.ndarray | float,
-        ids: Sequence[str | None] | None,
-        X: np.ndarray,
-        proba: np.ndarray,
-    ) -> int:
-        """Insert rows now, as chunks of at most ``CHUNK_ROWS`` (one transaction); returns how many."""
+    def _write(self, model: str, version: int, rows: Rows) -> None:
+        # As chunks of at most ``CHUNK_ROWS`` rows, in one transaction.
+        times, ids, X, proba = rows.at, rows.ids, rows.X, rows.proba
         n = len(X)
-        if not n:
-            return 0
-        times = np.broadcast_to(np.asarray(at, dtype=np.float64), (n,))
         packed = np.ascontiguousarray(np.column_stack([times, X, proba]), dtype=_DTYPE)
         item_ids = list(ids) if ids is not None else None
         with self.engine.begin() as conn:
@@ -72,7 +62,6 @@ class StoreLog:
                 assert key is not None
                 if chunk_ids is not None:
                     self._add_items(conn, model, version, key[0], chunk_ids)
-        return n
 
     def _add_items(
         self, conn: Connection, model: str, version: int, chunk: int, chunk_ids: list[str | None]
@@ -98,17 +87,10 @@ class StoreLog:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def read(
-        self,
-        model: str,
-        version: int,
-        *,
-        width: tuple[int, int],
-        since: float | None = None,
-        until: float | None = None,
-        after: int | None = None,
-        with_ids: bool = False,
+    def _rows(
+        self, model: str, version: int, window: Window, width: tuple[int, int], with_ids: bool
     ) -> LogFrame:
+        since, until, after = window.since, window.until, window.after
         table = tables.prediction_log
         d, k = width
         columns = [table.c.id, table.c.n, table.c.data] + ([table.c.ids] if with_ids else [])
@@ -125,7 +107,7 @@ class StoreLog:
             return LogFrame.empty(model, version, d, k)
         matrix = np.frombuffer(b"".join(c.data for c in chunks), dtype=_DTYPE)
         total = sum(c.n for c in chunks)
-        check_width(model, version, matrix.size, total, width)
+        log_store.check_width(model, version, matrix.size, total, width)
         positions = np.concatenate([c.id * CHUNK_ROWS + np.arange(c.n, dtype=np.int64) for c in chunks])
         ids: list[str | None] | None = None
         if with_ids:
@@ -133,10 +115,9 @@ class StoreLog:
             for c in chunks:
                 ids.extend(orjson.loads(c.ids) if c.ids is not None else [None] * c.n)
         matrix = matrix.reshape(total, 1 + d + k)
-        every = LogFrame(
+        return LogFrame(
             model, version, positions, matrix[:, 0], matrix[:, 1 : 1 + d], matrix[:, 1 + d :], ids
         )
-        return selected(every, since=since, until=until, after=after)
 
     def span(self, model: str, version: int, *, after: int | None = None) -> Span | None:
         table = tables.prediction_log
@@ -168,7 +149,7 @@ class StoreLog:
             .order_by(table.c.id.desc())
         )
         with self.engine.connect() as conn:
-            return counted_back(conn.execute(query).tuples(), position, rows)
+            return log_store.counted_back(conn.execute(query).tuples(), position, rows)
 
     def last_versions(self, model: str, ids: Sequence[str]) -> dict[str, int]:
         chunks, logged = tables.prediction_log, tables.prediction_items
