@@ -122,7 +122,7 @@ TRAINER = textwrap.dedent(
 
     # Hold the training inside the writing of its version, where a kill hurts most: the store's
     # transaction is open and the staging folder full.
-    def card(facts):
+    def card(facts, *rest):
         Path(sys.argv[3]).touch()
         time.sleep(600)
 
