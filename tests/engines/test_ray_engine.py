@@ -108,6 +108,7 @@ def test_a_monitoring_report_on_ray_equals_the_local_one(
         orjson.dumps(
             monitor.analyse(
                 ws.engine,
+                ws.log,
                 ws.registry,
                 "damaging",
                 since=T0,
