@@ -282,12 +282,21 @@ def infer_kind(column: pd.Series) -> Kind:
     values = column.dropna()
     if values.empty:
         return "numeric"
-    if pd.api.types.is_bool_dtype(values) or values.map(_parse_bool_or_none).notna().all():
+    if pd.api.types.is_bool_dtype(values):
         return "boolean"
     if pd.api.types.is_numeric_dtype(values):
-        return "numeric"
+        # A number reads as a boolean only when it is 0 or 1 (``_parse_bool_or_none``): asked of
+        # the whole array at once rather than of each value in Python.
+        return "boolean" if values.isin((0, 1)).all() else "numeric"
+    # Each distinct value once, weighted by its count: a million rows of a few categories are a
+    # few calls, not a million.
+    counts = values.value_counts()
+    distinct = pd.Series(counts.index, dtype=object)
+    if distinct.map(_parse_bool_or_none).notna().all():
+        return "boolean"
     # A column that is mostly numbers is numeric with a few bad values, which encoding
     # then reports by name, rather than a categorical that would hide them.
-    if pd.to_numeric(values, errors="coerce").notna().mean() >= 0.9:
+    numbers = pd.to_numeric(distinct, errors="coerce").notna().to_numpy()
+    if counts.to_numpy()[numbers].sum() / len(values) >= 0.9:
         return "numeric"
     return "categorical"
