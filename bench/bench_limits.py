@@ -39,6 +39,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+from harness import free_port, say
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "limits"
@@ -51,16 +52,6 @@ local f = io.open("{body}", "rb")
 wrk.body = f:read("*a")
 f:close()
 """
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

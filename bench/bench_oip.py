@@ -32,19 +32,18 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import statistics
 import struct
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import grpc
+import harness
 import numpy as np
 import orjson
 import pandas as pd
@@ -240,45 +239,11 @@ def h2load(url: str, grpc_port: int, body: Path, duration: int, connections: int
     }
 
 
-@contextmanager
-def assay_serve(home: Path, grpc_port: int) -> Iterator[str]:
+def assay_serve(home: Path, grpc_port: int) -> AbstractContextManager[str]:
+    """``assay serve`` with one worker and the gRPC endpoint, until the block ends; yields its URL."""
     port = free_port()
-    log = OUT / "assay.log"
-    command = [
-        "assay",
-        "--home",
-        str(home),
-        "serve",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--grpc-port",
-        str(grpc_port),
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"assay serve did not start:\n{log.read_text()}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    command = ["assay", "--home", str(home), "serve", "--port", str(port), "--workers", "1"]
+    return harness.server([*command, "--grpc-port", str(grpc_port)], "/readyz", port, "oip-assay")
 
 
 def served_predictors(home: Path) -> dict[str, Callable[[np.ndarray], np.ndarray]]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # fits and predicts on one thread
 
 import numpy as np
 import onnxruntime
-from bench_compiled import _data
+from bench_compiled import _data, _time
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
 
@@ -70,16 +69,6 @@ def _session(estimator: Any, n_features: int, double: bool) -> tuple[Any, str] |
         return session.run([output], {"X": X.astype(dtype, copy=False)})[0]
 
     return predict, "float64" if double else "float32"
-
-
-def _time(fn: Any, X: np.ndarray, calls: int) -> float:
-    fn(X)
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        fn(X)
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
 
 
 def main() -> None:
