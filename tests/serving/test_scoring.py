@@ -6,6 +6,7 @@ import gc
 import logging
 import math
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from assay.serving.predictor import fast_predict
 from assay.serving.scoring import Scorer
 from assay.settings import Settings
 from assay.store import tables
+from assay.store.notices import NoticeWatcher
 from assay.web.app import create_app
 from assay.workspace import Workspace
 from tests.conftest import edits_frame
@@ -699,3 +701,35 @@ def test_a_file_with_an_unknown_category_is_refused_as_a_request_is() -> None:
     assert request.value.code == info.value.code
     # Held-out data in training keeps reading an unseen category as missing.
     assert np.isnan(schema.encode_frame(bad, source="test.csv")[2, 0])
+
+
+def test_a_features_notice_drops_scores_in_other_processes_not_in_its_publisher(
+    trained_workspace: Workspace,
+) -> None:
+    """The publisher dropped its own scores when it invalidated; its notice coming back must not
+    drop the scores it computed since (they are of the new features), while every other scorer
+    following the store drops its stale ones."""
+    engine = trained_workspace.engine
+    scorers = [Scorer(trained_workspace.registry, FeatureTable(engine), MemoryCache(100)) for _ in range(2)]
+    publisher, other = scorers
+    items = edit_items(1)
+    publisher.features.load_records("damaging", items, publisher.model("damaging").loaded.schema)
+    key = [score_key("damaging", 1, items[0]["id"])]
+    watcher = NoticeWatcher(engine, poll_s=0.05)
+    for scorer in scorers:
+        scorer.follow(watcher)
+        scorer.score(["damaging"], [{"id": items[0]["id"]}])
+        assert scorer.cache.get_many(key)[0] is not None
+    watcher.start()
+    try:
+        time.sleep(0.2)  # the watcher has read where the notices end
+        publisher.invalidate("damaging", [items[0]["id"]])
+        assert publisher.cache.get_many(key)[0] is None
+        publisher.score(["damaging"], [{"id": items[0]["id"]}])  # scored again from the new features
+        deadline = time.monotonic() + 10
+        while other.cache.get_many(key)[0] is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert other.cache.get_many(key)[0] is None
+        assert publisher.cache.get_many(key)[0] is not None
+    finally:
+        watcher.stop()

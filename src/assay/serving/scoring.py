@@ -53,6 +53,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
@@ -120,6 +121,9 @@ class Scorer:
         self.table = ModelTable(registry, observer)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        # Names this scorer in the notices it publishes: it has dropped those scores already, and
+        # dropping them again when its own notice comes back would also drop scores computed since.
+        self._origin = uuid.uuid4().hex
 
     # --- the model table (``table.ModelTable``) -----------------------------------
 
@@ -292,7 +296,9 @@ class Scorer:
         here and, through a notice, in every other process serving the store."""
         self._forget(model, ids)
         with self.registry.engine.begin() as conn:
-            notices.publish(conn, notices.FEATURES, {"model": model, "ids": list(ids)})
+            notices.publish(
+                conn, notices.FEATURES, {"model": model, "ids": list(ids), "origin": self._origin}
+            )
 
     def _forget(self, model: str, ids: Sequence[str]) -> None:
         info = self.table.current().models.get(model)
@@ -311,6 +317,8 @@ class Scorer:
         if resync:  # changes may have been missed while the store was away
             self.cache.clear()
         for notice in batch:
+            if notice.payload.get("origin") == self._origin:
+                continue
             self._forget(str(notice.payload["model"]), [str(i) for i in notice.payload["ids"]])
 
     def _score_model(

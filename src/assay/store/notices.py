@@ -34,7 +34,7 @@ from assay.store import db, tables
 log = logging.getLogger(__name__)
 
 REGISTRY = "registry"  # a version was added or an alias moved: payload {"model": name}
-FEATURES = "features"  # items' stored features changed: payload {"model": name, "ids": [...]}
+FEATURES = "features"  # items' stored features changed: payload {"model", "ids": [...], "origin"}
 CHANNEL = "assay_notices"
 # Notices older than this are pruned by the watchers (a watcher that was away longer resyncs).
 KEEP_S = 3600.0
