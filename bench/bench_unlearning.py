@@ -104,7 +104,7 @@ def timed_train(home: Path, spec_path: Path, *, sharded: bool) -> tuple[float, A
 def timed_forget(home: Path, model: str, ids: list[str], *, verify: bool) -> dict[str, Any]:
     ws = Workspace.open(Settings.load(home=home, environ={}))
     try:
-        f = forgetting.Forgetting(engine=ws.engine, registry=ws.registry)
+        f = forgetting.Forgetting(engine=ws.engine, registry=ws.registry, log=ws.log)
         started = time.perf_counter()
         request = forgetting.forget(f, [model], ids, actor="bench")
         seconds = time.perf_counter() - started

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from assay.cli import main
 from assay.errors import ArtifactError
-from assay.registry import artifacts, probe
+from assay.registry import artifacts, lightgbm_text, probe
 from assay.registry.artifacts import load_model, save_model
 from assay.registry.lightgbm_text import LightGBMShape, check_lightgbm_text
 from assay.settings import Settings
@@ -234,6 +234,20 @@ def test_real_models_pass_the_reader(models, n_classes):
     shape = check_lightgbm_text(estimator.booster_.model_to_string().encode())
     assert (shape.n_features, shape.num_class) == (X.shape[1], 1 if n_classes == 2 else 3)
     assert shape.n_trees == estimator.booster_.num_trees()
+
+
+def test_a_text_that_passed_is_not_read_again_and_one_refused_is_refused_every_time(models, monkeypatch):
+    estimator, _ = models[2]
+    text = estimator.booster_.model_to_string()
+    first = check_lightgbm_text(text.encode())
+    reads = []
+    monkeypatch.setattr(lightgbm_text, "_check", lambda data: reads.append(data) or first)
+    assert check_lightgbm_text(text.encode()) == first and reads == []  # the same bytes: remembered
+    monkeypatch.undo()
+    crafted = text.replace("num_leaves=", "num_leaves=9", 1)
+    for _ in range(2):
+        with pytest.raises(ArtifactError):
+            check_lightgbm_text(crafted.encode())
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])

@@ -1,4 +1,4 @@
-"""Column kinds: ``infer_kind`` answers what asking ``_parse_bool_or_none`` of every value would."""
+"""Column kinds and encoding: ``infer_kind`` and ``encode_frame`` answer what asking each value would."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from assay.registry.schema import _parse_bool_or_none, infer_kind
+from assay.errors import DataError
+from assay.registry.schema import Feature, FeatureSchema, _parse_bool_or_none, infer_kind, is_missing
 
 
 def kind_value_by_value(column: pd.Series) -> str:
@@ -54,3 +56,56 @@ def test_numeric_columns_of_zeros_and_ones_are_boolean_and_others_numeric() -> N
     assert infer_kind(pd.Series([0, 1, 2])) == "numeric"
     assert infer_kind(pd.Series(["no", "YES", None], dtype=object)) == "boolean"
     assert infer_kind(pd.Series(["no", "YES", "perhaps"], dtype=object)) == "categorical"
+
+
+def encoded_value_by_value(schema: FeatureSchema, column: pd.Series) -> list[float]:
+    """The definition of a column's encoding, one value at a time."""
+    feature = schema.features[0]
+    out = []
+    for v in column:
+        if feature.kind == "categorical":
+            out.append(np.nan if is_missing(v) else schema._codes[0].get(str(v), np.nan))
+        else:
+            parsed = _parse_bool_or_none(v)
+            out.append(np.nan if parsed is None else float(parsed))
+    return out
+
+
+TEXTS = st.sampled_from(["yes", "no", "True", " f ", "1", "0", "a", "b", "2.5", None])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["categorical", "boolean"]),
+    st.sampled_from(["str", "object", "float"]),
+    st.lists(TEXTS, min_size=1, max_size=30),
+    st.lists(TEXTS, min_size=1, max_size=30),
+)
+def test_encoding_by_distinct_value_equals_the_value_by_value_definition(
+    kind: str, dtype: str, learnt: list[Any], values: list[Any]
+) -> None:
+    def column(texts: list[Any]) -> pd.Series:
+        if dtype == "float":  # numbers: what Parquet files give
+            return pd.Series([{"1": 1.0, "0": -0.0, "2.5": 2.5}.get(t, np.nan) for t in texts])
+        return pd.Series(texts, dtype=dtype)
+
+    train, frame = column(learnt), pd.DataFrame({"x": column(values)})
+    if kind == "categorical":
+        schema = FeatureSchema.learn(pd.DataFrame({"x": train}), {"x": "categorical"}, source="t")
+    else:
+        schema = FeatureSchema([Feature("x", "boolean")])
+    expected = encoded_value_by_value(schema, frame["x"])
+    if kind == "boolean" and any(
+        np.isnan(e) and not is_missing(v) for e, v in zip(expected, frame["x"], strict=True)
+    ):
+        with pytest.raises(DataError, match="is boolean but row"):
+            schema.encode_frame(frame, source="t")
+        return
+    np.testing.assert_array_equal(schema.encode_frame(frame, source="t")[:, 0], expected)
+
+
+def test_learning_encodes_the_training_data_as_encoding_it_again_would() -> None:
+    frame = pd.DataFrame({"c": pd.Series(["b", "a", None, "b"], dtype="str"), "n": ["1", "2.5", None, "3"]})
+    schema, X = FeatureSchema.learn_encoded(frame, {"c": "categorical", "n": "numeric"}, source="t")
+    assert schema.features[0].categories == ["a", "b"]
+    np.testing.assert_array_equal(X, schema.encode_frame(frame, source="t"))

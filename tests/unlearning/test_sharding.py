@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import lightgbm
 import numpy as np
 import pytest
 
 from assay.errors import ArtifactError, DataError, SpecError
+from assay.modelling.candidates import thread_limit
 from assay.modelling.preparation import prepare
 from assay.modelling.selection import CandidateResult
 from assay.modelling.spec import UnlearningSpec
@@ -87,6 +89,10 @@ def test_continuing_a_shard_from_its_checkpoint_equals_training_it_from_scratch(
     continued = fit_shards(smaller, params, plan, previous=old, start=start)
     scratch = fit_shards(smaller, params, plan)
     assert continued.texts == scratch.texts
+    # Reading only what is continued from (a restarted shard up to its slice) gives the same.
+    partial = read_sharded(record.directory, record.manifest, start)
+    assert all(len(partial.texts[s]) == r for s, r in start.items())
+    assert fit_shards(smaller, params, plan, previous=partial, start=start).texts == scratch.texts
     untouched = [s for s in range(4) if s not in start]
     assert all(continued.texts[s] == old.texts[s] for s in untouched)
     assert any(continued.texts[s] != old.texts[s] for s in start)
@@ -153,7 +159,14 @@ def test_candidate_result_params_reach_every_shard(workspace, tmp_path):
 def test_each_shard_gets_its_share_of_the_trees_at_a_higher_rate():
     params = {"n_estimators": 500, "learning_rate": 0.02}
     plan = shard_plan(UnlearningSpec(4, 2), params, rows=20_000, seed=7)
-    assert plan == {"shards": 4, "slices": 2, "seed": 7, "trees": [63, 62], "learning_rate": 0.02 * 500 / 125}
+    assert plan == {
+        "shards": 4,
+        "slices": 2,
+        "seed": 7,
+        "trees": [63, 62],
+        "learning_rate": 0.02 * 500 / 125,
+        "threads": 1,
+    }
     many = shard_plan(UnlearningSpec(64, 1), params, rows=20_000, seed=7)
     assert many["trees"] == [50] and many["learning_rate"] == pytest.approx(0.2)  # never below 50 trees
     assert shard_plan(UnlearningSpec(1, 1), params, rows=20_000, seed=7)["trees"] == [500]
@@ -165,3 +178,21 @@ def test_auto_shards_are_sized_from_the_rows_read():
     assert [auto_shards(n) for n in (100, 9_999, 10_000, 14_979, 15_000, 1_000_000)] == [1, 1, 2, 2, 3, 16]
     params = {"n_estimators": 500, "learning_rate": 0.02}
     assert shard_plan(UnlearningSpec("auto", 1), params, rows=14_979, seed=0)["shards"] == 2
+
+
+def test_shards_fitted_side_by_side_equal_shards_fitted_one_by_one(workspace, tmp_path):
+    spec = load_spec(write_sharded_spec(tmp_path / "data", shards=4, slices=2))
+    data = prepare(spec, None, lambda _m: None)
+    params = {"n_estimators": 120, "num_leaves": 8}
+    plan = shard_plan(spec.training.unlearning, params, data.read_rows, spec.seed)
+    with thread_limit(1):  # one shard at a time
+        alone = fit_shards(data, params, plan)
+    with thread_limit(4):  # four at once
+        together = fit_shards(data, params, plan)
+    assert alone.texts == together.texts
+    # A plan recorded before shards had one thread each fits them on every core, as it did then.
+    old = {k: v for k, v in plan.items() if k != "threads"}
+    assert (
+        fit_shards(data, params, old).texts
+        == fit_shards(data, params, {**plan, "threads": os.cpu_count()}).texts
+    )

@@ -59,6 +59,11 @@ def thread_limit(threads: int) -> Iterator[None]:
         _THREADS.reset(token)
 
 
+def fit_threads() -> int:
+    """The threads a fit may use here: ``thread_limit``'s, else every core."""
+    return _THREADS.get() or os.cpu_count() or 1
+
+
 def _plain_fit(
     estimator: ClassifierMixin, X: np.ndarray, y: np.ndarray, schema: FeatureSchema, **fit_params: Any
 ) -> Any:
@@ -104,7 +109,7 @@ class Candidate:
         """The bare estimator with ``params`` over assay's settings (no defaults merged), using
         ``threads`` threads where the library takes a number (default: ``thread_limit``'s, else
         every core)."""
-        threads = threads or _THREADS.get() or os.cpu_count() or 1
+        threads = threads or fit_threads()
         return self.factory(params, seed, categorical or [], threads)
 
     def estimator(

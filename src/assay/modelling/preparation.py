@@ -85,14 +85,14 @@ def prepare(
     else:
         train_data, test_data = _split(train_data, spec)
 
-    schema = FeatureSchema.learn(train_data.frame, kinds, source=train_data.source)
+    schema, X = FeatureSchema.learn_encoded(train_data.frame, kinds, source=train_data.source)
     source_fingerprint = fingerprint(d.train + d.test, labels)
     index = {c: i for i, c in enumerate(classes)}
     data = Prepared(
         schema=schema,
         classes=classes,
         positive=positive,
-        X=schema.encode_frame(train_data.frame, source=train_data.source),
+        X=X,
         y=np.array([index[v] for v in train_data.labels]),
         X_test=schema.encode_frame(test_data.frame, source=test_data.source),
         y_test=test_data.labels,

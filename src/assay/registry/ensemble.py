@@ -19,6 +19,7 @@ Serving reads the ``model.*`` files only. Every text model is checked in full by
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,19 +176,24 @@ def load_sharded(directory: Path, manifest: dict[str, str]) -> ShardedPredictor:
     return ShardedPredictor(shards, read_reference(meta["reference"], meta["n_features"], ENSEMBLE_JSON))
 
 
-def read_sharded(directory: Path, manifest: dict[str, str]) -> ShardedModel:
-    """The whole sharded model, checkpoints included, as forgetting continues it.
+def read_sharded(
+    directory: Path, manifest: dict[str, str], restart: Mapping[int, int] | None = None
+) -> ShardedModel:
+    """The sharded model, checkpoints included, as forgetting continues it: a shard ``restart``
+    names is read only up to the slice it restarts at (what is after is trained again).
 
-    Every file is hash-checked; the shards' models are checked in full (they are parsed to
-    evaluate the model), a checkpoint only when one is continued from (``check_text``)."""
+    Every file read is hash-checked; the shards' models are checked in full (they are parsed
+    to evaluate the model), a checkpoint only when one is continued from (``check_text``)."""
     meta = _meta(directory, manifest, checkpoints_too=True)
+    restart = restart or {}
     texts = []
     for s, entry in enumerate(meta["shards"]):
+        first = restart.get(s, len(meta["checkpoints"][s]) + 1)
         row = [
             _checked_bytes(directory, c["file"], manifest[c["file"]]).decode("utf-8")
-            for c in meta["checkpoints"][s]
+            for c in meta["checkpoints"][s][:first]
         ]
-        texts.append([*row, _text(directory, manifest, entry, meta)])
+        texts.append(row if s in restart else [*row, _text(directory, manifest, entry, meta)])
     return ShardedModel(texts, meta["n_classes"], meta["n_features"], meta["plan"])
 
 

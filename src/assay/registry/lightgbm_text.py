@@ -25,8 +25,11 @@ Anything else is refused with an ``ArtifactError`` naming the line or tree at fa
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -120,11 +123,35 @@ class LightGBMShape:
     n_trees: int
 
 
+# Texts this process has checked, by sha256, and their shape: a forget reads a version's shards
+# (checked) and writes most of them again unchanged into its replacement (checked again), and a
+# version is loaded again after it is written. The check depends on the bytes alone.
+_CHECKED: OrderedDict[bytes, LightGBMShape] = OrderedDict()
+_CHECKED_KEPT = 256
+_CHECKED_LOCK = threading.Lock()
+
+
 def check_lightgbm_text(data: bytes) -> LightGBMShape:
     """Refuse ``data`` unless it is a LightGBM text model of exactly the shape LightGBM writes.
 
-    Raises ``ArtifactError`` naming the problem; returns the model's shape otherwise.
+    Raises ``ArtifactError`` naming the problem; returns the model's shape otherwise (from
+    memory when the same bytes passed before: only texts that pass are remembered).
     """
+    digest = hashlib.sha256(data).digest()
+    with _CHECKED_LOCK:
+        shape = _CHECKED.get(digest)
+        if shape is not None:
+            _CHECKED.move_to_end(digest)
+            return shape
+    shape = _check(data)
+    with _CHECKED_LOCK:
+        _CHECKED[digest] = shape
+        while len(_CHECKED) > _CHECKED_KEPT:
+            _CHECKED.popitem(last=False)
+    return shape
+
+
+def _check(data: bytes) -> LightGBMShape:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

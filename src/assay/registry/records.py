@@ -197,6 +197,8 @@ def _check_unlearning(v: Validator, value: Any) -> None:
         v.mapping(u["forgot"], "unlearning.forgot")
     if "learning_rate" in u:
         v.number(u["learning_rate"], "unlearning.learning_rate", 0.0)
+    if "threads" in u:
+        v.integer(u["threads"], "unlearning.threads", 1)
 
 
 def _check_labels(v: Validator, value: Any) -> None:
@@ -233,6 +235,7 @@ _LINEAGE_UNLEARNING = (
     "seed",
     "trees",
     "learning_rate",
+    "threads",
     "excluded_rows",
     "exclusions_through",
     "source_fingerprint",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +85,14 @@ class FeatureSchema:
     @classmethod
     def learn(cls, frame: pd.DataFrame, kinds: Mapping[str, Kind], *, source: str) -> FeatureSchema:
         """Learn vocabularies and nullability from training data; ``kinds`` gives each column's kind."""
+        return cls.learn_encoded(frame, kinds, source=source)[0]
+
+    @classmethod
+    def learn_encoded(
+        cls, frame: pd.DataFrame, kinds: Mapping[str, Kind], *, source: str
+    ) -> tuple[FeatureSchema, np.ndarray]:
+        """The schema ``learn`` learns and the training data encoded by it (encoding is how a bad
+        value is found, so the matrix comes at no extra cost)."""
         features = []
         for name, kind in kinds.items():
             column = frame[name]
@@ -93,8 +101,8 @@ class FeatureSchema:
                 categories = sorted({str(v) for v in column.dropna().unique()})
             features.append(Feature(name, kind, categories, nullable=bool(column.isna().any())))
         schema = cls(features)
-        schema.encode_frame(frame, source=source)  # fail now, with the column named, if a value is bad
-        return schema
+        # Fails now, with the column named, if a value is bad.
+        return schema, schema.encode_frame(frame, source=source)
 
     # --- data sets -----------------------------------------------------------
 
@@ -129,23 +137,33 @@ class FeatureSchema:
             )
 
     def _encode_column(self, column: pd.Series, j: int, source: str) -> np.ndarray:
+        import pandas as pd
+
         feature = self.features[j]
         if feature.kind == "categorical":
             codes = self._codes[j]
-            return np.array(
-                [np.nan if is_missing(v) else codes.get(str(v), np.nan) for v in column], dtype=np.float64
-            )
+
+            def code(v: Any) -> float:
+                return np.nan if is_missing(v) else codes.get(str(v), np.nan)
+
+            # Text columns (what CSV files give) by distinct value; other values' text can tell
+            # apart what pandas counts as one value (0.0 and -0.0), so they go one by one.
+            if isinstance(column.dtype, pd.StringDtype):
+                return _by_distinct(column, code)
+            return np.array([code(v) for v in column], dtype=np.float64)
         if feature.kind == "boolean":
-            values = column.map(_parse_bool_or_none)
-            bad = column.notna() & values.isna()
+            if column.dtype == object:
+                values = np.fromiter((_bool_code(v) for v in column), dtype=np.float64, count=len(column))
+            else:
+                values = _by_distinct(column, _bool_code)
+            bad = column.notna().to_numpy() & np.isnan(values)
             if bad.any():
                 raise DataError(
-                    f"{source}: column {feature.name!r} is boolean but row {int(np.argmax(bad.to_numpy()))} "
+                    f"{source}: column {feature.name!r} is boolean but row {int(np.argmax(bad))} "
                     f"holds {column[bad].iloc[0]!r}",
                     field=feature.name,
                 )
-            return values.astype("float64").to_numpy()
-        import pandas as pd
+            return values
 
         numeric = pd.to_numeric(column, errors="coerce")
         bad = column.notna() & numeric.isna()
@@ -257,6 +275,24 @@ def is_missing(value: Any) -> bool:
     )
 
 
+def _by_distinct(column: pd.Series, value_of: Callable[[Any], float]) -> np.ndarray:
+    """``value_of`` of every value of ``column`` (NaN where missing), asked once per distinct value.
+
+    Only for columns whose dtype is not object: there, values pandas counts as equal are the
+    same value to ``value_of``."""
+    import pandas as pd
+
+    codes, distinct = pd.factorize(column, use_na_sentinel=True)
+    table = np.fromiter((value_of(v) for v in distinct), dtype=np.float64, count=len(distinct))
+    return np.append(table, np.nan)[codes]  # code -1 (missing) takes the NaN at the end
+
+
+def _bool_code(value: Any) -> float:
+    """1.0 or 0.0 for a bool-like value; NaN for a missing or not bool-like one."""
+    parsed = _parse_bool_or_none(value)
+    return np.nan if parsed is None else float(parsed)
+
+
 def _parse_bool_or_none(value: Any) -> bool | None:
     if is_missing(value):
         return None
@@ -292,7 +328,7 @@ def infer_kind(column: pd.Series) -> Kind:
     # few calls, not a million.
     counts = values.value_counts()
     distinct = pd.Series(counts.index, dtype=object)
-    if distinct.map(_parse_bool_or_none).notna().all():
+    if all(_parse_bool_or_none(v) is not None for v in distinct):  # stops at the first that is not
         return "boolean"
     # A column that is mostly numbers is numeric with a few bad values, which encoding
     # then reports by name, rather than a categorical that would hide them.

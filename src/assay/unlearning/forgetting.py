@@ -233,7 +233,8 @@ def _ids_in(
         found, per_file = set(), {}
         for path in paths:
             frame = read_table(path, header=d.header, columns=d.columns or None, sep=d.sep)
-            there = wanted & set(frame[d.id].astype(str))
+            ids = frame[d.id].astype(str)
+            there = set(ids[ids.isin(wanted)])
             found |= there
             if there:
                 per_file[path] = len(there)
@@ -395,7 +396,7 @@ def _continued(
         and f.registry.read_json(old, "schema.json") == data.schema.to_dict()
     )
     start = {int(s): r for s, r in entry["start"].items()} if same else dict.fromkeys(range(shards), 0)
-    previous = read_sharded(old.directory, old.manifest) if same else None
+    previous = read_sharded(old.directory, old.manifest, start) if same else None
     # Drawing the card's figures again costs more than the retraining; the card says whose they are.
     figures = figures_of(f.registry.read_bytes(old, "card.html").decode("utf-8"))
     if not same:
@@ -472,11 +473,9 @@ def _from_scratch(spec: ModelSpec, data: Prepared, new: VersionRecord) -> np.nda
     wanted = spec.training.unlearning
     if wanted is not None and is_sharded(new.manifest):
         recorded = recorded_plan(new.lineage)
-        # The plan a training of the spec would choose now (a plan recorded before learning
-        # rates were scaled is repeated as it was).
-        plan = (
-            shard_plan(wanted, params, data.read_rows, spec.seed) if "learning_rate" in recorded else recorded
-        )
+        # The plan a training of the spec would choose now (a plan recorded before shards had
+        # their own thread, or before learning rates were scaled, is repeated as it was).
+        plan = shard_plan(wanted, params, data.read_rows, spec.seed) if "threads" in recorded else recorded
         return fit_shards(data, params, plan).predictor().predict_proba(data.X_test)
     candidate = CANDIDATES[new.candidate]
     estimator = candidate.fit(

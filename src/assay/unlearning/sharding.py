@@ -16,8 +16,12 @@ Each shard's model costs about a shard's share of one unsharded model: it gets t
 trees divided by the shard count (at least ``MIN_SHARD_TREES``) with the learning rate raised
 so that trees x rate stays the same, so the S shards together train and predict at about the
 cost of one unsharded model, and forgetting an item refits about 1/S^2 of it. The plan that
-results (shards, slices, trees per slice, rate) is recorded with the version; continuing or
-verifying a version repeats its recorded plan.
+results (shards, slices, trees per slice, rate, threads) is recorded with the version; continuing
+or verifying a version repeats its recorded plan.
+
+Each shard is fitted on one thread (``SHARD_THREADS``), several shards at once: LightGBM's sums,
+hence its trees, depend on its thread count, so one thread makes a shard the same on every
+machine, and a shard's few thousand rows fit faster on one thread than shared out over several.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +39,7 @@ import pandas as pd
 
 from assay.errors import DataError
 from assay.modelling.assessment import Progress
-from assay.modelling.candidates import CANDIDATES
+from assay.modelling.candidates import CANDIDATES, fit_threads
 from assay.modelling.preparation import Prepared
 from assay.modelling.publication import Refitted, plain_refit
 from assay.modelling.selection import CandidateResult, metric_score
@@ -48,6 +53,7 @@ ROWS_PER_SHARD = 5_000  # "auto" shards: fewer rows per shard cost held-out accu
 MAX_AUTO_SHARDS = 16
 MIN_SHARD_TREES = 50  # fewer, larger steps stop paying: a shard's trees are never cut below this
 LIGHTGBM_LEARNING_RATE = 0.1  # LightGBM's own default, for params that do not name one
+SHARD_THREADS = 1  # each shard's fit (see the module); the shards run side by side instead
 
 
 def assign(ids: np.ndarray, shards: int, slices: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,10 +96,11 @@ def shard_plan(plan: UnlearningSpec, params: dict[str, Any], rows: int, seed: in
         "seed": seed,
         "trees": trees_per_slice(trees, plan.slices),
         "learning_rate": rate,
+        "threads": SHARD_THREADS,
     }
 
 
-PLAN_KEYS = ("shards", "slices", "seed", "trees", "learning_rate")
+PLAN_KEYS = ("shards", "slices", "seed", "trees", "learning_rate", "threads")
 
 
 def recorded_plan(lineage: Mapping[str, Any]) -> dict[str, Any]:
@@ -113,21 +120,32 @@ def fit_shards(
 ) -> ShardedModel:
     """Train every shard slice by slice as ``plan`` (``shard_plan``) says; with ``previous``,
     shard s restarts at slice ``start[s]`` from its checkpoint and a shard not in ``start`` is
-    kept as it was. A plan without a learning rate (recorded before rates were scaled) keeps
-    the winner's."""
+    kept as it was. Shards are fitted side by side, as many at once as fits may use threads.
+    A plan recorded before rates were scaled keeps the winner's learning rate; one recorded
+    before shards had one thread each fits every shard on every core, one after the other."""
     shards, slices, seed = int(plan["shards"]), int(plan["slices"]), int(plan["seed"])
     shard, slice_ = assign(data.ids, shards, slices, seed)
     params = {**params, **({"learning_rate": plan["learning_rate"]} if "learning_rate" in plan else {})}
+    threads = int(plan.get("threads", os.cpu_count() or 1))
     k = len(data.classes)
-    texts = []
+    texts: list[list[str]] = [[] for _ in range(shards)]
+    work = []
     for s in range(shards):
         first = 0 if previous is None or start is None else start.get(s, slices)
-        kept = [] if previous is None else previous.texts[s][:first]
+        texts[s] = [] if previous is None else previous.texts[s][:first]
         if first < slices:
             say(f"  shard {s + 1}/{shards}: slices {first + 1}..{slices}")
-        rows = shard == s
-        part = _Shard(s, data.X[rows], data.y[rows], slice_[rows])
-        texts.append(_fit_slices(data, params, seed, list(plan["trees"]), kept, first, part, k))
+            rows = shard == s
+            work.append((first, _Shard(s, data.X[rows], data.y[rows], slice_[rows])))
+
+    def fit(job: tuple[int, _Shard]) -> None:
+        first, part = job
+        texts[part.number] = _fit_slices(
+            data, params, seed, list(plan["trees"]), threads, texts[part.number], first, part, k
+        )
+
+    with ThreadPoolExecutor(max(1, min(len(work), fit_threads() // threads))) as pool:
+        list(pool.map(fit, work))  # LightGBM lets go of the interpreter while it fits
     return ShardedModel(texts, k, data.X.shape[1], dict(plan))
 
 
@@ -146,6 +164,7 @@ def _fit_slices(
     params: dict[str, Any],
     seed: int,
     trees: list[int],
+    threads: int,
     kept: list[str],
     first: int,
     shard: _Shard,
@@ -163,10 +182,10 @@ def _fit_slices(
                 "use fewer training.unlearning shards or slices",
                 field="training.unlearning",
             )
-        # Always every core, whatever thread limit the caller runs under: LightGBM's sums (and so
-        # its trees) depend on the thread count, and a continued shard must equal a fresh one.
+        # The plan's threads, whatever limit the caller runs under: LightGBM's sums (and so its
+        # trees) depend on the thread count, and a continued shard must equal a fresh one.
         estimator = CANDIDATES["lightgbm"].estimator(
-            {**params, "n_estimators": trees[r]}, data.schema, seed, threads=os.cpu_count() or 1
+            {**params, "n_estimators": trees[r]}, data.schema, seed, threads=threads
         )
         # The checkpoint goes through its text, as a stored one does: the same bytes either way.
         if texts and r == first:  # a stored checkpoint: the strict reader sees it before LightGBM
