@@ -50,3 +50,11 @@ def test_one_thread_or_two_give_the_same_model(name: str) -> None:
             fitted = candidate.fit(candidate.estimator(SMALL.get(name, {}), schema, 7), X, y, schema)
             probabilities.append(fitted.predict_proba(X))
     assert np.array_equal(probabilities[0], probabilities[1])
+
+
+def test_the_forests_leaf_size_shrinks_with_small_data():
+    """A 10-row leaf suits thousands of rows; a hundred-row fold gets the 5-row floor."""
+    forest = CANDIDATES["random_forest"]
+    assert forest.defaults_for(100_000)["min_samples_leaf"] == forest.defaults["min_samples_leaf"] == 10
+    assert forest.defaults_for(100)["min_samples_leaf"] == 5
+    assert forest.defaults_for(400)["min_samples_leaf"] == 8

@@ -272,12 +272,17 @@ CANDIDATES: dict[str, Candidate] = {
                 **{"n_jobs": threads, **p}, random_state=seed
             ),
             fit=_forest_fit,
-            defaults={"n_estimators": 300, "min_samples_leaf": 3, "max_features": "sqrt"},
+            # Leaves of 10 rows, not 3: 5-fold CV on editquality (15k rows, 6% positive), average
+            # precision 0.337 -> 0.356, better in 5 of 5 folds, ROC AUC and log loss better too; on
+            # a noisy synthetic table (15k rows, 10% flipped labels) 0.804 -> 0.801 (2 of 5 folds
+            # better). Half the nodes: one row predicts ~25% faster.
+            defaults={"n_estimators": 300, "min_samples_leaf": 10, "max_features": "sqrt"},
             search_space={
                 "n_estimators": randint(100, 500),
                 "min_samples_leaf": randint(1, 30),
                 "max_features": uniform(0.1, 0.9),
             },
+            leaf_params=("min_samples_leaf",),
         ),
     )
 }
