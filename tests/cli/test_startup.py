@@ -6,12 +6,29 @@ import subprocess
 import sys
 
 HEAVY = ("sklearn", "lightgbm", "matplotlib", "pandas", "scipy", "skops", "alembic")
+# What only a command that opens the workspace needs: ``assay --help`` starts without them.
+STORE = ("sqlalchemy", "assay.workspace", "assay.registry.versions", "assay.serving.scoring")
 
 
 def test_the_command_line_imports_no_heavy_library() -> None:
-    code = f"import sys, assay.cli; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    code = f"import sys, assay.cli; print(' '.join(m for m in {HEAVY + STORE!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_a_choice_kept_in_a_domain_module_is_offered_and_checked() -> None:
+    # ``--role`` takes its values from the accounts module, imported only when the option is used.
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from assay.cli import main\n"
+        "runner = CliRunner()\n"
+        "print(runner.invoke(main, ['user', 'create', '--help']).output)\n"
+        "print(runner.invoke(main, ['user', 'create', 'bob', '--role', 'owner']).output)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--role [admin|reviewer]" in out
+    assert "'owner' is not one of 'admin', 'reviewer'" in out
 
 
 def test_listing_models_imports_no_modelling_library(tmp_path) -> None:

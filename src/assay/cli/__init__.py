@@ -5,23 +5,26 @@ Every command opens the workspace from ``--home``/``ASSAY_HOME``; an
 ``AssayError`` is printed as one line and exits with status 1, never a traceback,
 and so is what the machine refuses (a full disk, a folder that may not be
 written) — the commands leave nothing half-written behind when it happens.
+
+Commands start fast: the command modules import the store, the registry and the domains (and
+with them SQLAlchemy, NumPy and the model libraries) inside the commands that use them, so that
+``assay --help`` or a mistyped option costs no more than Click.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
 import sys
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
 
 import click
-import sqlalchemy as sa
 
 from assay import __version__
 from assay.errors import AssayError
 from assay.settings import Settings
-from assay.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,9 +41,9 @@ class _Group(click.Group):
             _fail(f"error{where}: {exc.message}")
         except OSError as exc:
             _fail(f"error: {_os_error(exc)}")
-        except sa.exc.OperationalError as exc:
+        except Exception as exc:
             # SQLite says a full disk in its own words; anything else about the store stays a bug.
-            if "disk is full" not in str(exc.orig):
+            if not _store_full(exc):
                 raise
             _fail("error: no space left on device while writing the store")
 
@@ -48,6 +51,13 @@ class _Group(click.Group):
 def _fail(message: str) -> NoReturn:
     click.secho(message, fg="red", err=True)
     sys.exit(1)
+
+
+def _store_full(exc: Exception) -> bool:
+    """Whether ``exc`` is SQLite refusing a write because the disk is full."""
+    import sqlalchemy as sa  # loaded already whenever the store could have raised it
+
+    return isinstance(exc, sa.exc.OperationalError) and "disk is full" in str(exc.orig)
 
 
 def _os_error(exc: OSError) -> str:
@@ -68,6 +78,24 @@ def main(ctx: click.Context, home: str | None) -> None:
     ctx.obj = {"home": home}
 
 
+class LazyChoice(click.Choice):
+    """A choice among the values of ``module.name``, imported only when the option is used or shown
+    (the values live in a domain module that the command line does not import to start)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self._source = (module, name)
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        module, name = self._source
+        return tuple(getattr(importlib.import_module(module), name))
+
+    @choices.setter
+    def choices(self, value: object) -> None:
+        pass  # Choice.__init__ assigns the (empty) values it was given; the module holds the real ones
+
+
 def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
     return Settings.load(home=ctx.find_root().obj.get("home"), **overrides)
 
@@ -78,6 +106,8 @@ def pass_workspace(fn: F) -> F:
     @click.pass_context
     @wraps(fn)
     def wrapper(ctx: click.Context, *args: Any, **kwargs: Any) -> Any:
+        from assay.workspace import Workspace
+
         ws = Workspace.open(settings_from(ctx))
         try:
             return fn(ws, *args, **kwargs)

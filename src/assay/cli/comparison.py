@@ -13,11 +13,10 @@ import orjson
 from assay.cli import main, pass_workspace
 from assay.cli.models import _num, _table
 from assay.modelling.significance import DEFAULT_RESAMPLES
-from assay.review.resolution import resolved_labels
-from assay.workspace import Workspace
 
 if TYPE_CHECKING:
     from assay.modelling.comparison import Comparison, Rows
+    from assay.workspace import Workspace
 
 # Comparing scores versions (scikit-learn, LightGBM, matplotlib): imported by the commands that do.
 # How many bootstrap resamples a comparison draws (assay compare, assay retrain).
@@ -96,6 +95,7 @@ def compare_command(
     """Score two versions on the same labelled rows and compare them with paired statistics."""
     from assay.modelling.comparison import file_rows
     from assay.modelling.promotion import challenge, newer
+    from assay.review.resolution import resolved_labels
 
     if shadow:
         comparison = _shadow(ws, first, second, since, resamples, as_json)
@@ -169,6 +169,7 @@ def promote_command(
     scored on the same rows (with no gates declared: unless it is significantly worse)."""
     from assay.modelling.comparison import file_rows
     from assay.modelling.promotion import promote
+    from assay.review.resolution import resolved_labels
 
     rows: Any = None
     if data:

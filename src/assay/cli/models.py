@@ -6,7 +6,7 @@ import functools
 import getpass
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -15,11 +15,10 @@ from assay.cli import main, pass_workspace
 from assay.engines.engine import ENGINES, open_engine
 from assay.errors import InvalidInput
 from assay.registry.contracts import CONSTRAINT_STAT
-from assay.registry.files import sha256_file
-from assay.registry.importer import import_version
-from assay.retraining import runs
 from assay.settings import Settings
-from assay.workspace import Workspace
+
+if TYPE_CHECKING:
+    from assay.workspace import Workspace
 
 
 def _progress(message: str) -> None:
@@ -364,6 +363,8 @@ def thresholds_command(ws: Workspace, ref: str, query: str, label: str | None) -
 @pass_workspace
 def history_command(ws: Workspace, model: str) -> None:
     """Every alias move of a model (who, when, why) and every retraining run."""
+    from assay.retraining import runs
+
     ws.registry.model(model)
     rows = [
         [
@@ -403,6 +404,8 @@ def history_command(ws: Workspace, model: str) -> None:
 @pass_workspace
 def export_command(ws: Workspace, ref: str, out: str) -> None:
     """Write one file that carries a version: artifact, statistics, card and lineage."""
+    from assay.registry.files import sha256_file
+
     record = ws.registry.export(ref, Path(out))
     click.echo(f"exported {record.ref} to {out}")
     # Published beside the file, the hash lets an importer refuse a bundle changed on the way.
@@ -415,6 +418,8 @@ def export_command(ws: Workspace, ref: str, out: str) -> None:
 @pass_workspace
 def import_command(ws: Workspace, bundle: str, expected: str | None) -> None:
     """Add a version from an exported file (checked before anything is written)."""
+    from assay.registry.importer import import_version
+
     imported = import_version(ws.registry, Path(bundle), expected_sha256=expected)
     record = imported.record
     if not imported.added:

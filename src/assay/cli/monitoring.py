@@ -21,16 +21,12 @@ from assay.cli import main, pass_workspace
 from assay.cli.review import labels_group
 from assay.engines.engine import ENGINES, open_engine
 from assay.errors import DataError, InvalidInput
-from assay.monitoring import alerts, frames, labels
-from assay.monitoring.frames import frame_of
 from assay.registry.refs import parse_ref, version_number
-from assay.serving.cache import MemoryCache
-from assay.serving.features import FeatureTable
-from assay.serving.scoring import Scorer
-from assay.workspace import Workspace
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from assay.workspace import Workspace
 
 # Monitoring's statistics (scipy, scikit-learn, matplotlib) and file reading (pandas) are imported
 # by the commands that use them, so that every other command starts fast.
@@ -66,6 +62,9 @@ def log_group() -> None:
 @pass_workspace
 def log_export_command(ws: Workspace, model: str, output: str, since: str | None, until: str | None) -> None:
     """Write MODEL's logged scores (MODEL@3 for one version) with decoded features to a file."""
+    from assay.monitoring import frames
+    from assay.monitoring.frames import frame_of
+
     name, which = parse_ref(model)
     versions = sorted(ws.log.versions(name))
     if which is not None:
@@ -101,6 +100,10 @@ def log_import_command(
     ws: Workspace, model: str, path: str, time_column: str | None, id_column: str | None, header: bool
 ) -> None:
     """Score the rows of PATH with MODEL (the one scoring path) and log them at their own times."""
+    from assay.serving.cache import MemoryCache
+    from assay.serving.features import FeatureTable
+    from assay.serving.scoring import Scorer
+
     scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(1))
     served = scorer.model(model)
     data_spec = dict(served.loaded.record.spec.get("data") or {})
@@ -207,7 +210,7 @@ def monitor_report_command(
     engine: str | None,
 ) -> None:
     """Print MODEL's drift, performance and alerts over a period and write the HTML report."""
-    from assay.monitoring import monitor, report
+    from assay.monitoring import labels, monitor, report
 
     start, end = _period(since, until)
     name, _ = parse_ref(model)
@@ -236,7 +239,7 @@ def monitor_report_command(
 @pass_workspace
 def monitor_check_command(ws: Workspace, model: str | None) -> None:
     """Judge the windows closed since the last check (every production model, or MODEL) and send alerts."""
-    from assay.monitoring import checks
+    from assay.monitoring import alerts, checks, labels
 
     names = [model] if model else checks.watched_models(ws.registry)
     for name in names:
@@ -266,6 +269,8 @@ def monitor_check_command(ws: Workspace, model: str | None) -> None:
 @pass_workspace
 def monitor_status_command(ws: Workspace, model: str | None, n_events: int, as_json: bool) -> None:
     """Every monitor's state (ok / warning / alert) and the latest events."""
+    from assay.monitoring import alerts
+
     states = alerts.states(ws.engine, model)
     events = alerts.events(ws.engine, model, limit=n_events) if n_events > 0 else []
     if as_json:
@@ -289,6 +294,8 @@ def monitor_status_command(ws: Workspace, model: str | None, n_events: int, as_j
 @pass_workspace
 def monitor_secret_command(ws: Workspace) -> None:
     """Print the secret that signs webhook bodies (give it to the receivers)."""
+    from assay.monitoring import alerts
+
     click.echo(alerts.alert_secret(ws.settings).decode())
 
 
@@ -308,6 +315,7 @@ def labels_load_command(
     import pandas as pd
 
     from assay.modelling.datasets import read_table
+    from assay.monitoring import labels
 
     frame = read_table(path)
     for column in (id_column, label_column):

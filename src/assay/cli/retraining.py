@@ -10,10 +10,10 @@ import click
 
 from assay.cli import main, pass_workspace
 from assay.cli.comparison import resamples_option
-from assay.workspace import Workspace
 
 if TYPE_CHECKING:
     from assay.retraining.retrain import Outcome
+    from assay.workspace import Workspace
 
 
 def _progress(message: str) -> None:

@@ -5,19 +5,15 @@ from __future__ import annotations
 import getpass
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
-from assay.cli import main, pass_workspace
-from assay.review import accounts, campaigns, progress, resolution
-from assay.review.campaigns import CampaignOptions, create_campaign, parse_list
-from assay.review.selection import SELECTIONS
-from assay.serving.cache import MemoryCache
-from assay.serving.features import FeatureTable
-from assay.serving.scoring import Scorer
-from assay.workspace import Workspace
+from assay.cli import LazyChoice, main, pass_workspace
+
+if TYPE_CHECKING:
+    from assay.workspace import Workspace
 
 
 def _read_password(stdin: bool) -> str:
@@ -33,11 +29,15 @@ def user_group() -> None:
 
 @user_group.command("create")
 @click.argument("username")
-@click.option("--role", type=click.Choice(accounts.ROLES), default="reviewer", show_default=True)
+@click.option(
+    "--role", type=LazyChoice("assay.review.accounts", "ROLES"), default="reviewer", show_default=True
+)
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @pass_workspace
 def user_create(ws: Workspace, username: str, role: str, password_stdin: bool) -> None:
     """Create an account (the first admin is made this way)."""
+    from assay.review import accounts
+
     user = accounts.create_user(ws.engine, username, _read_password(password_stdin), role)
     click.echo(f"created {user.role} {user.username} (pseudonym in exports: {user.pseudonym})")
 
@@ -46,6 +46,8 @@ def user_create(ws: Workspace, username: str, role: str, password_stdin: bool) -
 @pass_workspace
 def user_list(ws: Workspace) -> None:
     """List accounts."""
+    from assay.review import accounts
+
     for user in accounts.list_users(ws.engine):
         state = "  (disabled)" if user.disabled else ""
         click.echo(f"{user.username:<24} {user.role:<9} {user.pseudonym}{state}")
@@ -57,6 +59,8 @@ def user_list(ws: Workspace) -> None:
 @pass_workspace
 def user_password(ws: Workspace, username: str, password_stdin: bool) -> None:
     """Set a new password (this ends the user's sessions)."""
+    from assay.review import accounts
+
     accounts.set_password(ws.engine, username, _read_password(password_stdin))
     click.echo(f"password of {username} changed")
 
@@ -67,6 +71,8 @@ def user_password(ws: Workspace, username: str, password_stdin: bool) -> None:
 @pass_workspace
 def user_disable(ws: Workspace, username: str, enable: bool) -> None:
     """Disable an account (it can no longer log in; its labels stay)."""
+    from assay.review import accounts
+
     accounts.set_disabled(ws.engine, username, not enable)
     click.echo(f"{username} {'enabled' if enable else 'disabled'}")
 
@@ -93,7 +99,13 @@ def campaign_group() -> None:
     "--source", type=click.Path(dir_okay=False), help="CSV/TSV/Parquet of items; default: the feature table."
 )
 @click.option("--id-column", default="id", show_default=True, help="Id column of --source.")
-@click.option("--select", "selection", type=click.Choice(SELECTIONS), default="random", show_default=True)
+@click.option(
+    "--select",
+    "selection",
+    type=LazyChoice("assay.review.selection", "SELECTIONS"),
+    default="random",
+    show_default=True,
+)
 @click.option("--size", type=int, default=100, show_default=True, help="Items to pick (a cap for 'flagged').")
 @click.option(
     "--threshold",
@@ -136,6 +148,12 @@ def campaign_create(
     ws: Workspace, name: str, ids: str | None, seed: int | None, created_by: str | None, **kw: Any
 ) -> None:
     """Choose and score a campaign's items, and open it for review."""
+    from assay.review import progress
+    from assay.review.campaigns import CampaignOptions, create_campaign, parse_list
+    from assay.serving.cache import MemoryCache
+    from assay.serving.features import FeatureTable
+    from assay.serving.scoring import Scorer
+
     if ids and ids.startswith("@"):
         ids = Path(ids[1:]).read_text()
     options = CampaignOptions(
@@ -162,6 +180,8 @@ def campaign_create(
 @pass_workspace
 def campaign_list(ws: Workspace) -> None:
     """List campaigns with their progress."""
+    from assay.review import campaigns, progress
+
     for c in campaigns.list_campaigns(ws.engine):
         p = progress.measure(ws.engine, c)
         click.echo(
@@ -176,6 +196,8 @@ def campaign_list(ws: Workspace) -> None:
 @pass_workspace
 def campaign_show(ws: Workspace, name: str, as_json: bool) -> None:
     """Progress, per-reviewer counts and agreement of a campaign."""
+    from assay.review import campaigns, progress
+
     campaign = campaigns.get_campaign(ws.engine, name)
     p = progress.measure(ws.engine, campaign)
     from assay.review import agreement  # scikit-learn's kappa: imported when asked for
@@ -210,6 +232,8 @@ def campaign_show(ws: Workspace, name: str, as_json: bool) -> None:
 @pass_workspace
 def campaign_close(ws: Workspace, name: str, reopen: bool) -> None:
     """Close a campaign (no more worksets or labels), or reopen it."""
+    from assay.review import campaigns
+
     campaigns.set_status(ws.engine, campaigns.get_campaign(ws.engine, name), "open" if reopen else "closed")
     click.echo(f"{name} {'reopened' if reopen else 'closed'}")
 
@@ -227,6 +251,8 @@ def labels_group() -> None:
 @pass_workspace
 def labels_export(ws: Workspace, campaign: str, output: str, everything: bool, raw: bool) -> None:
     """Write a campaign's resolved labels with provenance, ready for a spec to train on."""
+    from assay.review import campaigns, resolution
+
     n = resolution.export_labels(
         ws.engine, campaigns.get_campaign(ws.engine, campaign), Path(output), everything=everything, raw=raw
     )

@@ -24,20 +24,22 @@ import orjson
 from assay.cli import main, pass_workspace, settings_from
 from assay.engines.engine import ENGINES, open_engine
 from assay.errors import DataError, InvalidInput, Unavailable
-from assay.serving import tokens
-from assay.serving.cache import MemoryCache, open_cache
-from assay.serving.features import FeatureTable
-from assay.serving.scoring import Scorer
 from assay.settings import Settings
-from assay.workspace import Workspace
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from assay.serving.scoring import Scorer
+    from assay.workspace import Workspace
 
 PRECACHE_BATCH = 500
 
 
 def _scorer(ws: Workspace) -> Scorer:
+    from assay.serving.cache import open_cache
+    from assay.serving.features import FeatureTable
+    from assay.serving.scoring import Scorer
+
     return Scorer(ws.registry, FeatureTable(ws.engine), open_cache(ws.settings))
 
 
@@ -84,6 +86,7 @@ def serve_command(
     import uvicorn
 
     from assay.web.server import GuardedHttpToolsProtocol, Guards
+    from assay.workspace import Workspace
 
     settings = settings_from(ctx, host=host, port=port, workers=workers, grpc_port=grpc_port)
     if settings.workers < 1:
@@ -205,6 +208,10 @@ def score_command(
     folder, scored by ``--workers`` workers of the engine, each loading the model once.
     The scores are logged for monitoring unless ``--no-log``.
     """
+    from assay.serving.cache import MemoryCache
+    from assay.serving.features import FeatureTable
+    from assay.serving.scoring import Scorer
+
     if Path(input_path).is_dir():
         folder = Path(input_path), Path(output_path)
         _score_folder(ws, model, *folder, id_column, engine, workers, keys, log_scores)
@@ -246,6 +253,9 @@ def _score_folder(
 ) -> None:
     from assay.monitoring.log import open_log
     from assay.serving.batch import score_parquet
+    from assay.serving.cache import MemoryCache
+    from assay.serving.features import FeatureTable
+    from assay.serving.scoring import Scorer
 
     settings = dataclasses.replace(ws.settings, engine=engine or ws.settings.engine)
     started = time.perf_counter()
@@ -310,6 +320,8 @@ def token_group() -> None:
 @pass_workspace
 def token_create(ws: Workspace, name: str, admin: bool) -> None:
     """Create a token; it is printed once and only its hash is kept."""
+    from assay.serving import tokens
+
     token = tokens.create_token(ws.engine, name, admin=admin)
     click.echo(token)
     click.echo(f"token {name!r} created; store it now, it cannot be shown again", err=True)
@@ -319,6 +331,8 @@ def token_create(ws: Workspace, name: str, admin: bool) -> None:
 @pass_workspace
 def token_list(ws: Workspace) -> None:
     """List tokens (names and dates; never the tokens)."""
+    from assay.serving import tokens
+
     for info in tokens.list_tokens(ws.engine):
         state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
         click.echo(
@@ -332,6 +346,8 @@ def token_list(ws: Workspace) -> None:
 @pass_workspace
 def token_revoke(ws: Workspace, name: str) -> None:
     """Revoke a token; requests with it are refused from now on."""
+    from assay.serving import tokens
+
     tokens.revoke_token(ws.engine, name)
     click.echo(f"token {name!r} revoked", err=True)
 
@@ -447,6 +463,8 @@ def precache_command(
                 "cache lives inside the server: use --url http://host:port --token ...",
                 field="redis_url",
             )
+        from assay.workspace import Workspace
+
         ws = Workspace.open(settings)
         scorer = _scorer(ws)
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import click
 
 from assay.cli import main, settings_from
-from assay.store import db
 
 
 @main.group("db")
@@ -23,6 +22,8 @@ def db_group() -> None:
 @click.pass_context
 def upgrade(ctx: click.Context) -> None:
     """Run the store's pending migrations (once per release, from any one host)."""
+    from assay.store import db
+
     settings = settings_from(ctx)
     if settings.store_url.startswith("sqlite"):
         settings.home.mkdir(parents=True, exist_ok=True)
@@ -43,6 +44,8 @@ def upgrade(ctx: click.Context) -> None:
 @click.pass_context
 def status(ctx: click.Context) -> None:
     """Print the store's migration and this assay's newest; exit 1 when the store is behind."""
+    from assay.store import db
+
     engine = db.create_engine(settings_from(ctx).store_url)
     try:
         current = db.current_revision(engine)

@@ -16,13 +16,11 @@ import click
 
 from assay.cli import main, pass_workspace
 from assay.errors import InvalidInput
-from assay.serving.cache import open_cache
-from assay.unlearning import requests
-from assay.unlearning.requests import ForgetRequest
-from assay.workspace import Workspace
 
 if TYPE_CHECKING:
     from assay.unlearning.forgetting import Forgetting
+    from assay.unlearning.requests import ForgetRequest
+    from assay.workspace import Workspace
 
 _ACTIONS = ("status", "resume", "verify")
 
@@ -31,6 +29,7 @@ def _forgetting(ws: Workspace) -> Forgetting:
     # Forgetting trains models: its libraries are imported when a command needs them.
     from assay.engines.engine import open_engine
     from assay.review.resolution import resolved_labels
+    from assay.serving.cache import open_cache
     from assay.unlearning.forgetting import Forgetting
 
     return Forgetting(
@@ -73,6 +72,7 @@ def forget_command(
 
 
 def _action(f: Forgetting, action: str, rest: tuple[str, ...]) -> None:
+    from assay.unlearning import requests
     from assay.unlearning.forgetting import resume, verify
 
     number = _request_number(rest, required=action == "verify")
