@@ -400,21 +400,24 @@ class Scorer:
         An item whose record cannot be made (no stored features, an unknown feature) gets its
         error in ``results`` instead.
         """
+        names = served.name_set
         # Items that need their features looked up: id-only misses and partial "inject" items.
         lookup_ids = [
             item_id
             for (item_id, supplied), result in zip(items, results, strict=True)
             if result is None
-            and (
-                supplied is None
-                or (not isinstance(supplied, AssayError) and not served.name_set <= supplied.keys())
-            )
+            and (supplied is None or (not isinstance(supplied, AssayError) and not names <= supplied.keys()))
         ]
         stored = self.features.lookup(served.name, lookup_ids) if lookup_ids else {}
         records: list[Mapping[str, Any]] = []
         where: list[int] = []
         for i, (item_id, supplied) in enumerate(items):
             if results[i] is not None:
+                continue
+            if type(supplied) is dict and supplied.keys() == names:
+                # Every feature and nothing else, the usual item: used as sent (features_of's first case).
+                records.append(supplied)
+                where.append(i)
                 continue
             if isinstance(supplied, AssayError):
                 results[i] = supplied
