@@ -69,10 +69,12 @@ ROWS = 1000
 GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
 
 
-def train(data: Path) -> Path:
+def train(data: Path, names: list[str]) -> Path:
     home = OUT / "home"
     quote = lambda items: "[" + ", ".join(f'"{c}"' for c in items) + "]"  # noqa: E731
     for name, candidate in MODELS.items():
+        if name not in names:
+            continue
         spec = OUT / f"{name}.toml"
         text = SPEC.format(
             train=data / "enwiki.features_reverted.training.20k_2015.tsv.bz2",
@@ -246,13 +248,13 @@ def assay_serve(home: Path, grpc_port: int) -> AbstractContextManager[str]:
     return harness.server([*command, "--grpc-port", str(grpc_port)], "/readyz", port, "oip-assay")
 
 
-def served_predictors(home: Path) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def served_predictors(home: Path, models: list[str]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Each model's predict as the server runs it (the compiled form when training kept one)."""
     workspace = Workspace.open(Settings.load(home=home, environ={}))
     try:
         return {
             model: workspace.registry.load(workspace.registry.resolve(model)).predictor.predict_proba
-            for model in MODELS
+            for model in models
         }
     finally:
         workspace.close()
@@ -276,16 +278,18 @@ def main() -> int:
         print(f"skipped: {', '.join(missing)} not installed (apt-get install wrk nghttp2-client)")
         return 0
     home = OUT / "home"
+    measured_models = args.models.split(",")
     if not (args.reuse and home.is_dir()):
         shutil.rmtree(OUT, ignore_errors=True)
         OUT.mkdir(parents=True)
-        home = train(args.data.resolve())
+        home = train(args.data.resolve(), measured_models)
+    else:  # a reused home gets the measured models it lacks
+        train(args.data.resolve(), [m for m in measured_models if not (home / "artifacts" / m).is_dir()])
     test = pd.read_csv(test_file, sep="\t", header=None, names=COLUMNS)
     batch, single = test.iloc[:ROWS], test.iloc[:1]
     items = items_of(batch)
     X = batch[FEATURES].astype("float64").to_numpy()
-    measured_models = args.models.split(",")
-    predictors = {m: p for m, p in served_predictors(home).items() if m in measured_models}
+    predictors = served_predictors(home, measured_models)
     json_headers = {"Content-Type": "application/json"}
     d, c = args.duration, args.connections
 
