@@ -10,7 +10,6 @@ sensitive attribute and each intersection of attributes the spec asks for.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +19,10 @@ import pandas as pd
 from assay.errors import SpecError
 from assay.modelling import evaluation
 from assay.modelling.fairness import FairnessOptions, group_fairness, intersect
+from assay.modelling.progress import Progress
 from assay.modelling.queries import answer_threshold_query
 from assay.modelling.spec import ModelSpec
 from assay.modelling.statistics import groups_as_strings
-
-Progress = Callable[[str], None]
 
 
 @dataclass

@@ -12,13 +12,13 @@ says why. Compiling never fails a training run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from assay.modelling.linear_terms import NotLinear, linear_model
+from assay.modelling.progress import Progress
 from assay.modelling.tree_text import NotCompilable, boosting_text, forest_text
 from assay.registry.compiled import (
     AGREEMENT_TOLERANCE,
@@ -113,7 +113,7 @@ def _predictor(fmt: str, output: str, data: bytes, n_classes: int, n_features: i
     return lightgbm_predictor(data, n_classes, n_features, average=output == "average")
 
 
-def compile_for_serving(estimator: Any, X_test: np.ndarray, say: Callable[[str], None]) -> Compilation:
+def compile_for_serving(estimator: Any, X_test: np.ndarray, say: Progress) -> Compilation:
     """``compile_estimator`` on the held-out rows, saying which runtime will serve the version."""
     say("compiling the model for serving")
     compilation = compile_estimator(estimator, X_test)

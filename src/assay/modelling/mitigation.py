@@ -34,6 +34,7 @@ from assay.modelling.candidates import CANDIDATES
 from assay.modelling.fairness import FairnessOptions, group_fairness
 from assay.modelling.group_thresholds import GroupThresholds, fit_group_thresholds, thresholds_at
 from assay.modelling.preparation import Prepared
+from assay.modelling.progress import Progress
 from assay.modelling.selection import CandidateResult
 from assay.modelling.spec import ModelSpec
 from assay.registry.contracts import CONSTRAINT_STAT
@@ -122,7 +123,7 @@ def mitigate(
     estimator: Any,
     before: Assessment,
     reassess: Callable[[Any], Assessment],
-    say: Callable[[str], None],
+    say: Progress,
 ) -> tuple[Any, Assessment]:
     """The spec's mitigation applied to the refitted winner: the model to publish and what it scores.
 

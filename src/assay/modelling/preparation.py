@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from assay.errors import DataError, SpecError
-from assay.modelling.assessment import Progress, sensitive_groups
+from assay.modelling.assessment import sensitive_groups
 from assay.modelling.datasets import (
     LabelledData,
     check_held_out,
@@ -28,6 +28,7 @@ from assay.modelling.datasets import (
     fingerprint,
     read_labelled,
 )
+from assay.modelling.progress import Progress
 from assay.modelling.spec import ModelSpec
 from assay.registry.schema import FeatureSchema
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-Say = Callable[[str], None]
+Progress = Callable[[str], None]
 
 
 def duration(seconds: float) -> str:
@@ -37,7 +37,7 @@ def duration(seconds: float) -> str:
 class RunProgress:
     """Counts the steps of the current stage and says each with the run's time and an estimate."""
 
-    def __init__(self, say: Say, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, say: Progress, clock: Callable[[], float] = time.monotonic) -> None:
         self.say = say
         self.clock = clock
         self.started = clock()
@@ -47,7 +47,7 @@ class RunProgress:
         self._stage_started = self.started
 
     def __call__(self, message: str) -> None:
-        """Say a line of the run (reading, refitting, registering) with the time gone."""
+        """Progress a line of the run (reading, refitting, registering) with the time gone."""
         self.say(f"{message} | {self.gone()} gone")
 
     def gone(self) -> str:
@@ -76,6 +76,6 @@ class RunProgress:
         self.say(f"  {what} in {duration(self.clock() - since)} | {self.gone()} gone")
 
 
-def run_progress(say: Say) -> RunProgress:
+def run_progress(say: Progress) -> RunProgress:
     """``say`` itself when it already counts a run, else a run that starts counting now."""
     return say if isinstance(say, RunProgress) else RunProgress(say)

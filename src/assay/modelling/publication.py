@@ -22,12 +22,12 @@ import pandas as pd
 
 import assay
 from assay.modelling import evaluation, mitigation
-from assay.modelling.assessment import Assessment, Progress, assess_held_out, full_proba
+from assay.modelling.assessment import Assessment, assess_held_out, full_proba
 from assay.modelling.candidates import CANDIDATES
 from assay.modelling.compilation import compile_for_serving
 from assay.modelling.preparation import Prepared
 from assay.modelling.profile import PROFILE_JSON, build_profile, profile_bytes
-from assay.modelling.progress import run_progress
+from assay.modelling.progress import Progress, run_progress
 from assay.modelling.reports import model_card
 from assay.modelling.selection import CandidateResult, jsonable
 from assay.modelling.spec import ModelSpec

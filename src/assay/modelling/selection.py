@@ -29,10 +29,10 @@ from sklearn.metrics import (
 from sklearn.model_selection import ParameterSampler, StratifiedKFold
 
 from assay.engines.engine import Engine, LocalEngine
-from assay.modelling.assessment import Progress, full_proba
+from assay.modelling.assessment import full_proba
 from assay.modelling.candidates import CANDIDATES, thread_limit
 from assay.modelling.preparation import Prepared
-from assay.modelling.progress import RunProgress, run_progress
+from assay.modelling.progress import Progress, RunProgress, run_progress
 from assay.modelling.spec import ModelSpec, TrainingSpec
 from assay.modelling.timing import fast_enough, serving_cost
 from assay.registry.schema import FeatureSchema

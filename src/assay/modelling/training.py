@@ -18,10 +18,10 @@ from typing import Any
 from assay.engines.engine import Engine, LocalEngine
 from assay.errors import GateFailed, SpecError
 from assay.modelling import mitigation
-from assay.modelling.assessment import Progress, operating_point_classes
+from assay.modelling.assessment import operating_point_classes
 from assay.modelling.candidates import check_params, thread_limit
 from assay.modelling.preparation import CampaignLabels, Exclusion, prepare
-from assay.modelling.progress import RunProgress
+from assay.modelling.progress import Progress, RunProgress
 from assay.modelling.publication import Refit, plain_refit, register
 from assay.modelling.selection import CandidateResult, compare, prior_score
 from assay.modelling.spec import ModelSpec

@@ -29,6 +29,7 @@ from assay.engines.engine import open_engine
 from assay.errors import AssayError, Conflict, DataError
 from assay.modelling.comparison import Comparison, spec_of
 from assay.modelling.datasets import feature_kinds
+from assay.modelling.progress import Progress
 from assay.modelling.promotion import challenge
 from assay.modelling.significance import DEFAULT_RESAMPLES
 from assay.modelling.spec import ModelSpec
@@ -40,7 +41,6 @@ from assay.retraining.snapshot import Snapshot, base_spec, count_later_labels, t
 from assay.unlearning.sharding import training_options
 from assay.workspace import Workspace
 
-Progress = Callable[[str], None]
 TRAINED = ("promoted", "kept")  # outcomes of runs that trained a challenger
 
 

@@ -35,11 +35,11 @@ import sqlalchemy as sa
 
 from assay.engines.engine import Engine as WorkEngine
 from assay.errors import AssayError, Conflict, InvalidInput
-from assay.modelling.assessment import Progress
 from assay.modelling.candidates import CANDIDATES
 from assay.modelling.datasets import read_once, read_table
 from assay.modelling.plots import figures_of
 from assay.modelling.preparation import CampaignLabels, Prepared, prepare
+from assay.modelling.progress import Progress
 from assay.modelling.publication import Refitted, plain_refit, reference_row, register
 from assay.modelling.selection import CandidateResult, compare
 from assay.modelling.spec import ModelSpec

@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 
 from assay.errors import DataError
-from assay.modelling.assessment import Progress
 from assay.modelling.candidates import CANDIDATES, fit_threads
 from assay.modelling.preparation import Prepared
+from assay.modelling.progress import Progress
 from assay.modelling.publication import Refitted, plain_refit
 from assay.modelling.selection import CandidateResult, metric_score
 from assay.modelling.spec import ModelSpec, UnlearningSpec
