@@ -335,8 +335,10 @@ def cache_runs(home: Path, items: list[dict[str, Any]], args: argparse.Namespace
     ids = [item["id"] for item in items]
     (OUT / "ids.txt").write_text("\n".join(ids) + "\n")
     by_id = lua("ids.lua", IDS_LUA.format(ids=OUT / "ids.txt", model=MODEL))
+    # A name of its own per run: a --reuse run's home already holds the last run's token.
+    name = f"bench-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     token = subprocess.run(
-        ["assay", "--home", str(home), "token", "create", "bench"], check=True, capture_output=True, text=True
+        ["assay", "--home", str(home), "token", "create", name], check=True, capture_output=True, text=True
     ).stdout.strip()
     with assay_server(home, "assay-cache") as url:
         precache(url, token, ids)
