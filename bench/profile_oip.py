@@ -196,9 +196,10 @@ def main() -> int:
     if not test_file.is_file():
         print(f"skipped: {args.data} has no editquality data")
         return 0
-    home = train(args.data.resolve()) if args.train else args.home
+    models = args.models.split(",")
+    home = train(args.data.resolve(), models) if args.train else args.home
     frame = pd.read_csv(test_file, sep="\t", header=None, names=COLUMNS).iloc[:ROWS]
-    asyncio.run(measure(home, frame, args.models.split(","), args.requests))
+    asyncio.run(measure(home, frame, models, args.requests))
     return 0
 
 
