@@ -224,11 +224,18 @@ def trained_root(root: Path, *specs: Path, **train_options: Any) -> Path:
     return root
 
 
+def copied_home(template: Path, folder: Path) -> Path:
+    """The home of a private copy of a trained root in ``folder`` (its data beside it in
+    ``home.parent / 'data'``)."""
+    shutil.copytree(template, folder)
+    return folder / "home"
+
+
 @contextmanager
 def copied_workspace(template: Path, tmp_path: Path) -> Iterator[Workspace]:
     """A workspace on a private copy of a trained root (its data beside it in ``home.parent / 'data'``)."""
-    shutil.copytree(template, tmp_path / "copy")
-    ws = Workspace.open(Settings.load(home=tmp_path / "copy" / "home", environ=workspace_environ()))
+    home = copied_home(template, tmp_path / "copy")
+    ws = Workspace.open(Settings.load(home=home, environ=workspace_environ()))
     try:
         yield ws
     finally:
@@ -245,8 +252,7 @@ def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def trained_home(trained_template: Path, tmp_path: Path) -> Path:
     """A private copy of the trained home (data files beside it in ``home.parent / 'data'``)."""
-    shutil.copytree(trained_template, tmp_path / "copy")
-    return tmp_path / "copy" / "home"
+    return copied_home(trained_template, tmp_path / "copy")
 
 
 @pytest.fixture
@@ -287,8 +293,7 @@ def mitigated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def mitigated_home(mitigated_template: Path, tmp_path: Path) -> Path:
     """A private copy of the mitigated home (data files beside it in ``home.parent / 'data'``)."""
-    shutil.copytree(mitigated_template, tmp_path / "mitigated")
-    return tmp_path / "mitigated" / "home"
+    return copied_home(mitigated_template, tmp_path / "mitigated")
 
 
 @pytest.fixture
@@ -339,6 +344,16 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     engine = db.connect(url)
     yield engine
     engine.dispose()
+
+
+def log_rows(n: int, d: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` rows of ``d`` features (one missing value, which must survive a trip through the
+    log) and their two-class probabilities."""
+    g = np.random.default_rng(seed)
+    X = g.normal(size=(n, d))
+    X[0, 1] = np.nan
+    p = g.random(n)
+    return X, np.column_stack([1 - p, p])
 
 
 @pytest.fixture(params=["store", "parquet"])

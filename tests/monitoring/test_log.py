@@ -19,20 +19,13 @@ from assay.store import db, tables
 from assay.store.log_files import ParquetLog
 from assay.store.log_store import LogStore
 from assay.store.log_tables import StoreLog
-
-
-def _rows(n: int, d: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    g = np.random.default_rng(seed)
-    X = g.normal(size=(n, d))
-    X[0, 1] = np.nan  # a missing value survives the trip
-    p = g.random(n)
-    return X, np.column_stack([1 - p, p])
+from tests.conftest import log_rows
 
 
 def test_the_sink_writes_in_the_background(log_store: LogStore) -> None:
     sink = PredictionLog(log_store, flush_interval_s=0.05)
     try:
-        X, proba = _rows(10)
+        X, proba = log_rows(10)
         for k in range(10):
             sink.record("m", 1, [f"i{k}"], X[k : k + 1], proba[k : k + 1])
         assert sink.flush()
@@ -44,7 +37,7 @@ def test_the_sink_writes_in_the_background(log_store: LogStore) -> None:
 def test_sampling_keeps_about_the_share_asked_for(store: Engine) -> None:
     sink = PredictionLog(StoreLog(store), sample=0.25, flush_interval_s=0.05)
     try:
-        X, proba = _rows(1)
+        X, proba = log_rows(1)
         for k in range(4000):
             sink.record("m", 1, [str(k)], X, proba)
         sink.flush()
@@ -68,7 +61,7 @@ def test_a_full_queue_drops_and_counts_without_waiting(tmp_path: Path) -> None:
     )
     engine.begin = stuck_begin  # type: ignore[method-assign]
     try:
-        X, proba = _rows(10)
+        X, proba = log_rows(10)
         started = time.perf_counter()
         for _ in range(100):
             sink.record("m", 1, None, X, proba)
@@ -87,7 +80,7 @@ def test_a_store_that_refuses_writes_drops_rows_and_the_caller_never_sees_it(tmp
         conn.execute(sa.text("DROP TABLE prediction_log"))  # every insert now fails
     sink = PredictionLog(StoreLog(engine), flush_interval_s=0.01)
     try:
-        X, proba = _rows(5)
+        X, proba = log_rows(5)
         sink.record("m", 1, None, X, proba)  # returns; the failure happens on the writer
         assert sink.flush()
         assert sink.dropped == {"store_error": 5} and sink.written == 0
@@ -100,7 +93,7 @@ def test_files_that_cannot_be_written_drop_rows_the_same_way(tmp_path: Path) -> 
     (tmp_path / "log").write_text("a file where the log's folder should be")
     sink = PredictionLog(ParquetLog(tmp_path / "log"), flush_interval_s=0.01)
     try:
-        X, proba = _rows(5)
+        X, proba = log_rows(5)
         sink.record("m", 1, None, X, proba)
         assert sink.flush()
         assert sink.dropped == {"store_error": 5} and sink.written == 0
@@ -112,7 +105,7 @@ def test_a_chunk_worth_of_rows_is_written_before_the_interval(tmp_path: Path) ->
     files = ParquetLog(tmp_path / "log")
     sink = PredictionLog(files, queue_rows=200_000)  # the files' interval: 30 s
     try:
-        X, proba = _rows(70_000)
+        X, proba = log_rows(70_000)
         sink.record("m", 1, None, X, proba)
         deadline = time.monotonic() + 20
         while files.versions("m") != {1: 70_000} and time.monotonic() < deadline:
@@ -124,7 +117,7 @@ def test_a_chunk_worth_of_rows_is_written_before_the_interval(tmp_path: Path) ->
 
 def test_the_items_of_pruned_chunks_go_with_them(store: Engine) -> None:
     store_log = StoreLog(store)
-    X, proba = _rows(300)
+    X, proba = log_rows(300)
     for lo in range(0, 300, 10):
         store_log.write("m", 1, np.arange(lo, lo + 10, dtype=float), [f"i{k}" for k in range(lo, lo + 10)],
                      X[lo : lo + 10], proba[lo : lo + 10])  # fmt: skip

@@ -9,18 +9,11 @@ from sqlalchemy.engine import Engine
 
 from assay.errors import InvalidInput
 from assay.store.log_store import LogStore
-
-
-def _rows(n: int, d: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    g = np.random.default_rng(seed)
-    X = g.normal(size=(n, d))
-    X[0, 1] = np.nan  # a missing value survives the trip
-    p = g.random(n)
-    return X, np.column_stack([1 - p, p])
+from tests.conftest import log_rows
 
 
 def test_rows_round_trip_in_time_order(log_store: LogStore) -> None:
-    X, proba = _rows(500)
+    X, proba = log_rows(500)
     at = 1000.0 + np.arange(500)[::-1]  # written newest first
     ids = [f"i{k}" for k in range(500)]
     assert log_store.write("m", 1, at, ids, X, proba) == 500
@@ -43,7 +36,7 @@ def test_rows_round_trip_in_time_order(log_store: LogStore) -> None:
 
 
 def test_positions_grow_with_every_write_and_count_windows_read_on(log_store: LogStore) -> None:
-    X, proba = _rows(30)
+    X, proba = log_rows(30)
     for lo in range(0, 30, 10):
         log_store.write("m", 1, 100.0 - lo, None, X[lo : lo + 10], proba[lo : lo + 10])
     every = log_store.read("m", 1, width=(3, 2))
@@ -56,7 +49,7 @@ def test_positions_grow_with_every_write_and_count_windows_read_on(log_store: Lo
 
 def test_rows_over_days_and_chunks_stay_one_log(log_store: LogStore) -> None:
     n = 70_000  # more than a chunk, over three UTC days
-    X, proba = _rows(n, d=2)
+    X, proba = log_rows(n, d=2)
     at = 86_400.0 * 5 + np.linspace(0, 3 * 86_400.0 - 1, n)
     log_store.write("m", 1, at, [str(k) for k in range(n)], X, proba)
     frame = log_store.read("m", 1, width=(2, 2), since=86_400.0 * 6, until=86_400.0 * 7, with_ids=True)
@@ -66,7 +59,7 @@ def test_rows_over_days_and_chunks_stay_one_log(log_store: LogStore) -> None:
 
 
 def test_labels_find_the_version_that_scored_an_item_last(log_store: LogStore) -> None:
-    X, proba = _rows(3)
+    X, proba = log_rows(3)
     log_store.write("m", 1, 10.0, ["a", "b", None], X, proba)
     log_store.write("m", 2, 20.0, ["b", "c", "c"], X, proba)
     log_store.write("other", 5, 20.0, ["d", "a", "e"], X, proba)
@@ -76,7 +69,7 @@ def test_labels_find_the_version_that_scored_an_item_last(log_store: LogStore) -
 
 
 def test_forgetting_removes_every_row_of_the_ids_and_only_theirs(log_store: LogStore, store: Engine) -> None:
-    X, proba = _rows(4)
+    X, proba = log_rows(4)
     log_store.write("m", 1, 10.0, ["keep", "gone", "keep2", "gone"], X, proba)
     log_store.write("m", 1, 20.0, ["gone", "gone", "gone", "gone"], X, proba)  # a part with nothing left
     log_store.write("other", 1, 10.0, ["gone", "x", "y", "z"], X, proba)
@@ -89,7 +82,7 @@ def test_forgetting_removes_every_row_of_the_ids_and_only_theirs(log_store: LogS
 
 
 def test_storage_is_bounded_by_age_and_count(log_store: LogStore) -> None:
-    X, proba = _rows(300)
+    X, proba = log_rows(300)
     for lo in range(0, 300, 10):  # as the writer writes: a chunk at a time
         at = np.arange(lo, lo + 10, dtype=float)
         ids = [f"i{k}" for k in range(lo, lo + 10)]
