@@ -27,6 +27,7 @@ from assay.modelling.datasets import (
     feature_kinds,
     fingerprint,
     read_labelled,
+    rows_where,
 )
 from assay.modelling.progress import Progress
 from assay.modelling.spec import ModelSpec
@@ -167,7 +168,7 @@ def _without(data: LabelledData, exclusion: Exclusion | None) -> tuple[LabelledD
     if not n:
         return data, 0
     keep = ~drop
-    frame = data.frame[keep].reset_index(drop=True)
+    frame = rows_where(data.frame, keep)
     return LabelledData(frame, data.ids[keep], data.labels[keep], data.source), n
 
 

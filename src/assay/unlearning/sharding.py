@@ -39,6 +39,7 @@ import pandas as pd
 
 from assay.errors import DataError
 from assay.modelling.candidates import CANDIDATES, fit_threads
+from assay.modelling.datasets import id_strings
 from assay.modelling.preparation import Prepared
 from assay.modelling.progress import Progress
 from assay.modelling.publication import Refitted, plain_refit
@@ -59,7 +60,8 @@ SHARD_THREADS = 1  # each shard's fit (see the module); the shards run side by s
 def assign(ids: np.ndarray, shards: int, slices: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(shard, slice) of each item id: a seeded SipHash of the id, so the same on every machine."""
     key = hashlib.sha256(f"assay-sisa:{seed}".encode()).hexdigest()[:16]
-    h = pd.util.hash_array(np.asarray(ids, dtype=object).astype(str).astype(object), hash_key=key)
+    # Ids are distinct: hashing them through a factorization (pandas' default) only costs time.
+    h = pd.util.hash_array(id_strings(ids), hash_key=key, categorize=False)
     return (h % np.uint64(shards)).astype(np.int64), ((h // np.uint64(shards)) % np.uint64(slices)).astype(
         np.int64
     )
