@@ -114,6 +114,8 @@ forgotten_ids = sa.Table(
     sa.Column("model", sa.String(200), primary_key=True),
     sa.Column("id_hash", sa.String(64), primary_key=True),
     sa.Column("request_id", sa.Integer, nullable=False),
+    # How id_hash was made (assay.unlearning.exclusions): entries keep the scheme they were listed by.
+    sa.Column("scheme", sa.String(20), nullable=False, server_default="blake2b"),
 )
 
 # Versions that held forgotten data: no alias may point at them again.

@@ -123,7 +123,7 @@ def record(f: Forgetting, models: Sequence[str], ids: Sequence[Any], *, actor: s
         )
         stores, plan = {}, []
         for model in models:
-            exclusions.add(conn, model, exclusions.id_hashes(key, ids), request_id)
+            exclusions.add(conn, model, key, ids, request_id)
             stores[model] = _delete_everywhere(conn, f.log, model, ids)
             for held in holdings[model]:
                 aliases = f.registry.retire(conn, model, held.record.version, request_id=request_id)
