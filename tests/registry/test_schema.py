@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from assay.errors import DataError
@@ -109,3 +109,41 @@ def test_learning_encodes_the_training_data_as_encoding_it_again_would() -> None
     schema, X = FeatureSchema.learn_encoded(frame, {"c": "categorical", "n": "numeric"}, source="t")
     assert schema.features[0].categories == ["a", "b"]
     np.testing.assert_array_equal(X, schema.encode_frame(frame, source="t"))
+
+
+# Text pandas and Arrow could read differently: signed zeros, blanks, words, huge whole numbers.
+# fmt: off
+TRICKY = [
+    "0", "1", "-0", "-0.0", "0.0", "+1", ".5", "5.", "1E5", "1e400", "-1e-400", "nan", "inf", "-Infinity",
+    "0x10", "1_000", "1,5", "yes", "00012", "9007199254740993", "18446744073709551617",
+    "-9223372036854775809", "0.1234567890123456789012345", "4.9e-324",
+]
+# fmt: on
+NUMBER_TEXTS = st.one_of(
+    st.sampled_from([*TRICKY, " 1.5", "2 ", "", None]),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.integers(-(2**70), 2**70).map(str),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(NUMBER_TEXTS, min_size=1, max_size=20))
+@example(["-0", "1"]).via("integers: pandas reads -0 as 0")
+@example(["-0", "1.5"]).via("floats: pandas keeps -0.0")
+@example(["-0.0", "2", None]).via("missing values make floats")
+@example(["1.25", "-3", "1e5"]).via("Arrow reads it all")
+def test_text_read_by_arrow_is_read_as_pandas_reads_it(texts: list[Any]) -> None:
+    """Arrow-backed text (large CSV files) is parsed by Arrow; the kind, the numbers (bit for bit)
+    and the refusals are those of pandas' reading of the same text (object columns)."""
+    arrow, plain = (pd.Series(texts, dtype=t) for t in (pd.StringDtype("pyarrow", na_value=np.nan), object))
+    assert infer_kind(arrow) == infer_kind(plain)
+    schema = FeatureSchema([Feature("x", "numeric")])
+    try:
+        expected = schema.encode_frame(pd.DataFrame({"x": plain}), source="t")
+    except DataError as exc:
+        with pytest.raises(DataError) as caught:
+            schema.encode_frame(pd.DataFrame({"x": arrow}), source="t")
+        assert str(caught.value) == str(exc)
+        return
+    got = schema.encode_frame(pd.DataFrame({"x": arrow}), source="t")
+    assert got.tobytes() == expected.tobytes()

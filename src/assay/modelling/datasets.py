@@ -239,10 +239,9 @@ def read_labelled(
 
 def id_strings(ids: np.ndarray) -> np.ndarray:
     """``ids`` as an object array of ``str`` (as read, ids already are one: then not copied)."""
-    ids = np.asarray(ids, dtype=object)
-    if all(type(i) is str for i in ids):
+    if ids.dtype == object and pd.api.types.infer_dtype(ids, skipna=False) == "string":
         return ids
-    return ids.astype(str).astype(object)
+    return np.asarray(ids).astype(str).astype(object)
 
 
 def rows_where(frame: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:

@@ -26,6 +26,7 @@ from assay.modelling.datasets import (
     check_labels,
     feature_kinds,
     fingerprint,
+    id_strings,
     read_labelled,
     rows_where,
 )
@@ -101,7 +102,7 @@ def prepare(
         test_frame=test_data.frame,
         fingerprint=_excluded_fingerprint(source_fingerprint, exclusion, excluded),
         source_fingerprint=source_fingerprint,
-        ids=train_data.ids.astype(str),
+        ids=id_strings(train_data.ids),
         read_rows=read_rows,
         excluded_rows=excluded,
         exclusions_through=exclusion.through if exclusion is not None else 0,
@@ -163,7 +164,7 @@ def _without(data: LabelledData, exclusion: Exclusion | None) -> tuple[LabelledD
     """``data`` less the rows of forgotten items, and how many went."""
     if exclusion is None:
         return data, 0
-    drop = exclusion.mask(data.ids.astype(str))
+    drop = exclusion.mask(data.ids)  # strings already: a text copy of a million ids costs
     n = int(drop.sum())
     if not n:
         return data, 0
