@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pickle
+from datetime import UTC, datetime
 from pathlib import Path
 
 import lightgbm
@@ -31,6 +32,7 @@ from assay.registry.artifacts import (
     sha256_file,
     write_json,
 )
+from assay.registry.files import json_bytes
 
 KINDS = ("lightgbm", "hgb", "rf", "lr")
 CATEGORICAL = 3
@@ -414,3 +416,30 @@ def test_write_json_is_sorted_strict_and_hashed(tmp_path):
         write_json(tmp_path / "nan.json", {"auc": float("nan")})
     assert not (tmp_path / "nan.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["e.json"]  # no temp file left behind
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": [1.0, 2.0, float("inf")]},
+        {"a": {"b": [0.5, {"c": float("-inf")}]}},
+        {"a": np.array([0.1, np.nan])},
+        {"a": (1, np.float32("nan"))},
+        [1e308, 1e308, float("nan")],
+    ],
+)
+def test_json_refuses_nan_and_infinities_anywhere(value):
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        json_bytes(value)
+
+
+def test_json_writes_what_the_stdlib_reads_back_equal():
+    value = {
+        "tables": {"t": [0.0, 4.999999999999449e-05, 1e-07, 1e308, 1e308, -0.0]},
+        "big": 2**70,
+        "é": "\u2028",
+    }
+    assert json.loads(json_bytes(value)) == value
+    assert json_bytes(value).endswith(b"}\n") and b'\n  "big": ' in json_bytes(value)  # sorted, indented
+    with pytest.raises(TypeError):
+        json_bytes({"when": datetime.now(UTC)})  # no JSON form: refused, not written as text

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from assay.errors import ArtifactError
 
@@ -52,20 +54,53 @@ def sha256_file(path: Path) -> str:
 
 
 def write_json(path: Path, obj: Any) -> str:
-    """Write ``obj`` as sorted, indented JSON (NaN/inf refused); return the file's sha256.
-
-    The stdlib encoder, not orjson: orjson silently writes NaN as null, and a metric that
-    turned into null would pass unnoticed.
-    """
+    """Write ``obj`` as sorted, indented JSON (NaN/inf refused); return the file's sha256."""
     return write_atomic(Path(path), json_bytes(obj))
+
+
+# orjson writes indented JSON 15x faster than the stdlib (whose indenting encoder is Python:
+# a second for a million-row evaluation's tables). Types JSON has no form for still reach
+# ``_json_default`` and are refused there.
+_ORJSON_OPTIONS = (
+    orjson.OPT_INDENT_2
+    | orjson.OPT_SORT_KEYS
+    | orjson.OPT_APPEND_NEWLINE
+    | orjson.OPT_NON_STR_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
 
 
 def json_bytes(obj: Any) -> bytes:
     """``obj`` as write_json writes it: sorted, indented UTF-8 JSON and a final newline; NaN/inf refused."""
-    text = json.dumps(
-        obj, sort_keys=True, allow_nan=False, indent=2, ensure_ascii=False, default=_json_default
-    )
-    return (text + "\n").encode("utf-8")
+    check_finite(obj)  # orjson would write them as null: a metric turned null would pass unnoticed
+    try:
+        return orjson.dumps(obj, default=_json_default, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:  # e.g. an integer past 64 bits, which the stdlib writes
+        text = json.dumps(
+            obj, sort_keys=True, allow_nan=False, indent=2, ensure_ascii=False, default=_json_default
+        )
+        return (text + "\n").encode("utf-8")
+
+
+def check_finite(value: Any) -> None:
+    """Refuse (``ValueError``) a NaN or an infinity anywhere in ``value``."""
+    if isinstance(value, float | np.floating):
+        if not math.isfinite(value):
+            raise ValueError(f"out of range float values are not JSON compliant: {value!r}")
+    elif isinstance(value, dict):
+        for item in value.values():
+            check_finite(item)
+    elif isinstance(value, list | tuple):
+        try:  # numbers only: one sum in C says they are all finite (unless it overflows)
+            if math.isfinite(sum(value)):
+                return
+        except (TypeError, OverflowError):
+            pass
+        for item in value:
+            check_finite(item)
+    elif isinstance(value, np.ndarray | np.generic):
+        check_finite(value.tolist())
 
 
 def _json_default(value: Any) -> Any:
