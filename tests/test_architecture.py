@@ -29,9 +29,9 @@ DOMAINS = {
     "unlearning",
 }
 # Top-level modules: the foundation any package may import (errors, settings, the home secret,
-# the pages' templates), the workspace (a home's store and registry, opened together), and the
-# quickstart example (a shell's).
-FOUNDATION = {"__init__", "errors", "settings", "home_secret", "templating"}
+# the pages' templates, the heap long operations freeze), the workspace (a home's store and
+# registry, opened together), and the quickstart example (a shell's).
+FOUNDATION = {"__init__", "errors", "settings", "home_secret", "templating", "heap"}
 COMPOSITION = {"workspace": {"registry", STORE}, "quickstart": set()}
 
 # Which domains each domain may import (besides store and the foundation).

@@ -17,6 +17,7 @@ from typing import Any
 
 from assay.engines.engine import Engine, LocalEngine
 from assay.errors import GateFailed, SpecError
+from assay.heap import frozen_heap
 from assay.modelling import mitigation
 from assay.modelling.assessment import operating_point_classes
 from assay.modelling.candidates import check_params, thread_limit
@@ -69,7 +70,7 @@ def train(
     say = RunProgress(progress or (lambda _m: None))
     started = time.perf_counter()
     # This process's own fits and predicts (the refit, evaluation) get the engine's cores too.
-    with thread_limit(engine.jobs):
+    with thread_limit(engine.jobs), frozen_heap():
         check_params(spec.source, spec.training.params, spec.seed)
         if spec.training.unlearning is not None and refit is None:
             raise SpecError(

@@ -35,6 +35,7 @@ import sqlalchemy as sa
 
 from assay.engines.engine import Engine as WorkEngine
 from assay.errors import AssayError, Conflict, InvalidInput
+from assay.heap import frozen_heap
 from assay.modelling.candidates import CANDIDATES
 from assay.modelling.datasets import read_once, read_table
 from assay.modelling.plots import figures_of
@@ -96,7 +97,7 @@ def check_ids(ids: Sequence[Any]) -> list[str]:
 def forget(f: Forgetting, models: Sequence[str], ids: Sequence[Any], *, actor: str) -> ForgetRequest:
     """Record a deletion request for ``ids`` under ``models`` and carry it out (see the module).
     The data files are parsed once: finding the ids and retraining read the same ones."""
-    with read_once():
+    with read_once(), frozen_heap():
         return carry_out(f, record(f, models, ids, actor=actor))
 
 
@@ -146,7 +147,8 @@ def resume(f: Forgetting, request_id: int) -> ForgetRequest:
     request = requests.get_request(f.engine, request_id)
     if request.status == requests.DONE:
         raise Conflict(f"deletion request {request_id} is already done", field="request")
-    return carry_out(f, request_id)
+    with frozen_heap():
+        return carry_out(f, request_id)
 
 
 def carry_out(f: Forgetting, request_id: int) -> ForgetRequest:
