@@ -3,6 +3,7 @@ uvicorn server with several workers following a promotion under load (/v2 is tes
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import httpx
 import jsonschema
 import lightgbm
 import numpy as np
+import orjson
 import pytest
 from click.testing import CliRunner
 from starlette.requests import Request
@@ -27,6 +29,7 @@ from assay.registry.artifacts import LIGHTGBM_FILE
 from assay.registry.importer import import_version
 from assay.serving import tokens
 from assay.settings import Settings
+from assay.web.api import BIG_BODY_BYTES
 from assay.web.app import create_app
 from assay.workspace import Workspace
 from tests.reviewing import Server
@@ -134,6 +137,54 @@ def test_request_errors_have_one_shape(
     client: AppClient, body: bytes, status: int, code: str, field: str
 ) -> None:
     assert_error(client.post("/v1/scores", content=body), status, code, field)
+    # A body over BIG_BODY_BYTES is read on the scoring thread: the same checks, the same errors.
+    padded = body + b" " * (BIG_BODY_BYTES + 1)
+    assert_error(client.post("/v1/scores", content=padded), status, code, field)
+
+
+def test_big_bodies_are_scored_like_small_ones(trained_home: Path) -> None:
+    settings = Settings.load(home=trained_home, environ={}, max_items_per_request=400)
+    items = edit_items(400, seed=5)
+    body = orjson.dumps({"models": ["damaging", "damaging@1"], "items": items[:200]})
+    assert len(body) > BIG_BODY_BYTES
+    with AppClient(create_app(settings)) as client:
+        big = client.post("/v1/scores", content=body).json()["scores"]
+        small = {}
+        for start in range(0, 200, 10):
+            part = {"models": ["damaging", "damaging@1"], "items": items[start : start + 10]}
+            small.update(client.post("/v1/scores", json=part).json()["scores"])
+        too_many = client.post("/v1/scores", json={"models": ["damaging", "damaging@1"], "items": items})
+    assert big == small and len(big) == 200
+    assert_error(too_many, 413, "too_many_items", "items")
+
+
+def test_scoring_threads_are_capped_at_the_cores(client: AppClient) -> None:
+    """With local I/O scoring only computes: one thread per core at a time, the others wait."""
+    svc = client.app.state.services
+    slots = svc.scorer.threads
+    running, most, lock = [0], [0], threading.Lock()
+    score = svc.scorer.score
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.1)
+        with lock:
+            running[0] -= 1
+        return score(*args, **kwargs)
+
+    svc.scorer.score = counted
+    items = edit_items(50)  # 50 items: scored on a thread
+    small = orjson.dumps({"models": ["damaging"], "items": items})
+    big = small + b" " * BIG_BODY_BYTES  # read on the thread too
+
+    async def together() -> list[int]:
+        requests = [client.http.post("/v1/scores", content=b) for b in [small, big] * (slots + 1)]
+        return [r.status_code for r in await asyncio.gather(*requests)]
+
+    assert client.portal.call(together) == [200] * 2 * (slots + 1)
+    assert most[0] == slots
 
 
 def test_item_errors_are_reported_on_the_item(client: AppClient) -> None:

@@ -197,16 +197,20 @@ class Scorer:
         models = {ref: self.table.model_or_error(ref) for ref in refs}
         parsed, contexts = parse_items(items)
         explain = check_explain(explain)
-        out: dict[str, dict[str, Any]] = {item_id: {} for item_id, _ in parsed}
+        answers: list[tuple[str, list[dict[str, Any]]]] = []
         for ref, served in models.items():
             if isinstance(served, AssayError):
-                failure = {"error": served.to_dict()}
-                for item_id, _ in parsed:
-                    out[item_id][ref] = failure
+                answers.append((ref, [{"error": served.to_dict()}] * len(parsed)))
                 continue
             results = self._score_model(served, parsed, features=features, explain=explain, contexts=contexts)
-            for (item_id, _), result in zip(parsed, results, strict=True):
-                out[item_id][ref] = result if isinstance(result, dict) else {"error": result.to_dict()}
+            answers.append((ref, [r if isinstance(r, dict) else {"error": r.to_dict()} for r in results]))
+        if len(answers) == 1:  # the usual request: one model
+            ref, answer = answers[0]
+            return {"scores": {item_id: {ref: a} for (item_id, _), a in zip(parsed, answer, strict=True)}}
+        out: dict[str, dict[str, Any]] = {item_id: {} for item_id, _ in parsed}
+        for ref, answer in answers:
+            for (item_id, _), a in zip(parsed, answer, strict=True):
+                out[item_id][ref] = a
         return {"scores": out}
 
     def score_one(
@@ -333,52 +337,53 @@ class Scorer:
     ) -> list[dict[str, Any] | AssayError]:
         """One result per item, in order: a score dict or the item's error.
 
-        ``contexts`` (item id -> declared context) decide a version's per-group thresholds."""
+        ``contexts`` (item id -> declared context) decide a version's per-group thresholds.
+        Each pass over the items shows in a 1,000-item request: the usual items (all their
+        features, no context) take one pass to their records and none to their failures."""
         plain = not features and not explain  # only plain scores come from / go to the cache
         declared = contexts if served.groups is not None and contexts else {}
-        results: list[dict[str, Any] | AssayError | None] = (
-            self._cached(served, items, declared) if plain and read_cache else [None] * len(items)
-        )
+        results: list[dict[str, Any] | AssayError | None] = [None] * len(items)
+        # Id-only items without a declared context: their scores come from and go to the cache.
+        id_only = [i for i, (item_id, f) in enumerate(items) if f is None and item_id not in declared]
+        hits = self._cached(served, items, id_only, results) if id_only and plain and read_cache else 0
+        scored: list[int] = []
         records, where = self._records(served, items, results)
         if records:
             X, errors = served.encoder.encode(records)
-            groups = row_groups(served.groups, X, [declared.get(items[i][0]) for i in where])
-            for k, (error, group) in enumerate(zip(errors, groups, strict=True)):
-                if error is not None:
-                    results[where[k]] = error
-                elif isinstance(group, InvalidInput):
-                    results[where[k]] = group
-            good = [k for k in range(len(records)) if results[where[k]] is None]
-            if good:
-                Xg = X if len(good) == len(records) else X[good]
-                ids = [items[where[k]][0] for k in good]
-                chosen = [g if isinstance(g, str) else None for g in (groups[k] for k in good)]
-                scores = self._scores(served, Xg, ids, features, explain, chosen)
-                to_cache: dict[str, dict[str, Any]] = {}
-                for k, score in zip(good, scores, strict=True):
-                    i = where[k]
+            groups = (
+                None
+                if served.groups is None
+                else row_groups(served.groups, X, [declared.get(items[i][0]) for i in where])
+            )
+            scored, X, chosen = _usable(results, where, X, errors, groups)
+            if scored:
+                scores = self._scores(served, X, [items[i][0] for i in scored], features, explain, chosen)
+                for i, score in zip(scored, scores, strict=True):
                     results[i] = score
-                    if items[i][1] is None and items[i][0] not in declared:
-                        key = score_key(served.name, served.version, items[i][0])
-                        to_cache[key] = score if plain else _base(score)
-                if to_cache:
-                    self.cache.set_many(to_cache)
+                if id_only:
+                    fresh = dict(zip(scored, scores, strict=True))
+                    key = served.name, served.version
+                    to_cache = {
+                        score_key(*key, items[i][0]): fresh[i] if plain else _base(fresh[i])
+                        for i in id_only
+                        if i in fresh
+                    }
+                    if to_cache:
+                        self.cache.set_many(to_cache)
         if self.observer is not None:
-            failed = sum(isinstance(r, AssayError) for r in results)
-            self.observer.items_scored(served.name, served.version, len(items) - failed, failed)
+            ok = hits + len(scored)
+            self.observer.items_scored(served.name, served.version, ok, len(items) - ok)
         return results  # type: ignore[return-value]
 
     def _cached(
         self,
         served: ServedModel,
         items: Sequence[tuple[str, Mapping[str, Any] | AssayError | None]],
-        declared: Mapping[str, Any],
-    ) -> list[dict[str, Any] | AssayError | None]:
-        """The cached score of every id-only item that has one (and no declared context); None elsewhere."""
-        results: list[dict[str, Any] | AssayError | None] = [None] * len(items)
-        id_only = [i for i, (item_id, f) in enumerate(items) if f is None and item_id not in declared]
-        if not id_only:
-            return results
+        id_only: list[int],
+        results: list[dict[str, Any] | AssayError | None],
+    ) -> int:
+        """Fill ``results`` with the cached score of each of the ``id_only`` items that has one;
+        returns how many had one."""
         keys = [score_key(served.name, served.version, items[i][0]) for i in id_only]
         hits = 0
         for i, hit in zip(id_only, self.cache.get_many(keys), strict=True):
@@ -387,7 +392,7 @@ class Scorer:
                 hits += 1
         if self.observer is not None:
             self.observer.cache_lookups(hits, len(id_only) - hits)
-        return results
+        return hits
 
     def _records(
         self,
@@ -395,38 +400,45 @@ class Scorer:
         items: Sequence[tuple[str, Mapping[str, Any] | AssayError | None]],
         results: list[dict[str, Any] | AssayError | None],
     ) -> tuple[list[Mapping[str, Any]], list[int]]:
-        """The feature record of every item still without a result, and where each belongs.
+        """The feature record of every item still without a result, and where each belongs
+        (in item order).
 
         An item whose record cannot be made (no stored features, an unknown feature) gets its
         error in ``results`` instead.
         """
         names = served.name_set
-        # Items that need their features looked up: id-only misses and partial "inject" items.
-        lookup_ids = [
-            item_id
-            for (item_id, supplied), result in zip(items, results, strict=True)
-            if result is None
-            and (supplied is None or (not isinstance(supplied, AssayError) and not names <= supplied.keys()))
-        ]
-        stored = self.features.lookup(served.name, lookup_ids) if lookup_ids else {}
         records: list[Mapping[str, Any]] = []
         where: list[int] = []
-        for i, (item_id, supplied) in enumerate(items):
+        others: list[int] = []  # id-only misses and partial "inject" items: stored features needed
+        for i, (_, supplied) in enumerate(items):
             if results[i] is not None:
                 continue
             if type(supplied) is dict and supplied.keys() == names:
                 # Every feature and nothing else, the usual item: used as sent (features_of's first case).
                 records.append(supplied)
                 where.append(i)
-                continue
-            if isinstance(supplied, AssayError):
+            elif isinstance(supplied, AssayError):
                 results[i] = supplied
-                continue
+            else:
+                others.append(i)
+        if not others:
+            return records, where
+        lookup_ids = [
+            items[i][0]
+            for i in others
+            if items[i][1] is None or not names <= items[i][1].keys()  # type: ignore[union-attr]
+        ]
+        stored = self.features.lookup(served.name, lookup_ids) if lookup_ids else {}
+        for i in others:
+            item_id, supplied = items[i]
             try:
-                records.append(features_of(served, item_id, supplied, stored.get(item_id)))
+                records.append(features_of(served, item_id, supplied, stored.get(item_id)))  # type: ignore[arg-type]
                 where.append(i)
             except AssayError as exc:
                 results[i] = exc
+        if len(others) < len(where):  # both kinds: back in item order
+            order = sorted(range(len(where)), key=where.__getitem__)
+            records, where = [records[k] for k in order], [where[k] for k in order]
         return records, where
 
     def _scores(
@@ -498,6 +510,32 @@ class Scorer:
 
 
 # --- helpers -------------------------------------------------------------------
+
+
+def _usable(
+    results: list[dict[str, Any] | AssayError | None],
+    where: list[int],
+    X: np.ndarray,
+    errors: list[AssayError | None],
+    groups: list[str | InvalidInput | None] | None,
+) -> tuple[list[int], np.ndarray, list[str | None] | None]:
+    """The encoded rows that can be scored: (their items, their rows, their groups); the others'
+    errors (a bad value, an unknown group) go into ``results``."""
+    if groups is None and errors.count(None) == len(errors):
+        return where, X, None  # the usual request: nothing wrong, nothing to decide per group
+    good = []
+    for k, error in enumerate(errors):
+        group = groups[k] if groups is not None else None
+        if error is not None:
+            results[where[k]] = error
+        elif isinstance(group, InvalidInput):
+            results[where[k]] = group
+        else:
+            good.append(k)
+    chosen = (
+        None if groups is None else [g if isinstance(g, str) else None for g in (groups[k] for k in good)]
+    )
+    return [where[k] for k in good], X if len(good) == len(where) else X[good], chosen
 
 
 def _base(score: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
+from anyio import CapacityLimiter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -38,6 +39,10 @@ T = TypeVar("T")
 
 # Requests with at most this many (item, model) pairs run on the event loop when all I/O is local.
 INLINE_WORK = 16
+# A POST /v1/scores body larger than this is parsed on the scoring thread, not on the event loop:
+# parsing a 1,000-item body (~150 KB) takes about a millisecond, which would hold up every other
+# connection, and its objects would wait on the loop for a thread. 16 single items are ~5 KB.
+BIG_BODY_BYTES = 32 * 1024
 # Statistics left out of GET /v1/models/{name}: long curves and the full threshold table
 # (ask threshold queries instead).
 _BULKY_STATS = ("thresholds", "pr_curve", "roc_curve")
@@ -59,6 +64,10 @@ class Services:
     features: FeatureTable
     metrics: Metrics
     local_io: bool  # in-process cache and a SQLite store: lookups never wait on the network
+    # Scoring threads that may run at once when all I/O is local (then scoring only computes):
+    # one per core. More only take turns holding the interpreter, each with its request's objects
+    # out of the caches and in the collector's way. None: anyio's default (work waits on the network).
+    scoring_slots: CapacityLimiter | None = None
 
 
 def services(request: Request) -> Services:
@@ -165,7 +174,7 @@ async def run_scoring(
     svc = services(request)
     if work <= INLINE_WORK and svc.local_io and not explain and svc.scorer.warm(refs):
         return fn(*args)
-    return await in_thread(fn, *args, timeout_s=svc.settings.scoring_timeout_s)
+    return await in_thread(fn, *args, timeout_s=svc.settings.scoring_timeout_s, limiter=svc.scoring_slots)
 
 
 async def require_token(request: Request) -> tokens.TokenInfo:
@@ -179,13 +188,26 @@ async def require_token(request: Request) -> tokens.TokenInfo:
 # --- /v1 ------------------------------------------------------------------------------
 
 
-async def post_scores(request: Request) -> Response:
-    svc = services(request)
-    payload = json_object(await read_json(request), _SCORE_KEYS, required=("models", "items"))
+def score_request(payload: Any, svc: Services) -> tuple[list[str], list[Any], bool, int]:
+    """(model references, items, features, explain) of a ``POST /v1/scores`` body, checked."""
+    payload = json_object(payload, _SCORE_KEYS, required=("models", "items"))
     refs = model_refs(payload["models"])
     items = bounded_list(payload["items"], "items", svc.settings.max_items_per_request, per=len(refs))
-    features = body_flag(payload, "features")
-    explain = check_explain(payload.get("explain", False))
+    return refs, items, body_flag(payload, "features"), check_explain(payload.get("explain", False))
+
+
+async def post_scores(request: Request) -> Response:
+    svc = services(request)
+    body = await request.body()
+    if len(body) > BIG_BODY_BYTES:
+        # Parsed, scored and written out on the scoring thread: the event loop only moves bytes.
+        def whole() -> bytes:
+            refs, items, features, explain = score_request(parse_json(body), svc)
+            return orjson.dumps(svc.scorer.score(refs, items, features=features, explain=explain))
+
+        answer = await in_thread(whole, timeout_s=svc.settings.scoring_timeout_s, limiter=svc.scoring_slots)
+        return Response(answer, media_type="application/json")
+    refs, items, features, explain = score_request(parse_json(body), svc)
 
     def score() -> dict[str, Any]:
         return svc.scorer.score(refs, items, features=features, explain=explain)

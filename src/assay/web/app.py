@@ -126,13 +126,15 @@ async def _lifespan(app: Starlette, *, settings: Settings, metrics: Metrics) -> 
     try:
         watcher.start()
         await anyio.to_thread.run_sync(scorer.refresh)
+        local_io = not settings.redis_url and settings.store_url.startswith("sqlite")
         app.state.services = api.Services(
             settings=settings,
             workspace=workspace,
             scorer=scorer,
             features=features,
             metrics=metrics,
-            local_io=not settings.redis_url and settings.store_url.startswith("sqlite"),
+            local_io=local_io,
+            scoring_slots=anyio.CapacityLimiter(scorer.threads) if local_io else None,
         )
         app.state.workspace, app.state.scorer, app.state.watch = workspace, scorer, watch
         if settings.grpc_port:  # the Open Inference Protocol over gRPC, on the same services

@@ -180,13 +180,16 @@ def _client_key(scope: Scope) -> str:
     return client[0] if client else "unknown"
 
 
-async def in_thread(fn: Callable[..., T], *args: Any, timeout_s: float) -> T:
-    """Run blocking work on a worker thread; ``ScoringTimeout`` (504) when it takes over ``timeout_s``.
+async def in_thread(
+    fn: Callable[..., T], *args: Any, timeout_s: float, limiter: anyio.CapacityLimiter | None = None
+) -> T:
+    """Run blocking work on a worker thread; ``ScoringTimeout`` (504) when it takes over ``timeout_s``
+    (waiting for a slot of ``limiter`` included; None: anyio's default limiter).
 
     The thread cannot be stopped; its result is dropped when the deadline passes.
     """
     try:
         with anyio.fail_after(timeout_s):
-            return await anyio.to_thread.run_sync(lambda: fn(*args), abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(lambda: fn(*args), abandon_on_cancel=True, limiter=limiter)
     except TimeoutError:
         raise ScoringTimeout(f"scoring took longer than {timeout_s:g}s") from None
