@@ -6,6 +6,7 @@ import gc
 import logging
 import math
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -341,6 +342,44 @@ def test_big_batches_are_split_over_threads_in_order(trained_workspace: Workspac
             assert_same_score(a[item["id"]]["damaging"], b[item["id"]]["damaging"])
     finally:
         parallel.close()
+
+
+def test_a_batch_is_split_only_while_no_other_batch_holds_the_cores(trained_workspace: Workspace) -> None:
+    scorer = Scorer(
+        trained_workspace.registry, FeatureTable(trained_workspace.engine), MemoryCache(0), threads=2
+    )
+    served = scorer.model("damaging")
+    X = served.encoder.encode([item["features"] for item in edit_items(600)])[0]
+    first_in, release = threading.Event(), threading.Event()
+    calls: list[tuple[str, int]] = []
+
+    class Held:  # the served model, its pool chunks held until the second batch was predicted
+        keys = served.keys
+
+        def predict(self, rows: np.ndarray) -> np.ndarray:
+            name = threading.current_thread().name
+            calls.append((name, len(rows)))
+            if name.startswith("assay-predict"):
+                first_in.set()
+                assert release.wait(10)
+            return served.predict(rows)
+
+    held = Held()
+    try:
+        with ThreadPoolExecutor(1) as other:
+            first = other.submit(scorer._predict, held, X)  # type: ignore[arg-type]
+            assert first_in.wait(10)
+            second = scorer._predict(held, X)  # type: ignore[arg-type]
+            assert calls[-1] == (threading.current_thread().name, 600)  # whole, on its own thread
+            release.set()
+            np.testing.assert_array_equal(first.result(), second)
+        assert sorted(n for name, n in calls if name.startswith("assay-predict")) == [300, 300]
+        calls.clear()
+        scorer._predict(held, X)  # type: ignore[arg-type]
+        assert sorted(n for _, n in calls) == [300, 300]  # the cores are free again: split
+    finally:
+        release.set()
+        scorer.close()
 
 
 def test_score_columns_agrees_with_items_and_is_all_or_nothing(scorer: Scorer) -> None:

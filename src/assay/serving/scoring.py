@@ -121,6 +121,7 @@ class Scorer:
         self.table = ModelTable(registry, observer)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._batches_now = 0  # big batches being predicted now
         # Names this scorer in the notices it publishes: it has dropped those scores already, and
         # dropping them again when its own notice comes back would also drop scores computed since.
         self._origin = uuid.uuid4().hex
@@ -178,9 +179,19 @@ class Scorer:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="assay-predict")
             pool = self._pool
-        size = min(-(-len(X) // self.threads), _MAX_CHUNK_ROWS)
-        chunks = [X[i : i + size] for i in range(0, len(X), size)]
-        return np.vstack(list(pool.map(served.predict, chunks)))
+            busy = self._batches_now
+            self._batches_now += 1
+        try:
+            if busy:
+                # Another batch has the cores: splitting this one too would only queue its chunks
+                # behind that one's and add a hand-over of the interpreter per chunk.
+                return served.predict(X)
+            size = min(-(-len(X) // self.threads), _MAX_CHUNK_ROWS)
+            chunks = [X[i : i + size] for i in range(0, len(X), size)]
+            return np.vstack(list(pool.map(served.predict, chunks)))
+        finally:
+            with self._pool_lock:
+                self._batches_now -= 1
 
     # --- scoring -----------------------------------------------------------------
 
