@@ -46,7 +46,7 @@ class StoreLog(LogStore):
             for lo in range(0, n, CHUNK_ROWS):
                 hi = min(lo + CHUNK_ROWS, n)
                 chunk_ids = item_ids[lo:hi] if item_ids is not None else None
-                if chunk_ids is not None and all(i is None for i in chunk_ids):
+                if chunk_ids is not None and chunk_ids.count(None) == len(chunk_ids):  # C speed: 65k ids
                     chunk_ids = None
                 key = conn.execute(
                     sa.insert(tables.prediction_log).values(
