@@ -8,10 +8,8 @@ the run."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pandas as pd
@@ -98,31 +96,6 @@ def test_a_parquet_folder_scored_by_ray_actors(
     )
     expected = expected.sort_values("id", key=lambda s: s.astype(int)).reset_index(drop=True)
     pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False)
-
-
-class _ThreadsSeen:
-    def __init__(self, threads: int | None) -> None:
-        self.threads = threads
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({"id": batch["id"], "threads": self.threads, "actor": os.getpid()})
-
-
-@pytest.mark.parametrize("workers", [2, 0])
-def test_each_ray_actor_is_told_to_use_the_one_core_it_holds(
-    ray_engine: Any, tmp_path: Path, workers: int
-) -> None:
-    source = tmp_path / "in"
-    source.mkdir()
-    for part in range(4):
-        pd.DataFrame({"id": range(part * 100, part * 100 + 100)}).to_parquet(source / f"p{part}.parquet")
-    rows = ray_engine.map_parquet(_ThreadsSeen, {}, source, tmp_path / "out", workers=workers, batch_rows=50)
-    out = pd.read_parquet(tmp_path / "out")
-    assert rows == 400 and sorted(out["id"]) == list(range(400))
-    assert (out["threads"] == 1).all()
-    # 0 workers: as many as the cluster's cores less the one kept for reading and writing
-    most = workers or max(int(ray.cluster_resources()["CPU"]) - 1, 1)
-    assert 1 <= out["actor"].nunique() <= most
 
 
 def test_a_monitoring_report_on_ray_equals_the_local_one(

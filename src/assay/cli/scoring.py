@@ -187,12 +187,7 @@ def _check_grpc(settings: Settings) -> None:
     help="api: the HTTP API's answer (binary: true/false); classes: columns named by the model's classes.",
 )
 @click.option("--engine", type=click.Choice(ENGINES), default=None, help="For a folder (ASSAY_ENGINE).")
-@click.option(
-    "--workers",
-    type=click.IntRange(1),
-    default=None,
-    help="For a folder on Ray: actors, one core each (default: the cluster's cores less one).",
-)
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="For a folder.")
 @pass_workspace
 def score_command(
     ws: Workspace,
@@ -203,7 +198,7 @@ def score_command(
     header: bool,
     log_scores: bool,
     engine: str | None,
-    workers: int | None,
+    workers: int,
     keys: str,
 ) -> None:
     """Score every row of a file, or of a folder of Parquet files, with MODEL (name, name@3 or name@alias).
@@ -219,7 +214,7 @@ def score_command(
 
     if Path(input_path).is_dir():
         folder = Path(input_path), Path(output_path)
-        _score_folder(ws, model, *folder, id_column, engine, workers or 0, keys, log_scores)
+        _score_folder(ws, model, *folder, id_column, engine, workers, keys, log_scores)
         return
     from assay.monitoring.log import open_log
 

@@ -37,15 +37,9 @@ ENGINES = ("local", "ray")
 
 
 class BatchFunction(Protocol):
-    """Built once per worker (``cls(threads=N, **kwargs)``), then called with each batch of rows; its
+    """Built once per worker (``cls(**kwargs)``), then called with each batch of rows; its
     ``close()``, if it has one, is called when the worker is done where the engine can (the
-    local engine does; Ray stops its actors), so a batch must leave nothing unfinished.
-
-    ``threads`` is the cores the worker holds, for its own thread pools: ``None`` for every core
-    of the machine (the local engine's one worker); a Ray actor gets what it reserved, so actors
-    packed onto a node by their CPU requests do not each start a thread per core of it."""
-
-    def __init__(self, *, threads: int | None, **kwargs: Any) -> None: ...
+    local engine does; Ray stops its actors), so a batch must leave nothing unfinished."""
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame: ...
 
@@ -133,8 +127,7 @@ class Engine(ABC):
         batch_rows: int,
     ) -> int:
         """Write ``function(**kwargs)(batch)`` of every batch of ``source``'s Parquet files as Parquet
-        files in ``dest``, with ``workers`` workers (0: as many as the engine's cores allow);
-        returns the rows written."""
+        files in ``dest``, with ``workers`` workers; returns the rows written."""
         return self.stream(ParquetJob(function, kwargs, source, dest, workers, batch_rows))
 
     @abstractmethod
@@ -160,7 +153,7 @@ class LocalEngine(Engine):
         import pyarrow.dataset as pads
         import pyarrow.parquet as pq
 
-        apply = job.function(threads=None, **job.kwargs)
+        apply = job.function(**job.kwargs)
         job.dest.mkdir(parents=True, exist_ok=True)
         written = 0
         try:

@@ -40,17 +40,13 @@ class RayEngine(Engine):
         # A core per actor, but never all of them: reading and writing need one, or the job
         # waits forever for a core its own actors hold (a two-core machine, two workers).
         cores = float(self.ray.cluster_resources().get("CPU", 1.0))
-        workers = job.workers or max(int(cores) - 1, 1)
-        # Each actor predicts on the one thread its (at most one) CPU pays for: Ray places
-        # actors by what they reserve, and an actor threading over every core of its node would
-        # fight the node's other actors for them. More throughput is more workers.
         scored = data.map_batches(
             job.function,
-            fn_constructor_kwargs={"threads": 1, **job.kwargs},
+            fn_constructor_kwargs=dict(job.kwargs),
             batch_format="pandas",
             batch_size=job.batch_rows,
-            compute=self.ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=min(1.0, max((cores - 1) / workers, 0.1)),
+            compute=self.ray.data.ActorPoolStrategy(size=job.workers),
+            num_cpus=min(1.0, max((cores - 1) / job.workers, 0.1)),
         )
         with warnings.catch_warnings():
             # An input of fewer blocks than workers leaves actors idle, which Ray warns about; it

@@ -47,8 +47,7 @@ LogOpener = Callable[..., BatchLog | None]
 
 
 class FrameScoring:
-    """Built once per worker: the workspace, a scorer (logging when ``log``; predicting on
-    ``threads`` threads, None: every core), the version loaded."""
+    """Built once per worker: the workspace, a scorer (logging when ``log``), the version loaded."""
 
     def __init__(
         self,
@@ -57,7 +56,6 @@ class FrameScoring:
         id_column: str,
         keys: str = "classes",
         log: LogOpener | None = None,
-        threads: int | None = None,
     ) -> None:
         from assay.workspace import Workspace  # the composition root: opened here, in the worker
 
@@ -65,9 +63,7 @@ class FrameScoring:
         # A whole batch is queued at once: nothing waits on the log but the batch itself.
         self.log = log(self.workspace.log, settings, queue_rows=2**62) if log is not None else None
         features = FeatureTable(self.workspace.engine)
-        self.scorer = Scorer(
-            self.workspace.registry, features, MemoryCache(0), threads=threads, prediction_log=self.log
-        )
+        self.scorer = Scorer(self.workspace.registry, features, MemoryCache(0), prediction_log=self.log)
         self.ref, self.id_column, self.keys = ref, id_column, keys
         self.scorer.model(ref)  # load it now, not on the first batch
 
@@ -93,18 +89,17 @@ def score_parquet(
     *,
     id_column: str,
     engine: Engine,
-    workers: int = 0,
+    workers: int,
     batch_rows: int = BATCH_ROWS,
     keys: str = "classes",
     log: LogOpener | None = None,
 ) -> tuple[str, int]:
     """Score every row of the Parquet files under ``source`` into ``dest``; (version ref, rows).
-    ``workers``: the engine's workers, 0 for as many as its cores allow.
     ``log``: opens each worker's prediction log, where the scores go too (sampled by ``log_sample``)."""
     if dest.exists() and any(dest.iterdir()):
         raise InvalidInput(f"{dest}: the output folder must be empty or new", field="--output")
     pinned = scorer.model(ref).loaded.record.ref  # name@N: every worker scores the same version
     kwargs = {"settings": settings, "ref": pinned, "id_column": id_column, "keys": keys, "log": log}
     return pinned, engine.map_parquet(
-        FrameScoring, kwargs, source, dest, workers=max(workers, 0), batch_rows=batch_rows
+        FrameScoring, kwargs, source, dest, workers=max(workers, 1), batch_rows=batch_rows
     )
