@@ -162,15 +162,19 @@ def test_scoring_threads_are_capped_at_the_cores(client: AppClient) -> None:
     """With local I/O scoring only computes: one thread per core at a time, the others wait."""
     svc = client.app.state.services
     slots = svc.scorer.threads
-    running, most, lock = [0], [0], threading.Lock()
+    running, most, changed = [0], [0], threading.Condition()
     score = svc.scorer.score
 
     def counted(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        with lock:
+        with changed:
             running[0] += 1
             most[0] = max(most[0], running[0])
+            changed.notify_all()
+            # Stay until every slot is taken (a loaded machine may start threads late), then a
+            # while longer, so a request let through past the cap would be seen running too.
+            changed.wait_for(lambda: running[0] >= slots, timeout=5)
         time.sleep(0.1)
-        with lock:
+        with changed:
             running[0] -= 1
         return score(*args, **kwargs)
 
