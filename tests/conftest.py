@@ -30,6 +30,7 @@ from assay.store.log_files import ParquetLog
 from assay.store.log_store import LogStore
 from assay.store.log_tables import StoreLog
 from assay.workspace import Workspace
+from tests.browser import chromium
 
 EDITQUALITY = Path(__file__).resolve().parents[2] / "shared" / "data" / "editquality"
 # The data's columns, as the example spec names them (one list for the whole repository).
@@ -387,3 +388,9 @@ def editquality() -> Path:
     if not (EDITQUALITY / "enwiki.features_reverted.training.20k_2015.tsv.bz2").is_file():
         pytest.skip("../shared/data/editquality is not present")
     return EDITQUALITY
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium, launched for one test (skipped where it is not installed)."""
+    yield from chromium()

@@ -5,7 +5,6 @@ Screenshots go to ``test-output/screenshots/`` for a person to look at."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -16,24 +15,10 @@ import pytest
 from assay.modelling.evaluation import evaluate
 from assay.modelling.fairness import FairnessOptions
 from assay.modelling.reports import model_card
+from tests.browser import shot
 from tests.modelling.test_reports import MITCHELL_SECTIONS, facts_for
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.is_file():
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium")
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def crowded_facts() -> dict[str, Any]:
@@ -62,8 +47,7 @@ def test_the_card_reads_cleanly_in_chromium(browser: Any, tmp_path: Path) -> Non
     page_file.write_text(model_card(crowded_facts()), encoding="utf-8")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(page_file.as_uri())
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "model-card.png"), full_page=True)
+    shot(page, "model-card")
     for section in MITCHELL_SECTIONS:
         assert page.locator(f"section#{section}").is_visible(), section
     # Nothing wider than the window: no sideways scrolling.

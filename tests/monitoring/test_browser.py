@@ -15,21 +15,17 @@ import pytest
 from assay.monitoring import checks
 from assay.settings import Settings
 from assay.workspace import Workspace
+from tests.browser import require_chromium, shot
 from tests.conftest import edits_frame
 from tests.monitoring.conftest import log_frame
 from tests.reviewing import PASSWORD, Server, users
-
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture
 def server(trained_home: Path, tmp_path: Path) -> Iterator[Server]:
-    if not CHROMIUM.is_file():
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium")
+    require_chromium()
     day = 86400.0
     start = (np.floor(time.time() / day) - 4) * day  # four whole days, the last ending today at 00:00
     frame = edits_frame(4 * 1440, seed=30)
@@ -44,20 +40,6 @@ def server(trained_home: Path, tmp_path: Path) -> Iterator[Server]:
     srv = Server(trained_home, tmp_path / "server.log", env={"ASSAY_MONITOR_INTERVAL_S": "0"}).start()
     yield srv
     srv.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
-def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_an_admin_reads_the_monitoring_pages(server: Server, browser) -> None:  # type: ignore[no-untyped-def]
@@ -78,7 +60,7 @@ def test_an_admin_reads_the_monitoring_pages(server: Server, browser) -> None:  
     assert row.locator(".state").inner_text() == "warning"
     # The inline styles the page carries are allowed by its policy (the badge is coloured).
     assert row.locator(".state").evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(255, 242, 214)"
-    _shot(page, "monitoring-01-models")
+    shot(page, "monitoring-01-models")
 
     page.click("#model-damaging h2 a")
     page.wait_for_url(re.compile(r"/review/monitoring/damaging$"))
@@ -87,7 +69,7 @@ def test_an_admin_reads_the_monitoring_pages(server: Server, browser) -> None:  
     assert "features flagged: words_added (2 windows)" in page.inner_text("pre.summary")
     drift_cell = page.locator("tr", has_text="words_added").filter(has_text="DRIFT").first.locator("td.drift")
     assert drift_cell.evaluate("e => getComputedStyle(e).color") == "rgb(179, 38, 30)"
-    _shot(page, "monitoring-02-report")
+    shot(page, "monitoring-02-report")
     page.click("text=← all monitored models")
     page.wait_for_url(re.compile(r"/review/monitoring$"))
     assert problems == []

@@ -17,27 +17,15 @@ import sqlalchemy as sa
 from assay.settings import Settings
 from assay.store import tables
 from assay.workspace import Workspace
+from tests.browser import require_chromium, shot
 from tests.reviewing import PASSWORD, Server, campaign, items_file, users
-
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def server(trained_home: Path, tmp_path: Path) -> Iterator[Server]:
-    if not CHROMIUM.is_file():
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium")
+    require_chromium()
     ws = Workspace.open(Settings.load(home=trained_home, environ={}))
     try:
         users(ws, "root", role="admin")
@@ -64,20 +52,6 @@ def server(trained_home: Path, tmp_path: Path) -> Iterator[Server]:
     srv.engine = engine  # type: ignore[attr-defined]
     yield srv
     srv.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
-def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def _log_in(browser, url: str, username: str):  # type: ignore[no-untyped-def]
@@ -128,13 +102,13 @@ def _label_workset(page, keys: list[str]) -> list[str]:  # type: ignore[no-untyp
 
 def test_two_reviewers_and_an_admin_in_chromium(server, browser):
     ana = _log_in(browser, server.url, "ana")
-    _shot(ana, "01-campaigns")
+    shot(ana, "01-campaigns")
     ana.click('a.button.primary:has-text("Review")')
     ana.click("#take-workset")
     ana.wait_for_selector("#item-id")
     assert "The model says" in ana.content() and "Why (for" in ana.content()
     assert ana.inner_text("#workset-progress") == "0 of 6"
-    _shot(ana, "02-item")
+    shot(ana, "02-item")
 
     # 1 = "False", 2 = "True", u = unsure, s = skip; the comment box takes typing without labelling.
     ana.keyboard.press("c")
@@ -144,7 +118,7 @@ def test_two_reviewers_and_an_admin_in_chromium(server, browser):
     seen_by_ana = _label_workset(ana, ["1", "2", "u", "s", "1", "2"])
     assert "Workset done" in ana.content()
     assert ana.inner_text("#workset-progress") == "6 of 6" and _counts(ana, "#campaign-progress")[0] == 4
-    _shot(ana, "03-workset-done")
+    shot(ana, "03-workset-done")
     skipped = seen_by_ana[3]
 
     with server.engine.connect() as conn:  # type: ignore[attr-defined]
@@ -175,7 +149,7 @@ def test_two_reviewers_and_an_admin_in_chromium(server, browser):
     assert skipped in seen_by_ben
     ben.click("#take-workset")
     ben.wait_for_selector("#item-id")
-    _shot(ben, "04-second-reviewer")
+    shot(ben, "04-second-reviewer")
 
     admin = _log_in(browser, server.url, "root")
     admin.click('a.button:has-text("Manage")')
@@ -183,7 +157,7 @@ def test_two_reviewers_and_an_admin_in_chromium(server, browser):
     assert re.fullmatch(r"-?\d\.\d{3}", admin.inner_text("#alpha"))
     assert "ana / ben" in admin.content()
     assert admin.inner_text("#label-count").startswith("10 of ")  # ana 4 (one unsure, one skip), ben 6
-    _shot(admin, "05-admin")
+    shot(admin, "05-admin")
 
     # A reviewer is turned away from the admin page.
     ana.goto(server.url + "/review/campaigns/c1")
@@ -192,7 +166,7 @@ def test_two_reviewers_and_an_admin_in_chromium(server, browser):
     ana.fill("textarea[name=rationale]", "A good-faith copy edit, not damage.")
     ana.click("text=Record judgment")
     ana.wait_for_selector("article.judgment")
-    _shot(ana, "06-judgments")
+    shot(ana, "06-judgments")
 
 
 def test_a_blind_campaign_shows_no_prediction_in_chromium(server, browser):
@@ -208,7 +182,7 @@ def test_a_blind_campaign_shows_no_prediction_in_chromium(server, browser):
     judged = ana.url
     text = ana.inner_text("main")
     assert "Reads like vandalism." in text and "predicted" not in text and "model said" not in text
-    _shot(ana, "07-blind-judgment")
+    shot(ana, "07-blind-judgment")
     admin = _log_in(browser, server.url, "root")
     admin.goto(judged)
     assert "model said" in admin.inner_text("main")  # admins may see it
@@ -259,11 +233,11 @@ def _reviewer_round(server, browser, width: str, scheme: str, labels_so_far: int
     assert "Vandalism, spam and blanking" in ana.inner_text("#guidelines")
     assert "The edit harms the article" in ana.inner_text("#label-form")
     _fits(ana)
-    _shot(ana, f"10-item-{width}-{scheme}")
+    shot(ana, f"10-item-{width}-{scheme}")
     # The keyboard help: ? opens it, Esc closes it.
     ana.keyboard.press("?")
     assert ana.is_visible("#help") and "Undo your last label" in ana.inner_text("#help")
-    _shot(ana, f"11-help-{width}-{scheme}")
+    shot(ana, f"11-help-{width}-{scheme}")
     ana.keyboard.press("Escape")
     assert not ana.is_visible("#help")
     # Label, then undo it with Z: the same item comes back.
@@ -281,7 +255,7 @@ def _reviewer_round(server, browser, width: str, scheme: str, labels_so_far: int
     ana.wait_for_selector("#my-labels")
     assert item in ana.inner_text("#my-labels")
     _fits(ana)
-    _shot(ana, f"12-my-labels-{width}-{scheme}")
+    shot(ana, f"12-my-labels-{width}-{scheme}")
     ana.context.close()
     return item
 
@@ -297,6 +271,6 @@ def _admin_round(server, browser, width: str, scheme: str, item: str) -> None:  
         admin.goto(server.url + path)
         assert admin.title() and "Error" not in admin.title()
         _fits(admin)
-        _shot(admin, f"{name}-{width}-{scheme}")
+        shot(admin, f"{name}-{width}-{scheme}")
     assert admin.is_visible("#item-context")
     admin.context.close()
