@@ -18,6 +18,7 @@ from assay.serving.groups import MISSING_GROUP, GroupDecision
 from assay.serving.scoring import Scorer
 from assay.workspace import Workspace
 from tests.servers import edit_items
+from tests.serving.test_scoring import ListSink
 
 SIDE = {
     "accuracy": 0.8,
@@ -174,8 +175,10 @@ def test_a_file_declares_the_group_in_its_column(mitigated_workspace: Workspace)
     assert set(no_column["threshold"]) == {record["fallback_threshold"]} and no_column["group"].isna().all()
     frame["user_is_anon"] = frame["user_is_anon"].astype(object)
     frame.loc[7, "user_is_anon"] = "maybe"
+    logged = ListSink()
+    scorer.prediction_log = logged
     with pytest.raises(
         InvalidInput, match=r"edits.csv: row 7: 'user_is_anon' has no group 'maybe'"
     ) as refused:
         scorer.score_frame("fairctx", frame, id_column="id")
-    assert refused.value.code == "unknown_group"
+    assert refused.value.code == "unknown_group" and logged.batches == []  # a refused file logs nothing

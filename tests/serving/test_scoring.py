@@ -25,6 +25,7 @@ from assay.registry.artifacts import load_model, save_model
 from assay.registry.loaded import LoadedModel
 from assay.registry.schema import FeatureSchema
 from assay.registry.versions import LOAD_CACHE_SIZE
+from assay.serving import scoring
 from assay.serving.cache import MemoryCache, RedisCache, score_key
 from assay.serving.features import FeatureTable
 from assay.serving.predictor import fast_predict
@@ -317,6 +318,40 @@ def test_score_frame_matches_json_scores(scorer: Scorer) -> None:
     ]
     assert multiclass["prediction"][0] in loaded.classes
     assert (out["version"] == 1).all()
+
+
+class ListSink:
+    """A prediction log that keeps what it is handed, in order."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list[str | None], np.ndarray, np.ndarray]] = []
+
+    def record(
+        self, model: str, version: int, ids: Any, X: np.ndarray, proba: np.ndarray, at: Any = None
+    ) -> None:
+        self.batches.append((list(ids), X.copy(), proba.copy()))
+
+
+def test_a_file_is_logged_a_slice_at_a_time_every_row_once(
+    trained_workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scoring, "_LOG_SLICE", 300)
+    sink = ListSink()
+    scorer = Scorer(
+        trained_workspace.registry,
+        FeatureTable(trained_workspace.engine),
+        MemoryCache(0),
+        prediction_log=sink,
+    )
+    frame = edits_frame(1000, seed=4)
+    out = scorer.score_frame("damaging", frame, id_column="rev_id")
+    assert [len(ids) for ids, _, _ in sink.batches] == [300, 300, 300, 100]
+    assert [i for ids, _, _ in sink.batches for i in ids] == out["id"].tolist()
+    X = scorer.model("damaging").loaded.schema.encode_frame(frame, source="f", strict=True)
+    np.testing.assert_array_equal(np.vstack([b[1] for b in sink.batches]), X)
+    logged = np.vstack([b[2] for b in sink.batches])
+    np.testing.assert_allclose(logged[:, scorer.model("damaging").loaded.classes.index("True")],
+                               out["probability_True"], rtol=0, atol=0)  # fmt: skip
 
 
 def test_big_batches_are_split_over_threads_in_order(trained_workspace: Workspace) -> None:

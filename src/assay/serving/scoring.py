@@ -82,6 +82,7 @@ log = logging.getLogger(__name__)
 # so one request or file uses every core as the model's own batch predict would.
 _PARALLEL_MIN_ROWS = 256
 _MAX_CHUNK_ROWS = 65_536
+_LOG_SLICE = 2 * _MAX_CHUNK_ROWS  # rows of a file predicted, then logged, at a time
 
 
 class PredictionSink(Protocol):
@@ -192,6 +193,22 @@ class Scorer:
         finally:
             with self._pool_lock:
                 self._batches_now -= 1
+
+    def _predict_logged(self, served: ServedModel, X: np.ndarray, ids: list[str] | None) -> np.ndarray:
+        """Probabilities of a file's rows, ``_LOG_SLICE`` rows at a time, each slice handed to the
+        prediction log (when ``ids``) as soon as it is predicted: the log's writer stores one
+        slice while the next is predicted, instead of all of them after the last."""
+        if ids is None or len(X) <= _LOG_SLICE:
+            proba = self._predict(served, X)
+            if ids is not None:
+                self._log(served, ids, X, proba)
+            return proba
+        parts = []
+        for lo in range(0, len(X), _LOG_SLICE):
+            part = self._predict(served, X[lo : lo + _LOG_SLICE])
+            self._log(served, ids[lo : lo + _LOG_SLICE], X[lo : lo + _LOG_SLICE], part)
+            parts.append(part)
+        return np.vstack(parts)
 
     # --- scoring -----------------------------------------------------------------
 
@@ -497,14 +514,12 @@ class Scorer:
         if id_column not in frame.columns:
             raise InvalidInput(f"{source}: no id column {id_column!r}", field="id_column")
         X = served.loaded.schema.encode_frame(frame, source=source, strict=True)
-        proba = self._predict(served, X)
+        groups = frame_groups(served.groups, frame, X, source)  # before any row is logged
         import pandas as pd  # batch files only: requests never need it
 
         out = pd.DataFrame({"id": frame[id_column].astype(str).to_numpy()})
-        if self.prediction_log is not None:
-            self._log(served, out["id"].tolist(), X, proba)
+        proba = self._predict_logged(served, X, out["id"].tolist() if self.prediction_log else None)
         classes = served.loaded.classes
-        groups = frame_groups(served.groups, frame, X, source)
         prediction = served.predictions(proba, groups)
         named = keys == "classes"
         if served.positive_index is not None and named:  # flagged or not, as the class it stands for
