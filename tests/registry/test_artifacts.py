@@ -429,8 +429,9 @@ def test_write_json_is_sorted_strict_and_hashed(tmp_path):
     ],
 )
 def test_json_refuses_nan_and_infinities_anywhere(value):
-    with pytest.raises(ValueError, match="not JSON compliant"):
-        json_bytes(value)
+    for compact in (False, True):
+        with pytest.raises(ValueError, match="not JSON compliant"):
+            json_bytes(value, compact=compact)
 
 
 def test_json_writes_what_the_stdlib_reads_back_equal():
@@ -441,5 +442,9 @@ def test_json_writes_what_the_stdlib_reads_back_equal():
     }
     assert json.loads(json_bytes(value)) == value
     assert json_bytes(value).endswith(b"}\n") and b'\n  "big": ' in json_bytes(value)  # sorted, indented
+    for small in ({**value, "big": 2**60}, value):  # orjson, then the stdlib's fallback
+        compact = json_bytes(small, compact=True)
+        assert json.loads(compact) == small
+        assert compact.startswith(b'{"big":') and b" " not in compact and b"\n" not in compact
     with pytest.raises(TypeError):
         json_bytes({"when": datetime.now(UTC)})  # no JSON form: refused, not written as text

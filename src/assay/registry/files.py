@@ -71,16 +71,23 @@ _ORJSON_OPTIONS = (
 )
 
 
-def json_bytes(obj: Any) -> bytes:
-    """``obj`` as write_json writes it: sorted, indented UTF-8 JSON and a final newline; NaN/inf refused."""
+_ORJSON_COMPACT = _ORJSON_OPTIONS & ~(orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+
+def json_bytes(obj: Any, *, compact: bool = False) -> bytes:
+    """``obj`` as write_json writes it: sorted, indented UTF-8 JSON and a final newline; NaN/inf
+    refused. ``compact``: no indentation, no spaces, no final newline (files of many numbers)."""
     check_finite(obj)  # orjson would write them as null: a metric turned null would pass unnoticed
     try:
-        return orjson.dumps(obj, default=_json_default, option=_ORJSON_OPTIONS)
-    except orjson.JSONEncodeError:  # e.g. an integer past 64 bits, which the stdlib writes
-        text = json.dumps(
-            obj, sort_keys=True, allow_nan=False, indent=2, ensure_ascii=False, default=_json_default
+        return orjson.dumps(
+            obj, default=_json_default, option=_ORJSON_COMPACT if compact else _ORJSON_OPTIONS
         )
-        return (text + "\n").encode("utf-8")
+    except orjson.JSONEncodeError:  # e.g. an integer past 64 bits, which the stdlib writes
+        layout: dict[str, Any] = {"separators": (",", ":")} if compact else {"indent": 2}
+        text = json.dumps(
+            obj, sort_keys=True, allow_nan=False, ensure_ascii=False, default=_json_default, **layout
+        )
+        return (text if compact else text + "\n").encode("utf-8")
 
 
 def check_finite(value: Any) -> None:
