@@ -19,6 +19,7 @@ and the read is never used.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import warnings
@@ -491,8 +492,15 @@ def _warn_on_version_mismatch(meta: dict[str, Any]) -> None:
 
 def library_versions() -> dict[str, str]:
     """The versions of the libraries that write and read models, by distribution name."""
-    # From the installed distributions' metadata: asking costs no import of the libraries.
-    return {name: version(name) for name in ("numpy", "pandas", "scikit-learn", "lightgbm", "skops")}
+    return dict(_installed_versions())
+
+
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    # From the installed distributions' metadata: asking costs no import of the libraries, but a
+    # search of every distribution folder (5 ms a time). Once a process: the libraries it has
+    # loaded stay the ones it runs.
+    return tuple((name, version(name)) for name in ("numpy", "pandas", "scikit-learn", "lightgbm", "skops"))
 
 
 def _qualified_name(cls: type) -> str:
