@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
+import json
 import os
 
 import lightgbm
@@ -14,7 +17,7 @@ from assay.modelling.selection import CandidateResult
 from assay.modelling.spec import UnlearningSpec
 from assay.modelling.spec_file import load_spec
 from assay.modelling.training import train
-from assay.registry.ensemble import ShardedPredictor, read_sharded
+from assay.registry.ensemble import ShardedPredictor, read_sharded, rows_digest
 from assay.unlearning.sharding import (
     assign,
     auto_shards,
@@ -196,3 +199,86 @@ def test_shards_fitted_side_by_side_equal_shards_fitted_one_by_one(workspace, tm
         fit_shards(data, params, old).texts
         == fit_shards(data, params, {**plan, "threads": os.cpu_count()}).texts
     )
+
+
+def test_a_version_keeps_its_shards_held_out_outputs_and_a_continuation_predicts_only_what_it_retrained(
+    workspace, tmp_path
+):
+    spec = load_spec(write_sharded_spec(tmp_path / "data", shards=4, slices=2))
+    record = train(spec, workspace.registry, refit=sharded_refit).record
+    assert "held-out.npy" in record.manifest
+    data = prepare(spec, None, lambda _m: None)
+    old = read_sharded(record.directory, record.manifest)
+    assert old.held_out is not None and old.held_out.rows == rows_digest(data.X_test)
+    boosters = [lightgbm.Booster(model_str=t[-1]) for t in old.texts]
+    assert all(
+        np.array_equal(kept, b.predict(data.X_test))
+        for kept, b in zip(old.held_out.shards, boosters, strict=True)
+    )
+    plan, params = recorded_plan(record.lineage), dict(record.lineage["params"])
+    keep = np.ones(len(data.ids), dtype=bool)
+    keep[7] = False
+    [gone], [first] = (a.tolist() for a in assign(data.ids[~keep], 4, 2, spec.seed))
+    smaller = dataclasses.replace(data, X=data.X[keep], y=data.y[keep], ids=data.ids[keep])
+    continued = fit_shards(smaller, params, plan, previous=old, start={gone: first})
+    proba = continued.predict_proba(data.X_test)
+    assert continued.held_out is not None
+    for s, (now, before) in enumerate(zip(continued.held_out.shards, old.held_out.shards, strict=True)):
+        assert (now is before) == (s != gone)  # kept shards' outputs are not predicted again
+    # ... and what they give is what predicting every shard gives, bit for bit.
+    assert np.array_equal(proba, continued.predictor().predict_proba(data.X_test))
+    assert np.array_equal(proba, fit_shards(smaller, params, plan).predict_proba(data.X_test))
+    # Other held-out rows: every shard is predicted.
+    fewer = dataclasses.replace(smaller, X_test=data.X_test[1:])
+    other = fit_shards(fewer, params, plan, previous=old, start={gone: first})
+    assert other.held_out is not None and all(p is None for p in other.held_out.shards)
+    other.predict_proba(fewer.X_test)
+    assert not any(
+        now is before for now, before in zip(other.held_out.shards, old.held_out.shards, strict=True)
+    )
+
+
+def _rewrite_held_out(directory, manifest, data: bytes) -> dict[str, str]:
+    """``held-out.npy`` replaced by ``data`` and listed as such: the manifest a store would hold."""
+    (directory / "held-out.npy").write_bytes(data)
+    meta_path = directory / "model.ensemble.json"
+    meta = json.loads(meta_path.read_text())
+    meta["held_out"]["sha256"] = hashlib.sha256(data).hexdigest()
+    meta_path.write_text(json.dumps(meta))
+    return {
+        **manifest,
+        "held-out.npy": meta["held_out"]["sha256"],
+        "model.ensemble.json": hashlib.sha256(meta_path.read_bytes()).hexdigest(),
+    }
+
+
+def test_crafted_held_out_outputs_are_refused(workspace, tmp_path):
+    spec = load_spec(write_sharded_spec(tmp_path / "data", shards=2, slices=1))
+    record = train(spec, workspace.registry, refit=sharded_refit).record
+    directory, manifest = record.directory, record.manifest
+    good = (directory / "held-out.npy").read_bytes()
+    (directory / "held-out.npy").write_bytes(good[:-8] + np.float64(0.5).tobytes())
+    with pytest.raises(ArtifactError, match="hash mismatch"):
+        read_sharded(directory, manifest)
+    array = np.load(io.BytesIO(good))
+    crafted = {
+        "object": np.array([{"a": 1}, None], dtype=object),  # would need pickle to read
+        "float32": array.astype(np.float32),
+        "too few shards": array[:1],
+        "not a probability": array * 3,
+        "NaN": np.where(np.arange(array.shape[1]) == 3, np.nan, array),
+        "not an array": b"PK\x03\x04 not numpy",
+        "cut short": good[:-100],
+    }
+    for value in crafted.values():
+        out = io.BytesIO()
+        if isinstance(value, bytes):
+            out.write(value)
+        else:
+            np.save(out, value, allow_pickle=True)
+        with pytest.raises(ArtifactError, match=r"held-out\.npy (is not a NumPy|does not hold)"):
+            read_sharded(directory, _rewrite_held_out(directory, manifest, out.getvalue()))
+    unlisted = {k: v for k, v in _rewrite_held_out(directory, manifest, good).items() if k != "held-out.npy"}
+    with pytest.raises(ArtifactError, match="held-out outputs the manifest does not"):
+        read_sharded(directory, unlisted)
+    assert read_sharded(directory, _rewrite_held_out(directory, manifest, good)).held_out is not None

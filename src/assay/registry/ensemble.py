@@ -10,7 +10,11 @@ Files, all in the version's folder and all listed with their sha256 in the regis
 * ``model.ensemble.json`` — format, classes, width, reference row, shard plan, and every
   model file with its sha256 (so the JSON alone says which bytes belong to the model);
 * ``model.shard-007.txt`` — shard 7's model (the text after its last slice);
-* ``shard-007.slice-02.txt`` — shard 7's checkpoint after slice 2 (slices before the last).
+* ``shard-007.slice-02.txt`` — shard 7's checkpoint after slice 2 (slices before the last);
+* ``held-out.npy`` — every shard's probabilities on the version's held-out rows (a NumPy array
+  file, read without pickle), listed in the JSON with the sha256 of those rows: a version that
+  continues this one after forgetting predicts only the shards it retrained, when its held-out
+  rows are these very rows (a shard's probabilities depend on its model and the rows alone).
 
 Serving reads the ``model.*`` files only. Every text model is checked in full by
 ``assay.registry.lightgbm_text`` before LightGBM's parser sees it, as single models are.
@@ -19,6 +23,7 @@ Serving reads the ``model.*`` files only. Every text model is checked in full by
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,44 +63,77 @@ def checkpoint_file(shard: int, slice_: int) -> str:
     return f"shard-{shard:03d}.slice-{slice_:02d}.txt"
 
 
+HELD_OUT_FILE = "held-out.npy"
+
+
+def rows_digest(X: np.ndarray) -> str:
+    """sha256 of a matrix of rows as float64 (its shape included): which rows these are."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    digest = hashlib.sha256(repr(X.shape).encode())
+    digest.update(X.data)
+    return digest.hexdigest()
+
+
+@dataclass
+class HeldOut:
+    """Each shard's output (LightGBM's ``predict``) on the held-out rows whose ``rows_digest``
+    is ``rows``; None for a shard not predicted yet."""
+
+    rows: str
+    shards: list[np.ndarray | None]
+
+
 @dataclass
 class ShardedModel:
     """A fitted sharded model: ``texts[s][r]`` is shard s's LightGBM text after slice r.
 
     It predicts like the served form (the mean of the shards' probabilities), so training
-    evaluates it with the same code as any estimator.
+    evaluates it with the same code as any estimator. On ``held_out``'s rows it predicts each
+    shard once, and not at all a shard whose output there it was given.
     """
 
     texts: list[list[str]]
     n_classes: int
     n_features: int
     plan: dict[str, Any]  # shards, slices, seed, trees per slice: what forgetting must repeat
-    _boosters: list[lightgbm.Booster] = field(default_factory=list, repr=False)
+    held_out: HeldOut | None = None
+    _boosters: dict[int, lightgbm.Booster] = field(default_factory=dict, repr=False)
 
     @property
     def classes_(self) -> np.ndarray:
         return np.arange(self.n_classes)
 
-    def predictor(self) -> ShardedPredictor:
+    def _booster(self, s: int) -> lightgbm.Booster:
         import lightgbm
 
-        if not self._boosters:
-            self._boosters = [lightgbm.Booster(model_str=t[-1]) for t in self.texts]
-        shards = [LightGBMPredictor(b, self.n_classes, self.n_features) for b in self._boosters]
+        if s not in self._boosters:
+            self._boosters[s] = lightgbm.Booster(model_str=self.texts[s][-1])
+        return self._boosters[s]
+
+    def predictor(self) -> ShardedPredictor:
+        shards = [
+            LightGBMPredictor(self._booster(s), self.n_classes, self.n_features)
+            for s in range(len(self.texts))
+        ]
         return ShardedPredictor(shards, reference=None)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """The mean of the shards' probabilities, each booster on every core (training evaluates
         whole held-out sets; the served predictor uses one thread per request)."""
-        self.predictor()
         X = as_matrix(X, self.n_features)
+        held = self.held_out if self.held_out is not None and self.held_out.rows == rows_digest(X) else None
         total: np.ndarray | None = None
-        for booster in self._boosters:  # the served predictor's arithmetic, so the same bits
-            p = np.asarray(booster.predict(X))
+        for s in range(len(self.texts)):  # the served predictor's arithmetic, so the same bits
+            p = held.shards[s] if held is not None else None
+            if p is None:
+                p = np.asarray(self._booster(s).predict(X))
+                p.setflags(write=False)
+                if held is not None:
+                    held.shards[s] = p
             part = np.column_stack((1.0 - p, p)) if self.n_classes == 2 else p
             total = part if total is None else total + part
         assert total is not None
-        return total / len(self._boosters)
+        return total / len(self.texts)
 
 
 class ShardedPredictor:
@@ -160,6 +198,16 @@ def save_sharded(model: ShardedModel, directory: Path, reference: np.ndarray) ->
         "checkpoints": checkpoints,
         "versions": library_versions(),
     }
+    known = [p for p in model.held_out.shards if p is not None] if model.held_out is not None else []
+    if model.held_out is not None and len(known) == len(model.texts):  # assessed: every shard known
+        out = io.BytesIO()
+        np.save(out, np.stack(known).astype("<f8"), allow_pickle=False)
+        written[HELD_OUT_FILE] = write_atomic(directory / HELD_OUT_FILE, out.getvalue())
+        meta["held_out"] = {
+            "file": HELD_OUT_FILE,
+            "sha256": written[HELD_OUT_FILE],
+            "rows_sha256": model.held_out.rows,
+        }
     written[ENSEMBLE_JSON] = write_json(directory / ENSEMBLE_JSON, meta)
     return written
 
@@ -194,7 +242,8 @@ def read_sharded(
             for c in meta["checkpoints"][s][:first]
         ]
         texts.append(row if s in restart else [*row, _text(directory, manifest, entry, meta)])
-    return ShardedModel(texts, meta["n_classes"], meta["n_features"], meta["plan"])
+    held = _held_out(directory, manifest, meta)
+    return ShardedModel(texts, meta["n_classes"], meta["n_features"], meta["plan"], held)
 
 
 def check_text(text: str, n_classes: int, n_features: int) -> str:
@@ -230,6 +279,27 @@ def _meta(directory: Path, manifest: dict[str, str], *, checkpoints_too: bool = 
         if not isinstance(file, str) or manifest.get(file) != entry.get("sha256"):
             raise ArtifactError(f"{ENSEMBLE_JSON} lists a file the manifest does not: {entry!r}")
     return meta
+
+
+def _held_out(directory: Path, manifest: dict[str, str], meta: dict[str, Any]) -> HeldOut | None:
+    """The shards' held-out outputs ``save_sharded`` kept (None for a version without them),
+    hash-checked, read without pickle, and refused unless float64 probabilities of every shard."""
+    entry = meta.get("held_out")
+    if entry is None:
+        return None
+    file, rows = (entry.get(k) if isinstance(entry, dict) else None for k in ("file", "rows_sha256"))
+    if file != HELD_OUT_FILE or manifest.get(file) != entry.get("sha256") or not isinstance(rows, str):
+        raise ArtifactError(f"{ENSEMBLE_JSON} lists held-out outputs the manifest does not: {entry!r}")
+    try:
+        data = io.BytesIO(_checked_bytes(directory, file, manifest[file]))
+        array = np.lib.format.read_array(data, allow_pickle=False)  # the .npy format alone: no zip
+    except (ValueError, EOFError) as exc:
+        raise ArtifactError(f"{file} is not a NumPy array file: {exc}") from exc
+    shape = (len(meta["shards"]), *array.shape[1:2], *([meta["n_classes"]] if meta["n_classes"] > 2 else []))
+    if array.dtype != np.dtype("<f8") or array.shape != shape or not ((array >= 0) & (array <= 1)).all():
+        raise ArtifactError(f"{file} does not hold each shard's probabilities as float64")
+    array.setflags(write=False)
+    return HeldOut(rows, list(array))
 
 
 def _checked_bytes(directory: Path, name: str, expected: str) -> bytes:

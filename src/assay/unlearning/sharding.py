@@ -46,7 +46,7 @@ from assay.modelling.publication import Refitted, plain_refit
 from assay.modelling.selection import CandidateResult, metric_score
 from assay.modelling.spec import ModelSpec, UnlearningSpec
 from assay.registry.artifacts import booster_text
-from assay.registry.ensemble import ShardedModel, check_text
+from assay.registry.ensemble import HeldOut, ShardedModel, check_text, rows_digest
 
 # Statistics the card compares sharded and unsharded models by (binary and multi-class alike).
 CARD_METRICS = ("roc_auc", "average_precision", "log_loss")
@@ -148,7 +148,18 @@ def fit_shards(
 
     with ThreadPoolExecutor(max(1, min(len(work), fit_threads() // threads))) as pool:
         list(pool.map(fit, work))  # LightGBM lets go of the interpreter while it fits
-    return ShardedModel(texts, k, data.X.shape[1], dict(plan))
+    retrained = {part.number for _, part in work}
+    return ShardedModel(texts, k, data.X.shape[1], dict(plan), _held_out(data, shards, previous, retrained))
+
+
+def _held_out(data: Prepared, shards: int, previous: ShardedModel | None, retrained: set[int]) -> HeldOut:
+    """What the model knows of its held-out rows: the outputs there of the shards it kept from
+    ``previous``, when ``previous`` knew them on these very rows."""
+    rows = rows_digest(data.X_test)
+    known = previous.held_out if previous is not None else None
+    if known is None or known.rows != rows or len(known.shards) != shards:
+        return HeldOut(rows, [None] * shards)
+    return HeldOut(rows, [None if s in retrained else p for s, p in enumerate(known.shards)])
 
 
 @dataclass
