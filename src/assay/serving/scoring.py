@@ -518,7 +518,9 @@ class Scorer:
         import pandas as pd  # batch files only: requests never need it
 
         out = pd.DataFrame({"id": frame[id_column].astype(str).to_numpy()})
-        proba = self._predict_logged(served, X, out["id"].tolist() if self.prediction_log else None)
+        proba = self._predict_logged(
+            served, X, out["id"].tolist() if self.prediction_log is not None else None
+        )
         classes = served.loaded.classes
         prediction = served.predictions(proba, groups)
         named = keys == "classes"
