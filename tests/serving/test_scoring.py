@@ -231,6 +231,29 @@ def test_the_scorer_follows_alias_moves_after_a_refresh(
     assert result["damaging"]["probability"] == result["damaging@1"]["probability"]
 
 
+def test_a_one_shot_scorer_loads_only_the_model_it_is_asked_for(
+    trained_workspace: Workspace, recorder: Recorder
+) -> None:
+    """``preload=False`` (the commands' scorer): a refresh reads the table and loads nothing; a
+    model is loaded when first named, and the others never are. A server's scorer loads them all."""
+    ws = trained_workspace
+    lazy = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0), observer=recorder, preload=False)
+    lazy.refresh()
+    assert {m.name for m in lazy.models()} == {"damaging", "quality"}
+    assert recorder.loaded == [] and lazy.loaded() == []
+    item = edit_items(1)[0]
+    assert lazy.score(["damaging"], [item])["scores"][item["id"]]["damaging"]["version"] == "1"
+    assert recorder.loaded == [("damaging", 1)]
+    version = add_version(ws, "damaging", alias="production")
+    lazy.refresh()
+    assert lazy.model("damaging").version == version
+    assert recorder.loaded == [("damaging", 1), ("damaging", version)]
+    eager = Recorder()
+    Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0), observer=eager).refresh()
+    aliased = {(m.name, v) for m in ws.registry.models() for v in m.aliases.values()}
+    assert set(eager.loaded) == aliased and {"damaging", "quality"} <= {name for name, _ in aliased}
+
+
 def test_a_damaged_version_is_not_served(
     scorer: Scorer, trained_workspace: Workspace, caplog: pytest.LogCaptureFixture
 ) -> None:

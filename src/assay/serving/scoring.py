@@ -22,7 +22,7 @@ call a ``Scorer``. It owns:
 
 Public calls::
 
-    scorer = Scorer(registry, FeatureTable(engine), cache, observer=None, threads=None, prediction_log=None)
+    scorer = Scorer(registry, FeatureTable(engine), cache, observer=None, threads=None, prediction_log=None, preload=True)
     scorer.score(refs, items, *, features=False, explain=0) -> {"scores": {item_id: {ref: score}}}
     scorer.score_one(ref, item_id, *, features=False, explain=0) -> score      # raises the item's error
     scorer.score_columns(ref, columns, rows, context=None) -> (ServedModel, probabilities, groups)  # bare columns
@@ -100,7 +100,8 @@ class Scorer:
     """Scores items with registry versions; safe to share between threads.
 
     Build it with the registry, feature table and cache of one workspace, then
-    ``refresh()`` (or let the first call do it).
+    ``refresh()`` (or let the first call do it). ``preload=False`` loads a version when it is
+    first named instead of every alias's version at each refresh (one-shot commands).
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class Scorer:
         observer: ScoringObserver | None = None,
         threads: int | None = None,
         prediction_log: PredictionSink | None = None,
+        preload: bool = True,
     ) -> None:
         self.registry = registry
         self.features = features
@@ -119,7 +121,7 @@ class Scorer:
         self.observer = observer
         self.prediction_log = prediction_log
         self.threads = threads or os.cpu_count() or 1
-        self.table = ModelTable(registry, observer)
+        self.table = ModelTable(registry, observer, preload=preload)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._batches_now = 0  # big batches being predicted now

@@ -10,6 +10,11 @@ model is still followed, and requests naming that version get its error on that 
 
 The table serves the versions an alias points at, plus any named by number until the next
 alias move (the registry, which owns loaded models, keeps no more than a few others).
+
+A server preloads every alias's version (``preload=True``): its first request waits on no load.
+A one-shot command (``assay score``, precaching, a batch worker) names one model, and loads that
+one only (``preload=False``): a workspace of several models, one of them a big forest, took
+seconds to load for a command that used none of the others.
 """
 
 from __future__ import annotations
@@ -57,9 +62,12 @@ class _Snapshot:
 class ModelTable:
     """Model references to loaded versions; safe to share between threads."""
 
-    def __init__(self, registry: Registry, observer: ScoringObserver | None = None) -> None:
+    def __init__(
+        self, registry: Registry, observer: ScoringObserver | None = None, *, preload: bool = True
+    ) -> None:
         self.registry = registry
         self.observer = observer
+        self.preload = preload
         self._table: _Snapshot | None = None
         self._served: dict[tuple[str, int], ServedModel] = {}
         self._resolved: dict[str, ServedModel] = {}  # ref -> model, valid for the current table
@@ -74,7 +82,7 @@ class ModelTable:
         return self._table is not None
 
     def refresh(self) -> None:
-        """Re-read models, versions and aliases; load every alias's version, then switch.
+        """Re-read models, versions and aliases; load every alias's version (``preload``), then switch.
 
         A version that fails to load (a damaged artifact, a record that breaks its contract)
         is logged once and the alias keeps serving the version it served before, so a bad
@@ -83,7 +91,7 @@ class ModelTable:
         with self._refresh_lock:
             infos = {info.name: info for info in self.registry.models()}
             old = self._table.models if self._table is not None else {}
-            for info in infos.values():
+            for info in infos.values() if self.preload else ():
                 kept = old.get(info.name)
                 for alias, version in list(info.aliases.items()):
                     key = (info.name, version)
