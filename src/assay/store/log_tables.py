@@ -70,18 +70,20 @@ class StoreLog(LogStore):
         # costs one row, not one per score): the chunk is what a label joins through. The
         # database expands the chunk's JSON list of ids itself, in one statement: binding a
         # parameter tuple per id in Python cost twice the inserts (and held the interpreter
-        # while it did; the statement's own run lets other threads go on).
+        # while it did; the statement's own run lets other threads go on). The ids go in in key
+        # order: inserted as they come, each lands on a random page of a tree that outgrows the
+        # page cache (1M random ids: 4.9-7.7 s of CPU as they come, 1.7-2.9 s sorted).
         if self.engine.dialect.name == "sqlite":
             conn.exec_driver_sql(
                 "INSERT OR IGNORE INTO prediction_items (model, item_id, chunk_id, version) "
-                "SELECT ?, value, ?, ? FROM json_each(?) WHERE value IS NOT NULL",
+                "SELECT ?, value, ?, ? FROM json_each(?) WHERE value IS NOT NULL ORDER BY value",
                 (model, chunk, version, listed),
             )
         else:
             conn.exec_driver_sql(
                 "INSERT INTO prediction_items (model, item_id, chunk_id, version) "
                 "SELECT %s, item, %s, %s FROM json_array_elements_text(%s::json) AS listed(item) "
-                "WHERE item IS NOT NULL ON CONFLICT DO NOTHING",
+                "WHERE item IS NOT NULL ORDER BY item ON CONFLICT DO NOTHING",
                 (model, chunk, version, listed),
             )
 
