@@ -78,11 +78,13 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def scorer(trained_workspace: Workspace, recorder: Recorder) -> Scorer:
+    """The server's scorer: every alias's version loaded at each refresh."""
     return Scorer(
         trained_workspace.registry,
         FeatureTable(trained_workspace.engine),
         MemoryCache(1000),
         observer=recorder,
+        preload=True,
     )
 
 
@@ -234,10 +236,11 @@ def test_the_scorer_follows_alias_moves_after_a_refresh(
 def test_a_one_shot_scorer_loads_only_the_model_it_is_asked_for(
     trained_workspace: Workspace, recorder: Recorder
 ) -> None:
-    """``preload=False`` (the commands' scorer): a refresh reads the table and loads nothing; a
-    model is loaded when first named, and the others never are. A server's scorer loads them all."""
+    """By default (the commands' scorer) a refresh reads the table and loads nothing; a model is
+    loaded when first named, and the others never are. A server's scorer (``preload=True``)
+    loads them all."""
     ws = trained_workspace
-    lazy = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0), observer=recorder, preload=False)
+    lazy = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0), observer=recorder)
     lazy.refresh()
     assert {m.name for m in lazy.models()} == {"damaging", "quality"}
     assert recorder.loaded == [] and lazy.loaded() == []
@@ -249,7 +252,7 @@ def test_a_one_shot_scorer_loads_only_the_model_it_is_asked_for(
     assert lazy.model("damaging").version == version
     assert recorder.loaded == [("damaging", 1), ("damaging", version)]
     eager = Recorder()
-    Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0), observer=eager).refresh()
+    Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0), observer=eager, preload=True).refresh()
     aliased = {(m.name, v) for m in ws.registry.models() for v in m.aliases.values()}
     assert set(eager.loaded) == aliased and {"damaging", "quality"} <= {name for name, _ in aliased}
 
@@ -703,7 +706,7 @@ def test_a_bad_version_never_stops_the_scorer(
     ws = trained_workspace
     bad = add_version(ws, "damaging", alias="production")
     BAD_VERSIONS[damage](ws, bad)
-    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(100))
+    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(100), preload=True)
     with caplog.at_level(logging.ERROR):
         scorer.refresh()  # what the server does at start-up: it must not raise
     assert f"cannot load damaging@{bad} for alias 'production'" in caplog.text

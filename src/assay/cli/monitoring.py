@@ -104,7 +104,7 @@ def log_import_command(
     from assay.serving.features import FeatureTable
     from assay.serving.scoring import Scorer
 
-    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(1), preload=False)
+    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(1))
     served = scorer.model(model)
     data_spec = dict(served.loaded.record.spec.get("data") or {})
     columns = None if header else (data_spec.get("columns") or None)

@@ -167,7 +167,7 @@ def campaign_create(
             "class_descriptions": _pairs(kw["class_descriptions"], "--class-description"),
         },
     )
-    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(ws.settings.cache_size), preload=False)
+    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(ws.settings.cache_size))
     campaign = create_campaign(ws, scorer, options, created_by=created_by or getpass.getuser())
     auto = progress.measure(ws.engine, campaign).auto_labelled
     click.echo(

@@ -40,7 +40,7 @@ def _scorer(ws: Workspace) -> Scorer:
     from assay.serving.features import FeatureTable
     from assay.serving.scoring import Scorer
 
-    return Scorer(ws.registry, FeatureTable(ws.engine), open_cache(ws.settings), preload=False)
+    return Scorer(ws.registry, FeatureTable(ws.engine), open_cache(ws.settings))
 
 
 def _spec_data(scorer: Scorer, ref: str) -> dict[str, Any]:
@@ -221,7 +221,7 @@ def score_command(
     started = time.perf_counter()
     # The whole file may be queued at once: a batch has no request for the log to hold up.
     log = open_log(ws.log, ws.settings, queue_rows=2**62) if log_scores else None
-    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0), prediction_log=log, preload=False)
+    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0), prediction_log=log)
     try:
         frame = _read_input(scorer, model, input_path, header)
         id_column = id_column or _spec_data(scorer, model).get("id") or "id"
@@ -259,7 +259,7 @@ def _score_folder(
 
     settings = dataclasses.replace(ws.settings, engine=engine or ws.settings.engine)
     started = time.perf_counter()
-    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0), preload=False)
+    scorer = Scorer(ws.registry, FeatureTable(ws.engine), MemoryCache(0))
     log = log_scores and settings.log_sample > 0
     try:
         served = scorer.model(model)

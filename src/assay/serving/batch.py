@@ -63,9 +63,7 @@ class FrameScoring:
         # A whole batch is queued at once: nothing waits on the log but the batch itself.
         self.log = log(self.workspace.log, settings, queue_rows=2**62) if log is not None else None
         features = FeatureTable(self.workspace.engine)
-        self.scorer = Scorer(
-            self.workspace.registry, features, MemoryCache(0), prediction_log=self.log, preload=False
-        )
+        self.scorer = Scorer(self.workspace.registry, features, MemoryCache(0), prediction_log=self.log)
         self.ref, self.id_column, self.keys = ref, id_column, keys
         self.scorer.model(ref)  # load it now, not on the first batch
 

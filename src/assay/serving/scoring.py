@@ -22,7 +22,7 @@ call a ``Scorer``. It owns:
 
 Public calls::
 
-    scorer = Scorer(registry, FeatureTable(engine), cache, observer=None, threads=None, prediction_log=None, preload=True)
+    scorer = Scorer(registry, FeatureTable(engine), cache, observer=None, threads=None, prediction_log=None, preload=False)
     scorer.score(refs, items, *, features=False, explain=0) -> {"scores": {item_id: {ref: score}}}
     scorer.score_one(ref, item_id, *, features=False, explain=0) -> score      # raises the item's error
     scorer.score_columns(ref, columns, rows, context=None) -> (ServedModel, probabilities, groups)  # bare columns
@@ -100,8 +100,8 @@ class Scorer:
     """Scores items with registry versions; safe to share between threads.
 
     Build it with the registry, feature table and cache of one workspace, then
-    ``refresh()`` (or let the first call do it). ``preload=False`` loads a version when it is
-    first named instead of every alias's version at each refresh (one-shot commands).
+    ``refresh()`` (or let the first call do it). A version is loaded when it is first named;
+    ``preload=True`` (the server) loads every alias's version at each refresh instead.
     """
 
     def __init__(
@@ -113,7 +113,7 @@ class Scorer:
         observer: ScoringObserver | None = None,
         threads: int | None = None,
         prediction_log: PredictionSink | None = None,
-        preload: bool = True,
+        preload: bool = False,
     ) -> None:
         self.registry = registry
         self.features = features

@@ -63,7 +63,7 @@ class ModelTable:
     """Model references to loaded versions; safe to share between threads."""
 
     def __init__(
-        self, registry: Registry, observer: ScoringObserver | None = None, *, preload: bool = True
+        self, registry: Registry, observer: ScoringObserver | None = None, *, preload: bool = False
     ) -> None:
         self.registry = registry
         self.observer = observer

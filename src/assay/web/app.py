@@ -120,7 +120,10 @@ async def _lifespan(app: Starlette, *, settings: Settings, metrics: Metrics) -> 
     cache = open_cache(settings)
     features = FeatureTable(workspace.engine)
     watch = Watch(workspace, settings, metrics)  # the prediction log, monitor checks and alerts
-    scorer = Scorer(workspace.registry, features, cache, observer=metrics, prediction_log=watch.log)
+    # The server loads every alias's version up front: no request waits on a load.
+    scorer = Scorer(
+        workspace.registry, features, cache, observer=metrics, prediction_log=watch.log, preload=True
+    )
     # Alias moves and feature changes made by any process on any host reach this one at once.
     watcher = NoticeWatcher(workspace.engine, poll_s=settings.alias_refresh_s)
     scorer.follow(watcher)
