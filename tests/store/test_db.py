@@ -43,6 +43,30 @@ def test_sqlite_store_is_wal_and_durable(tmp_path: Path) -> None:
     engine.dispose()
 
 
+@pytest.mark.parametrize("before", ["0", "1", "FAST"])
+def test_secure_delete_holds_for_its_block_and_is_put_back(tmp_path: Path, before: str) -> None:
+    engine = db.connect(f"sqlite:///{tmp_path / 'assay.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"PRAGMA secure_delete={before}")
+        setting = conn.exec_driver_sql("PRAGMA secure_delete").scalar()
+        for mode, reads in (("on", 1), ("fast", 2), ("off", 0)):
+            with db.secure_delete(conn, mode):
+                assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == reads
+            assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == setting
+        with pytest.raises(RuntimeError), db.secure_delete(conn, "fast"):
+            raise RuntimeError("a failed deletion")
+        assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == setting
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_secure_delete_leaves_postgres_alone(postgres_url: str) -> None:
+    engine = db.connect(postgres_url)
+    with engine.begin() as conn, db.secure_delete(conn, "on"):  # no PRAGMA sent: it would fail
+        assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+    engine.dispose()
+
+
 @pytest.mark.postgres
 def test_postgres_store_matches_the_declared_schema(postgres_url: str) -> None:
     _check_store(postgres_url)

@@ -137,6 +137,35 @@ def test_every_store_loses_the_items_rows_and_only_theirs(sharded_workspace, bac
     assert ws.registry.aliases("damaging")["production"] == 1  # version 1 never held the item
 
 
+def test_forgotten_rows_leave_no_bytes_in_the_database_file(sharded_workspace):
+    # Connections as a build of SQLite without SECURE_DELETE makes them (most builds but
+    # Debian's): deleted rows stay in the file's free space unless the forget asks otherwise.
+    ws = sharded_workspace
+    sa.event.listen(ws.engine, "connect", lambda dbapi_conn, _: dbapi_conn.execute("PRAGMA secure_delete=0"))
+    ws.engine.dispose()
+    path = Path(ws.engine.url.database)
+    loaded = ws.registry.load(ws.registry.get("damaging", 1))
+    d, k = len(loaded.schema.features), len(loaded.classes)
+    gone, keep = "forget-me-7f3a9c", "keep-me-2b8d41"
+    ws.log.write("damaging", 1, 1.0e9, [gone, keep, gone], np.zeros((3, d)), np.full((3, k), 0.5))
+    ws.log.write("damaging", 1, 1.0e9 + 1, [gone], np.zeros((1, d)), np.full((1, k), 0.5))
+    record_judgment(ws.engine, model="damaging", item_id=gone, label="True", classes=loaded.classes,
+                    rationale="vandalism", token_name="tests")  # fmt: skip
+
+    def file_bytes() -> bytes:
+        with ws.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return path.read_bytes()
+
+    assert gone.encode() in file_bytes()
+    forgetting.forget(_forgetting(ws), ["damaging"], [gone], actor="dpo")
+    after = file_bytes()
+    assert gone.encode() not in after
+    assert keep.encode() in after  # the chunk it shared was rewritten, not lost
+    with ws.engine.connect() as conn:  # the pooled connection is back as it was
+        assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 0
+
+
 def test_every_later_training_leaves_forgotten_items_out(sharded_workspace):
     ws = sharded_workspace
     ids = training_ids(ws.settings.home.parent / "data")

@@ -4,7 +4,8 @@ Review holds an item in campaign items (its features, the model's score and
 explanation), in assignments, in labels and their comments, and in judgments
 and their endorsements' comments. ``forget_items`` removes all of them in one
 transaction and returns what it removed, so a request to forget data either
-happens entirely or not at all. The campaigns stay, with their item counts
+happens entirely or not at all. On SQLite the deleted rows are overwritten with zeros
+(``secure_delete``), not just freed, on every build of it. The campaigns stay, with their item counts
 lowered; the agreement and progress they show are then of the items left.
 """
 
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from assay.store import tables
+from assay.store import db, tables
 
 _CHUNK = 500  # ids per statement: well under every store's bound-parameter limit
 
@@ -71,8 +72,10 @@ def forget_items(
 
 @contextmanager
 def _transaction(engine: Engine | Connection) -> Iterator[Connection]:
+    """The caller's transaction, or one of its own; what it deletes is overwritten, not just freed."""
     if isinstance(engine, Connection):
-        yield engine
+        with db.secure_delete(engine, "on"):
+            yield engine
     else:
-        with engine.begin() as conn:
+        with engine.begin() as conn, db.secure_delete(conn, "on"):
             yield conn

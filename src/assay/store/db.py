@@ -14,12 +14,14 @@ import functools
 import os
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from assay.errors import StoreOutOfDate
 
@@ -56,6 +58,31 @@ def create_engine(url: str) -> Engine:
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 
+
+@contextmanager
+def secure_delete(conn: Connection, mode: str) -> Iterator[None]:
+    """SQLite's ``secure_delete`` set to ``mode`` for the statements of the block, then restored.
+
+    ``"on"``: deleted content is overwritten with zeros, freed pages included. Erasing a person's
+    data asks for it, whatever the build's default (Debian's SQLite has it on, most others off).
+    ``"fast"``: the b-tree pages are cleaned, freed pages left as they are. Routine deletions ask
+    for it: overwriting a pruned chunk's megabytes of freed pages doubled the cost of pruning the
+    prediction log, and the log's next chunks write over those pages anyway.
+    Other databases do not have the setting; the block runs as it is.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    before = _SECURE_DELETE_READ[int(conn.exec_driver_sql("PRAGMA secure_delete").scalar() or 0)]
+    conn.exec_driver_sql(f"PRAGMA secure_delete={_SECURE_DELETE[mode]}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA secure_delete={_SECURE_DELETE[before]}")
+
+
+_SECURE_DELETE = {"off": "0", "on": "1", "fast": "FAST"}
+_SECURE_DELETE_READ = {0: "off", 1: "on", 2: "fast"}  # as the pragma reads back (2 set back is "on")
 
 _MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
 _REVISION_LINE = re.compile(r"^(down_revision|revision)\s*=\s*(?:[\"']([^\"']+)[\"']|None)", re.M)

@@ -277,13 +277,15 @@ def _in_stores(conn: sa.Connection, models: Sequence[str], ids: list[str]) -> se
 def _delete_everywhere(conn: sa.Connection, log: LogStore, model: str, ids: list[str]) -> dict[str, int]:
     """Delete ``ids``' rows from every store of ``model`` in the caller's transaction (the
     prediction log's files, when it is kept in files, at once: a rolled-back request has
-    forgotten them from there already, which a retry does again harmlessly)."""
-    return {
-        **forget_review_items(conn, ids, model=model),
-        "feature_rows": delete_rows(conn, model, ids),
-        "monitor_labels": forget_labels(conn, model, ids),
-        "prediction_log": log.forget(conn, model, ids),
-    }
+    forgotten them from there already, which a retry does again harmlessly). On SQLite what is
+    deleted is overwritten with zeros, not just freed, whatever the build's default."""
+    with db.secure_delete(conn, "on"):
+        return {
+            **forget_review_items(conn, ids, model=model),
+            "feature_rows": delete_rows(conn, model, ids),
+            "monitor_labels": forget_labels(conn, model, ids),
+            "prediction_log": log.forget(conn, model, ids),
+        }
 
 
 def _plan_entry(held: _Holding, aliases: dict[str, int]) -> dict[str, Any]:
