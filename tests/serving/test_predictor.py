@@ -3,6 +3,7 @@ both computing the compiled model's own probabilities."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from typing import Any
 
@@ -54,6 +55,20 @@ def test_a_forest_in_blocks_of_trees_gives_the_whole_forests_probabilities(monke
     # Fewer rows than a block pays for, and single rows, take the whole model.
     np.testing.assert_array_equal(fast(rows[: BLOCK_MIN_ROWS - 1]), whole[: BLOCK_MIN_ROWS - 1])
     np.testing.assert_allclose(fast(rows[5:6]), whole[5:6], rtol=0, atol=1e-15)
+
+
+def test_threads_predicting_a_forests_blocks_at_once_each_get_the_whole_forest(monkeypatch):
+    # A server splits big batches over its threads, and serves requests side by side.
+    monkeypatch.setattr(predictor_module, "BLOCK_NODES", 2_000)
+    _, predictor, X = _fitted("random_forest", {"n_estimators": 40, "min_samples_leaf": 1})
+    fast = fast_predict(predictor)
+    assert fast.blocks is not None  # type: ignore[attr-defined]
+    batches = [X[k : k + BLOCK_MIN_ROWS + 40] for k in range(0, 200, 50)]
+    alone = [fast(rows) for rows in batches]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(fast, batches * 25))
+    for k, proba in enumerate(together):
+        np.testing.assert_array_equal(proba, alone[k % len(batches)])
 
 
 def test_a_forest_that_fits_one_block_is_predicted_whole():

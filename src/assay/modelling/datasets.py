@@ -19,15 +19,17 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from assay.errors import DataError
-from assay.modelling.spec import ModelSpec
 from assay.registry.schema import Kind, infer_kind
+
+if TYPE_CHECKING:  # the spec's candidates import scikit-learn: reading a file needs none of it
+    from assay.modelling.spec import ModelSpec
 
 _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 

@@ -51,6 +51,8 @@ from assay.registry.lightgbm_text import LIGHTGBM_FILE, LightGBMShape, check_lig
 if TYPE_CHECKING:
     import lightgbm
 
+    from assay.registry.lightgbm_lib import Booster
+
 # LightGBM, scikit-learn and skops are imported where a model is saved or loaded, not here:
 # commands that never touch a model (``assay --help``, ``assay show``) start without them.
 
@@ -114,7 +116,7 @@ class LightGBMPredictor:
     explanation_method = "exact"
 
     def __init__(
-        self, booster: lightgbm.Booster, n_classes: int, n_features: int, *, average: bool = False
+        self, booster: Booster | lightgbm.Booster, n_classes: int, n_features: int, *, average: bool = False
     ) -> None:
         self.booster = booster
         self.n_classes = n_classes
@@ -359,12 +361,13 @@ def _describe(estimator: Any) -> tuple[str, int, int]:
 def lightgbm_predictor(
     data: bytes, n_classes: int, n_features: int, *, average: bool = False
 ) -> LightGBMPredictor:
-    """A LightGBMPredictor over text ``check_lightgbm_text`` has accepted."""
-    import lightgbm
+    """A LightGBMPredictor over text ``check_lightgbm_text`` has accepted, read by LightGBM's library
+    without the lightgbm package (``lightgbm_lib``)."""
+    from assay.registry import lightgbm_lib
 
     try:
-        booster = lightgbm.Booster(model_str=data.decode("utf-8"))
-    except lightgbm.basic.LightGBMError as exc:
+        booster = lightgbm_lib.Booster(data.decode("utf-8"))
+    except lightgbm_lib.LightGBMError as exc:
         raise ArtifactError(f"{LIGHTGBM_FILE} is not a readable LightGBM text model: {exc}") from exc
     return LightGBMPredictor(booster, n_classes, n_features, average=average)
 

@@ -327,10 +327,10 @@ def _check_shape(shape: LightGBMShape, n_classes: int, n_features: int, name: st
 
 
 def _booster(directory: Path, manifest: dict[str, str], entry: dict[str, str], meta: dict[str, Any]) -> Any:
-    import lightgbm
+    from assay.registry import lightgbm_lib
 
     text = _text(directory, manifest, entry, meta)
     try:
-        return lightgbm.Booster(model_str=text)
-    except lightgbm.basic.LightGBMError as exc:
+        return lightgbm_lib.Booster(text)
+    except lightgbm_lib.LightGBMError as exc:
         raise ArtifactError(f"{entry['file']} is not a readable LightGBM text model: {exc}") from exc

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from assay.registry import lightgbm_lib
 from assay.registry.artifacts import Predictor
 from assay.registry.attributions import as_matrix
 
@@ -51,23 +52,15 @@ def fast_predict(predictor: Predictor) -> Callable[[np.ndarray], np.ndarray]:
     booster = getattr(predictor, "booster", None)
     if predictor.kind != "lightgbm" or booster is None:
         return predictor.predict_proba
-    try:
-        from lightgbm.basic import _LIB, _c_str, _safe_call
-    except ImportError:  # pragma: no cover - a LightGBM that moved its internals
+    if not hasattr(lightgbm_lib.library(), "LGBM_BoosterPredictForMatSingleRowFast"):  # pragma: no cover
         return predictor.predict_proba
-    if not hasattr(_LIB, "LGBM_BoosterPredictForMatSingleRowFast"):  # pragma: no cover
-        return predictor.predict_proba
-    return _FastRows(predictor, booster, _LIB, _c_str, _safe_call)
+    return _FastRows(predictor, booster)
 
 
 class _FastRows:
     """Callable predict_proba: one FastConfig per thread (a FastConfig must not be shared by threads)."""
 
-    _PREDICT_NORMAL = 0
-    _PREDICT_RAW = 1
-    _FLOAT64 = 1
-
-    def __init__(self, predictor: Predictor, booster: Any, lib: Any, c_str: Any, safe_call: Any) -> None:
+    def __init__(self, predictor: Predictor, booster: Any) -> None:
         self.predictor = predictor
         self.booster = booster
         self.n_classes = predictor.n_classes
@@ -78,7 +71,14 @@ class _FastRows:
         self.average = getattr(predictor, "average", False)
         self.rounds = float(booster.current_iteration())
         self.blocks = tree_blocks(booster) if self.average else None
-        self._lib, self._c_str, self._safe_call = lib, c_str, safe_call
+        # Each block its own model: LightGBM keeps the iterations a prediction asks for in the
+        # booster itself, so two threads predicting different blocks of one booster at once
+        # computed each other's trees (a forest's 1M-row file, split over two threads, came
+        # back with half its rows off by up to 0.1).
+        self._parts = [
+            lightgbm_lib.Booster(booster.model_to_string(start_iteration=start, num_iteration=count))
+            for start, count in self.blocks or ()
+        ]
         self._local = threading.local()
 
     def _state(self) -> tuple[Any, Any, np.ndarray, Any, np.ndarray, Any, Any]:
@@ -87,24 +87,27 @@ class _FastRows:
         state = getattr(self._local, "state", None)
         if state is None:
             config = ctypes.c_void_p()
-            self._safe_call(
-                self._lib.LGBM_BoosterPredictForMatSingleRowFastInit(
-                    self.booster._handle,
-                    ctypes.c_int(self._PREDICT_RAW if self.average else self._PREDICT_NORMAL),
+            lib = lightgbm_lib.library()
+            lightgbm_lib.check(
+                lib.LGBM_BoosterPredictForMatSingleRowFastInit(
+                    self.booster._handle,  # ours, or the lightgbm package's (the same library)
+                    ctypes.c_int(
+                        lightgbm_lib.PREDICT_RAW_SCORE if self.average else lightgbm_lib.PREDICT_NORMAL
+                    ),
                     ctypes.c_int(0),
                     ctypes.c_int(self.num_iteration),
-                    ctypes.c_int(self._FLOAT64),
+                    ctypes.c_int(lightgbm_lib.FLOAT64),
                     ctypes.c_int32(self.n_features),
-                    self._c_str("num_threads=1"),
+                    ctypes.c_char_p(lightgbm_lib.PARAMETERS),
                     ctypes.byref(config),
                 )
             )
-            weakref.finalize(self, self._lib.LGBM_FastConfigFree, config)
+            weakref.finalize(self, lib.LGBM_FastConfigFree, config)
             row = np.empty(self.n_features, dtype=np.float64)
             out = np.empty(1 if self.n_classes == 2 else self.n_classes, dtype=np.float64)
             out_len = ctypes.c_int64()
             state = (
-                self._lib.LGBM_BoosterPredictForMatSingleRowFast,
+                lib.LGBM_BoosterPredictForMatSingleRowFast,
                 config,
                 row,
                 ctypes.c_void_p(row.ctypes.data),
@@ -118,25 +121,23 @@ class _FastRows:
     def __call__(self, X: np.ndarray) -> np.ndarray:
         if X.shape != (1, self.n_features):
             if self.blocks is not None and len(X) >= BLOCK_MIN_ROWS:
-                return self._by_blocks(X, self.blocks)
+                return self._by_blocks(X)
             return self.predictor.predict_proba(X)
         predict, config, row, row_ptr, out, out_ptr, out_len = self._state()
         row[:] = X[0]
         if predict(config, row_ptr, out_len, out_ptr) != 0:
-            self._safe_call(-1)  # raises LightGBM's own error message
+            lightgbm_lib.check(-1)  # raises LightGBM's own error message
         if self.n_classes == 2:
             p = float(out[0]) / self.rounds if self.average else float(out[0])
             return np.array([[1.0 - p, p]])
         return out.reshape(1, -1) / self.rounds if self.average else out.reshape(1, -1).copy()
 
-    def _by_blocks(self, X: np.ndarray, blocks: list[tuple[int, int]]) -> np.ndarray:
+    def _by_blocks(self, X: np.ndarray) -> np.ndarray:
         """A forest's averaged probabilities of many rows, its trees taken block by block."""
         X = as_matrix(X, self.n_features)
         total = np.zeros(len(X) if self.n_classes == 2 else (len(X), self.n_classes))
-        for start, count in blocks:
-            total += self.booster.predict(
-                X, num_threads=1, raw_score=True, start_iteration=start, num_iteration=count
-            )
+        for part in self._parts:
+            total += part.predict(X, raw_score=True)
         proba = total / self.rounds
         if self.n_classes != 2:
             return proba
