@@ -37,7 +37,8 @@ def test_predictions_raw_scores_and_contributions_are_the_packages(n_classes):
     # A block of the model, read back as a model of its own, predicts what the block did.
     part = Booster(ours.model_to_string(start_iteration=10, num_iteration=5))
     np.testing.assert_array_equal(
-        part.predict(X, raw_score=True), theirs.predict(X, raw_score=True, start_iteration=10, num_iteration=5)
+        part.predict(X, raw_score=True),
+        theirs.predict(X, raw_score=True, start_iteration=10, num_iteration=5),
     )
 
 
