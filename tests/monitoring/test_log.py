@@ -126,6 +126,27 @@ def test_the_items_of_pruned_chunks_go_with_them(store: Engine) -> None:
         assert conn.execute(sa.select(sa.func.count()).select_from(tables.prediction_items)).scalar() == 20
 
 
+def test_pruning_a_model_purges_its_items_and_no_other_models(store: Engine) -> None:
+    store_log = StoreLog(store)
+    X, proba = log_rows(60)
+    for model, at in (("old", 10.0), ("kept", 300.0), ("capped", 300.0)):
+        for lo in range(0, 60, 20):
+            store_log.write(model, 1, at + lo, [f"{model}{k}" for k in range(lo, lo + 20)], X[lo : lo + 20],
+                            proba[lo : lo + 20])  # fmt: skip
+    # Every chunk of "old" is past the retention; the others are within it and the cap.
+    assert store_log.prune(max_rows=60, retention_s=100.0, now=350.0) == 60
+    with store.connect() as conn:
+        left = conn.execute(sa.select(tables.prediction_items.c.model).distinct()).scalars().all()
+    assert sorted(left) == ["capped", "kept"]
+    # A cap of 20 rows cuts both of the others to their newest chunk.
+    assert store_log.prune(max_rows=20, retention_s=0, now=350.0) == 80
+    with store.connect() as conn:
+        rows = conn.execute(
+            sa.select(tables.prediction_items.c.model, tables.prediction_items.c.item_id)
+        ).all()
+    assert sorted(rows) == [(m, f"{m}{k}") for m in ("capped", "kept") for k in range(40, 60)]
+
+
 def test_export_writes_every_format(tmp_path: Path) -> None:
     frame = pd.DataFrame(
         {"at": pd.to_datetime([0, 1], unit="s", utc=True), "id": ["a", None], "x": [1.5, np.nan]}

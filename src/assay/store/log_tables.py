@@ -216,14 +216,16 @@ class StoreLog(LogStore):
     def prune(self, *, max_rows: int, retention_s: float, now: float | None = None) -> int:
         chunks = tables.prediction_log
         now = time.time() if now is None else now
-        doomed: list[tuple[int, int]] = []  # (chunk id, rows)
+        doomed: list[tuple[int, int, str]] = []  # (chunk id, rows, model)
         with self.engine.connect() as conn:
             if retention_s > 0:
                 doomed += conn.execute(
-                    sa.select(chunks.c.id, chunks.c.n).where(chunks.c.at_max < now - retention_s)
+                    sa.select(chunks.c.id, chunks.c.n, chunks.c.model).where(
+                        chunks.c.at_max < now - retention_s
+                    )
                 ).all()
             if max_rows > 0:
-                gone = {c for c, _ in doomed}
+                gone = {c for c, _, _ in doomed}
                 for (model,) in conn.execute(sa.select(chunks.c.model).distinct()).all():
                     kept = 0
                     for chunk, n in conn.execute(
@@ -234,29 +236,34 @@ class StoreLog(LogStore):
                         if chunk in gone:
                             continue
                         if kept >= max_rows:
-                            doomed.append((chunk, n))
+                            doomed.append((chunk, n, model))
                         kept += n
         if not doomed:
             return 0
-        ids = [c for c, _ in doomed]
+        ids = [c for c, _, _ in doomed]
         # Routine retention, not an erasure: freed pages are left as they are (the log's next
         # chunks write over them). Zeroing a 65,536-row chunk's 6 MB of freed pages cost 0.5 s
         # of CPU per million rows pruned, as much again as writing them.
         with self.engine.begin() as conn, db.secure_delete(conn, "fast"):
             for lo in range(0, len(ids), 900):
                 conn.execute(sa.delete(chunks).where(chunks.c.id.in_(ids[lo : lo + 900])))
-            self._purge_items(conn)
-        return sum(n for _, n in doomed)
+            self._purge_items(conn, {m for _, _, m in doomed})
+        return sum(n for _, n, _ in doomed)
 
-    def _purge_items(self, conn: Connection) -> int:
-        """Delete the item rows whose chunks are gone (chunks go oldest first: those below a
-        model's oldest chunk); returns how many."""
+    def _purge_items(self, conn: Connection, models: set[str]) -> int:
+        """Delete the item rows of ``models`` whose chunks are gone (chunks go oldest first: those
+        below a model's oldest chunk); returns how many.
+
+        Only the models that lost chunks: each model's purge reads all of its item rows (a
+        million-row model's took 0.7 s with nothing to delete), and the other models' rows
+        cannot have lost their chunks.
+        """
         chunks, items = tables.prediction_log, tables.prediction_items
         deleted = 0
         oldest = dict(
             conn.execute(sa.select(chunks.c.model, sa.func.min(chunks.c.id)).group_by(chunks.c.model)).all()
         )
-        for (model,) in conn.execute(sa.select(items.c.model).distinct()).all():
+        for model in sorted(models):
             stale = sa.delete(items).where(items.c.model == model)
             if model in oldest:
                 stale = stale.where(items.c.chunk_id < oldest[model])
