@@ -3,6 +3,7 @@ both computing the compiled model's own probabilities."""
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from typing import Any
@@ -69,6 +70,31 @@ def test_threads_predicting_a_forests_blocks_at_once_each_get_the_whole_forest(m
         together = list(pool.map(fast, batches * 25))
     for k, proba in enumerate(together):
         np.testing.assert_array_equal(proba, alone[k % len(batches)])
+
+
+def test_single_rows_scored_while_a_batch_is_predicted_in_blocks_get_the_whole_forest(monkeypatch):
+    # Single rows read the iteration range LightGBM keeps in the booster; a batch's blocks used to
+    # set it on the same booster (88% of the rows below came back wrong).
+    monkeypatch.setattr(predictor_module, "BLOCK_NODES", 2_000)
+    _, predictor, X = _fitted("random_forest", {"n_estimators": 40, "min_samples_leaf": 1})
+    fast = fast_predict(predictor)
+    rows = [X[k : k + 1] for k in range(100)]
+    alone = [fast(row) for row in rows]
+    done = threading.Event()
+
+    def batches() -> None:
+        while not done.is_set():
+            fast(X[: BLOCK_MIN_ROWS + 40])
+
+    worker = threading.Thread(target=batches)
+    worker.start()
+    try:
+        together = [fast(row) for _ in range(20) for row in rows]
+    finally:
+        done.set()
+        worker.join()
+    for k, proba in enumerate(together):
+        np.testing.assert_array_equal(proba, alone[k % len(rows)])
 
 
 def test_a_forest_that_fits_one_block_is_predicted_whole():
