@@ -28,7 +28,6 @@ def test_predictions_raw_scores_and_contributions_are_the_packages(n_classes):
         {},
         {"raw_score": True},
         {"pred_contrib": True},
-        {"raw_score": True, "start_iteration": 10, "num_iteration": 5},
     ):
         mine, package = ours.predict(X, **options), theirs.predict(X, num_threads=1, **options)
         assert mine.shape == package.shape

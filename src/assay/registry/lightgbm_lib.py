@@ -66,9 +66,11 @@ def check(status: int) -> None:
 class Booster:
     """A model read from its text: what ``lightgbm.Booster(model_str=...)`` is to serving.
 
-    It answers ``predict`` with the package's arguments (``raw_score``, ``pred_contrib``,
-    ``start_iteration``, ``num_iteration``) and its result shapes, so a predictor takes either.
-    Predictions of several threads at once are safe, as the package's are.
+    It answers ``predict`` with the package's arguments (``raw_score``, ``pred_contrib``) and its
+    result shapes, so a predictor takes either. It predicts with every iteration, always: LightGBM
+    keeps the iterations a prediction asks for in the booster itself, so threads asking one booster
+    for different ones compute each other's trees. A part of a model is a model of its own
+    (``model_to_string`` of the part, read back). Predictions of several threads at once are safe.
     """
 
     best_iteration = -1  # a model read from text has none: predictions use every iteration
@@ -95,8 +97,6 @@ class Booster:
         *,
         raw_score: bool = False,
         pred_contrib: bool = False,
-        start_iteration: int = 0,
-        num_iteration: int = -1,
         num_threads: int = 1,
     ) -> np.ndarray:
         """Probabilities (or raw scores, or contributions) of the rows of ``X``: one value a row
@@ -113,8 +113,8 @@ class Booster:
                 self._handle,
                 ctypes.c_int(rows),
                 ctypes.c_int(kind),
-                ctypes.c_int(start_iteration),
-                ctypes.c_int(num_iteration),
+                ctypes.c_int(0),  # every iteration, from the first
+                ctypes.c_int(-1),
                 ctypes.byref(size),
             )
         )
@@ -129,8 +129,8 @@ class Booster:
                 ctypes.c_int32(columns),
                 ctypes.c_int(ROW_MAJOR),
                 ctypes.c_int(kind),
-                ctypes.c_int(start_iteration),
-                ctypes.c_int(num_iteration),
+                ctypes.c_int(0),  # every iteration, from the first
+                ctypes.c_int(-1),
                 ctypes.c_char_p(PARAMETERS),
                 ctypes.byref(written),
                 out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
